@@ -1,0 +1,182 @@
+//! A process the end-to-end tests trace. It does what it is told on stdin,
+//! one command per line, and prints what it measured itself (the ground
+//! truth the tracer is compared with) as one JSON object per line.
+//!
+//! Commands:
+//!   connect-ok PORT N        N blocking connects to 127.0.0.1:PORT
+//!   connect-refused PORT N   N blocking connects expected to be refused
+//!   connect-slow PORT        one non-blocking connect; prints {"started":..}
+//!                            right after connect(), then waits until done
+//!   sleep MS N               N sleeps of MS milliseconds (clock_nanosleep)
+//!   threads N PORT           N threads, each one blocking connect to PORT
+//!   fork-connect PORT N      fork a child that makes N connects and exits
+//!   exit                     exit 0
+//! At start it prints {"ready": PID}.
+
+use std::{
+    io::{BufRead as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+fn say(json: String) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{json}");
+    let _ = out.flush();
+}
+
+fn micros(d: Duration) -> u128 {
+    d.as_micros()
+}
+
+fn list(v: &[u128]) -> String {
+    let items: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+    format!("[{}]", items.join(","))
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// One blocking connect; returns (elapsed, errno or 0).
+fn blocking_connect(port: u16) -> (Duration, i32) {
+    let t0 = Instant::now();
+    let r = TcpStream::connect(addr(port));
+    let dt = t0.elapsed();
+    match r {
+        Ok(s) => {
+            drop(s);
+            (dt, 0)
+        }
+        Err(e) => (dt, e.raw_os_error().unwrap_or(-1)),
+    }
+}
+
+/// A non-blocking connect timed from the call to the moment poll() says the
+/// socket is writable (the handshake is over), as an event loop would see it.
+fn nonblocking_connect(port: u16) -> (Duration, i32) {
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+        assert!(fd >= 0, "socket");
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as u16;
+        sa.sin_port = port.to_be();
+        sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let t0 = Instant::now();
+        let rc = libc::connect(
+            fd,
+            (&raw const sa).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        );
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        say(format!(
+            "{{\"started\":true,\"fd\":{fd},\"rc\":{rc},\"errno\":{}}}",
+            if rc == 0 { 0 } else { errno }
+        ));
+        if rc != 0 && errno != libc::EINPROGRESS {
+            libc::close(fd);
+            return (t0.elapsed(), errno);
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        libc::poll(&mut pfd, 1, 30_000);
+        let dt = t0.elapsed();
+        let mut err: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&raw mut err).cast(),
+            &mut len,
+        );
+        libc::close(fd);
+        (dt, err)
+    }
+}
+
+fn main() {
+    say(format!("{{\"ready\":{}}}", std::process::id()));
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let num = |i: usize| -> u64 {
+            words
+                .get(i)
+                .and_then(|w| w.parse().ok())
+                .unwrap_or_else(|| panic!("bad command: {line}"))
+        };
+        match words.first().copied() {
+            Some("connect-ok") | Some("connect-refused") => {
+                let (port, n) = (num(1) as u16, num(2));
+                let mut times = Vec::new();
+                let mut errnos = Vec::new();
+                for _ in 0..n {
+                    let (dt, e) = blocking_connect(port);
+                    times.push(micros(dt));
+                    errnos.push(e as u128);
+                }
+                say(format!(
+                    "{{\"cmd\":\"{}\",\"micros\":{},\"errnos\":{}}}",
+                    words[0],
+                    list(&times),
+                    list(&errnos)
+                ));
+            }
+            Some("connect-slow") => {
+                let (dt, err) = nonblocking_connect(num(1) as u16);
+                say(format!(
+                    "{{\"cmd\":\"connect-slow\",\"micros\":{},\"so_error\":{err}}}",
+                    micros(dt)
+                ));
+            }
+            Some("sleep") => {
+                let (ms, n) = (num(1), num(2));
+                let mut times = Vec::new();
+                for _ in 0..n {
+                    let t0 = Instant::now();
+                    std::thread::sleep(Duration::from_millis(ms));
+                    times.push(micros(t0.elapsed()));
+                }
+                say(format!("{{\"cmd\":\"sleep\",\"micros\":{}}}", list(&times)));
+            }
+            Some("threads") => {
+                let (n, port) = (num(1), num(2) as u16);
+                let handles: Vec<_> = (0..n)
+                    .map(|_| {
+                        std::thread::spawn(move || {
+                            let tid = unsafe { libc::gettid() };
+                            let (_, e) = blocking_connect(port);
+                            (tid, e)
+                        })
+                    })
+                    .collect();
+                let results: Vec<(i32, i32)> =
+                    handles.into_iter().map(|h| h.join().unwrap()).collect();
+                let tids: Vec<u128> = results.iter().map(|r| r.0 as u128).collect();
+                say(format!("{{\"cmd\":\"threads\",\"tids\":{}}}", list(&tids)));
+            }
+            Some("fork-connect") => {
+                let (port, n) = (num(1) as u16, num(2));
+                // SAFETY: single-threaded here (threads above are joined); the
+                // child only connects and exits.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    for _ in 0..n {
+                        let _ = blocking_connect(port);
+                    }
+                    unsafe { libc::_exit(0) };
+                }
+                let mut status = 0;
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                say(format!("{{\"cmd\":\"fork-connect\",\"child\":{pid}}}"));
+            }
+            Some("exit") => break,
+            _ => panic!("unknown command: {line}"),
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! Harness for the end-to-end tests: run the real `tracer` binary against
+//! real processes, and the ground truth they measure themselves.
+//!
+//! These tests load eBPF programs: they need root, and they run one at a
+//! time (`--test-threads=1`, as `cargo xtask test` does) because they share
+//! the kernel's tracepoints and tracefs.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc::{Receiver, RecvTimeoutError, channel},
+    thread,
+    time::{Duration, Instant},
+};
+
+pub use serde_json::Value;
+
+/// Fails the test (never skips it) when not root: a skipped test proves nothing.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the end-to-end tests load eBPF programs and must run as root (cargo xtask test)"
+    );
+}
+
+/// Directory holding the built binaries (target/debug), found from the test
+/// executable itself (target/debug/deps/e2e-*).
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// The `tracer` binary under test (override with TRACER_BIN).
+pub fn tracer_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TRACER_BIN") {
+        return p.into();
+    }
+    let p = bin_dir().join("tracer");
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build -p tracer-user` (cargo xtask test does)",
+        p.display()
+    );
+    p
+}
+
+/// The `netfixture` binary of this crate (built alongside the tests).
+pub fn fixture_bin() -> PathBuf {
+    bin_dir().join("netfixture")
+}
+
+/// Lines of a child's output, read on a thread so that nothing blocks.
+pub struct Lines {
+    rx: Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Lines {
+    fn new(read: impl std::io::Read + Send + 'static) -> Self {
+        let (tx, rx) = channel();
+        thread::spawn(move || {
+            for line in BufReader::new(read).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line, or None at end of output or after `timeout`.
+    pub fn next(&mut self, timeout: Duration) -> Option<String> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(l) => {
+                self.seen.push(l.clone());
+                Some(l)
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// Reads until a line contains `needle`; panics with what was seen.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left) {
+                Some(l) if l.contains(needle) => return l,
+                Some(_) => {}
+                None => panic!("no line containing {needle:?}; saw: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Everything still to come, until the writer closes.
+    pub fn rest(&mut self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        while let Some(_l) = self.next(deadline.saturating_duration_since(Instant::now())) {}
+        self.seen.clone()
+    }
+}
+
+/// The fixture process (`netfixture`), driven line by line.
+pub struct Fixture {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pub out: Lines,
+    pub pid: u32,
+}
+
+impl Fixture {
+    pub fn start() -> Self {
+        let mut child = Command::new(fixture_bin())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start netfixture");
+        let stdin = child.stdin.take();
+        let mut out = Lines::new(child.stdout.take().unwrap());
+        let ready = json(&out.wait_for("ready", Duration::from_secs(10)));
+        let pid = ready["ready"].as_u64().unwrap() as u32;
+        Self {
+            child,
+            stdin,
+            out,
+            pid,
+        }
+    }
+
+    pub fn send(&mut self, cmd: &str) {
+        let stdin = self.stdin.as_mut().expect("fixture stdin open");
+        writeln!(stdin, "{cmd}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Sends a command and returns its JSON result line.
+    pub fn run(&mut self, cmd: &str, timeout: Duration) -> Value {
+        self.send(cmd);
+        let word = cmd.split_whitespace().next().unwrap();
+        json(&self.out.wait_for(&format!("\"cmd\":\"{word}\""), timeout))
+    }
+
+    /// Tells it to exit and reaps it.
+    pub fn exit(mut self) {
+        self.send("exit");
+        self.stdin.take();
+        let _ = self.child.wait();
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn json(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+/// A running `tracer`, its output collected.
+pub struct Tracer {
+    pub child: Child,
+    pub stdout: Lines,
+    pub stderr: Lines,
+}
+
+pub struct Finished {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Tracer {
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with_stdin(args, Stdio::null())
+    }
+
+    pub fn start_with_stdin(args: &[&str], stdin: Stdio) -> Self {
+        let mut child = Command::new(tracer_bin())
+            .args(args)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tracer");
+        let stdout = Lines::new(child.stdout.take().unwrap());
+        let stderr = Lines::new(child.stderr.take().unwrap());
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Waits for the "tracing PID" line: the probes are attached.
+    pub fn wait_attached(&mut self) {
+        self.stderr
+            .wait_for("tracer: tracing PID", Duration::from_secs(30));
+    }
+
+    pub fn interrupt(&self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+    }
+
+    pub fn finish(mut self, timeout: Duration) -> Finished {
+        let deadline = Instant::now() + timeout;
+        let code = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "tracer did not finish in {timeout:?}; stderr: {:#?}",
+                    self.stderr.rest(Duration::from_secs(1))
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        Finished {
+            code,
+            stdout: self.stdout.rest(Duration::from_secs(5)).join("\n"),
+            stderr: self.stderr.rest(Duration::from_secs(5)).join("\n"),
+        }
+    }
+}
+
+/// Runs `tracer` to completion.
+pub fn run_tracer(args: &[&str], timeout: Duration) -> Finished {
+    Tracer::start(args).finish(timeout)
+}
+
+/// A loopback TCP listener that accepts everything, on a thread.
+pub struct OpenListener {
+    pub port: u16,
+}
+
+impl OpenListener {
+    pub fn start() -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        thread::spawn(move || {
+            for conn in l.incoming() {
+                drop(conn);
+            }
+        });
+        Self { port }
+    }
+}
+
+/// A loopback port nobody listens on: connects are refused.
+pub fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+    // dropped here: the port is closed (and not reused at once)
+}
+
+/// A listener whose accept queue is full (backlog 0 plus one connection the
+/// test itself made), so the kernel drops the next SYN. Released after a
+/// delay, it drains the queue and the client's SYN retransmit, sent about
+/// 1 s after the first SYN, completes the handshake. This kernel has no
+/// netem; this is how a known handshake delay is made (see PLATFORM.md).
+pub struct SlowListener {
+    pub port: u16,
+    listener: Option<TcpListener>,
+    _filler: TcpStream,
+}
+
+impl SlowListener {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // SAFETY: listen(2) on our socket; backlog 0 leaves room for one.
+        unsafe {
+            use std::os::fd::AsRawFd as _;
+            assert_eq!(libc::listen(listener.as_raw_fd(), 0), 0);
+        }
+        let filler = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        Self {
+            port,
+            listener: Some(listener),
+            _filler: filler,
+        }
+    }
+
+    /// Starts accepting after `delay`, for a few seconds.
+    pub fn release_after(&mut self, delay: Duration) {
+        let listener = self.listener.take().expect("released once");
+        thread::spawn(move || {
+            thread::sleep(delay);
+            listener.set_nonblocking(true).unwrap();
+            let end = Instant::now() + Duration::from_secs(4);
+            let mut held = Vec::new();
+            while Instant::now() < end {
+                match listener.accept() {
+                    Ok((s, _)) => held.push(s),
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+    }
+}
+
+/// Names of the eBPF programs `tracer` loads, as the kernel shows them
+/// (truncated to 15 characters).
+pub const OUR_PROGRAMS: &[&str] = &[
+    "sys_enter",
+    "sys_exit",
+    "inet_sock_set_s",
+    "task_newtask",
+    "sched_process_e",
+];
+
+/// Our programs the kernel still has loaded, from `bpftool prog show`.
+pub fn our_programs_loaded() -> Vec<String> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .expect("bpftool (installed by cargo xtask setup)");
+    assert!(out.status.success(), "bpftool failed: {out:?}");
+    let progs: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    progs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .filter(|n| OUR_PROGRAMS.contains(n))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Reads a JSON report the tracer wrote.
+pub fn read_report(path: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("report {} not written: {e}", path.display()));
+    serde_json::from_str(&text).expect("report is JSON")
+}
+
+/// A fresh path under the target directory for a test's files.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = bin_dir().join("e2e-scratch");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+/// Rows of `report["syscall_groups"]` (or another array) matching a predicate.
+pub fn rows<'a>(report: &'a Value, key: &str, pred: impl Fn(&Value) -> bool) -> Vec<&'a Value> {
+    report[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("report has no {key}"))
+        .iter()
+        .filter(|r| pred(r))
+        .collect()
+}

@@ -1,0 +1,289 @@
+//! `tracer report` against a real process making real syscalls and
+//! connects, compared with what that process measured itself.
+
+use std::time::Duration;
+
+use tracer_tests::*;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn micros(v: &Value) -> Vec<f64> {
+    v["micros"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+fn ns(v: &Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+/// Traces `fixture` until it exits, after `drive` told it what to do.
+fn trace_until_exit(name: &str, mut fixture: Fixture, drive: impl FnOnce(&mut Fixture)) -> Value {
+    require_root();
+    let json = scratch(name);
+    let pid = fixture.pid.to_string();
+    let mut tracer = Tracer::start(&["report", "--pid", &pid, "--json", json.to_str().unwrap()]);
+    tracer.wait_attached();
+    drive(&mut fixture);
+    fixture.exit();
+    let done = tracer.finish(LONG);
+    assert_eq!(done.code, Some(0), "stderr: {}", done.stderr);
+    assert!(
+        done.stderr.contains("exited"),
+        "says the target exited: {}",
+        done.stderr
+    );
+    assert!(done.stdout.contains("Connects by peer"), "{}", done.stdout);
+    let report = read_report(&json);
+    assert_eq!(report["ended"], "target_exited");
+    assert_eq!(report["lost"]["ring_full"], 0);
+    assert_eq!(report["lost"]["syscall_map_full"], 0);
+    report
+}
+
+fn peer<'a>(report: &'a Value, port: u16) -> &'a Value {
+    let want = format!("127.0.0.1:{port}");
+    let found = rows(report, "connect_peers", |r| r["peer"] == want.as_str());
+    assert_eq!(
+        found.len(),
+        1,
+        "one row for {want}: {:#}",
+        report["connect_peers"]
+    );
+    found[0]
+}
+
+fn syscall_count(report: &Value, pid: u32, name: &str) -> u64 {
+    rows(report, "syscalls", |r| {
+        r["pid"] == pid && r["syscall"] == name
+    })
+    .iter()
+    .map(|r| r["count"].as_u64().unwrap())
+    .sum()
+}
+
+#[test]
+fn connects_are_counted_exactly_with_errno_and_real_handshake_time() {
+    let open = OpenListener::start();
+    let closed = closed_port();
+    let fixture = Fixture::start();
+    let pid = fixture.pid;
+    let mut slow_ports = Vec::new();
+    let mut slow_truth = Vec::new();
+    let report = trace_until_exit("connects", fixture, |f| {
+        let ok = f.run(&format!("connect-ok {} 20", open.port), LONG);
+        assert!(ok["errnos"].as_array().unwrap().iter().all(|e| e == 0));
+        let refused = f.run(&format!("connect-refused {closed} 10"), LONG);
+        assert!(
+            refused["errnos"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e == libc::ECONNREFUSED)
+        );
+        for _ in 0..3 {
+            let mut slow = SlowListener::start();
+            f.send(&format!("connect-slow {}", slow.port));
+            let started = json(&f.out.wait_for("started", LONG));
+            assert_eq!(started["errno"], libc::EINPROGRESS, "non-blocking");
+            slow.release_after(Duration::from_millis(500));
+            let done = json(&f.out.wait_for("\"cmd\":\"connect-slow\"", LONG));
+            assert_eq!(done["so_error"], 0);
+            slow_ports.push(slow.port);
+            slow_truth.push(done["micros"].as_f64().unwrap() * 1e3);
+        }
+    });
+
+    let ok = peer(&report, open.port);
+    assert_eq!(ok["count"], 20);
+    assert_eq!(ok["outcomes"]["ok"], 20);
+    assert_eq!(ok["proto"], "tcp");
+    let refused = peer(&report, closed);
+    assert_eq!(refused["count"], 10);
+    assert_eq!(refused["outcomes"]["ECONNREFUSED"], 10);
+
+    for (port, truth_ns) in slow_ports.iter().zip(&slow_truth) {
+        let p = peer(&report, *port);
+        assert_eq!(p["count"], 1);
+        assert_eq!(p["outcomes"]["ok"], 1);
+        let measured = ns(p, "max_ns");
+        // The handshake took about a second (one SYN retransmit)...
+        assert!(measured > 0.9e9, "handshake {measured} ns");
+        // ...and the tracer agrees with the client's own clock within 10%.
+        let err = (measured - truth_ns).abs() / truth_ns;
+        assert!(err < 0.10, "tracer {measured} ns vs client {truth_ns} ns");
+    }
+    // The three slowest connects are the non-blocking ones, with handshake
+    // time apart from the (instant) syscall.
+    let slowest = report["slowest_connects"].as_array().unwrap();
+    for r in &slowest[..3] {
+        assert_eq!(r["nonblocking"], true, "{r}");
+        assert_eq!(r["outcome"], "ok");
+        assert!(
+            ns(r, "syscall_ns") < 50e6,
+            "connect() itself returns at once: {r}"
+        );
+        assert!(ns(r, "handshake_ns") > 0.9e9, "{r}");
+    }
+    assert_eq!(report["connects_total"], 33);
+    assert_eq!(syscall_count(&report, pid, "connect"), 33);
+    // Blocking connect latency agrees with the client's own timing: the
+    // syscall can't take longer than the client saw around it.
+    assert!(ns(ok, "max_ns") < 50e6);
+}
+
+#[test]
+fn sleep_histogram_matches_the_sleeps_taken() {
+    let fixture = Fixture::start();
+    let pid = fixture.pid;
+    let mut truth = Vec::new();
+    let report = trace_until_exit("sleeps", fixture, |f| {
+        truth.extend(micros(&f.run("sleep 10 40", LONG)));
+        truth.extend(micros(&f.run("sleep 50 4", LONG)));
+    });
+    let sleeps = rows(&report, "syscalls", |r| {
+        r["pid"] == pid && (r["syscall"] == "clock_nanosleep" || r["syscall"] == "nanosleep")
+    });
+    assert_eq!(sleeps.len(), 1, "{:#}", report["syscalls"]);
+    let s = sleeps[0];
+    assert_eq!(s["count"], 44);
+    assert_eq!(s["waiting"], true, "sleeps are waits");
+    let mut truth_ns: Vec<f64> = truth.iter().map(|us| us * 1e3).collect();
+    truth_ns.sort_by(f64::total_cmp);
+    let pct = |q: f64| truth_ns[((q * truth_ns.len() as f64).ceil() as usize).clamp(1, 44) - 1];
+    // The histogram has 8 sub-buckets per power of two: 12.5% resolution.
+    for (key, q) in [("p50_ns", 0.5), ("p99_ns", 0.99)] {
+        let (got, want) = (ns(s, key), pct(q));
+        assert!(
+            (got - want).abs() / want < 0.125,
+            "{key}: tracer {got} vs client {want}"
+        );
+    }
+    // The sleep syscall sits inside the client's own timing of it.
+    let max = ns(s, "max_ns");
+    assert!(
+        max <= truth_ns[43] && max > 50e6,
+        "max {max} vs client {}",
+        truth_ns[43]
+    );
+    let total = ns(s, "total_ns");
+    let truth_total: f64 = truth_ns.iter().sum();
+    assert!(
+        total <= truth_total && total > 0.98 * truth_total,
+        "total {total} vs {truth_total}"
+    );
+    // Sleeping is waiting: it is not counted as work.
+    assert!(ns(&report, "waiting_ns") >= total);
+}
+
+#[test]
+fn attaches_to_all_threads_and_follows_forked_children() {
+    let open = OpenListener::start();
+    let fixture = Fixture::start();
+    let pid = fixture.pid;
+    let mut tids = Vec::new();
+    let mut child = 0;
+    let report = trace_until_exit("threads", fixture, |f| {
+        let t = f.run(&format!("threads 4 {}", open.port), LONG);
+        tids = t["tids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        let c = f.run(&format!("fork-connect {} 3", open.port), LONG);
+        child = c["child"].as_u64().unwrap();
+    });
+    let connects = report["slowest_connects"].as_array().unwrap();
+    for tid in &tids {
+        let by_tid: Vec<_> = connects.iter().filter(|c| c["tid"] == *tid).collect();
+        assert_eq!(by_tid.len(), 1, "thread {tid} made one connect");
+        assert_eq!(by_tid[0]["pid"], pid);
+    }
+    let from_child = connects.iter().filter(|c| c["pid"] == child).count();
+    assert_eq!(from_child, 3, "the forked child's connects are traced");
+    let procs = rows(&report, "processes", |p| p["pid"] == child);
+    assert_eq!(procs.len(), 1);
+    assert_eq!(procs[0]["parent"], pid);
+    assert_eq!(procs[0]["exited"], true);
+    let main = &rows(&report, "processes", |p| p["pid"] == pid)[0];
+    assert!(main["threads"].as_u64().unwrap() >= 5, "{main}");
+    assert_eq!(report["connects_total"], 7);
+}
+
+#[test]
+fn a_command_is_traced_from_its_first_syscall() {
+    require_root();
+    let open = OpenListener::start();
+    let json_path = scratch("command");
+    let fixture = fixture_bin();
+    let mut tracer = Tracer::start_with_stdin(
+        &[
+            "report",
+            "--json",
+            json_path.to_str().unwrap(),
+            "--",
+            fixture.to_str().unwrap(),
+        ],
+        std::process::Stdio::piped(),
+    );
+    {
+        use std::io::Write as _;
+        let stdin = tracer.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "connect-ok {} 2\nexit", open.port).unwrap();
+    }
+    tracer.child.stdin.take();
+    let done = tracer.finish(LONG);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    let report = read_report(&json_path);
+    assert_eq!(report["ended"], "target_exited");
+    let procs = report["processes"].as_array().unwrap();
+    assert_eq!(procs.len(), 1, "{procs:#?}");
+    let pid = procs[0]["pid"].as_u64().unwrap() as u32;
+    // The exec itself is the first syscall the command makes.
+    assert_eq!(syscall_count(&report, pid, "execve"), 1);
+    assert_eq!(syscall_count(&report, pid, "connect"), 2);
+    assert_eq!(procs[0]["comm"], "netfixture");
+}
+
+#[test]
+fn target_exiting_mid_trace_still_yields_the_report() {
+    require_root();
+    let open = OpenListener::start();
+    let mut fixture = Fixture::start();
+    let json_path = scratch("exit-mid");
+    let pid = fixture.pid.to_string();
+    let mut tracer = Tracer::start(&[
+        "report",
+        "--pid",
+        &pid,
+        "--duration",
+        "10m",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    tracer.wait_attached();
+    fixture.run(&format!("connect-ok {} 5", open.port), LONG);
+    let t0 = std::time::Instant::now();
+    fixture.kill();
+    let done = tracer.finish(LONG);
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "noticed the exit promptly"
+    );
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    assert!(done.stderr.contains("exited"), "{}", done.stderr);
+    let report = read_report(&json_path);
+    assert_eq!(report["ended"], "target_exited");
+    assert_eq!(report["connects_total"], 5);
+    assert!(
+        our_programs_loaded().is_empty(),
+        "detached: {:?}",
+        our_programs_loaded()
+    );
+}

@@ -1,0 +1,170 @@
+//! Types shared by the eBPF programs (`tracer-ebpf`) and the user-space
+//! collector (`tracer-user`). Everything here is `#[repr(C)]` plain data: the
+//! kernel writes it into maps and the ring buffer, user space reads the same
+//! bytes back. With the `user` feature each type is also `aya::Pod`.
+#![cfg_attr(not(test), no_std)]
+
+pub mod histogram;
+
+pub use histogram::{HIST_BUCKETS, LatencyStats};
+
+/// Most processes the tracer follows at once (the target and its children).
+pub const MAX_TRACED_PROCESSES: u32 = 8192;
+/// Most threads that can be inside a traced syscall at the same moment.
+pub const MAX_TRACED_THREADS: u32 = 65536;
+/// Distinct (process, syscall) pairs aggregated in the kernel.
+pub const MAX_SYSCALL_KEYS: u32 = 16384;
+/// TCP handshakes in flight (SYN sent, no answer yet).
+pub const MAX_PENDING_HANDSHAKES: u32 = 16384;
+/// Ring buffer for single events (connects, handshakes, process lifecycle).
+pub const EVENT_RING_BYTES: u32 = 4 << 20;
+
+/// x86_64 syscall numbers the kernel programs look at more closely.
+pub mod sysno {
+    pub const CONNECT: u64 = 42;
+}
+
+/// Linux `sockaddr_un` is the largest address a connect() can carry here.
+pub const SOCKADDR_MAX: usize = 112;
+
+/// Per-thread state kept between `sys_enter` and `sys_exit`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadEntry {
+    /// `bpf_ktime_get_ns()` at syscall entry; 0 once the exit consumed it.
+    pub start_ns: u64,
+    pub nr: u64,
+    /// First three syscall arguments, kept only for syscalls we decode.
+    pub args: [u64; 3],
+    /// Kernel `struct sock *` seen moving to SYN_SENT during this syscall:
+    /// joins a connect() with its TCP handshake.
+    pub skaddr: u64,
+}
+
+/// Key of the in-kernel per-syscall aggregate.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SyscallKey {
+    pub tgid: u32,
+    pub nr: u32,
+}
+
+/// A TCP handshake waiting for its SYN-ACK, keyed by socket address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PendingHandshake {
+    pub start_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+}
+
+/// Which counter of `LOST_EVENTS` a failure is charged to.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostCounter {
+    /// The ring buffer was full: a single event was not delivered.
+    RingFull = 0,
+    /// The syscall aggregate map was full: a syscall was not counted.
+    SyscallMapFull = 1,
+    /// The per-thread entry map was full: a syscall was not timed.
+    ThreadMapFull = 2,
+    /// The pending-handshake map was full: a handshake was not timed.
+    HandshakeMapFull = 3,
+    /// A process to follow (a fork) did not fit the traced-process map.
+    ProcessMapFull = 4,
+}
+pub const LOST_COUNTERS: u32 = 5;
+
+/// Discriminant at the start of every ring buffer record.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Connect = 1,
+    Handshake = 2,
+    Task = 3,
+}
+
+impl EventKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Connect),
+            2 => Some(Self::Handshake),
+            3 => Some(Self::Task),
+            _ => None,
+        }
+    }
+}
+
+/// One finished connect() syscall.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    /// Syscall return value: 0, or a negative errno.
+    pub ret: i64,
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    /// The socket that entered SYN_SENT in this call (0: not TCP, or failed
+    /// before the SYN). Matches `HandshakeEvent::skaddr`.
+    pub skaddr: u64,
+    pub addr_len: u32,
+    pub _pad: u32,
+    /// The `struct sockaddr` the process passed, as many bytes as `addr_len`
+    /// (capped at `SOCKADDR_MAX`).
+    pub addr: [u8; SOCKADDR_MAX],
+}
+
+/// A TCP socket left SYN_SENT: the handshake finished (ESTABLISHED) or failed
+/// (CLOSE). Runs in softirq, so the ids come from the SYN_SENT record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct HandshakeEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    /// TCP state entered: 1 = ESTABLISHED, 7 = CLOSE.
+    pub new_state: u32,
+    pub skaddr: u64,
+    pub start_ns: u64,
+    pub duration_ns: u64,
+}
+
+pub const TCP_ESTABLISHED: u32 = 1;
+pub const TCP_SYN_SENT: u32 = 2;
+pub const TCP_CLOSE: u32 = 7;
+
+/// Process and thread lifecycle of traced tasks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TaskEvent {
+    pub kind: u32,
+    pub what: u32,
+    /// For `TASK_NEW_*`, the creating task; for exits, the exiting task.
+    pub tgid: u32,
+    pub tid: u32,
+    /// The new task (`TASK_NEW_*`), or 0.
+    pub child: u32,
+    pub _pad: u32,
+    pub ts_ns: u64,
+    pub comm: [u8; 16],
+}
+
+pub const TASK_NEW_THREAD: u32 = 1;
+pub const TASK_NEW_PROCESS: u32 = 2;
+pub const TASK_EXIT_THREAD: u32 = 3;
+/// The last thread of a process exited.
+pub const TASK_EXIT_PROCESS: u32 = 4;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are #[repr(C)] structs of integers and byte
+    // arrays, valid for any bit pattern.
+    unsafe impl aya::Pod for ThreadEntry {}
+    unsafe impl aya::Pod for SyscallKey {}
+    unsafe impl aya::Pod for PendingHandshake {}
+    unsafe impl aya::Pod for LatencyStats {}
+}

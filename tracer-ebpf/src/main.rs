@@ -1,0 +1,20 @@
+//! Kernel side of `tracer`.
+//!
+//! Cost matters on every syscall of every process on the machine, so the hot
+//! path is: one hash lookup on the thread id (only traced threads have an
+//! entry), one in-place write at entry, one hash lookup and a few atomic
+//! adds at exit.
+//! Everything that is a histogram or a sum stays in the kernel; only rare,
+//! detailed events (connects, handshakes, process lifecycle) go through the
+//! ring buffer, and every record the ring buffer could not take is counted.
+// Built for the bpfel-unknown-none target by tracer-user's build.rs. On the
+// host (`cargo build --workspace`) it is an empty program.
+#![cfg_attr(target_arch = "bpf", no_std, no_main)]
+// Inline asm for the eBPF atomic add: Rust's bpf target has no atomic RMW.
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
+
+#[cfg(target_arch = "bpf")]
+mod programs;

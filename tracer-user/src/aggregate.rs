@@ -1,0 +1,607 @@
+//! Aggregate: the state a report is drawn from. Per process: its threads'
+//! lifetimes (the denominator of every share), its syscalls (aggregated in
+//! the kernel, copied here), its connects joined with their TCP handshakes,
+//! grouped per peer.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
+
+use serde::Serialize;
+use tracer_common::{
+    ConnectEvent, HandshakeEvent, LatencyStats, SyscallKey, TASK_EXIT_PROCESS, TASK_EXIT_THREAD,
+    TASK_NEW_PROCESS, TASK_NEW_THREAD, TCP_ESTABLISHED, TaskEvent, ThreadEntry,
+};
+
+use crate::collect::Event;
+
+/// How long a handshake seen before its connect() record is kept for the join.
+const EARLY_HANDSHAKE_TTL_NS: u64 = 60_000_000_000;
+/// How many individual connects are kept for the "slowest" list.
+const SLOWEST_KEPT: usize = 200;
+
+const EINPROGRESS: i64 = 115;
+
+/// Where a connect() went.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Peer {
+    Inet(SocketAddr),
+    Unix(String),
+    /// AF_UNSPEC: dissolves a datagram socket's association.
+    Unspecified,
+    Other(u16),
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Inet(a) => write!(f, "{a}"),
+            Peer::Unix(p) => write!(f, "unix:{p}"),
+            Peer::Unspecified => write!(f, "AF_UNSPEC"),
+            Peer::Other(fam) => write!(f, "family {fam}"),
+        }
+    }
+}
+
+/// Decodes the `struct sockaddr` bytes a process passed to connect().
+pub fn parse_sockaddr(bytes: &[u8]) -> Option<Peer> {
+    let family = u16::from_ne_bytes(bytes.get(..2)?.try_into().ok()?);
+    match family as i32 {
+        libc::AF_INET => {
+            let port = u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?);
+            let ip: [u8; 4] = bytes.get(4..8)?.try_into().ok()?;
+            Some(Peer::Inet(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::from(ip)),
+                port,
+            )))
+        }
+        libc::AF_INET6 => {
+            let port = u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?);
+            let ip: [u8; 16] = bytes.get(8..24)?.try_into().ok()?;
+            let ip = Ipv6Addr::from(ip);
+            // Show v4-mapped peers as the IPv4 address they are.
+            let ip = ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4);
+            Some(Peer::Inet(SocketAddr::new(ip, port)))
+        }
+        libc::AF_UNIX => {
+            let path = bytes.get(2..).unwrap_or_default();
+            let (prefix, path) = match path.first() {
+                // Abstract socket: leading NUL, name is the rest (not NUL-terminated).
+                Some(0) => ("@", &path[1..]),
+                _ => ("", path.split(|&b| b == 0).next().unwrap_or_default()),
+            };
+            let path = path.split(|&b| b == 0).next().unwrap_or_default();
+            Some(Peer::Unix(format!(
+                "{prefix}{}",
+                String::from_utf8_lossy(path)
+            )))
+        }
+        libc::AF_UNSPEC => Some(Peer::Unspecified),
+        other => Some(Peer::Other(other as u16)),
+    }
+}
+
+/// How a connect attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum ConnectOutcome {
+    Connected,
+    /// connect() failed with this errno name (ECONNREFUSED, ETIMEDOUT, ...).
+    Failed(String),
+    /// Non-blocking connect whose handshake failed (reset or timed out).
+    HandshakeFailed,
+    /// Non-blocking connect with no answer yet when tracing stopped.
+    Pending,
+}
+
+impl fmt::Display for ConnectOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectOutcome::Connected => f.write_str("ok"),
+            ConnectOutcome::Failed(e) => f.write_str(e),
+            ConnectOutcome::HandshakeFailed => f.write_str("handshake failed"),
+            ConnectOutcome::Pending => f.write_str("no answer yet"),
+        }
+    }
+}
+
+/// One connect() call, joined with its TCP handshake where there was one.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectRecord {
+    pub pid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub peer: Option<Peer>,
+    /// True when the kernel moved a TCP socket to SYN_SENT in this call.
+    pub tcp: bool,
+    pub nonblocking: bool,
+    pub outcome: ConnectOutcome,
+    /// Monotonic time the call started.
+    pub start_ns: u64,
+    /// Time spent inside the connect() syscall.
+    pub syscall_ns: u64,
+    /// SYN sent to SYN-ACK received (or failure), when known.
+    pub handshake_ns: Option<u64>,
+}
+
+impl ConnectRecord {
+    /// The latency that counts: the handshake for a non-blocking connect,
+    /// the syscall for a blocking one.
+    pub fn latency_ns(&self) -> u64 {
+        if self.nonblocking {
+            self.handshake_ns.unwrap_or(self.syscall_ns)
+        } else {
+            self.syscall_ns
+        }
+    }
+}
+
+/// All connects to one peer.
+#[derive(Debug, Clone)]
+pub struct PeerStats {
+    pub latency: LatencyStats,
+    pub outcomes: BTreeMap<ConnectOutcome, u64>,
+    pub tcp: bool,
+}
+
+/// A thread's life while traced, in monotonic nanoseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadSpan {
+    pub start_ns: u64,
+    pub end_ns: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProcessState {
+    pub comm: String,
+    /// The traced process that forked this one, if it was not named by the user.
+    pub parent: Option<u32>,
+    pub threads: HashMap<u32, ThreadSpan>,
+    pub exited_ns: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct Aggregate {
+    /// Monotonic time tracing started.
+    pub start_ns: u64,
+    pub processes: BTreeMap<u32, ProcessState>,
+    pub syscalls: BTreeMap<SyscallKey, LatencyStats>,
+    /// Syscall time in progress when the snapshot was taken: (pid, nr) -> ns.
+    pub in_flight: BTreeMap<SyscallKey, u64>,
+    pub peers: BTreeMap<Peer, PeerStats>,
+    pub connects_total: u64,
+    /// The slowest connects, slowest first, at most `SLOWEST_KEPT`.
+    pub slowest_connects: Vec<ConnectRecord>,
+    awaiting_handshake: HashMap<u64, ConnectRecord>,
+    early_handshakes: HashMap<u64, HandshakeEvent>,
+}
+
+impl Aggregate {
+    pub fn new(start_ns: u64) -> Self {
+        Self {
+            start_ns,
+            ..Default::default()
+        }
+    }
+
+    /// Registers a process named by the user, with the threads it has now.
+    pub fn add_target(&mut self, pid: u32, comm: String, threads: &[u32]) {
+        let start = self.start_ns;
+        let proc = self.processes.entry(pid).or_insert_with(|| ProcessState {
+            comm,
+            parent: None,
+            threads: HashMap::new(),
+            exited_ns: None,
+        });
+        for &tid in threads {
+            proc.threads.entry(tid).or_insert(ThreadSpan {
+                start_ns: start,
+                end_ns: None,
+            });
+        }
+    }
+
+    pub fn apply(&mut self, ev: Event) {
+        match ev {
+            Event::Connect(c) => self.on_connect(c),
+            Event::Handshake(h) => self.on_handshake(h),
+            Event::Task(t) => self.on_task(t),
+        }
+    }
+
+    fn on_task(&mut self, t: TaskEvent) {
+        let comm = comm_string(&t.comm);
+        match t.what {
+            TASK_NEW_THREAD => {
+                if let Some(p) = self.processes.get_mut(&t.tgid) {
+                    p.threads.entry(t.child).or_insert(ThreadSpan {
+                        start_ns: t.ts_ns,
+                        end_ns: None,
+                    });
+                }
+            }
+            TASK_NEW_PROCESS => {
+                let mut threads = HashMap::new();
+                threads.insert(
+                    t.child,
+                    ThreadSpan {
+                        start_ns: t.ts_ns,
+                        end_ns: None,
+                    },
+                );
+                self.processes.entry(t.child).or_insert(ProcessState {
+                    comm,
+                    parent: Some(t.tgid),
+                    threads,
+                    exited_ns: None,
+                });
+            }
+            TASK_EXIT_THREAD | TASK_EXIT_PROCESS => {
+                let Some(p) = self.processes.get_mut(&t.tgid) else {
+                    return;
+                };
+                // The name at exit is the one after any exec.
+                if !comm.is_empty() {
+                    p.comm = comm;
+                }
+                if let Some(span) = p.threads.get_mut(&t.tid) {
+                    span.end_ns.get_or_insert(t.ts_ns);
+                }
+                if t.what == TASK_EXIT_PROCESS {
+                    p.exited_ns = Some(t.ts_ns);
+                    for span in p.threads.values_mut() {
+                        span.end_ns.get_or_insert(t.ts_ns);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Marks a process gone that exited without us seeing the event (it
+    /// exited between the PID check and the attach).
+    pub fn mark_exited(&mut self, pid: u32, now_ns: u64) {
+        if let Some(p) = self.processes.get_mut(&pid)
+            && p.exited_ns.is_none()
+        {
+            p.exited_ns = Some(now_ns);
+            for span in p.threads.values_mut() {
+                span.end_ns.get_or_insert(now_ns);
+            }
+        }
+    }
+
+    /// Re-reads the names of live processes (an exec changes them).
+    pub fn refresh_names(&mut self) {
+        for (&pid, p) in self.processes.iter_mut() {
+            if p.exited_ns.is_none()
+                && let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            {
+                p.comm = comm.trim_end().to_string();
+            }
+        }
+    }
+
+    pub fn live_pids(&self) -> Vec<u32> {
+        self.processes
+            .iter()
+            .filter(|(_, p)| p.exited_ns.is_none())
+            .map(|(&pid, _)| pid)
+            .collect()
+    }
+
+    fn on_connect(&mut self, c: ConnectEvent) {
+        let len = (c.addr_len as usize).min(c.addr.len());
+        let record = ConnectRecord {
+            pid: c.tgid,
+            tid: c.tid,
+            fd: c.fd,
+            peer: parse_sockaddr(&c.addr[..len]),
+            tcp: c.skaddr != 0,
+            nonblocking: c.ret == -EINPROGRESS,
+            outcome: if c.ret == 0 {
+                ConnectOutcome::Connected
+            } else {
+                ConnectOutcome::Failed(errno_name(-c.ret))
+            },
+            start_ns: c.start_ns,
+            syscall_ns: c.duration_ns,
+            handshake_ns: None,
+        };
+        if c.skaddr == 0 {
+            return self.finish_connect(record);
+        }
+        let early = self.early_handshakes.remove(&c.skaddr);
+        if record.nonblocking {
+            match early {
+                Some(h) => self.finish_with_handshake(record, &h),
+                None => {
+                    self.awaiting_handshake.insert(c.skaddr, record);
+                }
+            }
+        } else {
+            let mut record = record;
+            record.handshake_ns = early.map(|h| h.duration_ns);
+            self.finish_connect(record);
+        }
+    }
+
+    fn on_handshake(&mut self, h: HandshakeEvent) {
+        match self.awaiting_handshake.remove(&h.skaddr) {
+            Some(record) => self.finish_with_handshake(record, &h),
+            None => {
+                // A blocking connect's handshake ends inside the syscall, so
+                // it arrives before the connect record: keep it for the join.
+                let now = h.start_ns + h.duration_ns;
+                self.early_handshakes
+                    .retain(|_, e| now.saturating_sub(e.start_ns) < EARLY_HANDSHAKE_TTL_NS);
+                self.early_handshakes.insert(h.skaddr, h);
+            }
+        }
+    }
+
+    fn finish_with_handshake(&mut self, mut record: ConnectRecord, h: &HandshakeEvent) {
+        record.handshake_ns = Some(h.duration_ns);
+        record.outcome = if h.new_state == TCP_ESTABLISHED {
+            ConnectOutcome::Connected
+        } else {
+            ConnectOutcome::HandshakeFailed
+        };
+        self.finish_connect(record);
+    }
+
+    fn finish_connect(&mut self, record: ConnectRecord) {
+        self.connects_total += 1;
+        if let Some(peer) = &record.peer {
+            let stats = self.peers.entry(peer.clone()).or_insert_with(|| PeerStats {
+                latency: LatencyStats::ZERO,
+                outcomes: BTreeMap::new(),
+                tcp: false,
+            });
+            stats.latency.record(record.latency_ns());
+            *stats.outcomes.entry(record.outcome.clone()).or_default() += 1;
+            stats.tcp |= record.tcp;
+        }
+        let pos = self
+            .slowest_connects
+            .partition_point(|r| r.latency_ns() >= record.latency_ns());
+        if pos < SLOWEST_KEPT {
+            self.slowest_connects.insert(pos, record);
+            self.slowest_connects.truncate(SLOWEST_KEPT);
+        }
+    }
+
+    /// Ends the run: non-blocking connects still without an answer are
+    /// counted as pending, with the time they have waited so far.
+    pub fn finish(&mut self, now_ns: u64) {
+        let awaiting: Vec<_> = self.awaiting_handshake.drain().map(|(_, r)| r).collect();
+        for mut record in awaiting {
+            record.outcome = ConnectOutcome::Pending;
+            record.handshake_ns = Some(now_ns.saturating_sub(record.start_ns));
+            self.finish_connect(record);
+        }
+    }
+
+    /// Replaces the syscall aggregates with a fresh copy from the kernel, and
+    /// records which syscalls are in progress (threads blocked right now).
+    pub fn set_syscalls(
+        &mut self,
+        stats: BTreeMap<SyscallKey, LatencyStats>,
+        in_flight: &[(u32, ThreadEntry)],
+        now_ns: u64,
+    ) {
+        self.syscalls = stats;
+        self.in_flight.clear();
+        let tid_to_pid: HashMap<u32, u32> = self
+            .processes
+            .iter()
+            .filter(|(_, p)| p.exited_ns.is_none())
+            .flat_map(|(&pid, p)| p.threads.keys().map(move |&tid| (tid, pid)))
+            .collect();
+        for (tid, entry) in in_flight {
+            let Some(&pid) = tid_to_pid.get(tid) else {
+                continue;
+            };
+            if entry.start_ns >= now_ns {
+                continue;
+            }
+            let since = entry.start_ns.max(self.start_ns);
+            log::debug!(
+                "in flight: pid {pid} tid {tid} syscall {} for {} ns",
+                entry.nr,
+                now_ns.saturating_sub(since)
+            );
+            *self
+                .in_flight
+                .entry(SyscallKey {
+                    tgid: pid,
+                    nr: entry.nr as u32,
+                })
+                .or_default() += now_ns.saturating_sub(since);
+        }
+    }
+
+    /// Adds time of threads blocked in a syscall since before tracing began
+    /// (they have no entry in the kernel map): `blocked` is (pid, tid, nr).
+    pub fn add_blocked_since_start(&mut self, blocked: &[(u32, u32, u64)], now_ns: u64) {
+        for &(pid, _tid, nr) in blocked {
+            *self
+                .in_flight
+                .entry(SyscallKey {
+                    tgid: pid,
+                    nr: nr as u32,
+                })
+                .or_default() += now_ns.saturating_sub(self.start_ns);
+        }
+    }
+
+    /// Sum of the traced threads' lifetimes while traced, per process.
+    pub fn wall_ns(&self, pid: u32, now_ns: u64) -> u64 {
+        let Some(p) = self.processes.get(&pid) else {
+            return 0;
+        };
+        p.threads
+            .values()
+            .map(|s| {
+                let start = s.start_ns.max(self.start_ns);
+                s.end_ns.unwrap_or(now_ns).min(now_ns).saturating_sub(start)
+            })
+            .sum()
+    }
+}
+
+fn comm_string(comm: &[u8; 16]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+/// `ECONNREFUSED` for 111, and so on.
+pub fn errno_name(errno: i64) -> String {
+    syscalls::Errno::new(errno as i32)
+        .name_and_description()
+        .map(|(name, _)| name.to_string())
+        .unwrap_or_else(|| format!("errno {errno}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sockaddr_in(ip: [u8; 4], port: u16) -> Vec<u8> {
+        let mut b = vec![0u8; 16];
+        b[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        b[2..4].copy_from_slice(&port.to_be_bytes());
+        b[4..8].copy_from_slice(&ip);
+        b
+    }
+
+    #[test]
+    fn parses_socket_addresses() {
+        assert_eq!(
+            parse_sockaddr(&sockaddr_in([127, 0, 0, 1], 443)),
+            Some(Peer::Inet("127.0.0.1:443".parse().unwrap()))
+        );
+        let mut v6 = vec![0u8; 28];
+        v6[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+        v6[2..4].copy_from_slice(&8080u16.to_be_bytes());
+        v6[23] = 1;
+        assert_eq!(
+            parse_sockaddr(&v6),
+            Some(Peer::Inet("[::1]:8080".parse().unwrap()))
+        );
+        let mut un = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+        un.extend_from_slice(b"/run/mysqld/mysqld.sock\0junk");
+        assert_eq!(
+            parse_sockaddr(&un),
+            Some(Peer::Unix("/run/mysqld/mysqld.sock".into()))
+        );
+        let mut abs = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+        abs.extend_from_slice(b"\0name");
+        assert_eq!(parse_sockaddr(&abs), Some(Peer::Unix("@name".into())));
+        assert_eq!(parse_sockaddr(&[1]), None);
+        assert_eq!(parse_sockaddr(&sockaddr_in([1, 2, 3, 4], 5)[..6]), None);
+    }
+
+    fn connect_event(skaddr: u64, ret: i64, start: u64, dur: u64) -> ConnectEvent {
+        let mut addr = [0u8; 112];
+        addr[..16].copy_from_slice(&sockaddr_in([127, 0, 0, 1], 9000));
+        ConnectEvent {
+            kind: 1,
+            tgid: 10,
+            tid: 11,
+            fd: 3,
+            ret,
+            start_ns: start,
+            duration_ns: dur,
+            skaddr,
+            addr_len: 16,
+            _pad: 0,
+            addr,
+        }
+    }
+
+    fn handshake(skaddr: u64, state: u32, start: u64, dur: u64) -> HandshakeEvent {
+        HandshakeEvent {
+            kind: 2,
+            tgid: 10,
+            tid: 11,
+            new_state: state,
+            skaddr,
+            start_ns: start,
+            duration_ns: dur,
+        }
+    }
+
+    #[test]
+    fn nonblocking_connect_takes_the_handshake_time_in_either_order() {
+        let mut agg = Aggregate::new(0);
+        // connect record first, handshake later
+        agg.apply(Event::Connect(connect_event(1, -EINPROGRESS, 100, 5)));
+        assert_eq!(agg.connects_total, 0, "waits for its handshake");
+        agg.apply(Event::Handshake(handshake(
+            1,
+            TCP_ESTABLISHED,
+            101,
+            1_000_000,
+        )));
+        // handshake first (completed inside the call), then the record
+        agg.apply(Event::Handshake(handshake(2, 7, 200, 3_000)));
+        agg.apply(Event::Connect(connect_event(2, -EINPROGRESS, 199, 5)));
+        assert_eq!(agg.connects_total, 2);
+        let slow = &agg.slowest_connects;
+        assert_eq!(slow[0].latency_ns(), 1_000_000);
+        assert_eq!(slow[0].outcome, ConnectOutcome::Connected);
+        assert_eq!(slow[1].outcome, ConnectOutcome::HandshakeFailed);
+    }
+
+    #[test]
+    fn blocking_connect_keeps_syscall_time_and_errno() {
+        let mut agg = Aggregate::new(0);
+        agg.apply(Event::Handshake(handshake(3, 7, 10, 50)));
+        agg.apply(Event::Connect(connect_event(3, -111, 9, 80)));
+        let r = &agg.slowest_connects[0];
+        assert_eq!(r.outcome, ConnectOutcome::Failed("ECONNREFUSED".into()));
+        assert_eq!((r.latency_ns(), r.handshake_ns), (80, Some(50)));
+        let peer = Peer::Inet("127.0.0.1:9000".parse().unwrap());
+        assert_eq!(agg.peers[&peer].latency.count, 1);
+    }
+
+    #[test]
+    fn unanswered_handshake_is_pending_at_the_end() {
+        let mut agg = Aggregate::new(0);
+        agg.apply(Event::Connect(connect_event(4, -EINPROGRESS, 1_000, 5)));
+        agg.finish(5_000);
+        let r = &agg.slowest_connects[0];
+        assert_eq!(r.outcome, ConnectOutcome::Pending);
+        assert_eq!(r.latency_ns(), 4_000);
+    }
+
+    #[test]
+    fn wall_time_counts_each_thread_while_traced() {
+        let mut agg = Aggregate::new(1_000);
+        agg.add_target(10, "app".into(), &[10, 11]);
+        agg.apply(Event::Task(TaskEvent {
+            kind: 3,
+            what: TASK_NEW_THREAD,
+            tgid: 10,
+            tid: 10,
+            child: 12,
+            _pad: 0,
+            ts_ns: 2_000,
+            comm: [0; 16],
+        }));
+        agg.apply(Event::Task(TaskEvent {
+            kind: 3,
+            what: TASK_EXIT_THREAD,
+            tgid: 10,
+            tid: 11,
+            child: 0,
+            _pad: 0,
+            ts_ns: 3_000,
+            comm: *b"app\0\0\0\0\0\0\0\0\0\0\0\0\0",
+        }));
+        // thread 10: 1000..5000, 11: 1000..3000, 12: 2000..5000
+        assert_eq!(agg.wall_ns(10, 5_000), 4_000 + 2_000 + 3_000);
+    }
+}

@@ -1,0 +1,210 @@
+//! Attach: check the machine can run us, load the eBPF object embedded at
+//! build time, and hook it to the kernel. Dropping [`Probes`] detaches
+//! everything: aya holds programs and links by file descriptor, so even a
+//! SIGKILLed tracer leaves nothing loaded.
+
+use std::{fs, io, path::Path};
+
+use anyhow::{Context as _, anyhow, bail};
+use aya::{
+    Ebpf,
+    maps::HashMap,
+    programs::{RawTracePoint, TracePoint},
+};
+use log::{debug, info};
+
+/// Kernel tracepoints we read by fixed offset: (category, name, [(field, offset)]).
+/// The eBPF side has the same numbers; this table is checked against the
+/// kernel's format files so a layout change is an error, not garbage.
+const TRACEPOINT_LAYOUTS: &[(&str, &str, &[(&str, usize)])] = &[
+    (
+        "sock",
+        "inet_sock_set_state",
+        &[
+            ("skaddr", 8),
+            ("oldstate", 16),
+            ("newstate", 20),
+            ("protocol", 30),
+        ],
+    ),
+    ("task", "task_newtask", &[("pid", 8), ("clone_flags", 32)]),
+    ("sched", "sched_process_exit", &[("group_dead", 32)]),
+];
+
+const TRACEFS_PATHS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+/// Fails with a message naming what is missing when we lack the rights to
+/// load and attach eBPF programs.
+pub fn check_privileges() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    const CAP_SYS_ADMIN: u64 = 21;
+    const CAP_PERFMON: u64 = 38;
+    const CAP_BPF: u64 = 39;
+    let has = |c: u64| cap_eff & (1 << c) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    bail!(
+        "tracer needs root, or the capabilities CAP_BPF and CAP_PERFMON (plus CAP_SYS_ADMIN \
+         to mount tracefs), to load eBPF programs: run it with sudo"
+    )
+}
+
+/// Makes sure tracefs is mounted (tracepoint ids live there), mounting it
+/// ourselves where it is missing. Returns the path in use.
+pub fn ensure_tracefs() -> anyhow::Result<&'static str> {
+    if let Some(p) = TRACEFS_PATHS
+        .iter()
+        .find(|p| Path::new(p).join("events").is_dir())
+    {
+        return Ok(p);
+    }
+    let target = TRACEFS_PATHS[0];
+    let c_target = std::ffi::CString::new(target).expect("no NUL");
+    // SAFETY: mount(2) with static, NUL-terminated strings.
+    let rc = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            c_target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        bail!(
+            "tracefs is not mounted and mounting it at {target} failed ({err}); \
+             mount it as root: mount -t tracefs tracefs {target}"
+        );
+    }
+    info!("mounted tracefs at {target} (it was not mounted)");
+    Ok(target)
+}
+
+/// Checks the kernel's tracepoint layouts against the offsets compiled into
+/// the eBPF programs.
+fn check_tracepoint_layouts(tracefs: &str) -> anyhow::Result<()> {
+    for (category, name, fields) in TRACEPOINT_LAYOUTS {
+        let path = format!("{tracefs}/events/{category}/{name}/format");
+        let format = fs::read_to_string(&path)
+            .with_context(|| format!("this kernel has no tracepoint {category}:{name} ({path})"))?;
+        for (field, offset) in *fields {
+            let found = field_offset(&format, field);
+            if found != Some(*offset) {
+                bail!(
+                    "tracepoint {category}:{name} field `{field}` is at offset {found:?} on \
+                     this kernel, the tracer expects {offset}: this kernel is not supported yet"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Offset of `field` in a tracepoint format file, e.g. from
+/// `field:int oldstate;	offset:16;	size:4;	signed:1;`.
+fn field_offset(format: &str, field: &str) -> Option<usize> {
+    format.lines().find_map(|line| {
+        let decl = line.trim().strip_prefix("field:")?;
+        let (decl, rest) = decl.split_once(';')?;
+        let ident = decl.split_whitespace().last()?;
+        let ident = ident.split('[').next()?;
+        if ident != field {
+            return None;
+        }
+        rest.split(';')
+            .find_map(|kv| kv.trim().strip_prefix("offset:"))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// The loaded and attached programs and their maps.
+pub struct Probes {
+    pub ebpf: Ebpf,
+}
+
+impl Probes {
+    /// Loads the embedded object and attaches every program. Processes to
+    /// trace are added with [`Probes::trace_process`].
+    pub fn load_and_attach() -> anyhow::Result<Self> {
+        check_privileges()?;
+        let tracefs = ensure_tracefs()?;
+        check_tracepoint_layouts(tracefs)?;
+
+        let mut ebpf = Ebpf::load(aya::include_bytes_aligned!(concat!(
+            env!("OUT_DIR"),
+            "/tracer-ebpf"
+        )))
+        .context("loading the eBPF programs into the kernel")?;
+
+        for (name, tracepoint) in [("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")] {
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("the kernel refused program {name}"))?;
+            prog.attach(tracepoint)
+                .with_context(|| format!("attaching to raw tracepoint {tracepoint}"))?;
+            debug!("attached raw tracepoint {tracepoint}");
+        }
+        for (name, category, event) in [
+            ("inet_sock_set_state", "sock", "inet_sock_set_state"),
+            ("task_newtask", "task", "task_newtask"),
+            ("sched_process_exit", "sched", "sched_process_exit"),
+        ] {
+            let prog: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("the kernel refused program {name}"))?;
+            prog.attach(category, event)
+                .with_context(|| format!("attaching to tracepoint {category}:{event}"))?;
+            debug!("attached tracepoint {category}:{event}");
+        }
+        Ok(Self { ebpf })
+    }
+
+    /// Starts tracing a process (all its threads).
+    pub fn trace_process(&mut self, pid: u32) -> anyhow::Result<()> {
+        let mut traced: HashMap<_, u32, u8> = HashMap::try_from(
+            self.ebpf
+                .map_mut("TRACED_PROCESSES")
+                .ok_or_else(|| anyhow!("map TRACED_PROCESSES missing"))?,
+        )?;
+        traced
+            .insert(pid, 1, 0)
+            .with_context(|| format!("adding PID {pid} to the traced set"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORMAT: &str = "name: inet_sock_set_state\nID: 2287\nformat:\n\
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n\
+\tfield:int oldstate;\toffset:16;\tsize:4;\tsigned:1;\n\
+\tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;\n";
+
+    #[test]
+    fn reads_field_offsets_from_format_files() {
+        assert_eq!(field_offset(FORMAT, "skaddr"), Some(8));
+        assert_eq!(field_offset(FORMAT, "oldstate"), Some(16));
+        assert_eq!(field_offset(FORMAT, "saddr"), Some(32));
+        assert_eq!(field_offset(FORMAT, "newstate"), None);
+    }
+}

@@ -1,0 +1,143 @@
+//! Command line: what a user types. `--help` is the manual.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tracer",
+    version,
+    about = "Where a program's wall time goes on the network edge: syscalls and TCP connects, \
+             measured from outside with eBPF, no code change, no restart.",
+    long_about = None,
+    after_help = "Examples:\n  \
+        tracer top --pid 4242                  live table of the slowest calls\n  \
+        tracer report --pid 4242 --duration 30s\n  \
+        tracer report -- curl -s http://127.0.0.1:8080/\n\n\
+        Needs root (or CAP_BPF + CAP_PERFMON). Exit codes: 0 done (also when the target \
+        exited), 1 tracing failed, 2 bad input (unknown PID, bad option)."
+)]
+pub struct Cli {
+    /// Show diagnostics, including messages from the kernel programs (-vv: more)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Live table of the slowest calls, redrawn every interval; Ctrl-C to stop
+    Top(TopArgs),
+    /// Trace until the duration ends, Ctrl-C, or the target exits; then print the profile
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Process to trace (all its threads, and children it forks while traced);
+    /// repeat or separate with commas for several
+    #[arg(short, long = "pid", value_name = "PID", value_delimiter = ',',
+          required_unless_present = "command", value_parser = parse_pid)]
+    pub pids: Vec<u32>,
+
+    /// Start this command and trace it from its first syscall
+    #[arg(last = true, value_name = "CMD", conflicts_with = "pids")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Redraw every INTERVAL (e.g. 1s, 500ms)
+    #[arg(short, long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Rows per table
+    #[arg(short = 'n', long = "rows", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub rows: u32,
+
+    /// Stop after this long (default: until Ctrl-C or the target exits)
+    #[arg(short, long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Stop after this long (e.g. 10s, 2m; default: until Ctrl-C or the target exits)
+    #[arg(short, long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Rows per table
+    #[arg(short = 'n', long = "rows", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub rows: u32,
+
+    /// Also write the report as JSON to FILE ("-" for standard output, instead of the tables)
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+fn parse_pid(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(0) => Err("PID 0 is the kernel's idle task, not a process".into()),
+        Ok(pid) if pid <= i32::MAX as u32 => Ok(pid),
+        _ => Err(format!(
+            "`{s}` is not a process id (a positive whole number)"
+        )),
+    }
+}
+
+/// Durations as people write them: `10s`, `500ms`, `2m`, `1h30m`. A bare
+/// number is seconds. Zero and more than a year are refused.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let d = if let Ok(secs) = s.parse::<f64>() {
+        if !secs.is_finite() || secs < 0.0 {
+            return Err(format!(
+                "`{s}` is not a duration: give a positive number like 10s or 500ms"
+            ));
+        }
+        Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())?
+    } else {
+        humantime::parse_duration(s)
+            .map_err(|e| format!("`{s}` is not a duration ({e}): write it like 10s, 500ms or 2m"))?
+    };
+    if d.is_zero() {
+        return Err("the duration must be more than zero".into());
+    }
+    if d > Duration::from_secs(366 * 24 * 3600) {
+        return Err(format!("`{s}` is longer than a year"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_people_write() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("-3s").is_err());
+        assert!(parse_duration("-3").is_err());
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("100000000000s").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,191 @@
+//! Collect: everything the kernel side hands us. Single events come through
+//! the ring buffer (drained whenever its fd is readable); aggregates are read
+//! from the maps on demand; loss counters are read with them.
+
+use std::{collections::BTreeMap, mem::size_of};
+
+use anyhow::{Context as _, anyhow};
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use tokio::io::unix::AsyncFd;
+use tracer_common::{
+    ConnectEvent, EventKind, HandshakeEvent, LatencyStats, LostCounter, SyscallKey, TaskEvent,
+    ThreadEntry,
+};
+
+use crate::attach::Probes;
+
+/// One record from the ring buffer.
+#[derive(Debug, Clone, Copy)]
+pub enum Event {
+    Connect(ConnectEvent),
+    Handshake(HandshakeEvent),
+    Task(TaskEvent),
+}
+
+/// Decodes a ring buffer record; `None` for a record we do not know (a
+/// newer kernel object, or a short read), which is counted by the caller.
+pub fn parse_event(bytes: &[u8]) -> Option<Event> {
+    fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+        (bytes.len() >= size_of::<T>())
+            // SAFETY: length checked; T is a repr(C) plain-data event type.
+            .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+    }
+    let kind = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
+    match EventKind::from_u32(kind)? {
+        EventKind::Connect => read(bytes).map(Event::Connect),
+        EventKind::Handshake => read(bytes).map(Event::Handshake),
+        EventKind::Task => read(bytes).map(Event::Task),
+    }
+}
+
+/// Counters of things the kernel side could not record (see
+/// `tracer_common::LostCounter`), plus records user space could not decode.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct LostCounts {
+    pub ring_full: u64,
+    pub syscall_map_full: u64,
+    pub thread_map_full: u64,
+    pub handshake_map_full: u64,
+    pub process_map_full: u64,
+    pub undecodable: u64,
+}
+
+impl LostCounts {
+    pub fn total(&self) -> u64 {
+        self.ring_full
+            + self.syscall_map_full
+            + self.thread_map_full
+            + self.handshake_map_full
+            + self.process_map_full
+            + self.undecodable
+    }
+}
+
+pub struct Collector {
+    ring: AsyncFd<RingBuf<MapData>>,
+    syscall_stats: HashMap<MapData, SyscallKey, LatencyStats>,
+    thread_entries: HashMap<MapData, u32, ThreadEntry>,
+    lost: PerCpuArray<MapData, u64>,
+    undecodable: u64,
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    probes: &mut Probes,
+    name: &str,
+) -> anyhow::Result<T> {
+    let map = probes
+        .ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
+    T::try_from(map).with_context(|| format!("opening map {name}"))
+}
+
+impl Collector {
+    pub fn new(probes: &mut Probes) -> anyhow::Result<Self> {
+        let ring: RingBuf<MapData> = take(probes, "EVENTS")?;
+        // SAFETY: the ring buffer owns its fd and keeps it open, unchanged,
+        // for as long as it lives inside the AsyncFd.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow!("watching the event ring buffer: {e}"))?;
+        Ok(Self {
+            ring,
+            syscall_stats: take(probes, "SYSCALL_STATS")?,
+            thread_entries: take(probes, "THREAD_ENTRIES")?,
+            lost: take(probes, "LOST")?,
+            undecodable: 0,
+        })
+    }
+
+    /// Waits until the ring buffer has records.
+    pub async fn readable(&mut self) -> anyhow::Result<()> {
+        let mut guard = self.ring.readable_mut().await?;
+        guard.clear_ready();
+        Ok(())
+    }
+
+    /// Hands every pending ring buffer record to `sink`.
+    pub fn drain(&mut self, mut sink: impl FnMut(Event)) {
+        let ring = self.ring.get_mut();
+        while let Some(item) = ring.next() {
+            match parse_event(&item) {
+                Some(ev) => sink(ev),
+                None => self.undecodable += 1,
+            }
+        }
+    }
+
+    /// The kernel's per-(process, syscall) aggregates.
+    pub fn syscall_stats(&self) -> BTreeMap<SyscallKey, LatencyStats> {
+        self.syscall_stats.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Syscalls in progress right now: (tid, entry) of threads inside one.
+    pub fn in_flight(&self) -> Vec<(u32, ThreadEntry)> {
+        self.thread_entries
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, e)| e.start_ns != 0)
+            .collect()
+    }
+
+    pub fn lost(&self) -> LostCounts {
+        let sum = |c: LostCounter| -> u64 {
+            self.lost
+                .get(&(c as u32), 0)
+                .map(|v| v.iter().sum())
+                .unwrap_or(0)
+        };
+        LostCounts {
+            ring_full: sum(LostCounter::RingFull),
+            syscall_map_full: sum(LostCounter::SyscallMapFull),
+            thread_map_full: sum(LostCounter::ThreadMapFull),
+            handshake_map_full: sum(LostCounter::HandshakeMapFull),
+            process_map_full: sum(LostCounter::ProcessMapFull),
+            undecodable: self.undecodable,
+        }
+    }
+
+    /// Threads that made at least one syscall since we attached.
+    pub fn threads_seen(&self) -> std::collections::HashSet<u32> {
+        self.thread_entries.keys().filter_map(Result::ok).collect()
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_known_records_and_refuses_short_ones() {
+        let ev = HandshakeEvent {
+            kind: EventKind::Handshake as u32,
+            tgid: 1,
+            tid: 2,
+            new_state: 1,
+            skaddr: 0xdead,
+            start_ns: 5,
+            duration_ns: 7,
+        };
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<HandshakeEvent>())
+        };
+        match parse_event(bytes) {
+            Some(Event::Handshake(h)) => assert_eq!((h.skaddr, h.duration_ns), (0xdead, 7)),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_event(&bytes[..10]).is_none());
+        assert!(parse_event(&[9, 0, 0, 0, 1, 2]).is_none());
+        assert!(parse_event(&[]).is_none());
+    }
+}

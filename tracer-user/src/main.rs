@@ -1,0 +1,79 @@
+//! `tracer`: where a process's wall time goes on the network edge, measured
+//! from outside with eBPF.
+//!
+//! Data flows one way through the modules: `attach` (load and hook the
+//! probes) -> `collect` (ring buffer and maps) -> `aggregate` (per process,
+//! syscall, peer) -> `render` (tables, JSON, top). `session` runs one trace.
+
+mod aggregate;
+mod attach;
+mod cli;
+mod collect;
+mod error;
+mod render;
+mod session;
+mod syscall_names;
+mod target;
+
+use clap::Parser as _;
+
+use crate::{
+    cli::{Cli, Command},
+    error::{EXIT_OK, exit_code},
+    session::{Output, Targets},
+};
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .format_target(false)
+        .format_timestamp(None)
+        .init();
+
+    let code = match run(cli) {
+        Ok(()) => EXIT_OK,
+        Err(err) => {
+            // One line a person can act on; the chain of causes after it.
+            let mut msg = format!("tracer: {err}");
+            for cause in err.chain().skip(1) {
+                msg.push_str(&format!(": {cause}"));
+            }
+            eprintln!("{msg}");
+            exit_code(&err)
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let (target, duration, output) = match cli.command {
+        Command::Top(a) => (
+            a.target,
+            a.duration,
+            Output::Top {
+                interval: a.interval,
+                rows: a.rows as usize,
+            },
+        ),
+        Command::Report(a) => (
+            a.target,
+            a.duration,
+            Output::Report {
+                rows: a.rows as usize,
+                json: a.json,
+            },
+        ),
+    };
+    // Before the runtime starts: a command is started with fork().
+    let targets = Targets::resolve(&target.pids, &target.command)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(session::run(targets, duration, output))
+}

@@ -1,0 +1,590 @@
+//! Render: the aggregate as a report a person reads (tables) and a script
+//! reads (JSON), and the live `top` screen.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use comfy_table::{CellAlignment, Table, presets};
+use serde::Serialize;
+use tracer_common::LatencyStats;
+
+use crate::{aggregate::Aggregate, collect::LostCounts, syscall_names};
+
+/// Why tracing stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    Duration,
+    Interrupted,
+    TargetExited,
+    /// Still running (a `top` snapshot).
+    Running,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProcessRow {
+    pub pid: u32,
+    pub comm: String,
+    /// The traced process that forked it; null for the ones named by the user.
+    pub parent: Option<u32>,
+    pub threads: usize,
+    pub wall_ns: u64,
+    pub exited: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyRow {
+    pub count: u64,
+    pub total_ns: u64,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+}
+
+impl From<&LatencyStats> for LatencyRow {
+    fn from(s: &LatencyStats) -> Self {
+        Self {
+            count: s.count,
+            total_ns: s.total_ns,
+            p50_ns: s.quantile_ns(0.50),
+            p99_ns: s.quantile_ns(0.99),
+            max_ns: s.max_ns,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SyscallRow {
+    pub pid: u32,
+    pub comm: String,
+    pub syscall: String,
+    pub nr: u32,
+    /// A wait for an event, peer, child or timer (shown apart).
+    pub waiting: bool,
+    #[serde(flatten)]
+    pub latency: LatencyRow,
+    /// Time of calls still in progress when the report was made.
+    pub in_flight_ns: u64,
+    /// (total + in flight) / traced thread wall time.
+    pub share_of_wall: f64,
+}
+
+/// Syscalls of all traced processes with the same name (a server's workers,
+/// a shell's children) taken together.
+#[derive(Debug, Serialize)]
+pub struct SyscallGroupRow {
+    pub comm: String,
+    pub processes: usize,
+    pub syscall: String,
+    pub nr: u32,
+    pub waiting: bool,
+    #[serde(flatten)]
+    pub latency: LatencyRow,
+    pub in_flight_ns: u64,
+    pub share_of_wall: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PeerRow {
+    pub peer: String,
+    pub proto: &'static str,
+    #[serde(flatten)]
+    pub latency: LatencyRow,
+    pub outcomes: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConnectRow {
+    pub pid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub peer: String,
+    pub proto: &'static str,
+    pub nonblocking: bool,
+    pub outcome: String,
+    pub latency_ns: u64,
+    pub syscall_ns: u64,
+    pub handshake_ns: Option<u64>,
+}
+
+/// Everything a report says, in one serializable value.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub tracer_version: &'static str,
+    pub ended: EndReason,
+    pub traced_ns: u64,
+    pub processes: Vec<ProcessRow>,
+    /// Sum of the traced threads' lifetimes while traced.
+    pub wall_ns: u64,
+    /// Part of `wall_ns` spent in waiting syscalls.
+    pub waiting_ns: u64,
+    /// Per process and syscall.
+    pub syscalls: Vec<SyscallRow>,
+    /// Per process name and syscall.
+    pub syscall_groups: Vec<SyscallGroupRow>,
+    pub connects_total: u64,
+    pub connect_peers: Vec<PeerRow>,
+    pub slowest_connects: Vec<ConnectRow>,
+    pub lost: LostCounts,
+}
+
+fn proto(tcp: bool) -> &'static str {
+    if tcp { "tcp" } else { "other" }
+}
+
+impl Report {
+    pub fn build(agg: &Aggregate, now_ns: u64, ended: EndReason, lost: LostCounts) -> Self {
+        let processes: Vec<ProcessRow> = agg
+            .processes
+            .iter()
+            .map(|(&pid, p)| ProcessRow {
+                pid,
+                comm: p.comm.clone(),
+                parent: p.parent,
+                threads: p.threads.len(),
+                wall_ns: agg.wall_ns(pid, now_ns),
+                exited: p.exited_ns.is_some(),
+            })
+            .collect();
+        let wall_ns: u64 = processes.iter().map(|p| p.wall_ns).sum();
+        let comm = |pid: u32| {
+            agg.processes
+                .get(&pid)
+                .map(|p| p.comm.clone())
+                .unwrap_or_default()
+        };
+        let mut keys: Vec<_> = agg
+            .syscalls
+            .keys()
+            .chain(agg.in_flight.keys())
+            .copied()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let mut syscalls: Vec<SyscallRow> = keys
+            .into_iter()
+            .map(|key| {
+                let latency = agg
+                    .syscalls
+                    .get(&key)
+                    .map(LatencyRow::from)
+                    .unwrap_or(LatencyRow::from(&LatencyStats::ZERO));
+                let in_flight_ns = agg.in_flight.get(&key).copied().unwrap_or(0);
+                SyscallRow {
+                    pid: key.tgid,
+                    comm: comm(key.tgid),
+                    syscall: syscall_names::name(key.nr),
+                    nr: key.nr,
+                    waiting: syscall_names::is_waiting(key.nr),
+                    share_of_wall: share(latency.total_ns + in_flight_ns, wall_ns),
+                    latency,
+                    in_flight_ns,
+                }
+            })
+            .collect();
+        syscalls.sort_by_key(|r| std::cmp::Reverse(r.latency.total_ns + r.in_flight_ns));
+        let syscall_groups = group_syscalls(agg, wall_ns);
+        let waiting_ns = syscalls
+            .iter()
+            .filter(|r| r.waiting)
+            .map(|r| r.latency.total_ns + r.in_flight_ns)
+            .sum::<u64>()
+            .min(wall_ns);
+
+        let mut connect_peers: Vec<PeerRow> = agg
+            .peers
+            .iter()
+            .map(|(peer, s)| PeerRow {
+                peer: peer.to_string(),
+                proto: proto(s.tcp),
+                latency: LatencyRow::from(&s.latency),
+                outcomes: s
+                    .outcomes
+                    .iter()
+                    .map(|(o, n)| (o.to_string(), *n))
+                    .collect(),
+            })
+            .collect();
+        connect_peers.sort_by_key(|r| std::cmp::Reverse(r.latency.total_ns));
+        let slowest_connects = agg
+            .slowest_connects
+            .iter()
+            .map(|r| ConnectRow {
+                pid: r.pid,
+                tid: r.tid,
+                fd: r.fd,
+                peer: r.peer.as_ref().map_or("?".into(), |p| p.to_string()),
+                proto: proto(r.tcp),
+                nonblocking: r.nonblocking,
+                outcome: r.outcome.to_string(),
+                latency_ns: r.latency_ns(),
+                syscall_ns: r.syscall_ns,
+                handshake_ns: r.handshake_ns,
+            })
+            .collect();
+        Self {
+            tracer_version: env!("CARGO_PKG_VERSION"),
+            ended,
+            traced_ns: now_ns.saturating_sub(agg.start_ns),
+            processes,
+            wall_ns,
+            waiting_ns,
+            syscalls,
+            syscall_groups,
+            connects_total: agg.connects_total,
+            connect_peers,
+            slowest_connects,
+            lost,
+        }
+    }
+
+    /// The report as text tables, at most `rows` rows each.
+    pub fn to_text(&self, rows: usize) -> String {
+        let mut out = String::new();
+        self.write_header(&mut out);
+        let (work, waits): (Vec<&SyscallGroupRow>, Vec<&SyscallGroupRow>) =
+            self.syscall_groups.iter().partition(|r| !r.waiting);
+        let many = self.processes.len() > 1;
+        section(
+            &mut out,
+            "Syscalls doing work, by total time",
+            syscall_table(&work, rows, many),
+        );
+        section(
+            &mut out,
+            "Syscalls waiting (poll, futex, sleep, accept, ...): idle time, shown apart",
+            syscall_table(&waits, rows, many),
+        );
+        section(
+            &mut out,
+            &format!("Connects by peer ({} calls)", self.connects_total),
+            peer_table(&self.connect_peers, rows),
+        );
+        section(
+            &mut out,
+            "Slowest connects (latency: handshake for non-blocking calls, syscall otherwise)",
+            connect_table(&self.slowest_connects, rows),
+        );
+        out
+    }
+
+    fn write_header(&self, out: &mut String) {
+        let names: Vec<String> = self
+            .processes
+            .iter()
+            .filter(|p| p.parent.is_none())
+            .map(|p| format!("{} ({})", p.pid, p.comm))
+            .collect();
+        let children = self.processes.iter().filter(|p| p.parent.is_some()).count();
+        let threads: usize = self.processes.iter().map(|p| p.threads).sum();
+        let ended = match self.ended {
+            EndReason::Duration => "duration reached",
+            EndReason::Interrupted => "interrupted",
+            EndReason::TargetExited => "target exited",
+            EndReason::Running => "running",
+        };
+        let _ = writeln!(
+            out,
+            "tracer: PID {}{}; {} threads; traced {} ({ended})",
+            names.join(", "),
+            if children > 0 {
+                format!(" and {children} child process(es)")
+            } else {
+                String::new()
+            },
+            threads,
+            fmt_ns(self.traced_ns),
+        );
+        let busy = self.wall_ns.saturating_sub(self.waiting_ns);
+        let _ = writeln!(
+            out,
+            "Thread wall time {} = waiting {} ({}) + the rest {} ({}). Shares below are of the wall time.",
+            fmt_ns(self.wall_ns),
+            fmt_ns(self.waiting_ns),
+            fmt_share(share(self.waiting_ns, self.wall_ns)),
+            fmt_ns(busy),
+            fmt_share(share(busy, self.wall_ns)),
+        );
+        let lost = self.lost.total();
+        if lost == 0 {
+            let _ = writeln!(out, "Events lost: none");
+        } else {
+            let _ = writeln!(
+                out,
+                "Events lost: {lost} (ring buffer full {}, syscall map full {}, thread map full {}, \
+                 handshake map full {}, process map full {}, undecodable {}): counts above are low",
+                self.lost.ring_full,
+                self.lost.syscall_map_full,
+                self.lost.thread_map_full,
+                self.lost.handshake_map_full,
+                self.lost.process_map_full,
+                self.lost.undecodable
+            );
+        }
+    }
+
+    /// The live screen: one table of the slowest non-waiting calls and peers.
+    pub fn to_top(&self, rows: usize, interval: &str) -> String {
+        let mut out = String::new();
+        self.write_header(&mut out);
+        let _ = writeln!(out, "Refreshing every {interval}; Ctrl-C to quit.\n");
+        let mut table = new_table(&[
+            "KIND", "TARGET", "PID", "COUNT", "TOTAL", "P50", "P99", "MAX", "WALL%",
+        ]);
+        let mut entries: Vec<(u64, Vec<String>)> = Vec::new();
+        for r in self.syscalls.iter().filter(|r| !r.waiting) {
+            let total = r.latency.total_ns + r.in_flight_ns;
+            entries.push((
+                total,
+                vec![
+                    "syscall".into(),
+                    r.syscall.clone(),
+                    r.pid.to_string(),
+                    r.latency.count.to_string(),
+                    fmt_ns(total),
+                    fmt_ns(r.latency.p50_ns),
+                    fmt_ns(r.latency.p99_ns),
+                    fmt_ns(r.latency.max_ns),
+                    fmt_share(r.share_of_wall),
+                ],
+            ));
+        }
+        for p in &self.connect_peers {
+            entries.push((
+                p.latency.total_ns,
+                vec![
+                    "connect".into(),
+                    p.peer.clone(),
+                    String::new(),
+                    p.latency.count.to_string(),
+                    fmt_ns(p.latency.total_ns),
+                    fmt_ns(p.latency.p50_ns),
+                    fmt_ns(p.latency.p99_ns),
+                    fmt_ns(p.latency.max_ns),
+                    fmt_share(share(p.latency.total_ns, self.wall_ns)),
+                ],
+            ));
+        }
+        entries.sort_by_key(|(t, _)| std::cmp::Reverse(*t));
+        for (_, row) in entries.into_iter().take(rows) {
+            table.add_row(row);
+        }
+        right_align(&mut table, 2..9);
+        let _ = writeln!(out, "{table}");
+        out
+    }
+}
+
+fn group_syscalls(agg: &Aggregate, wall_ns: u64) -> Vec<SyscallGroupRow> {
+    struct Group {
+        pids: std::collections::BTreeSet<u32>,
+        stats: LatencyStats,
+        in_flight_ns: u64,
+    }
+    let comm = |pid: u32| {
+        agg.processes
+            .get(&pid)
+            .map(|p| p.comm.clone())
+            .unwrap_or_default()
+    };
+    let mut groups: BTreeMap<(String, u32), Group> = BTreeMap::new();
+    let empty = LatencyStats::ZERO;
+    let keys = agg.syscalls.keys().chain(agg.in_flight.keys());
+    for key in keys {
+        let g = groups
+            .entry((comm(key.tgid), key.nr))
+            .or_insert_with(|| Group {
+                pids: Default::default(),
+                stats: LatencyStats::ZERO,
+                in_flight_ns: 0,
+            });
+        // A key in both maps is visited twice: count each part once.
+        if g.pids.insert(key.tgid) {
+            g.stats.merge(agg.syscalls.get(key).unwrap_or(&empty));
+            g.in_flight_ns += agg.in_flight.get(key).copied().unwrap_or(0);
+        }
+    }
+    let mut rows: Vec<SyscallGroupRow> = groups
+        .into_iter()
+        .map(|((comm, nr), g)| SyscallGroupRow {
+            comm,
+            processes: g.pids.len(),
+            syscall: syscall_names::name(nr),
+            nr,
+            waiting: syscall_names::is_waiting(nr),
+            share_of_wall: share(g.stats.total_ns + g.in_flight_ns, wall_ns),
+            latency: LatencyRow::from(&g.stats),
+            in_flight_ns: g.in_flight_ns,
+        })
+        .collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.latency.total_ns + r.in_flight_ns));
+    rows
+}
+
+fn section(out: &mut String, title: &str, table: Option<Table>) {
+    let _ = writeln!(out, "\n{title}");
+    match table {
+        Some(t) => {
+            let _ = writeln!(out, "{t}");
+        }
+        None => {
+            let _ = writeln!(out, "  (none)");
+        }
+    }
+}
+
+fn new_table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING);
+    t.set_header(header.to_vec());
+    t
+}
+
+fn right_align(t: &mut Table, cols: std::ops::Range<usize>) {
+    for c in cols {
+        if let Some(col) = t.column_mut(c) {
+            col.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+}
+
+fn syscall_table(rows: &[&SyscallGroupRow], limit: usize, many: bool) -> Option<Table> {
+    if rows.is_empty() {
+        return None;
+    }
+    let mut header = vec![];
+    if many {
+        header.extend(["PROCESS", "PIDS"]);
+    }
+    header.extend(["SYSCALL", "CALLS", "TOTAL", "P50", "P99", "MAX", "WALL%"]);
+    let mut t = new_table(&header);
+    for r in rows.iter().take(limit) {
+        let mut row: Vec<String> = vec![];
+        if many {
+            row.extend([r.comm.clone(), r.processes.to_string()]);
+        }
+        let mut total = fmt_ns(r.latency.total_ns + r.in_flight_ns);
+        if r.in_flight_ns > 0 {
+            total.push('+');
+        }
+        row.extend([
+            r.syscall.clone(),
+            r.latency.count.to_string(),
+            total,
+            fmt_ns(r.latency.p50_ns),
+            fmt_ns(r.latency.p99_ns),
+            fmt_ns(r.latency.max_ns),
+            fmt_share(r.share_of_wall),
+        ]);
+        t.add_row(row);
+    }
+    if many {
+        right_align(&mut t, 1..2);
+    }
+    let first = if many { 3 } else { 1 };
+    right_align(&mut t, first..first + 6);
+    Some(t)
+}
+
+fn peer_table(rows: &[PeerRow], limit: usize) -> Option<Table> {
+    if rows.is_empty() {
+        return None;
+    }
+    let mut t = new_table(&[
+        "PEER", "PROTO", "CALLS", "RESULTS", "TOTAL", "P50", "P99", "MAX",
+    ]);
+    for r in rows.iter().take(limit) {
+        let outcomes: Vec<String> = r.outcomes.iter().map(|(o, n)| format!("{o} {n}")).collect();
+        t.add_row(vec![
+            r.peer.clone(),
+            r.proto.to_string(),
+            r.latency.count.to_string(),
+            outcomes.join(", "),
+            fmt_ns(r.latency.total_ns),
+            fmt_ns(r.latency.p50_ns),
+            fmt_ns(r.latency.p99_ns),
+            fmt_ns(r.latency.max_ns),
+        ]);
+    }
+    right_align(&mut t, 2..3);
+    right_align(&mut t, 4..8);
+    Some(t)
+}
+
+fn connect_table(rows: &[ConnectRow], limit: usize) -> Option<Table> {
+    if rows.is_empty() {
+        return None;
+    }
+    let mut t = new_table(&[
+        "PID",
+        "TID",
+        "FD",
+        "PEER",
+        "PROTO",
+        "MODE",
+        "RESULT",
+        "LATENCY",
+        "SYSCALL",
+        "HANDSHAKE",
+    ]);
+    for r in rows.iter().take(limit) {
+        t.add_row(vec![
+            r.pid.to_string(),
+            r.tid.to_string(),
+            r.fd.to_string(),
+            r.peer.clone(),
+            r.proto.to_string(),
+            if r.nonblocking {
+                "non-blocking"
+            } else {
+                "blocking"
+            }
+            .to_string(),
+            r.outcome.clone(),
+            fmt_ns(r.latency_ns),
+            fmt_ns(r.syscall_ns),
+            r.handshake_ns.map_or("-".into(), fmt_ns),
+        ]);
+    }
+    right_align(&mut t, 0..3);
+    right_align(&mut t, 7..10);
+    Some(t)
+}
+
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+fn fmt_share(s: f64) -> String {
+    format!("{:.1}%", s * 100.0)
+}
+
+/// A latency for people: `850ns`, `12.3µs`, `45.6ms`, `1.02s`.
+pub fn fmt_ns(ns: u64) -> String {
+    let v = ns as f64;
+    if ns < 1_000 {
+        format!("{ns}ns")
+    } else if ns < 1_000_000 {
+        format!("{:.1}µs", v / 1e3)
+    } else if ns < 1_000_000_000 {
+        format!("{:.1}ms", v / 1e6)
+    } else {
+        format!("{:.2}s", v / 1e9)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_read_naturally() {
+        assert_eq!(fmt_ns(850), "850ns");
+        assert_eq!(fmt_ns(12_345), "12.3µs");
+        assert_eq!(fmt_ns(45_600_000), "45.6ms");
+        assert_eq!(fmt_ns(1_020_000_000), "1.02s");
+    }
+}

@@ -1,0 +1,239 @@
+//! One tracing run: pick the targets, attach, collect until the duration
+//! ends, Ctrl-C, or the targets exit, then report and detach.
+
+use std::{
+    collections::HashSet,
+    io::{IsTerminal as _, Write as _},
+    path::PathBuf,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use log::{info, warn};
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    aggregate::Aggregate,
+    attach::{self, Probes},
+    collect::{Collector, monotonic_ns},
+    error::UsageError,
+    render::{EndReason, Report},
+    target::{self, LaunchedCommand, ProcessInfo},
+};
+
+/// What the user asked to trace, checked before anything is attached.
+pub enum Targets {
+    Pids(Vec<ProcessInfo>),
+    Command(LaunchedCommand, Vec<String>),
+}
+
+impl Targets {
+    /// Validates PIDs, or starts the command (held before exec). Runs before
+    /// the async runtime exists, because starting a command forks.
+    pub fn resolve(pids: &[u32], command: &[String]) -> Result<Self, anyhow::Error> {
+        if !command.is_empty() {
+            // Refuse early, before the command exists, if we cannot trace it.
+            attach::check_privileges()?;
+            let launched = LaunchedCommand::spawn(command)?;
+            return Ok(Targets::Command(launched, command.to_vec()));
+        }
+        let mut seen = HashSet::new();
+        let mut infos = Vec::new();
+        for &pid in pids {
+            if seen.insert(pid) {
+                infos.push(target::inspect(pid)?);
+            }
+        }
+        if infos.is_empty() {
+            return Err(UsageError("give --pid PID or a command after `--`".into()).into());
+        }
+        Ok(Targets::Pids(infos))
+    }
+}
+
+pub enum Output {
+    Top { interval: Duration, rows: usize },
+    Report { rows: usize, json: Option<PathBuf> },
+}
+
+pub async fn run(
+    targets: Targets,
+    duration: Option<Duration>,
+    output: Output,
+) -> anyhow::Result<()> {
+    let (mut launched, infos) = match targets {
+        Targets::Pids(infos) => (None, infos),
+        Targets::Command(cmd, argv) => {
+            let info = ProcessInfo {
+                pid: cmd.pid,
+                comm: argv[0].rsplit('/').next().unwrap_or(&argv[0]).to_string(),
+            };
+            (Some(cmd), vec![info])
+        }
+    };
+
+    let mut probes = Probes::load_and_attach()?;
+    let mut collector = Collector::new(&mut probes)?;
+    let mut agg = Aggregate::new(monotonic_ns());
+    for info in &infos {
+        probes.trace_process(info.pid)?;
+        // Listed after the PID is in the kernel's set: a thread created from
+        // here on is reported by the kernel, one created before is listed.
+        agg.add_target(info.pid, info.comm.clone(), &target::threads_of(info.pid));
+    }
+    let names: Vec<String> = infos
+        .iter()
+        .map(|i| format!("{} ({})", i.pid, i.comm))
+        .collect();
+    let until = match duration {
+        Some(d) => format!("for {}", humantime::format_duration(d)),
+        None => "until Ctrl-C or exit".to_string(),
+    };
+    eprintln!("tracer: tracing PID {} {until}", names.join(", "));
+    if let Some(cmd) = launched.as_mut() {
+        cmd.release().context("starting the command")?;
+    }
+
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let tick_every = match &output {
+        Output::Top { interval, .. } => *interval,
+        Output::Report { .. } => Duration::from_millis(200),
+    };
+    let mut tick = tokio::time::interval(tick_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let deadline = tokio::time::sleep(duration.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(deadline);
+    let tty = std::io::stdout().is_terminal();
+
+    let ended = loop {
+        tokio::select! {
+            r = collector.readable() => {
+                r?;
+                collector.drain(|ev| agg.apply(ev));
+                if agg.live_pids().is_empty() {
+                    break EndReason::TargetExited;
+                }
+            }
+            _ = tick.tick() => {
+                let now = monotonic_ns();
+                for pid in agg.live_pids() {
+                    if !target::is_alive(pid) {
+                        // Drain first: the exit event carries the exact time.
+                        collector.drain(|ev| agg.apply(ev));
+                        agg.mark_exited(pid, now);
+                    }
+                }
+                if agg.live_pids().is_empty() {
+                    break EndReason::TargetExited;
+                }
+                if let Output::Top { rows, interval } = &output {
+                    let report = snapshot(&mut agg, &mut collector, EndReason::Running, monotonic_ns());
+                    let screen = report.to_top(*rows, &humantime::format_duration(*interval).to_string());
+                    let mut stdout = std::io::stdout().lock();
+                    if tty {
+                        // Home and clear: redraw in place, like top.
+                        let _ = write!(stdout, "\x1b[H\x1b[2J{screen}");
+                    } else {
+                        let _ = writeln!(stdout, "{screen}");
+                    }
+                    let _ = stdout.flush();
+                }
+            }
+            _ = &mut deadline => break EndReason::Duration,
+            _ = sigint.recv() => break EndReason::Interrupted,
+            _ = sigterm.recv() => break EndReason::Interrupted,
+        }
+    };
+
+    // The trace ends now; detach first, so that nothing changes while the
+    // last records are read (the maps stay readable through the collector).
+    // Detaching takes tens of milliseconds: what happens meanwhile is after
+    // the end and not counted as in flight.
+    let end_ns = monotonic_ns();
+    drop(probes);
+    let report = snapshot(&mut agg, &mut collector, ended, end_ns);
+    drop(collector);
+
+    if let Some(cmd) = &launched {
+        match cmd.try_wait() {
+            Some(status) => info!("command exited: {}", describe_wait_status(status)),
+            None if ended != EndReason::TargetExited => {
+                warn!("the command (PID {}) is still running, untraced", cmd.pid)
+            }
+            None => {}
+        }
+    }
+
+    match output {
+        Output::Top { rows, .. } => {
+            if ended == EndReason::TargetExited {
+                println!("{}", report.to_top(rows, "-"));
+            }
+        }
+        Output::Report { rows, json } => {
+            let to_stdout = json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+            if let Some(path) = &json {
+                let text = serde_json::to_string_pretty(&report)?;
+                if to_stdout {
+                    println!("{text}");
+                } else {
+                    std::fs::write(path, text + "\n").with_context(|| {
+                        format!("writing the JSON report to {}", path.display())
+                    })?;
+                }
+            }
+            if !to_stdout {
+                print!("{}", report.to_text(rows));
+            }
+        }
+    }
+    if ended == EndReason::TargetExited {
+        eprintln!("tracer: the traced process exited; report complete");
+    }
+    Ok(())
+}
+
+/// Copies the kernel's aggregates into `agg` and builds a report from it.
+fn snapshot(agg: &mut Aggregate, collector: &mut Collector, ended: EndReason, now: u64) -> Report {
+    let stats = collector.syscall_stats();
+    let in_flight = collector.in_flight();
+    // Events after the maps: a process counted in them was created before,
+    // so its creation record is already in the ring buffer.
+    collector.drain(|ev| agg.apply(ev));
+    agg.refresh_names();
+    agg.set_syscalls(stats, &in_flight, now);
+    // Threads with no entry in the kernel map have made no syscall since we
+    // attached; one blocked in a syscall has been in it since before.
+    let seen = collector.threads_seen();
+    let mut blocked = Vec::new();
+    for (&pid, p) in &agg.processes {
+        if p.exited_ns.is_some() {
+            continue;
+        }
+        for (&tid, span) in &p.threads {
+            if span.end_ns.is_none()
+                && !seen.contains(&tid)
+                && let Some(nr) = target::blocked_syscall(pid, tid)
+            {
+                blocked.push((pid, tid, nr));
+            }
+        }
+    }
+    agg.add_blocked_since_start(&blocked, now);
+    if ended != EndReason::Running {
+        agg.finish(now);
+    }
+    Report::build(agg, now, ended, collector.lost())
+}
+
+fn describe_wait_status(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("wait status {status}")
+    }
+}

@@ -1,0 +1,235 @@
+//! The processes to trace: checking a PID the user gave, listing its threads,
+//! and starting a command held at the door until the probes are in place.
+
+use std::{
+    ffi::CString,
+    fs, io,
+    os::fd::{FromRawFd as _, OwnedFd},
+    path::Path,
+};
+
+use crate::error::UsageError;
+
+/// What /proc says about a process we are asked to trace.
+#[derive(Debug, Clone)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub comm: String,
+}
+
+/// Fields of /proc/PID/stat that decide whether a PID can be traced.
+struct Stat {
+    comm: String,
+    state: char,
+    flags: u64,
+}
+
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+fn read_stat(pid: u32) -> io::Result<Stat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // comm is in parentheses and may itself contain spaces or ')'.
+    let open = text
+        .find('(')
+        .ok_or_else(|| io::Error::other("malformed stat"))?;
+    let close = text
+        .rfind(')')
+        .ok_or_else(|| io::Error::other("malformed stat"))?;
+    let comm = text[open + 1..close].to_string();
+    let rest: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    // After comm: state(3) ppid(4) pgrp(5) session(6) tty_nr(7) tpgid(8) flags(9).
+    let state = rest.first().and_then(|s| s.chars().next()).unwrap_or('?');
+    let flags = rest.get(6).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok(Stat { comm, state, flags })
+}
+
+/// Checks that `pid` is a live user process; the error says what it is instead.
+pub fn inspect(pid: u32) -> Result<ProcessInfo, UsageError> {
+    let stat = match read_stat(pid) {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(UsageError(format!("no process with PID {pid}")));
+        }
+        Err(e) => return Err(UsageError(format!("cannot read /proc/{pid}/stat: {e}"))),
+    };
+    // A thread id is also visible under /proc; tracing works by process.
+    if let Some(tgid) = tgid_of(pid)
+        && tgid != pid
+    {
+        return Err(UsageError(format!(
+            "{pid} is a thread of process {tgid}: pass --pid {tgid} (all its threads are traced)"
+        )));
+    }
+    if stat.flags & PF_KTHREAD != 0 {
+        return Err(UsageError(format!(
+            "PID {pid} ({}) is a kernel thread: it makes no syscalls to trace",
+            stat.comm
+        )));
+    }
+    if stat.state == 'Z' || stat.state == 'X' {
+        return Err(UsageError(format!(
+            "PID {pid} ({}) has exited (zombie): nothing left to trace",
+            stat.comm
+        )));
+    }
+    Ok(ProcessInfo {
+        pid,
+        comm: stat.comm,
+    })
+}
+
+fn tgid_of(tid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Thread ids of a process right now.
+pub fn threads_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The syscall a thread is blocked in, from /proc/PID/task/TID/syscall:
+/// `Some(nr)` while it sits in one, `None` when running or gone.
+pub fn blocked_syscall(pid: u32, tid: u32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+pub fn is_alive(pid: u32) -> bool {
+    matches!(read_stat(pid), Ok(s) if s.state != 'Z' && s.state != 'X')
+}
+
+/// A command started by the tracer, stopped before `execvp` until
+/// [`LaunchedCommand::release`] so that its first syscall is traced.
+pub struct LaunchedCommand {
+    pub pid: u32,
+    gate: Option<OwnedFd>,
+}
+
+impl LaunchedCommand {
+    /// Forks; the child waits on a pipe, then execs `argv`. Call before any
+    /// other thread exists (before the async runtime starts): between fork
+    /// and exec the child only makes async-signal-safe calls.
+    pub fn spawn(argv: &[String]) -> Result<Self, UsageError> {
+        let c_args: Vec<CString> = argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<Result<_, _>>()
+            .map_err(|_| UsageError("the command contains a NUL byte".into()))?;
+        let Some(program) = c_args.first() else {
+            return Err(UsageError("no command given after `--`".into()));
+        };
+        if !argv[0].contains('/') && which(&argv[0]).is_none() {
+            return Err(UsageError(format!("command not found: {}", argv[0])));
+        }
+        let mut ptrs: Vec<*const libc::c_char> = c_args.iter().map(|a| a.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+
+        let mut fds = [0; 2];
+        // SAFETY: plain pipe2 on a local array.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(UsageError(format!(
+                "cannot create a pipe: {}",
+                io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: the child only calls read, close, execvp and _exit.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(UsageError(format!(
+                "fork failed: {}",
+                io::Error::last_os_error()
+            )));
+        }
+        if pid == 0 {
+            unsafe {
+                libc::close(fds[1]);
+                let mut byte = 0u8;
+                // Blocks until the tracer writes (go) or closes (give up).
+                let n = libc::read(fds[0], (&raw mut byte).cast(), 1);
+                if n != 1 {
+                    libc::_exit(127);
+                }
+                libc::close(fds[0]);
+                libc::execvp(program.as_ptr(), ptrs.as_ptr());
+                libc::_exit(127);
+            }
+        }
+        // SAFETY: fds come from pipe2 above and are owned here only.
+        unsafe {
+            libc::close(fds[0]);
+        }
+        let gate = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+        Ok(Self {
+            pid: pid as u32,
+            gate: Some(gate),
+        })
+    }
+
+    /// Lets the command run (it execs right away).
+    pub fn release(&mut self) -> io::Result<()> {
+        if let Some(gate) = self.gate.take() {
+            let mut file = fs::File::from(gate);
+            io::Write::write_all(&mut file, b"g")?;
+        }
+        Ok(())
+    }
+
+    /// Reaps the child if it has exited; returns its wait status.
+    pub fn try_wait(&self) -> Option<i32> {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child.
+        let r = unsafe { libc::waitpid(self.pid as i32, &mut status, libc::WNOHANG) };
+        (r == self.pid as i32).then_some(status)
+    }
+}
+
+impl Drop for LaunchedCommand {
+    fn drop(&mut self) {
+        // Never released (attach failed): closing the gate makes it exit 127.
+        self.gate.take();
+    }
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_own_process_is_traceable() {
+        let me = std::process::id();
+        let info = inspect(me).expect("self");
+        assert_eq!(info.pid, me);
+        assert!(threads_of(me).contains(&me));
+    }
+
+    #[test]
+    fn bad_pids_say_what_they_are() {
+        let e = inspect(i32::MAX as u32).unwrap_err();
+        assert!(e.0.contains("no process"), "{e}");
+        // PID 2 is kthreadd on Linux.
+        if std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd") {
+            let e = inspect(2).unwrap_err();
+            assert!(e.0.contains("kernel thread"), "{e}");
+        }
+    }
+}
