@@ -348,6 +348,21 @@ pub fn our_programs_loaded() -> Vec<String> {
         .collect()
 }
 
+/// Fails unless none of our programs is loaded. They disappear once the
+/// tracer's file descriptors are closed, freed by the kernel after an RCU
+/// grace period: allow a moment.
+pub fn assert_nothing_left_loaded() {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = our_programs_loaded();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still loaded: {left:?}");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Reads a JSON report the tracer wrote.
 pub fn read_report(path: &std::path::Path) -> Value {
     let text = std::fs::read_to_string(path)

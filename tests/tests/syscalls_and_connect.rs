@@ -6,6 +6,7 @@ use std::time::Duration;
 use tracer_tests::*;
 
 const LONG: Duration = Duration::from_secs(60);
+const UNIX_PATH: &str = "/nonexistent/tracer-test/a-unix-socket-path-longer-than-28-bytes.sock";
 
 fn micros(v: &Value) -> Vec<f64> {
     v["micros"]
@@ -46,7 +47,7 @@ fn trace_until_exit(name: &str, mut fixture: Fixture, drive: impl FnOnce(&mut Fi
     report
 }
 
-fn peer<'a>(report: &'a Value, port: u16) -> &'a Value {
+fn peer(report: &Value, port: u16) -> &Value {
     let want = format!("127.0.0.1:{port}");
     let found = rows(report, "connect_peers", |r| r["peer"] == want.as_str());
     assert_eq!(
@@ -86,6 +87,8 @@ fn connects_are_counted_exactly_with_errno_and_real_handshake_time() {
                 .iter()
                 .all(|e| e == libc::ECONNREFUSED)
         );
+        let unix = f.run(&format!("connect-unix {UNIX_PATH}"), LONG);
+        assert_eq!(unix["errno"], libc::ENOENT);
         for _ in 0..3 {
             let mut slow = SlowListener::start();
             f.send(&format!("connect-slow {}", slow.port));
@@ -130,8 +133,14 @@ fn connects_are_counted_exactly_with_errno_and_real_handshake_time() {
         );
         assert!(ns(r, "handshake_ns") > 0.9e9, "{r}");
     }
-    assert_eq!(report["connects_total"], 33);
-    assert_eq!(syscall_count(&report, pid, "connect"), 33);
+    // A unix path longer than a sockaddr_in6 is read whole.
+    let unix = rows(&report, "connect_peers", |r| {
+        r["peer"] == format!("unix:{UNIX_PATH}").as_str()
+    });
+    assert_eq!(unix.len(), 1, "{:#}", report["connect_peers"]);
+    assert_eq!(unix[0]["outcomes"]["ENOENT"], 1);
+    assert_eq!(report["connects_total"], 34);
+    assert_eq!(syscall_count(&report, pid, "connect"), 34);
     // Blocking connect latency agrees with the client's own timing: the
     // syscall can't take longer than the client saw around it.
     assert!(ns(ok, "max_ns") < 50e6);

@@ -155,14 +155,14 @@ fn record_syscall(key: &SyscallKey, duration: u64) {
             let Some(zero) = ZERO_STATS.get_ptr(0) else {
                 return;
             };
+            // Fails when another CPU inserted the key first (fine) or when
+            // the map is full: the lookup below tells which.
+            #[expect(
+                clippy::needless_borrows_for_generic_args,
+                reason = "by value, the 2.6 KB struct would land on the 512-byte eBPF stack"
+            )]
             // SAFETY: pointer into a map value, valid for this program run.
-            if SYSCALL_STATS
-                .insert(key, unsafe { &*zero }, BPF_NOEXIST.into())
-                .is_err()
-            {
-                // Either the map is full, or another CPU inserted the key
-                // first: the second lookup tells which.
-            }
+            let _ = SYSCALL_STATS.insert(key, unsafe { &*zero }, BPF_NOEXIST.into());
             match SYSCALL_STATS.get_ptr_mut(key) {
                 Some(p) => p,
                 None => {
@@ -237,19 +237,23 @@ fn emit_connect(tgid: u32, tid: u32, entry: &ThreadEntry, ret: i64, start_ns: u6
         (*ev).addr_len = addr_len;
         (*ev)._pad = 0;
         let addr = &mut (*ev).addr;
-        // Constant sizes keep the verifier happy: the family decides how
-        // much of the user's sockaddr to copy.
-        let copied = if addr_len >= 110 {
-            bpf_probe_read_user_buf(user_addr, &mut addr[..110])
-        } else if addr_len >= 28 {
-            bpf_probe_read_user_buf(user_addr, &mut addr[..28])
-        } else if addr_len >= 16 {
-            bpf_probe_read_user_buf(user_addr, &mut addr[..16])
-        } else if addr_len >= 2 {
-            bpf_probe_read_user_buf(user_addr, &mut addr[..2])
-        } else {
-            Err(0)
-        };
+        // The verifier wants constant sizes. Copy the largest size class that
+        // covers `addr_len` (sockaddr_un, sockaddr_in6, sockaddr_in); bytes
+        // past `addr_len` are ignored by user space. A large read can fail at
+        // the end of a mapping, so fall back to the smaller classes.
+        let mut copied = Err(0);
+        if addr_len > 28 {
+            copied = bpf_probe_read_user_buf(user_addr, &mut addr[..110]);
+        }
+        if copied.is_err() && addr_len > 16 {
+            copied = bpf_probe_read_user_buf(user_addr, &mut addr[..28]);
+        }
+        if copied.is_err() && addr_len >= 16 {
+            copied = bpf_probe_read_user_buf(user_addr, &mut addr[..16]);
+        }
+        if copied.is_err() && addr_len >= 2 {
+            copied = bpf_probe_read_user_buf(user_addr, &mut addr[..2]);
+        }
         if copied.is_err() {
             (*ev).addr_len = 0;
         }

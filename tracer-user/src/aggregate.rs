@@ -91,8 +91,9 @@ pub enum ConnectOutcome {
     Failed(String),
     /// Non-blocking connect whose handshake failed (reset or timed out).
     HandshakeFailed,
-    /// Non-blocking connect with no answer yet when tracing stopped.
-    Pending,
+    /// Not finished when tracing stopped: a blocking connect still in the
+    /// syscall, or a non-blocking one with no answer to its SYN yet.
+    InProgress,
 }
 
 impl fmt::Display for ConnectOutcome {
@@ -101,7 +102,7 @@ impl fmt::Display for ConnectOutcome {
             ConnectOutcome::Connected => f.write_str("ok"),
             ConnectOutcome::Failed(e) => f.write_str(e),
             ConnectOutcome::HandshakeFailed => f.write_str("handshake failed"),
-            ConnectOutcome::Pending => f.write_str("no answer yet"),
+            ConnectOutcome::InProgress => f.write_str("in progress"),
         }
     }
 }
@@ -145,6 +146,19 @@ pub struct PeerStats {
     pub tcp: bool,
 }
 
+/// Counts a connect in the statistics of its peer.
+pub fn add_to_peers(peers: &mut BTreeMap<Peer, PeerStats>, record: &ConnectRecord) {
+    let Some(peer) = &record.peer else { return };
+    let stats = peers.entry(peer.clone()).or_insert_with(|| PeerStats {
+        latency: LatencyStats::ZERO,
+        outcomes: BTreeMap::new(),
+        tcp: false,
+    });
+    stats.latency.record(record.latency_ns());
+    *stats.outcomes.entry(record.outcome.clone()).or_default() += 1;
+    stats.tcp |= record.tcp;
+}
+
 /// A thread's life while traced, in monotonic nanoseconds.
 #[derive(Debug, Clone, Copy)]
 pub struct ThreadSpan {
@@ -173,6 +187,8 @@ pub struct Aggregate {
     pub connects_total: u64,
     /// The slowest connects, slowest first, at most `SLOWEST_KEPT`.
     pub slowest_connects: Vec<ConnectRecord>,
+    /// Connects inside the syscall when the snapshot was taken.
+    pub in_flight_connects: Vec<ConnectRecord>,
     awaiting_handshake: HashMap<u64, ConnectRecord>,
     early_handshakes: HashMap<u64, HandshakeEvent>,
 }
@@ -353,16 +369,7 @@ impl Aggregate {
 
     fn finish_connect(&mut self, record: ConnectRecord) {
         self.connects_total += 1;
-        if let Some(peer) = &record.peer {
-            let stats = self.peers.entry(peer.clone()).or_insert_with(|| PeerStats {
-                latency: LatencyStats::ZERO,
-                outcomes: BTreeMap::new(),
-                tcp: false,
-            });
-            stats.latency.record(record.latency_ns());
-            *stats.outcomes.entry(record.outcome.clone()).or_default() += 1;
-            stats.tcp |= record.tcp;
-        }
+        add_to_peers(&mut self.peers, &record);
         let pos = self
             .slowest_connects
             .partition_point(|r| r.latency_ns() >= record.latency_ns());
@@ -372,12 +379,13 @@ impl Aggregate {
         }
     }
 
-    /// Ends the run: non-blocking connects still without an answer are
-    /// counted as pending, with the time they have waited so far.
+    /// Ends the run: connects not finished are counted as in progress, with
+    /// the time they have waited so far.
     pub fn finish(&mut self, now_ns: u64) {
-        let awaiting: Vec<_> = self.awaiting_handshake.drain().map(|(_, r)| r).collect();
-        for mut record in awaiting {
-            record.outcome = ConnectOutcome::Pending;
+        let mut unfinished: Vec<_> = self.awaiting_handshake.drain().map(|(_, r)| r).collect();
+        unfinished.append(&mut self.in_flight_connects);
+        for mut record in unfinished {
+            record.outcome = ConnectOutcome::InProgress;
             record.handshake_ns = Some(now_ns.saturating_sub(record.start_ns));
             self.finish_connect(record);
         }
@@ -385,14 +393,18 @@ impl Aggregate {
 
     /// Replaces the syscall aggregates with a fresh copy from the kernel, and
     /// records which syscalls are in progress (threads blocked right now).
+    /// `read_memory(pid, address, length)` reads the target's memory: the
+    /// address an unfinished connect() is trying.
     pub fn set_syscalls(
         &mut self,
         stats: BTreeMap<SyscallKey, LatencyStats>,
         in_flight: &[(u32, ThreadEntry)],
         now_ns: u64,
+        read_memory: impl Fn(u32, u64, usize) -> Option<Vec<u8>>,
     ) {
         self.syscalls = stats;
         self.in_flight.clear();
+        self.in_flight_connects.clear();
         let tid_to_pid: HashMap<u32, u32> = self
             .processes
             .iter()
@@ -407,11 +419,25 @@ impl Aggregate {
                 continue;
             }
             let since = entry.start_ns.max(self.start_ns);
-            log::debug!(
-                "in flight: pid {pid} tid {tid} syscall {} for {} ns",
-                entry.nr,
-                now_ns.saturating_sub(since)
-            );
+            if entry.nr == tracer_common::sysno::CONNECT {
+                let len = (entry.args[2] as usize).min(tracer_common::SOCKADDR_MAX);
+                let peer =
+                    read_memory(pid, entry.args[1], len).and_then(|bytes| parse_sockaddr(&bytes));
+                // Only a stream connect blocks: one to an IP address is TCP.
+                let tcp = entry.skaddr != 0 || matches!(peer, Some(Peer::Inet(_)));
+                self.in_flight_connects.push(ConnectRecord {
+                    pid,
+                    tid: *tid,
+                    fd: entry.args[0] as i32,
+                    peer,
+                    tcp,
+                    nonblocking: false,
+                    outcome: ConnectOutcome::InProgress,
+                    start_ns: entry.start_ns,
+                    syscall_ns: now_ns.saturating_sub(entry.start_ns),
+                    handshake_ns: None,
+                });
+            }
             *self
                 .in_flight
                 .entry(SyscallKey {
@@ -419,20 +445,6 @@ impl Aggregate {
                     nr: entry.nr as u32,
                 })
                 .or_default() += now_ns.saturating_sub(since);
-        }
-    }
-
-    /// Adds time of threads blocked in a syscall since before tracing began
-    /// (they have no entry in the kernel map): `blocked` is (pid, tid, nr).
-    pub fn add_blocked_since_start(&mut self, blocked: &[(u32, u32, u64)], now_ns: u64) {
-        for &(pid, _tid, nr) in blocked {
-            *self
-                .in_flight
-                .entry(SyscallKey {
-                    tgid: pid,
-                    nr: nr as u32,
-                })
-                .or_default() += now_ns.saturating_sub(self.start_ns);
         }
     }
 
@@ -573,7 +585,7 @@ mod tests {
         agg.apply(Event::Connect(connect_event(4, -EINPROGRESS, 1_000, 5)));
         agg.finish(5_000);
         let r = &agg.slowest_connects[0];
-        assert_eq!(r.outcome, ConnectOutcome::Pending);
+        assert_eq!(r.outcome, ConnectOutcome::InProgress);
         assert_eq!(r.latency_ns(), 4_000);
     }
 

@@ -13,10 +13,13 @@ use aya::{
 };
 use log::{debug, info};
 
-/// Kernel tracepoints we read by fixed offset: (category, name, [(field, offset)]).
+/// A tracepoint whose fields the eBPF programs read at fixed offsets:
+/// (category, name, [(field, offset)]).
+type TracepointLayout = (&'static str, &'static str, &'static [(&'static str, usize)]);
+
 /// The eBPF side has the same numbers; this table is checked against the
 /// kernel's format files so a layout change is an error, not garbage.
-const TRACEPOINT_LAYOUTS: &[(&str, &str, &[(&str, usize)])] = &[
+const TRACEPOINT_LAYOUTS: &[TracepointLayout] = &[
     (
         "sock",
         "inet_sock_set_state",
@@ -112,7 +115,7 @@ fn check_tracepoint_layouts(tracefs: &str) -> anyhow::Result<()> {
 }
 
 /// Offset of `field` in a tracepoint format file, e.g. from
-/// `field:int oldstate;	offset:16;	size:4;	signed:1;`.
+/// `field:int oldstate;<TAB>offset:16;<TAB>size:4;<TAB>signed:1;`.
 fn field_offset(format: &str, field: &str) -> Option<usize> {
     format.lines().find_map(|line| {
         let decl = line.trim().strip_prefix("field:")?;

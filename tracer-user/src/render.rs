@@ -7,7 +7,11 @@ use comfy_table::{CellAlignment, Table, presets};
 use serde::Serialize;
 use tracer_common::LatencyStats;
 
-use crate::{aggregate::Aggregate, collect::LostCounts, syscall_names};
+use crate::{
+    aggregate::{Aggregate, ConnectRecord, Peer, add_to_peers},
+    collect::LostCounts,
+    syscall_names,
+};
 
 /// Why tracing stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -127,8 +131,15 @@ pub struct Report {
     pub lost: LostCounts,
 }
 
-fn proto(tcp: bool) -> &'static str {
-    if tcp { "tcp" } else { "other" }
+/// "tcp" when the kernel saw the socket send a SYN; "unix" for unix
+/// sockets; "-" when unknown (a datagram socket, or a call that failed
+/// before any packet).
+fn proto(tcp: bool, peer: Option<&Peer>) -> &'static str {
+    match (tcp, peer) {
+        (true, _) => "tcp",
+        (false, Some(Peer::Unix(_))) => "unix",
+        _ => "-",
+    }
 }
 
 impl Report {
@@ -190,12 +201,16 @@ impl Report {
             .sum::<u64>()
             .min(wall_ns);
 
-        let mut connect_peers: Vec<PeerRow> = agg
-            .peers
+        // Unfinished connects count, with the time they have waited so far.
+        let mut peers = agg.peers.clone();
+        for r in &agg.in_flight_connects {
+            add_to_peers(&mut peers, r);
+        }
+        let mut connect_peers: Vec<PeerRow> = peers
             .iter()
             .map(|(peer, s)| PeerRow {
                 peer: peer.to_string(),
-                proto: proto(s.tcp),
+                proto: proto(s.tcp, Some(peer)),
                 latency: LatencyRow::from(&s.latency),
                 outcomes: s
                     .outcomes
@@ -205,15 +220,20 @@ impl Report {
             })
             .collect();
         connect_peers.sort_by_key(|r| std::cmp::Reverse(r.latency.total_ns));
-        let slowest_connects = agg
+        let mut slowest: Vec<&ConnectRecord> = agg
             .slowest_connects
             .iter()
+            .chain(&agg.in_flight_connects)
+            .collect();
+        slowest.sort_by_key(|r| std::cmp::Reverse(r.latency_ns()));
+        let slowest_connects = slowest
+            .into_iter()
             .map(|r| ConnectRow {
                 pid: r.pid,
                 tid: r.tid,
                 fd: r.fd,
                 peer: r.peer.as_ref().map_or("?".into(), |p| p.to_string()),
-                proto: proto(r.tcp),
+                proto: proto(r.tcp, r.peer.as_ref()),
                 nonblocking: r.nonblocking,
                 outcome: r.outcome.to_string(),
                 latency_ns: r.latency_ns(),
@@ -230,7 +250,7 @@ impl Report {
             waiting_ns,
             syscalls,
             syscall_groups,
-            connects_total: agg.connects_total,
+            connects_total: agg.connects_total + agg.in_flight_connects.len() as u64,
             connect_peers,
             slowest_connects,
             lost,

@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use log::{info, warn};
 
 use tokio::signal::unix::{SignalKind, signal};
+use tracer_common::ThreadEntry;
 
 use crate::{
     aggregate::Aggregate,
@@ -198,16 +199,14 @@ pub async fn run(
 /// Copies the kernel's aggregates into `agg` and builds a report from it.
 fn snapshot(agg: &mut Aggregate, collector: &mut Collector, ended: EndReason, now: u64) -> Report {
     let stats = collector.syscall_stats();
-    let in_flight = collector.in_flight();
+    let mut in_flight = collector.in_flight();
     // Events after the maps: a process counted in them was created before,
     // so its creation record is already in the ring buffer.
     collector.drain(|ev| agg.apply(ev));
     agg.refresh_names();
-    agg.set_syscalls(stats, &in_flight, now);
     // Threads with no entry in the kernel map have made no syscall since we
     // attached; one blocked in a syscall has been in it since before.
     let seen = collector.threads_seen();
-    let mut blocked = Vec::new();
     for (&pid, p) in &agg.processes {
         if p.exited_ns.is_some() {
             continue;
@@ -215,13 +214,19 @@ fn snapshot(agg: &mut Aggregate, collector: &mut Collector, ended: EndReason, no
         for (&tid, span) in &p.threads {
             if span.end_ns.is_none()
                 && !seen.contains(&tid)
-                && let Some(nr) = target::blocked_syscall(pid, tid)
+                && let Some((nr, args)) = target::blocked_syscall(pid, tid)
             {
-                blocked.push((pid, tid, nr));
+                let since_start = ThreadEntry {
+                    start_ns: agg.start_ns,
+                    nr,
+                    args,
+                    skaddr: 0,
+                };
+                in_flight.push((tid, since_start));
             }
         }
     }
-    agg.add_blocked_since_start(&blocked, now);
+    agg.set_syscalls(stats, &in_flight, now, target::read_memory);
     if ended != EndReason::Running {
         agg.finish(now);
     }

@@ -95,11 +95,29 @@ pub fn threads_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// The syscall a thread is blocked in, from /proc/PID/task/TID/syscall:
-/// `Some(nr)` while it sits in one, `None` when running or gone.
-pub fn blocked_syscall(pid: u32, tid: u32) -> Option<u64> {
+/// The syscall a thread is blocked in and its first three arguments, from
+/// /proc/PID/task/TID/syscall (`42 0x3 0x7ffd... 0x10 ...`); `None` when
+/// the thread is running or gone.
+pub fn blocked_syscall(pid: u32, tid: u32) -> Option<(u64, [u64; 3])> {
     let text = fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
-    text.split_whitespace().next()?.parse().ok()
+    let mut words = text.split_whitespace();
+    let nr = words.next()?.parse().ok()?;
+    let mut args = [0u64; 3];
+    for a in &mut args {
+        *a = u64::from_str_radix(words.next()?.trim_start_matches("0x"), 16).ok()?;
+    }
+    Some((nr, args))
+}
+
+/// Reads `len` bytes at `addr` of a process's memory (we are root: the
+/// kernel allows it for a process we could ptrace).
+pub fn read_memory(pid: u32, addr: u64, len: usize) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt as _;
+    let file = fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let mut buf = vec![0u8; len];
+    let n = file.read_at(&mut buf, addr).ok()?;
+    buf.truncate(n);
+    Some(buf)
 }
 
 pub fn is_alive(pid: u32) -> bool {
@@ -220,6 +238,13 @@ mod tests {
         let info = inspect(me).expect("self");
         assert_eq!(info.pid, me);
         assert!(threads_of(me).contains(&me));
+    }
+
+    #[test]
+    fn reads_a_process_memory() {
+        let secret = *b"tracer reads this";
+        let got = read_memory(std::process::id(), secret.as_ptr() as u64, secret.len());
+        assert_eq!(got.as_deref(), Some(&secret[..]));
     }
 
     #[test]

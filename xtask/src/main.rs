@@ -1,1 +1,163 @@
-fn main() {}
+//! `cargo xtask`: the project's own commands.
+//!
+//!   cargo xtask setup   install what is missing (idempotent, one line a step)
+//!   cargo xtask test    setup, build, then every check and test
+//!   cargo xtask demo    setup, build, start the bundled workload, trace it
+
+mod demo;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, test and demo tracer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing: Debian packages, nightly rust-src, bpf-linker
+    Setup,
+    /// Setup, build, then formatting, lints, unit tests and the root end-to-end tests
+    Test {
+        /// Only run end-to-end tests whose name contains this
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// Setup, build, start the bundled example workload and trace it
+    Demo {
+        /// How long to trace
+        #[arg(long, default_value = "10s")]
+        duration: String,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Setup => setup::run(),
+        Cmd::Test { filter } => setup::run().and_then(|()| test(filter.as_deref())),
+        Cmd::Demo { duration } => setup::run().and_then(|()| demo::run(&duration)),
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// Runs a command in the workspace root, echoing it; fails on non-zero exit.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    cmd.current_dir(root());
+    eprintln!("xtask: $ {}", show(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", show(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", show(cmd));
+    }
+    Ok(())
+}
+
+pub fn show(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+pub fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn test(filter: Option<&str>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut timings = Vec::new();
+    let mut step = |name: &str, cmd: &mut Command| -> anyhow::Result<()> {
+        let t0 = Instant::now();
+        run(cmd)?;
+        timings.push((name.to_string(), t0.elapsed()));
+        Ok(())
+    };
+    step("format", cargo().args(["fmt", "--all", "--check"]))?;
+    // Builds tracer (and, through its build.rs, the eBPF object), the test
+    // fixtures and xtask.
+    step("build", cargo().args(["build", "--all-targets"]))?;
+    step(
+        "lint",
+        cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]),
+    )?;
+    // The eBPF crate builds only for the bpf target, with nightly.
+    step(
+        "lint (eBPF)",
+        Command::new("rustup").args([
+            "run",
+            "nightly",
+            "cargo",
+            "clippy",
+            "-p",
+            "tracer-ebpf",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step(
+        "unit tests",
+        cargo().args([
+            "test",
+            "-p",
+            "tracer-common",
+            "-p",
+            "tracer-user",
+            "-p",
+            "xtask",
+        ]),
+    )?;
+    if !is_root() {
+        bail!(
+            "the end-to-end tests load eBPF programs: run `cargo xtask test` as root \
+             (unit tests passed)"
+        );
+    }
+    // One at a time: they share the kernel's tracepoints and tracefs.
+    let mut e2e = cargo();
+    e2e.args(["test", "-p", "tracer-tests", "--", "--test-threads=1"]);
+    if let Some(f) = filter {
+        e2e.arg(f);
+    }
+    step("end-to-end tests (root)", &mut e2e)?;
+    eprintln!("xtask: all checks passed in {:.0?}", started.elapsed());
+    for (name, d) in timings {
+        eprintln!("xtask:   {name:<26} {d:.1?}");
+    }
+    Ok(())
+}

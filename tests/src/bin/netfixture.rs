@@ -7,6 +7,7 @@
 //!   connect-refused PORT N   N blocking connects expected to be refused
 //!   connect-slow PORT        one non-blocking connect; prints {"started":..}
 //!                            right after connect(), then waits until done
+//!   connect-unix PATH        one connect to a unix socket path
 //!   sleep MS N               N sleeps of MS milliseconds (clock_nanosleep)
 //!   threads N PORT           N threads, each one blocking connect to PORT
 //!   fork-connect PORT N      fork a child that makes N connects and exits
@@ -133,6 +134,12 @@ fn main() {
                     "{{\"cmd\":\"connect-slow\",\"micros\":{},\"so_error\":{err}}}",
                     micros(dt)
                 ));
+            }
+            Some("connect-unix") => {
+                let path = words.get(1).expect("path");
+                let r = std::os::unix::net::UnixStream::connect(path);
+                let errno = r.err().and_then(|e| e.raw_os_error()).unwrap_or(0);
+                say(format!("{{\"cmd\":\"connect-unix\",\"errno\":{errno}}}"));
             }
             Some("sleep") => {
                 let (ms, n) = (num(1), num(2));

@@ -1,0 +1,201 @@
+//! What a user sees when things are not as they should be: bad PIDs, no
+//! privileges, tracefs missing, Ctrl-C, a SIGKILLed tracer; and `top`.
+
+use std::{path::Path, process::Command, time::Duration};
+
+use tracer_tests::*;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn free_pid() -> u32 {
+    let max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (300..max)
+        .rev()
+        .find(|p| !Path::new(&format!("/proc/{p}")).exists())
+        .unwrap()
+}
+
+#[test]
+fn nonexistent_pid_is_a_one_line_error_with_exit_code_2() {
+    require_root();
+    let pid = free_pid().to_string();
+    let done = run_tracer(&["report", "--pid", &pid, "--duration", "1s"], LONG);
+    assert_eq!(done.code, Some(2), "{}", done.stderr);
+    assert_eq!(done.stderr.lines().count(), 1, "{}", done.stderr);
+    assert!(
+        done.stderr.contains(&format!("no process with PID {pid}")),
+        "{}",
+        done.stderr
+    );
+    assert!(done.stdout.is_empty());
+    assert_nothing_left_loaded();
+}
+
+#[test]
+fn bad_options_are_usage_errors() {
+    for args in [
+        vec!["report", "--pid", "abc"],
+        vec!["report", "--pid", "1", "--duration", "-5s"],
+        vec!["report", "--pid", "1", "--duration", "0"],
+        vec!["report"],
+        vec!["top", "--pid", "1", "--rows", "0"],
+        vec!["frobnicate"],
+    ] {
+        let done = run_tracer(&args, LONG);
+        assert_eq!(done.code, Some(2), "{args:?}: {}", done.stderr);
+        assert!(
+            !done.stderr.contains("panicked"),
+            "{args:?}: {}",
+            done.stderr
+        );
+    }
+    // A kernel thread has no syscalls to trace.
+    let kthreadd = std::fs::read_to_string("/proc/2/comm").unwrap_or_default();
+    if kthreadd.trim() == "kthreadd" {
+        let done = run_tracer(&["report", "--pid", "2"], LONG);
+        assert_eq!(done.code, Some(2));
+        assert!(done.stderr.contains("kernel thread"), "{}", done.stderr);
+    }
+}
+
+#[test]
+fn help_is_the_manual() {
+    let done = run_tracer(&["--help"], LONG);
+    assert_eq!(done.code, Some(0));
+    for word in ["top", "report", "Exit codes", "CAP_BPF"] {
+        assert!(
+            done.stdout.contains(word),
+            "--help mentions {word}: {}",
+            done.stdout
+        );
+    }
+    let done = run_tracer(&["report", "--help"], LONG);
+    for word in ["--pid", "--duration", "--json", "--rows"] {
+        assert!(done.stdout.contains(word), "report --help mentions {word}");
+    }
+}
+
+#[test]
+fn without_privileges_it_says_what_is_needed() {
+    require_root();
+    let fixture = Fixture::start();
+    let pid = fixture.pid.to_string();
+    // Drop to nobody: no capabilities at all.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(tracer_bin())
+        .args(["report", "--pid", &pid, "--duration", "1s"])
+        .output()
+        .expect("setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("CAP_BPF") && stderr.contains("root"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    fixture.exit();
+}
+
+#[test]
+fn mounts_tracefs_when_it_is_missing() {
+    require_root();
+    // Unmount whatever is there (lazily: a previous tracer may still be
+    // releasing it), so the tracer finds tracefs missing, as on a fresh machine.
+    while Path::new("/sys/kernel/tracing/events").exists() {
+        let st = Command::new("umount")
+            .args(["-l", "/sys/kernel/tracing"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "umount tracefs");
+    }
+    let fixture = Fixture::start();
+    let pid = fixture.pid.to_string();
+    let done = run_tracer(&["report", "--pid", &pid, "--duration", "500ms"], LONG);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    assert!(Path::new("/sys/kernel/tracing/events/sock").is_dir());
+    fixture.exit();
+}
+
+#[test]
+fn ctrl_c_detaches_and_prints_the_final_report() {
+    require_root();
+    let open = OpenListener::start();
+    let mut fixture = Fixture::start();
+    let pid = fixture.pid.to_string();
+    let mut tracer = Tracer::start(&["report", "--pid", &pid]);
+    tracer.wait_attached();
+    fixture.run(&format!("connect-ok {} 3", open.port), LONG);
+    tracer.interrupt();
+    let done = tracer.finish(LONG);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    assert!(done.stdout.contains("(interrupted)"), "{}", done.stdout);
+    assert!(
+        done.stdout.contains(&format!("127.0.0.1:{}", open.port)),
+        "{}",
+        done.stdout
+    );
+    assert_nothing_left_loaded();
+    // The target never noticed.
+    let again = fixture.run(&format!("connect-ok {} 1", open.port), LONG);
+    assert_eq!(again["errnos"][0], 0);
+    fixture.exit();
+}
+
+#[test]
+fn sigkilled_tracer_leaves_nothing_attached() {
+    require_root();
+    let mut fixture = Fixture::start();
+    let pid = fixture.pid.to_string();
+    let mut tracer = Tracer::start(&["report", "--pid", &pid]);
+    tracer.wait_attached();
+    assert!(!our_programs_loaded().is_empty(), "loaded while tracing");
+    tracer.child.kill().unwrap();
+    let _ = tracer.child.wait();
+    assert_nothing_left_loaded();
+    let again = fixture.run("sleep 1 1", LONG);
+    assert!(again["micros"][0].as_f64().unwrap() >= 1000.0);
+    fixture.exit();
+}
+
+#[test]
+fn top_appends_snapshots_when_piped() {
+    require_root();
+    let open = OpenListener::start();
+    let mut fixture = Fixture::start();
+    let pid = fixture.pid.to_string();
+    let mut tracer = Tracer::start(&[
+        "top",
+        "--pid",
+        &pid,
+        "--interval",
+        "300ms",
+        "--duration",
+        "3s",
+    ]);
+    tracer.wait_attached();
+    fixture.run(&format!("connect-ok {} 4", open.port), LONG);
+    let done = tracer.finish(LONG);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    let snapshots = done.stdout.matches("KIND").count();
+    assert!(snapshots >= 3, "{snapshots} snapshots: {}", done.stdout);
+    assert!(
+        !done.stdout.contains("\x1b[2J"),
+        "no screen clearing when piped"
+    );
+    let peer = format!("127.0.0.1:{}", open.port);
+    let row = done
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains(&peer))
+        .unwrap_or_else(|| panic!("a row for {peer}: {}", done.stdout));
+    assert!(row.trim_start().starts_with("connect"), "{row}");
+    let count: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(count[2], "4", "count column: {row}");
+    fixture.exit();
+}

@@ -1,0 +1,208 @@
+//! `cargo xtask setup`: make this machine able to build and test tracer.
+//! Each step checks first and installs only what is missing, so a second
+//! run takes seconds and installs nothing. One line per step.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{is_root, show};
+
+/// Debian packages: LLVM 22 to build bpf-linker against, bpftool for the
+/// tests' "nothing left loaded" checks, util-linux for setpriv.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "bpftool",
+    "util-linux",
+];
+
+/// Pinned: later releases may need a newer rustc (see PLATFORM.md).
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+pub fn run() -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let mut todo_as_root: Vec<String> = Vec::new();
+    apt_packages(&mut todo_as_root)?;
+    rust_src()?;
+    if todo_as_root.is_empty() {
+        bpf_linker()?;
+    } else {
+        todo_as_root.push(bpf_linker_command_line());
+    }
+    if !todo_as_root.is_empty() {
+        bail!(
+            "setup needs root for some steps; run these, then `cargo xtask setup` again:\n  {}",
+            todo_as_root.join("\n  ")
+        );
+    }
+    eprintln!("setup: done in {:.1?}", t0.elapsed());
+    Ok(())
+}
+
+fn line(step: &str, what: &str) {
+    eprintln!("setup: {step:<22} {what}");
+}
+
+fn is_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${db:Status-Status}", pkg])
+        .output()
+        .is_ok_and(|o| o.status.success() && o.stdout == b"installed")
+}
+
+fn apt_packages(todo_as_root: &mut Vec<String>) -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !is_installed(p))
+        .collect();
+    if missing.is_empty() {
+        line("Debian packages", "present");
+        return Ok(());
+    }
+    if !is_root() {
+        line(
+            "Debian packages",
+            &format!("missing: {}", missing.join(" ")),
+        );
+        todo_as_root.push("sudo apt-get update".into());
+        todo_as_root.push(format!("sudo apt-get install -y {}", missing.join(" ")));
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    // The package lists may be absent or stale on a fresh machine.
+    quiet(Command::new("apt-get").arg("update"))?;
+    quiet(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing),
+    )?;
+    line(
+        "Debian packages",
+        &format!("installed {} in {:.0?}", missing.join(" "), t0.elapsed()),
+    );
+    Ok(())
+}
+
+fn rust_src() -> anyhow::Result<()> {
+    let out = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+        .context("rustup not found: install Rust with rustup (nightly is needed for eBPF)")?;
+    if !out.status.success() {
+        bail!(
+            "no nightly toolchain: run `rustup toolchain install nightly` ({})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
+        line("nightly rust-src", "present");
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    quiet(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    line(
+        "nightly rust-src",
+        &format!("installed in {:.0?}", t0.elapsed()),
+    );
+    Ok(())
+}
+
+fn cargo_bin_dir() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+        .join("bin")
+}
+
+fn bpf_linker_version() -> Option<String> {
+    let out = Command::new("bpf-linker").arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(text.split_whitespace().nth(1)?.to_string())
+}
+
+fn bpf_linker_install() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![PathBuf::from(LLVM_PREFIX).join("bin")];
+    paths.extend(std::env::split_paths(&path));
+    cmd.env("LLVM_PREFIX", LLVM_PREFIX)
+        .env("PATH", std::env::join_paths(paths).expect("PATH"))
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ]);
+    cmd
+}
+
+fn bpf_linker_command_line() -> String {
+    format!(
+        "LLVM_PREFIX={LLVM_PREFIX} PATH={LLVM_PREFIX}/bin:$PATH cargo install bpf-linker \
+         --version {BPF_LINKER_VERSION} --locked --no-default-features --features llvm-22"
+    )
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    match bpf_linker_version() {
+        Some(v) if v == BPF_LINKER_VERSION => {
+            line("bpf-linker", &format!("present ({v})"));
+            return Ok(());
+        }
+        Some(v) => line(
+            "bpf-linker",
+            &format!("{v} found, installing {BPF_LINKER_VERSION}"),
+        ),
+        None => {}
+    }
+    let t0 = Instant::now();
+    quiet(&mut bpf_linker_install())?;
+    // aya-build finds bpf-linker on PATH.
+    if bpf_linker_version().as_deref() != Some(BPF_LINKER_VERSION) {
+        bail!(
+            "bpf-linker was installed into {} but that directory is not on PATH; add it",
+            cargo_bin_dir().display()
+        );
+    }
+    line(
+        "bpf-linker",
+        &format!("installed {BPF_LINKER_VERSION} in {:.0?}", t0.elapsed()),
+    );
+    Ok(())
+}
+
+/// Runs a command with its output captured; shows the output only on failure.
+fn quiet(cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", show(cmd)))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed ({}):\n{}{}",
+            show(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
