@@ -290,9 +290,5 @@ fn target_exiting_mid_trace_still_yields_the_report() {
     let report = read_report(&json_path);
     assert_eq!(report["ended"], "target_exited");
     assert_eq!(report["connects_total"], 5);
-    assert!(
-        our_programs_loaded().is_empty(),
-        "detached: {:?}",
-        our_programs_loaded()
-    );
+    assert_nothing_left_loaded();
 }
