@@ -256,7 +256,15 @@ pub struct OpenListener {
 
 impl OpenListener {
     pub fn start() -> Self {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on("127.0.0.1:0")
+    }
+
+    pub fn start_v6() -> Self {
+        Self::start_on("[::1]:0")
+    }
+
+    fn start_on(addr: &str) -> Self {
+        let l = TcpListener::bind(addr).unwrap();
         let port = l.local_addr().unwrap().port();
         thread::spawn(move || {
             for conn in l.incoming() {

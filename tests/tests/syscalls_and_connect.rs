@@ -71,6 +71,7 @@ fn syscall_count(report: &Value, pid: u32, name: &str) -> u64 {
 #[test]
 fn connects_are_counted_exactly_with_errno_and_real_handshake_time() {
     let open = OpenListener::start();
+    let open6 = OpenListener::start_v6();
     let closed = closed_port();
     let fixture = Fixture::start();
     let pid = fixture.pid;
@@ -87,6 +88,8 @@ fn connects_are_counted_exactly_with_errno_and_real_handshake_time() {
                 .iter()
                 .all(|e| e == libc::ECONNREFUSED)
         );
+        let v6 = f.run(&format!("connect-ok6 {} 2", open6.port), LONG);
+        assert_eq!(v6["errnos"], serde_json::json!([0, 0]));
         let unix = f.run(&format!("connect-unix {UNIX_PATH}"), LONG);
         assert_eq!(unix["errno"], libc::ENOENT);
         for _ in 0..3 {
@@ -139,8 +142,16 @@ fn connects_are_counted_exactly_with_errno_and_real_handshake_time() {
     });
     assert_eq!(unix.len(), 1, "{:#}", report["connect_peers"]);
     assert_eq!(unix[0]["outcomes"]["ENOENT"], 1);
-    assert_eq!(report["connects_total"], 34);
-    assert_eq!(syscall_count(&report, pid, "connect"), 34);
+    let v6 = rows(&report, "connect_peers", |r| {
+        r["peer"] == format!("[::1]:{}", open6.port).as_str()
+    });
+    assert_eq!(v6.len(), 1, "{:#}", report["connect_peers"]);
+    assert_eq!(
+        (&v6[0]["count"], &v6[0]["proto"]),
+        (&2.into(), &"tcp".into())
+    );
+    assert_eq!(report["connects_total"], 36);
+    assert_eq!(syscall_count(&report, pid, "connect"), 36);
     // Blocking connect latency agrees with the client's own timing: the
     // syscall can't take longer than the client saw around it.
     assert!(ns(ok, "max_ns") < 50e6);

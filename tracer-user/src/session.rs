@@ -42,6 +42,9 @@ impl Targets {
         let mut seen = HashSet::new();
         let mut infos = Vec::new();
         for &pid in pids {
+            if pid == std::process::id() {
+                return Err(UsageError(format!("PID {pid} is this tracer itself")).into());
+            }
             if seen.insert(pid) {
                 infos.push(target::inspect(pid)?);
             }

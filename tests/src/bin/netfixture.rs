@@ -5,6 +5,7 @@
 //! Commands:
 //!   connect-ok PORT N        N blocking connects to 127.0.0.1:PORT
 //!   connect-refused PORT N   N blocking connects expected to be refused
+//!   connect-ok6 PORT N       N blocking connects to [::1]:PORT
 //!   connect-slow PORT        one non-blocking connect; prints {"started":..}
 //!                            right after connect(), then waits until done
 //!   connect-unix PATH        one connect to a unix socket path
@@ -35,14 +36,14 @@ fn list(v: &[u128]) -> String {
     format!("[{}]", items.join(","))
 }
 
-fn addr(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
 /// One blocking connect; returns (elapsed, errno or 0).
 fn blocking_connect(port: u16) -> (Duration, i32) {
+    blocking_connect_to(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+fn blocking_connect_to(addr: SocketAddr) -> (Duration, i32) {
     let t0 = Instant::now();
-    let r = TcpStream::connect(addr(port));
+    let r = TcpStream::connect(addr);
     let dt = t0.elapsed();
     match r {
         Ok(s) => {
@@ -112,12 +113,17 @@ fn main() {
                 .unwrap_or_else(|| panic!("bad command: {line}"))
         };
         match words.first().copied() {
-            Some("connect-ok") | Some("connect-refused") => {
+            Some("connect-ok") | Some("connect-refused") | Some("connect-ok6") => {
                 let (port, n) = (num(1) as u16, num(2));
+                let ip: std::net::IpAddr = if words[0] == "connect-ok6" {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                };
                 let mut times = Vec::new();
                 let mut errnos = Vec::new();
                 for _ in 0..n {
-                    let (dt, e) = blocking_connect(port);
+                    let (dt, e) = blocking_connect_to(SocketAddr::new(ip, port));
                     times.push(micros(dt));
                     errnos.push(e as u128);
                 }
