@@ -210,10 +210,13 @@ impl Tracer {
         }
     }
 
-    /// Waits for the "tracing PID" line: the probes are attached.
-    pub fn wait_attached(&mut self) {
-        self.stderr
+    /// Starts `tracer` and waits for its "tracing PID" line: the probes are
+    /// attached when it returns.
+    pub fn attached(args: &[&str]) -> Self {
+        let mut t = Self::start(args);
+        t.stderr
             .wait_for("tracer: tracing PID", Duration::from_secs(30));
+        t
     }
 
     pub fn interrupt(&self) {

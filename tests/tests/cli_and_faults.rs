@@ -127,8 +127,7 @@ fn ctrl_c_detaches_and_prints_the_final_report() {
     let open = OpenListener::start();
     let mut fixture = Fixture::start();
     let pid = fixture.pid.to_string();
-    let mut tracer = Tracer::start(&["report", "--pid", &pid]);
-    tracer.wait_attached();
+    let tracer = Tracer::attached(&["report", "--pid", &pid]);
     fixture.run(&format!("connect-ok {} 3", open.port), LONG);
     tracer.interrupt();
     let done = tracer.finish(LONG);
@@ -151,8 +150,7 @@ fn sigkilled_tracer_leaves_nothing_attached() {
     require_root();
     let mut fixture = Fixture::start();
     let pid = fixture.pid.to_string();
-    let mut tracer = Tracer::start(&["report", "--pid", &pid]);
-    tracer.wait_attached();
+    let mut tracer = Tracer::attached(&["report", "--pid", &pid]);
     assert!(!our_programs_loaded().is_empty(), "loaded while tracing");
     tracer.child.kill().unwrap();
     let _ = tracer.child.wait();
@@ -168,7 +166,7 @@ fn top_appends_snapshots_when_piped() {
     let open = OpenListener::start();
     let mut fixture = Fixture::start();
     let pid = fixture.pid.to_string();
-    let mut tracer = Tracer::start(&[
+    let tracer = Tracer::attached(&[
         "top",
         "--pid",
         &pid,
@@ -177,7 +175,6 @@ fn top_appends_snapshots_when_piped() {
         "--duration",
         "3s",
     ]);
-    tracer.wait_attached();
     fixture.run(&format!("connect-ok {} 4", open.port), LONG);
     let done = tracer.finish(LONG);
     assert_eq!(done.code, Some(0), "{}", done.stderr);

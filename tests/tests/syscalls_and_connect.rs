@@ -28,8 +28,7 @@ fn trace_until_exit(name: &str, mut fixture: Fixture, drive: impl FnOnce(&mut Fi
     require_root();
     let json = scratch(name);
     let pid = fixture.pid.to_string();
-    let mut tracer = Tracer::start(&["report", "--pid", &pid, "--json", json.to_str().unwrap()]);
-    tracer.wait_attached();
+    let tracer = Tracer::attached(&["report", "--pid", &pid, "--json", json.to_str().unwrap()]);
     drive(&mut fixture);
     fixture.exit();
     let done = tracer.finish(LONG);
@@ -278,7 +277,7 @@ fn target_exiting_mid_trace_still_yields_the_report() {
     let mut fixture = Fixture::start();
     let json_path = scratch("exit-mid");
     let pid = fixture.pid.to_string();
-    let mut tracer = Tracer::start(&[
+    let tracer = Tracer::attached(&[
         "report",
         "--pid",
         &pid,
@@ -287,7 +286,6 @@ fn target_exiting_mid_trace_still_yields_the_report() {
         "--json",
         json_path.to_str().unwrap(),
     ]);
-    tracer.wait_attached();
     fixture.run(&format!("connect-ok {} 5", open.port), LONG);
     let t0 = std::time::Instant::now();
     fixture.kill();
