@@ -121,11 +121,17 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn start() -> Self {
-        let mut child = Command::new(fixture_bin())
+        Self::start_command(Command::new(fixture_bin()))
+    }
+
+    /// Any program that speaks the fixture protocol: prints {"ready": PID},
+    /// then one JSON line per command read on stdin.
+    pub fn start_command(mut cmd: Command) -> Self {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("start netfixture");
+            .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
         let stdin = child.stdin.take();
         let mut out = Lines::new(child.stdout.take().unwrap());
         let ready = json(&out.wait_for("ready", Duration::from_secs(10)));
@@ -339,7 +345,108 @@ pub const OUR_PROGRAMS: &[&str] = &[
     "inet_sock_set_s",
     "task_newtask",
     "sched_process_e",
+    "getaddrinfo_ent",
+    "gethostbyname_e",
+    "gethostbyname2_",
+    "gethostbyname_r",
+    "lookup_return",
 ];
+
+/// A network namespace the test made, with its own loopback and
+/// resolv.conf (`ip netns exec` bind-mounts /etc/netns/NAME/resolv.conf
+/// over /etc/resolv.conf). Deleted on drop.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(tag: &str, resolv_conf: &str) -> Self {
+        let name = format!("tracer-{tag}-{}", std::process::id());
+        // A namespace left by an earlier run that was killed.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        let ok = |args: &[&str]| {
+            let st = Command::new("ip")
+                .args(args)
+                .status()
+                .expect("ip (iproute2)");
+            assert!(st.success(), "ip {args:?}");
+        };
+        ok(&["netns", "add", &name]);
+        ok(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
+        let dir = format!("/etc/netns/{name}");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(format!("{dir}/resolv.conf"), resolv_conf).unwrap();
+        Self { name }
+    }
+
+    /// `program args...` run inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
+    }
+}
+
+/// The test DNS server (`dnsfixture`) on 127.0.0.1:53 inside a namespace.
+/// Its log is every query it received: the ground truth.
+pub struct DnsServer {
+    child: Child,
+    pub log: Lines,
+}
+
+impl DnsServer {
+    pub fn start(ns: &NetNs, args: &[&str]) -> Self {
+        let mut child = ns
+            .command(bin_dir().join("dnsfixture"))
+            .args(["--listen", "127.0.0.1:53"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start dnsfixture");
+        let mut log = Lines::new(child.stdout.take().unwrap());
+        log.wait_for("listening", Duration::from_secs(10));
+        Self { child, log }
+    }
+
+    /// The queries received so far (waits a moment for the log to catch up).
+    pub fn queries(&mut self) -> Vec<Value> {
+        while self.log.next(Duration::from_millis(300)).is_some() {}
+        self.log
+            .seen
+            .iter()
+            .filter(|l| l.contains("\"name\""))
+            .map(|l| json(l))
+            .collect()
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The real Python interpreter behind `python3` (pyenv's is a shell shim).
+pub fn python() -> PathBuf {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
 
 /// Our programs the kernel still has loaded, from `bpftool prog show`.
 pub fn our_programs_loaded() -> Vec<String> {

@@ -21,8 +21,31 @@ pub const EVENT_RING_BYTES: u32 = 4 << 20;
 
 /// x86_64 syscall numbers the kernel programs look at more closely.
 pub mod sysno {
+    pub const CLOSE: u64 = 3;
+    pub const POLL: u64 = 7;
     pub const CONNECT: u64 = 42;
+    pub const SENDTO: u64 = 44;
+    pub const RECVFROM: u64 = 45;
+    pub const SENDMSG: u64 = 46;
+    pub const RECVMSG: u64 = 47;
+    pub const PPOLL: u64 = 271;
+    pub const SENDMMSG: u64 = 307;
 }
+
+/// DNS servers listen here; traffic to or from it is parsed as DNS.
+pub const DNS_PORT: u16 = 53;
+/// Bytes of a DNS message copied from the process: the header, the question
+/// and the start of the answers (an A/AAAA answer fits whole).
+pub const DNS_CAPTURE: usize = 512;
+/// Host names are at most 253 characters.
+pub const HOST_MAX: usize = 256;
+pub const SERVICE_MAX: usize = 32;
+/// Addresses of a lookup's result copied out.
+pub const LOOKUP_ADDRS: usize = 8;
+/// Lookups in progress at once (threads inside getaddrinfo).
+pub const MAX_LOOKUPS: u32 = 16384;
+/// Sockets known to talk to a DNS server, per process.
+pub const MAX_DNS_SOCKETS: u32 = 16384;
 
 /// Linux `sockaddr_un` is the largest address a connect() can carry here.
 pub const SOCKADDR_MAX: usize = 112;
@@ -34,8 +57,9 @@ pub struct ThreadEntry {
     /// `bpf_ktime_get_ns()` at syscall entry; 0 once the exit consumed it.
     pub start_ns: u64,
     pub nr: u64,
-    /// First three syscall arguments, kept only for syscalls we decode.
-    pub args: [u64; 3],
+    /// Syscall arguments, kept only for syscalls we decode (connect, the
+    /// send/recv family, poll, close).
+    pub args: [u64; 6],
     /// Kernel `struct sock *` seen moving to SYN_SENT during this syscall:
     /// joins a connect() with its TCP handshake.
     pub skaddr: u64,
@@ -72,8 +96,12 @@ pub enum LostCounter {
     HandshakeMapFull = 3,
     /// A process to follow (a fork) did not fit the traced-process map.
     ProcessMapFull = 4,
+    /// The lookup map was full: a getaddrinfo call was not timed.
+    LookupMapFull = 5,
+    /// The DNS socket map was full: a socket's DNS traffic was not seen.
+    DnsSocketMapFull = 6,
 }
-pub const LOST_COUNTERS: u32 = 5;
+pub const LOST_COUNTERS: u32 = 7;
 
 /// Discriminant at the start of every ring buffer record.
 #[repr(u32)]
@@ -82,6 +110,10 @@ pub enum EventKind {
     Connect = 1,
     Handshake = 2,
     Task = 3,
+    LookupStart = 4,
+    Lookup = 5,
+    DnsPacket = 6,
+    DnsWait = 7,
 }
 
 impl EventKind {
@@ -90,6 +122,10 @@ impl EventKind {
             1 => Some(Self::Connect),
             2 => Some(Self::Handshake),
             3 => Some(Self::Task),
+            4 => Some(Self::LookupStart),
+            5 => Some(Self::Lookup),
+            6 => Some(Self::DnsPacket),
+            7 => Some(Self::DnsWait),
             _ => None,
         }
     }
@@ -158,6 +194,140 @@ pub const TASK_EXIT_THREAD: u32 = 3;
 /// The last thread of a process exited.
 pub const TASK_EXIT_PROCESS: u32 = 4;
 
+/// The name-lookup functions probed in libc.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LookupFn {
+    Getaddrinfo = 1,
+    Gethostbyname = 2,
+    Gethostbyname2 = 3,
+    GethostbynameR = 4,
+}
+
+impl LookupFn {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Getaddrinfo),
+            2 => Some(Self::Gethostbyname),
+            3 => Some(Self::Gethostbyname2),
+            4 => Some(Self::GethostbynameR),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Getaddrinfo => "getaddrinfo",
+            Self::Gethostbyname => "gethostbyname",
+            Self::Gethostbyname2 => "gethostbyname2",
+            Self::GethostbynameR => "gethostbyname_r",
+        }
+    }
+}
+
+/// A thread inside a lookup function, between its uprobe and uretprobe.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LookupState {
+    pub start_ns: u64,
+    pub func: u32,
+    /// Nested probed calls (gethostbyname calls gethostbyname_r): only the
+    /// outermost is reported.
+    pub depth: u32,
+    pub args: [u64; 6],
+}
+
+/// A thread entered a lookup: DNS traffic on this thread until the matching
+/// `LookupEvent` belongs to it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LookupStartEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub func: u32,
+    pub start_ns: u64,
+}
+
+/// A finished name lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LookupEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub func: u32,
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    /// getaddrinfo: 0 or an EAI_* code (negative). gethostbyname*: 0 on
+    /// success, else the h_errno value where it could be read, else -1.
+    pub ret: i32,
+    /// Result entries walked (getaddrinfo returns one per address and
+    /// socket type).
+    pub naddrs: u32,
+    /// Address family of each copied address (AF_INET / AF_INET6).
+    pub families: [u16; LOOKUP_ADDRS],
+    pub addrs: [[u8; 16]; LOOKUP_ADDRS],
+    pub host: [u8; HOST_MAX],
+    pub service: [u8; SERVICE_MAX],
+}
+
+/// Key of `DNS_SOCKETS`: a process's file descriptor.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FdKey {
+    pub tgid: u32,
+    pub fd: u32,
+}
+
+/// The DNS server a socket was connected to (a `sockaddr_in`/`sockaddr_in6`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DnsServer {
+    pub addr: [u8; 28],
+}
+
+pub const DNS_SEND: u32 = 1;
+pub const DNS_RECV: u32 = 2;
+
+/// A DNS message a traced process sent or received (a send/recv syscall on a
+/// socket talking to port 53). Several per sendmmsg.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DnsPacketEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub direction: u32,
+    pub nr: u32,
+    /// When the syscall returned.
+    pub ts_ns: u64,
+    pub syscall_ns: u64,
+    /// Length of the message; `captured` bytes of it are in `data`.
+    pub len: u32,
+    pub captured: u32,
+    /// The server: destination of a send, source of a receive (sockaddr).
+    pub peer: [u8; 28],
+    pub _pad: u32,
+    pub data: [u8; DNS_CAPTURE],
+}
+
+/// A poll() on a DNS socket: how long the resolver waited for an answer,
+/// and whether the wait ended in a timeout (ret 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DnsWaitEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub ts_ns: u64,
+    pub duration_ns: u64,
+    pub ret: i64,
+    pub timeout_ms: i64,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -167,4 +337,7 @@ mod pod {
     unsafe impl aya::Pod for SyscallKey {}
     unsafe impl aya::Pod for PendingHandshake {}
     unsafe impl aya::Pod for LatencyStats {}
+    unsafe impl aya::Pod for LookupState {}
+    unsafe impl aya::Pod for FdKey {}
+    unsafe impl aya::Pod for DnsServer {}
 }

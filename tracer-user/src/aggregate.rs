@@ -15,7 +15,10 @@ use tracer_common::{
     TASK_NEW_PROCESS, TASK_NEW_THREAD, TCP_ESTABLISHED, TaskEvent, ThreadEntry,
 };
 
-use crate::collect::Event;
+use crate::{
+    collect::Event,
+    dns::{DnsState, LookupRecord},
+};
 
 /// How long a handshake seen before its connect() record is kept for the join.
 const EARLY_HANDSHAKE_TTL_NS: u64 = 60_000_000_000;
@@ -191,6 +194,9 @@ pub struct Aggregate {
     pub in_flight_connects: Vec<ConnectRecord>,
     awaiting_handshake: HashMap<u64, ConnectRecord>,
     early_handshakes: HashMap<u64, HandshakeEvent>,
+    pub dns: DnsState,
+    /// Lookups inside getaddrinfo & co. when the snapshot was taken.
+    pub in_flight_lookups: Vec<LookupRecord>,
 }
 
 impl Aggregate {
@@ -223,6 +229,10 @@ impl Aggregate {
             Event::Connect(c) => self.on_connect(c),
             Event::Handshake(h) => self.on_handshake(h),
             Event::Task(t) => self.on_task(t),
+            Event::LookupStart(l) => self.dns.on_lookup_start(&l),
+            Event::Lookup(l) => self.dns.on_lookup(&l),
+            Event::DnsPacket(p) => self.dns.on_packet(&p),
+            Event::DnsWait(w) => self.dns.on_wait(&w),
         }
     }
 
@@ -264,6 +274,7 @@ impl Aggregate {
                 if let Some(span) = p.threads.get_mut(&t.tid) {
                     span.end_ns.get_or_insert(t.ts_ns);
                 }
+                self.dns.forget_thread(t.tid);
                 if t.what == TASK_EXIT_PROCESS {
                     p.exited_ns = Some(t.ts_ns);
                     for span in p.threads.values_mut() {
@@ -286,6 +297,15 @@ impl Aggregate {
                 span.end_ns.get_or_insert(now_ns);
             }
         }
+    }
+
+    /// The process of each live thread.
+    pub fn thread_owners(&self) -> HashMap<u32, u32> {
+        self.processes
+            .iter()
+            .filter(|(_, p)| p.exited_ns.is_none())
+            .flat_map(|(&pid, p)| p.threads.keys().map(move |&tid| (tid, pid)))
+            .collect()
     }
 
     /// Re-reads the names of live processes (an exec changes them).
@@ -389,6 +409,8 @@ impl Aggregate {
             record.handshake_ns = Some(now_ns.saturating_sub(record.start_ns));
             self.finish_connect(record);
         }
+        let lookups = std::mem::take(&mut self.in_flight_lookups);
+        self.dns.finish(lookups);
     }
 
     /// Replaces the syscall aggregates with a fresh copy from the kernel, and
@@ -405,12 +427,7 @@ impl Aggregate {
         self.syscalls = stats;
         self.in_flight.clear();
         self.in_flight_connects.clear();
-        let tid_to_pid: HashMap<u32, u32> = self
-            .processes
-            .iter()
-            .filter(|(_, p)| p.exited_ns.is_none())
-            .flat_map(|(&pid, p)| p.threads.keys().map(move |&tid| (tid, pid)))
-            .collect();
+        let tid_to_pid = self.thread_owners();
         for (tid, entry) in in_flight {
             let Some(&pid) = tid_to_pid.get(tid) else {
                 continue;

@@ -3,15 +3,29 @@
 //! everything: aya holds programs and links by file descriptor, so even a
 //! SIGKILLed tracer leaves nothing loaded.
 
-use std::{fs, io, path::Path};
+use std::{
+    collections::{HashMap as StdHashMap, HashSet},
+    fs, io,
+    path::Path,
+};
 
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf,
     maps::HashMap,
-    programs::{RawTracePoint, TracePoint},
+    programs::{RawTracePoint, TracePoint, UProbe, uprobe::UProbeScope},
 };
 use log::{debug, info};
+
+/// Name-lookup functions probed in libc: (symbol, entry program). One
+/// return program serves them all.
+const LOOKUP_PROBES: &[(&str, &str)] = &[
+    ("getaddrinfo", "getaddrinfo_entry"),
+    ("gethostbyname", "gethostbyname_entry"),
+    ("gethostbyname2", "gethostbyname2_entry"),
+    ("gethostbyname_r", "gethostbyname_r_entry"),
+];
+const LOOKUP_RETURN: &str = "lookup_return";
 
 /// A tracepoint whose fields the eBPF programs read at fixed offsets:
 /// (category, name, [(field, offset)]).
@@ -134,6 +148,72 @@ fn field_offset(format: &str, field: &str) -> Option<usize> {
 /// The loaded and attached programs and their maps.
 pub struct Probes {
     pub ebpf: Ebpf,
+    /// Library files (device, inode) whose lookup functions are probed. A
+    /// uprobe on a file covers every process that maps it; the programs
+    /// ignore processes we do not trace.
+    probed_files: HashSet<(u64, u64)>,
+    /// Files found to have nothing to probe: not read again.
+    unprobeable: HashSet<(u64, u64)>,
+    /// Processes already told they have no libc to probe.
+    warned: HashSet<u32>,
+}
+
+/// A file mapped executable by a process, from /proc/PID/maps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    pub path: String,
+    pub dev: u64,
+    pub inode: u64,
+}
+
+/// The executable file mappings of a process.
+pub fn executable_mappings(pid: u32) -> Vec<Mapping> {
+    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/maps")) else {
+        return Vec::new();
+    };
+    parse_maps(&text)
+}
+
+fn parse_maps(text: &str) -> Vec<Mapping> {
+    let mut seen = StdHashMap::new();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(_range), Some(perms), Some(_off), Some(dev), Some(inode)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        let path: Vec<&str> = f.collect();
+        if !perms.contains('x') || path.is_empty() || !path[0].starts_with('/') {
+            continue;
+        }
+        let Some((major, minor)) = dev.split_once(':') else {
+            continue;
+        };
+        let (Ok(major), Ok(minor), Ok(inode)) = (
+            u64::from_str_radix(major, 16),
+            u64::from_str_radix(minor, 16),
+            inode.parse::<u64>(),
+        ) else {
+            continue;
+        };
+        let path = path.join(" ");
+        seen.entry((major << 20 | minor, inode)).or_insert(path);
+    }
+    let mut out: Vec<Mapping> = seen
+        .into_iter()
+        .map(|((dev, inode), path)| Mapping { path, dev, inode })
+        .collect();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// glibc's libc.so.6 (or libc-2.x.so), or musl's loader, which is its libc.
+fn is_libc(path: &str) -> bool {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.starts_with("libc.so")
+        || (base.starts_with("libc-") && base.ends_with(".so"))
+        || base.starts_with("ld-musl-")
 }
 
 impl Probes {
@@ -176,7 +256,102 @@ impl Probes {
                 .with_context(|| format!("attaching to tracepoint {category}:{event}"))?;
             debug!("attached tracepoint {category}:{event}");
         }
-        Ok(Self { ebpf })
+        for name in LOOKUP_PROBES
+            .iter()
+            .map(|(_, prog)| *prog)
+            .chain([LOOKUP_RETURN])
+        {
+            let prog: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("the kernel refused program {name}"))?;
+        }
+        Ok(Self {
+            ebpf,
+            probed_files: HashSet::new(),
+            unprobeable: HashSet::new(),
+            warned: HashSet::new(),
+        })
+    }
+
+    /// Probes the name-lookup functions in the libc `pid` maps (opened
+    /// through /proc/PID/root, so a process in a container works), or in its
+    /// executable if that is statically linked. Returns what it did, for the
+    /// user: a new file probed, or a warning that nothing could be.
+    pub fn probe_lookups(&mut self, pid: u32) -> Option<String> {
+        let maps = executable_mappings(pid);
+        if maps.is_empty() {
+            return None; // gone, or a kernel thread
+        }
+        let libc = maps.iter().find(|m| is_libc(&m.path));
+        let candidates: Vec<&Mapping> = match libc {
+            Some(l) => vec![l],
+            // No libc: a static binary may carry getaddrinfo itself.
+            None => maps.iter().collect(),
+        };
+        for m in candidates {
+            let file = (m.dev, m.inode);
+            if self.probed_files.contains(&file) {
+                return None;
+            }
+            if self.unprobeable.contains(&file) {
+                continue;
+            }
+            let path = format!("/proc/{pid}/root{}", m.path);
+            match self.attach_lookup_probes(&path) {
+                Ok(n) => {
+                    self.probed_files.insert(file);
+                    return Some(format!(
+                        "probing name lookups in {} ({n} functions)",
+                        m.path
+                    ));
+                }
+                Err(e) => {
+                    debug!("no lookup probes in {}: {e:#}", m.path);
+                    self.unprobeable.insert(file);
+                }
+            }
+        }
+        if self.warned.insert(pid) {
+            let what = if libc.is_some() {
+                "its libc has no getaddrinfo to probe"
+            } else {
+                "it maps no libc (a static binary?) and has no getaddrinfo symbol"
+            };
+            return Some(format!(
+                "warning: PID {pid}: {what}: its name lookups are not timed, its DNS traffic \
+                 still is"
+            ));
+        }
+        None
+    }
+
+    /// Attaches entry and return probes on every lookup function `path`
+    /// exports; returns how many. Fails if it has no getaddrinfo.
+    fn attach_lookup_probes(&mut self, path: &str) -> anyhow::Result<usize> {
+        let mut attached = 0;
+        for (symbol, entry) in LOOKUP_PROBES {
+            let mut attach = |name: &str| -> anyhow::Result<()> {
+                let prog: &mut UProbe = self
+                    .ebpf
+                    .program_mut(name)
+                    .ok_or_else(|| anyhow!("program {name} missing"))?
+                    .try_into()?;
+                prog.attach(*symbol, path, UProbeScope::AllProcesses)?;
+                Ok(())
+            };
+            match attach(entry).and_then(|()| attach(LOOKUP_RETURN)) {
+                Ok(()) => attached += 1,
+                Err(e) if *symbol == "getaddrinfo" => {
+                    return Err(e).with_context(|| format!("{symbol} in {path}"));
+                }
+                // A libc without this one function: probe the others.
+                Err(e) => debug!("{symbol} in {path}: {e:#}"),
+            }
+        }
+        Ok(attached)
     }
 
     /// Starts tracing a process (all its threads).
@@ -202,6 +377,29 @@ mod tests {
 \tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n\
 \tfield:int oldstate;\toffset:16;\tsize:4;\tsigned:1;\n\
 \tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;\n";
+
+    #[test]
+    fn finds_executable_file_mappings_and_libc() {
+        let maps = "\
+55d0c0a00000-55d0c0a28000 r--p 00000000 fe:01 393231  /usr/bin/python3.11
+55d0c0a28000-55d0c0d00000 r-xp 00028000 fe:01 393231  /usr/bin/python3.11
+7f1c2e400000-7f1c2e428000 r--p 00000000 fe:01 264070  /usr/lib/x86_64-linux-gnu/libc.so.6
+7f1c2e428000-7f1c2e59d000 r-xp 00028000 fe:01 264070  /usr/lib/x86_64-linux-gnu/libc.so.6
+7f1c2e800000-7f1c2e801000 r-xp 00000000 00:00 0       [vdso]
+7f1c2e900000-7f1c2e901000 r-xp 00000000 00:1f 77      /tmp/with space/lib.so (deleted)
+";
+        let m = parse_maps(maps);
+        assert_eq!(m.len(), 3, "{m:?}");
+        let libc = m.iter().find(|m| is_libc(&m.path)).unwrap();
+        assert_eq!((libc.dev, libc.inode), ((0xfe << 20) | 1, 264070));
+        assert!(
+            m.iter()
+                .any(|m| m.path == "/tmp/with space/lib.so (deleted)")
+        );
+        assert!(is_libc("/lib/ld-musl-x86_64.so.1"));
+        assert!(is_libc("/lib/x86_64-linux-gnu/libc-2.31.so"));
+        assert!(!is_libc("/usr/lib/libcrypto.so.3"));
+    }
 
     #[test]
     fn reads_field_offsets_from_format_files() {

@@ -8,18 +8,23 @@ use anyhow::{Context as _, anyhow};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
-    ConnectEvent, EventKind, HandshakeEvent, LatencyStats, LostCounter, SyscallKey, TaskEvent,
+    ConnectEvent, DnsPacketEvent, DnsServer, DnsWaitEvent, EventKind, FdKey, HandshakeEvent,
+    LatencyStats, LookupEvent, LookupStartEvent, LookupState, LostCounter, SyscallKey, TaskEvent,
     ThreadEntry,
 };
 
 use crate::attach::Probes;
 
 /// One record from the ring buffer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Event {
     Connect(ConnectEvent),
     Handshake(HandshakeEvent),
     Task(TaskEvent),
+    LookupStart(LookupStartEvent),
+    Lookup(Box<LookupEvent>),
+    DnsPacket(Box<DnsPacketEvent>),
+    DnsWait(DnsWaitEvent),
 }
 
 /// Decodes a ring buffer record; `None` for a record we do not know (a
@@ -35,6 +40,10 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
         EventKind::Connect => read(bytes).map(Event::Connect),
         EventKind::Handshake => read(bytes).map(Event::Handshake),
         EventKind::Task => read(bytes).map(Event::Task),
+        EventKind::LookupStart => read(bytes).map(Event::LookupStart),
+        EventKind::Lookup => read(bytes).map(|e| Event::Lookup(Box::new(e))),
+        EventKind::DnsPacket => read(bytes).map(|e| Event::DnsPacket(Box::new(e))),
+        EventKind::DnsWait => read(bytes).map(Event::DnsWait),
     }
 }
 
@@ -47,6 +56,8 @@ pub struct LostCounts {
     pub thread_map_full: u64,
     pub handshake_map_full: u64,
     pub process_map_full: u64,
+    pub lookup_map_full: u64,
+    pub dns_socket_map_full: u64,
     pub undecodable: u64,
 }
 
@@ -57,6 +68,8 @@ impl LostCounts {
             + self.thread_map_full
             + self.handshake_map_full
             + self.process_map_full
+            + self.lookup_map_full
+            + self.dns_socket_map_full
             + self.undecodable
     }
 }
@@ -65,6 +78,8 @@ pub struct Collector {
     ring: AsyncFd<RingBuf<MapData>>,
     syscall_stats: HashMap<MapData, SyscallKey, LatencyStats>,
     thread_entries: HashMap<MapData, u32, ThreadEntry>,
+    lookups: HashMap<MapData, u32, LookupState>,
+    dns_sockets: HashMap<MapData, FdKey, DnsServer>,
     lost: PerCpuArray<MapData, u64>,
     undecodable: u64,
 }
@@ -91,6 +106,8 @@ impl Collector {
             ring,
             syscall_stats: take(probes, "SYSCALL_STATS")?,
             thread_entries: take(probes, "THREAD_ENTRIES")?,
+            lookups: take(probes, "LOOKUPS")?,
+            dns_sockets: take(probes, "DNS_SOCKETS")?,
             lost: take(probes, "LOST")?,
             undecodable: 0,
         })
@@ -141,8 +158,33 @@ impl Collector {
             thread_map_full: sum(LostCounter::ThreadMapFull),
             handshake_map_full: sum(LostCounter::HandshakeMapFull),
             process_map_full: sum(LostCounter::ProcessMapFull),
+            lookup_map_full: sum(LostCounter::LookupMapFull),
+            dns_socket_map_full: sum(LostCounter::DnsSocketMapFull),
             undecodable: self.undecodable,
         }
+    }
+
+    /// Drops kernel state of processes that are gone: a process's sockets
+    /// are closed at exit without a close() syscall to tell us.
+    pub fn forget_exited(&mut self, live: &[u32]) {
+        let gone: Vec<FdKey> = self
+            .dns_sockets
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !live.contains(&k.tgid))
+            .collect();
+        for key in gone {
+            let _ = self.dns_sockets.remove(&key);
+        }
+    }
+
+    /// Lookups in progress right now: (tid, state) of threads inside one.
+    pub fn open_lookups(&self) -> Vec<(u32, LookupState)> {
+        self.lookups
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, l)| l.depth > 0)
+            .collect()
     }
 
     /// Threads that made at least one syscall since we attached.

@@ -9,6 +9,7 @@ mod aggregate;
 mod attach;
 mod cli;
 mod collect;
+mod dns;
 mod error;
 mod render;
 mod session;

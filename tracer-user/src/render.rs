@@ -10,6 +10,7 @@ use tracer_common::LatencyStats;
 use crate::{
     aggregate::{Aggregate, ConnectRecord, Peer, add_to_peers},
     collect::LostCounts,
+    dns::{self, LookupRecord},
     syscall_names,
 };
 
@@ -110,6 +111,36 @@ pub struct ConnectRow {
     pub handshake_ns: Option<u64>,
 }
 
+#[derive(Debug, Serialize)]
+pub struct DnsHostRow {
+    pub host: String,
+    #[serde(flatten)]
+    pub latency: LatencyRow,
+    pub share_of_wall: f64,
+    pub results: BTreeMap<String, u64>,
+    pub queries: u64,
+    pub retries: u64,
+    pub timeouts: u64,
+    /// Query names tried that are not the host (search domains).
+    pub expansions: Vec<String>,
+    /// Per query type: asked and answered.
+    pub query_types: BTreeMap<String, (u64, u64)>,
+    pub servers: Vec<String>,
+    /// The findings in plain words.
+    pub findings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DnsQueryRow {
+    pub name: String,
+    pub qtype: String,
+    pub server: String,
+    #[serde(flatten)]
+    pub latency: LatencyRow,
+    pub unanswered: u64,
+    pub rcodes: BTreeMap<String, u64>,
+}
+
 /// Everything a report says, in one serializable value.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -128,6 +159,11 @@ pub struct Report {
     pub connects_total: u64,
     pub connect_peers: Vec<PeerRow>,
     pub slowest_connects: Vec<ConnectRow>,
+    pub dns_lookups_total: u64,
+    pub dns_hosts: Vec<DnsHostRow>,
+    pub slowest_lookups: Vec<LookupRecord>,
+    /// DNS queries sent outside libc lookups (other resolvers).
+    pub dns_queries: Vec<DnsQueryRow>,
     pub lost: LostCounts,
 }
 
@@ -241,10 +277,47 @@ impl Report {
                 handshake_ns: r.handshake_ns,
             })
             .collect();
+        let traced_ns = now_ns.saturating_sub(agg.start_ns);
+        let (hosts, slowest_lookups) = agg.dns.hosts_with(&agg.in_flight_lookups);
+        let mut dns_hosts: Vec<DnsHostRow> = hosts
+            .iter()
+            .map(|(host, h)| DnsHostRow {
+                host: host.clone(),
+                latency: LatencyRow::from(&h.latency),
+                share_of_wall: share(h.latency.total_ns, wall_ns),
+                results: h.results.clone(),
+                queries: h.queries,
+                retries: h.retries,
+                timeouts: h.timeouts,
+                expansions: h.expansions.keys().cloned().collect(),
+                query_types: h
+                    .by_type
+                    .iter()
+                    .map(|(t, s)| (t.clone(), (s.asked, s.answered)))
+                    .collect(),
+                servers: h.servers.keys().cloned().collect(),
+                findings: dns::host_findings(host, h, wall_ns, traced_ns),
+            })
+            .collect();
+        dns_hosts.sort_by_key(|r| std::cmp::Reverse(r.latency.total_ns));
+        let mut dns_queries: Vec<DnsQueryRow> = agg
+            .dns
+            .standalone
+            .iter()
+            .map(|((name, qtype, server), s)| DnsQueryRow {
+                name: name.clone(),
+                qtype: qtype.clone(),
+                server: server.clone(),
+                latency: LatencyRow::from(&s.latency),
+                unanswered: s.unanswered,
+                rcodes: s.rcodes.clone(),
+            })
+            .collect();
+        dns_queries.sort_by_key(|r| std::cmp::Reverse((r.unanswered, r.latency.total_ns)));
         Self {
             tracer_version: env!("CARGO_PKG_VERSION"),
             ended,
-            traced_ns: now_ns.saturating_sub(agg.start_ns),
+            traced_ns,
             processes,
             wall_ns,
             waiting_ns,
@@ -253,6 +326,10 @@ impl Report {
             connects_total: agg.connects_total + agg.in_flight_connects.len() as u64,
             connect_peers,
             slowest_connects,
+            dns_lookups_total: agg.dns.lookups_total + agg.in_flight_lookups.len() as u64,
+            dns_hosts,
+            slowest_lookups,
+            dns_queries,
             lost,
         }
     }
@@ -274,6 +351,9 @@ impl Report {
             "Syscalls waiting (poll, futex, sleep, accept, ...): idle time, shown apart",
             syscall_table(&waits, rows, many),
         );
+        if !self.dns_hosts.is_empty() || !self.dns_queries.is_empty() {
+            self.write_dns(&mut out, rows);
+        }
         section(
             &mut out,
             &format!("Connects by peer ({} calls)", self.connects_total),
@@ -285,6 +365,78 @@ impl Report {
             connect_table(&self.slowest_connects, rows),
         );
         out
+    }
+
+    fn write_dns(&self, out: &mut String, rows: usize) {
+        section(
+            out,
+            &format!("DNS lookups by host ({} lookups)", self.dns_lookups_total),
+            dns_host_table(&self.dns_hosts, rows),
+        );
+        let findings: Vec<&String> = self
+            .dns_hosts
+            .iter()
+            .take(rows)
+            .flat_map(|h| h.findings.iter())
+            .collect();
+        if !findings.is_empty() {
+            let _ = writeln!(out, "\nWhy the lookups took that long");
+            for f in findings {
+                let _ = writeln!(out, "  {f}");
+            }
+        }
+        if !self.slowest_lookups.is_empty() {
+            let _ = writeln!(out, "\nSlowest lookups, with the DNS messages inside them");
+            for l in self.slowest_lookups.iter().take(rows.min(5)) {
+                let _ = writeln!(
+                    out,
+                    "  {} {}({}) pid {} tid {}: {} -> {}{}",
+                    fmt_ns(l.duration_ns),
+                    l.function,
+                    l.host,
+                    l.pid,
+                    l.tid,
+                    l.result,
+                    l.addresses.len(),
+                    if l.addresses.len() == 1 {
+                        " address"
+                    } else {
+                        " addresses"
+                    },
+                );
+                for q in &l.queries {
+                    let answer = match (&q.latency_ns, &q.rcode) {
+                        (Some(t), Some(rc)) => {
+                            format!("{rc} in {}, {} answers", fmt_ns(*t), q.answers)
+                        }
+                        _ => "no answer".to_string(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "      {}{} {} -> {}: {answer}",
+                        if q.retry { "retry " } else { "" },
+                        q.qtype,
+                        q.name,
+                        q.server.as_deref().unwrap_or("?"),
+                    );
+                }
+                for w in l.waits.iter().filter(|w| w.timed_out) {
+                    let _ = writeln!(
+                        out,
+                        "      timeout: waited {} (poll timeout {} ms) with no answer",
+                        fmt_ns(w.duration_ns),
+                        w.timeout_ms
+                    );
+                }
+            }
+        }
+        if !self.dns_queries.is_empty() {
+            section(
+                out,
+                "DNS queries outside libc lookups (other resolvers)",
+                dns_query_table(&self.dns_queries, rows),
+            );
+        }
     }
 
     fn write_header(&self, out: &mut String) {
@@ -331,12 +483,15 @@ impl Report {
             let _ = writeln!(
                 out,
                 "Events lost: {lost} (ring buffer full {}, syscall map full {}, thread map full {}, \
-                 handshake map full {}, process map full {}, undecodable {}): counts above are low",
+                 handshake map full {}, process map full {}, lookup map full {}, DNS socket map \
+                 full {}, undecodable {}): counts above are low",
                 self.lost.ring_full,
                 self.lost.syscall_map_full,
                 self.lost.thread_map_full,
                 self.lost.handshake_map_full,
                 self.lost.process_map_full,
+                self.lost.lookup_map_full,
+                self.lost.dns_socket_map_full,
                 self.lost.undecodable
             );
         }
@@ -365,6 +520,22 @@ impl Report {
                     fmt_ns(r.latency.p99_ns),
                     fmt_ns(r.latency.max_ns),
                     fmt_share(r.share_of_wall),
+                ],
+            ));
+        }
+        for h in &self.dns_hosts {
+            entries.push((
+                h.latency.total_ns,
+                vec![
+                    "dns".into(),
+                    h.host.clone(),
+                    String::new(),
+                    h.latency.count.to_string(),
+                    fmt_ns(h.latency.total_ns),
+                    fmt_ns(h.latency.p50_ns),
+                    fmt_ns(h.latency.p99_ns),
+                    fmt_ns(h.latency.max_ns),
+                    fmt_share(h.share_of_wall),
                 ],
             ));
         }
@@ -527,6 +698,61 @@ fn peer_table(rows: &[PeerRow], limit: usize) -> Option<Table> {
     }
     right_align(&mut t, 2..3);
     right_align(&mut t, 4..8);
+    Some(t)
+}
+
+fn dns_host_table(rows: &[DnsHostRow], limit: usize) -> Option<Table> {
+    if rows.is_empty() {
+        return None;
+    }
+    let mut t = new_table(&[
+        "HOST", "CALLS", "RESULTS", "TOTAL", "P50", "P99", "MAX", "WALL%", "QUERIES", "TIMEOUTS",
+    ]);
+    for r in rows.iter().take(limit) {
+        let results: Vec<String> = r.results.iter().map(|(o, n)| format!("{o} {n}")).collect();
+        t.add_row(vec![
+            r.host.clone(),
+            r.latency.count.to_string(),
+            results.join(", "),
+            fmt_ns(r.latency.total_ns),
+            fmt_ns(r.latency.p50_ns),
+            fmt_ns(r.latency.p99_ns),
+            fmt_ns(r.latency.max_ns),
+            fmt_share(r.share_of_wall),
+            r.queries.to_string(),
+            r.timeouts.to_string(),
+        ]);
+    }
+    right_align(&mut t, 1..2);
+    right_align(&mut t, 3..10);
+    Some(t)
+}
+
+fn dns_query_table(rows: &[DnsQueryRow], limit: usize) -> Option<Table> {
+    let mut t = new_table(&[
+        "NAME",
+        "TYPE",
+        "SERVER",
+        "ANSWERED",
+        "NO ANSWER",
+        "P50",
+        "MAX",
+        "RCODES",
+    ]);
+    for r in rows.iter().take(limit) {
+        let rcodes: Vec<String> = r.rcodes.iter().map(|(o, n)| format!("{o} {n}")).collect();
+        t.add_row(vec![
+            r.name.clone(),
+            r.qtype.clone(),
+            r.server.clone(),
+            r.latency.count.to_string(),
+            r.unanswered.to_string(),
+            fmt_ns(r.latency.p50_ns),
+            fmt_ns(r.latency.max_ns),
+            rcodes.join(", "),
+        ]);
+    }
+    right_align(&mut t, 3..7);
     Some(t)
 }
 

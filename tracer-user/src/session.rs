@@ -85,6 +85,7 @@ pub async fn run(
         // Listed after the PID is in the kernel's set: a thread created from
         // here on is reported by the kernel, one created before is listed.
         agg.add_target(info.pid, info.comm.clone(), &target::threads_of(info.pid));
+        probe_libraries(&mut probes, info.pid);
     }
     let names: Vec<String> = infos
         .iter()
@@ -110,6 +111,7 @@ pub async fn run(
     let deadline = tokio::time::sleep(duration.unwrap_or(Duration::MAX / 4));
     tokio::pin!(deadline);
     let tty = std::io::stdout().is_terminal();
+    let mut last_scan_ns = monotonic_ns();
 
     let ended = loop {
         tokio::select! {
@@ -122,7 +124,17 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 let now = monotonic_ns();
+                // New children, and libraries loaded since the last look: at
+                // most once a second.
+                let rescan = now.saturating_sub(last_scan_ns) >= 1_000_000_000;
+                if rescan {
+                    last_scan_ns = now;
+                    collector.forget_exited(&agg.live_pids());
+                }
                 for pid in agg.live_pids() {
+                    if rescan {
+                        probe_libraries(&mut probes, pid);
+                    }
                     if !target::is_alive(pid) {
                         // Drain first: the exit event carries the exact time.
                         collector.drain(|ev| agg.apply(ev));
@@ -199,10 +211,23 @@ pub async fn run(
     Ok(())
 }
 
+/// Probes the libraries `pid` maps that we have not probed yet; tells the
+/// user about each new one (warnings always, the rest with -v).
+fn probe_libraries(probes: &mut Probes, pid: u32) {
+    if let Some(msg) = probes.probe_lookups(pid) {
+        if msg.starts_with("warning") {
+            eprintln!("tracer: {msg}");
+        } else {
+            info!("{msg}");
+        }
+    }
+}
+
 /// Copies the kernel's aggregates into `agg` and builds a report from it.
 fn snapshot(agg: &mut Aggregate, collector: &mut Collector, ended: EndReason, now: u64) -> Report {
     let stats = collector.syscall_stats();
     let mut in_flight = collector.in_flight();
+    let open_lookups = collector.open_lookups();
     // Events after the maps: a process counted in them was created before,
     // so its creation record is already in the ring buffer.
     collector.drain(|ev| agg.apply(ev));
@@ -230,6 +255,18 @@ fn snapshot(agg: &mut Aggregate, collector: &mut Collector, ended: EndReason, no
         }
     }
     agg.set_syscalls(stats, &in_flight, now, target::read_memory);
+    let tid_to_pid = agg.thread_owners();
+    let open: Vec<(u32, u32, u32, u64, String)> = open_lookups
+        .iter()
+        .filter(|(_, l)| l.start_ns < now)
+        .filter_map(|(tid, l)| {
+            let pid = *tid_to_pid.get(tid)?;
+            let host =
+                target::read_c_string(pid, l.args[0], tracer_common::HOST_MAX).unwrap_or_default();
+            Some((pid, *tid, l.func, l.start_ns, host))
+        })
+        .collect();
+    agg.in_flight_lookups = agg.dns.in_flight(&open, now);
     if ended != EndReason::Running {
         agg.finish(now);
     }

@@ -95,18 +95,25 @@ pub fn threads_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// The syscall a thread is blocked in and its first three arguments, from
+/// The syscall a thread is blocked in and its six arguments, from
 /// /proc/PID/task/TID/syscall (`42 0x3 0x7ffd... 0x10 ...`); `None` when
 /// the thread is running or gone.
-pub fn blocked_syscall(pid: u32, tid: u32) -> Option<(u64, [u64; 3])> {
+pub fn blocked_syscall(pid: u32, tid: u32) -> Option<(u64, [u64; 6])> {
     let text = fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
     let mut words = text.split_whitespace();
     let nr = words.next()?.parse().ok()?;
-    let mut args = [0u64; 3];
+    let mut args = [0u64; 6];
     for a in &mut args {
         *a = u64::from_str_radix(words.next()?.trim_start_matches("0x"), 16).ok()?;
     }
     Some((nr, args))
+}
+
+/// Reads a NUL-terminated string (at most `max` bytes) from a process.
+pub fn read_c_string(pid: u32, addr: u64, max: usize) -> Option<String> {
+    let bytes = read_memory(pid, addr, max)?;
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    Some(String::from_utf8_lossy(&bytes[..end]).into_owned())
 }
 
 /// Reads `len` bytes at `addr` of a process's memory (we are root: the

@@ -12,8 +12,9 @@ use anyhow::{Context as _, bail};
 
 use crate::{is_root, show};
 
-/// Debian packages: LLVM 22 to build bpf-linker against, bpftool for the
-/// tests' "nothing left loaded" checks, util-linux for setpriv.
+/// Debian packages: LLVM 22 to build bpf-linker against; for the tests,
+/// bpftool ("nothing left loaded" checks), util-linux (setpriv), iproute2
+/// (network namespaces), gcc and libc6-dev (C fixtures, static too).
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -21,6 +22,9 @@ const APT_PACKAGES: &[&str] = &[
     "zlib1g-dev",
     "bpftool",
     "util-linux",
+    "iproute2",
+    "gcc",
+    "libc6-dev",
 ];
 
 /// Pinned: later releases may need a newer rustc (see PLATFORM.md).

@@ -1,0 +1,405 @@
+//! DNS: name lookups timed by uprobes on libc's getaddrinfo and
+//! gethostbyname*, and the DNS messages a traced process sends and receives
+//! (any resolver: libc, c-ares, Go, dig), with the poll() waits between them.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
+        bpf_probe_read_user_str_bytes, generated,
+    },
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use tracer_common::{
+    DNS_CAPTURE, DNS_PORT, DNS_RECV, DNS_SEND, DnsPacketEvent, DnsWaitEvent, EventKind, FdKey,
+    LOOKUP_ADDRS, LookupEvent, LookupFn, LookupStartEvent, LookupState, LostCounter, sysno,
+};
+
+use crate::{
+    maps::{DNS_SOCKETS, EVENTS, LOOKUPS, count_lost, is_traced, output, sockaddr_port},
+    syscalls::Finished,
+};
+
+/// A probed lookup still open after this long lost its return probe (the
+/// thread longjmp'd out, say): the next call starts afresh.
+const STALE_LOOKUP_NS: u64 = 120_000_000_000;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+#[inline(always)]
+fn read_user<T>(addr: u64) -> Option<T> {
+    // SAFETY: the helper checks the user-space access.
+    unsafe { bpf_probe_read_user(addr as *const T) }.ok()
+}
+
+pub fn on_close(call: &Finished) {
+    if call.ret == 0 {
+        let _ = DNS_SOCKETS.remove(FdKey {
+            tgid: call.tgid,
+            fd: call.entry.args[0] as u32,
+        });
+    }
+}
+
+/// poll()/ppoll() whose first descriptor is a DNS socket: a resolver
+/// waiting for an answer. Returning 0 means the wait timed out.
+pub fn on_poll_exit(call: &Finished) {
+    let args = &call.entry.args;
+    if args[1] == 0 {
+        return;
+    }
+    let Some(fd) = read_user::<i32>(args[0]) else {
+        return;
+    };
+    let key = FdKey {
+        tgid: call.tgid,
+        fd: fd as u32,
+    };
+    if DNS_SOCKETS.get_ptr(key).is_none() {
+        return;
+    }
+    let timeout_ms = if call.entry.nr == sysno::POLL {
+        args[2] as i32 as i64
+    } else if args[2] == 0 {
+        -1
+    } else {
+        // ppoll: struct timespec { tv_sec, tv_nsec }. Unsigned arithmetic:
+        // eBPF has no signed division.
+        let sec = read_user::<u64>(args[2]).unwrap_or(0);
+        let nsec = read_user::<u64>(args[2] + 8).unwrap_or(0);
+        (sec * 1000 + nsec / 1_000_000) as i64
+    };
+    output(&DnsWaitEvent {
+        kind: EventKind::DnsWait as u32,
+        tgid: call.tgid,
+        tid: call.tid,
+        fd,
+        ts_ns: call.start_ns + call.duration,
+        duration_ns: call.duration,
+        ret: call.ret,
+        timeout_ms,
+    });
+}
+
+/// One message of a send/recv syscall: where its bytes are and who the
+/// other end is (a sockaddr pointer, or 0 when the socket is connected).
+struct Message {
+    data: u64,
+    len: u64,
+    name: u64,
+}
+
+/// `struct msghdr` offsets (x86_64): msg_name 0, msg_iov 16; `struct iovec`
+/// iov_base 0.
+fn msghdr_message(msghdr: u64, len: u64) -> Option<Message> {
+    let name = read_user::<u64>(msghdr)?;
+    let iov = read_user::<u64>(msghdr + 16)?;
+    let data = read_user::<u64>(iov)?;
+    Some(Message { data, len, name })
+}
+
+/// sendto, recvfrom, sendmsg, recvmsg, sendmmsg on a socket talking to port
+/// 53: copy the DNS message out.
+pub fn on_io_exit(call: &Finished) {
+    if call.ret <= 0 {
+        return;
+    }
+    let args = &call.entry.args;
+    let nr = call.entry.nr;
+    let direction = if nr == sysno::RECVFROM || nr == sysno::RECVMSG {
+        DNS_RECV
+    } else {
+        DNS_SEND
+    };
+    let ret = call.ret as u64;
+    match nr {
+        sysno::SENDTO | sysno::RECVFROM => emit_packet(
+            call,
+            direction,
+            &Message {
+                data: args[1],
+                len: ret,
+                name: args[4],
+            },
+        ),
+        sysno::SENDMSG | sysno::RECVMSG => {
+            if let Some(m) = msghdr_message(args[1], ret) {
+                emit_packet(call, direction, &m);
+            }
+        }
+        sysno::SENDMMSG => {
+            // glibc sends the A and AAAA queries together: two messages.
+            // `struct mmsghdr` is a msghdr (56 bytes) and msg_len, 64 in all.
+            for i in 0..2u64 {
+                if i >= ret {
+                    break;
+                }
+                let hdr = args[1] + i * 64;
+                let Some(len) = read_user::<u32>(hdr + 56) else {
+                    break;
+                };
+                if let Some(m) = msghdr_message(hdr, len as u64) {
+                    emit_packet(call, direction, &m);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[inline(always)]
+fn emit_packet(call: &Finished, direction: u32, msg: &Message) {
+    // Who is at the other end: the address given with the message, else the
+    // server the socket was connected to.
+    let mut peer = [0u8; 28];
+    let mut is_dns = false;
+    if msg.name != 0 {
+        // SAFETY: the helper checks the user-space access.
+        if unsafe { bpf_probe_read_user_buf(msg.name as *const u8, &mut peer[..16]) }.is_ok() {
+            if u16::from_ne_bytes([peer[0], peer[1]]) == AF_INET6 {
+                let _ = unsafe { bpf_probe_read_user_buf(msg.name as *const u8, &mut peer) };
+            }
+            is_dns = sockaddr_port(&peer[..4]) == DNS_PORT;
+        }
+    }
+    if !is_dns {
+        let key = FdKey {
+            tgid: call.tgid,
+            fd: call.entry.args[0] as u32,
+        };
+        let Some(server) = DNS_SOCKETS.get_ptr(key) else {
+            return;
+        };
+        // SAFETY: map value pointer, valid during this program run.
+        peer = unsafe { (*server).addr };
+    }
+    let Some(mut slot) = EVENTS.reserve::<DnsPacketEvent>(0) else {
+        count_lost(LostCounter::RingFull);
+        return;
+    };
+    let ev = slot.as_mut_ptr();
+    // SAFETY: `ev` points to a reserved ring buffer record of our size.
+    unsafe {
+        (*ev).kind = EventKind::DnsPacket as u32;
+        (*ev).tgid = call.tgid;
+        (*ev).tid = call.tid;
+        (*ev).fd = call.entry.args[0] as i32;
+        (*ev).direction = direction;
+        (*ev).nr = call.entry.nr as u32;
+        (*ev).ts_ns = call.start_ns + call.duration;
+        (*ev).syscall_ns = call.duration;
+        (*ev).len = msg.len as u32;
+        (*ev).peer = peer;
+        (*ev)._pad = 0;
+        let mut n = msg.len as u32;
+        if n > DNS_CAPTURE as u32 {
+            n = DNS_CAPTURE as u32;
+        }
+        let r = generated::bpf_probe_read_user(
+            (&raw mut (*ev).data).cast::<c_void>(),
+            n,
+            msg.data as *const c_void,
+        );
+        (*ev).captured = if r == 0 { n } else { 0 };
+    }
+    slot.submit(0);
+}
+
+#[inline(always)]
+fn lookup_entry(ctx: &ProbeContext, func: LookupFn) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_traced(tgid) {
+        return 0;
+    }
+    let tid = pid_tgid as u32;
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(state) = LOOKUPS.get_ptr_mut(tid) {
+        // SAFETY: this thread's own map value.
+        let state = unsafe { &mut *state };
+        if state.depth > 0 && now.saturating_sub(state.start_ns) < STALE_LOOKUP_NS {
+            // gethostbyname calls gethostbyname_r: report the outer call.
+            state.depth += 1;
+            return 0;
+        }
+    }
+    let mut args = [0u64; 6];
+    for (i, a) in args.iter_mut().enumerate() {
+        *a = ctx.arg::<u64>(i).unwrap_or(0);
+    }
+    let state = LookupState {
+        start_ns: now,
+        func: func as u32,
+        depth: 1,
+        args,
+    };
+    if LOOKUPS.insert(tid, state, 0).is_err() {
+        count_lost(LostCounter::LookupMapFull);
+        return 0;
+    }
+    output(&LookupStartEvent {
+        kind: EventKind::LookupStart as u32,
+        tgid,
+        tid,
+        func: func as u32,
+        start_ns: now,
+    });
+    0
+}
+
+#[uprobe]
+pub fn getaddrinfo_entry(ctx: ProbeContext) -> u32 {
+    lookup_entry(&ctx, LookupFn::Getaddrinfo)
+}
+
+#[uprobe]
+pub fn gethostbyname_entry(ctx: ProbeContext) -> u32 {
+    lookup_entry(&ctx, LookupFn::Gethostbyname)
+}
+
+#[uprobe]
+pub fn gethostbyname2_entry(ctx: ProbeContext) -> u32 {
+    lookup_entry(&ctx, LookupFn::Gethostbyname2)
+}
+
+#[uprobe]
+pub fn gethostbyname_r_entry(ctx: ProbeContext) -> u32 {
+    lookup_entry(&ctx, LookupFn::GethostbynameR)
+}
+
+/// One return probe for every lookup function: the state says which it was.
+#[uretprobe]
+pub fn lookup_return(ctx: RetProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let Some(state) = LOOKUPS.get_ptr_mut(tid) else {
+        return 0;
+    };
+    // SAFETY: this thread's own map value.
+    let state = unsafe { &mut *state };
+    if state.depth == 0 {
+        return 0;
+    }
+    state.depth -= 1;
+    if state.depth > 0 {
+        return 0;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(mut slot) = EVENTS.reserve::<LookupEvent>(0) else {
+        count_lost(LostCounter::RingFull);
+        return 0;
+    };
+    let ev = slot.as_mut_ptr();
+    let args = state.args;
+    let func = state.func;
+    // SAFETY: `ev` points to a reserved ring buffer record of our size.
+    unsafe {
+        (*ev).kind = EventKind::Lookup as u32;
+        (*ev).tgid = (pid_tgid >> 32) as u32;
+        (*ev).tid = tid;
+        (*ev).func = func;
+        (*ev).start_ns = state.start_ns;
+        (*ev).duration_ns = now.saturating_sub(state.start_ns);
+        (*ev).naddrs = 0;
+        (*ev).families = [0; LOOKUP_ADDRS];
+        (*ev).host[0] = 0;
+        (*ev).service[0] = 0;
+        let _ = bpf_probe_read_user_str_bytes(args[0] as *const u8, &mut (*ev).host);
+        if func == LookupFn::Getaddrinfo as u32 {
+            if args[1] != 0 {
+                let _ = bpf_probe_read_user_str_bytes(args[1] as *const u8, &mut (*ev).service);
+            }
+            let ret: i32 = ctx.ret();
+            (*ev).ret = ret;
+            if ret == 0 {
+                // args[3] is `struct addrinfo **res`.
+                let first = read_user::<u64>(args[3]).unwrap_or(0);
+                walk_addrinfo(first, &mut *ev);
+            }
+        } else if func == LookupFn::GethostbynameR as u32 {
+            // int gethostbyname_r(name, ret, buf, buflen, **result, *h_errnop)
+            let ret: i32 = ctx.ret();
+            let result = read_user::<u64>(args[4]).unwrap_or(0);
+            if ret == 0 && result != 0 {
+                (*ev).ret = 0;
+                walk_hostent(result, &mut *ev);
+            } else {
+                (*ev).ret = read_user::<i32>(args[5]).unwrap_or(-1);
+            }
+        } else {
+            // struct hostent *gethostbyname(name), gethostbyname2(name, af)
+            let hostent: u64 = ctx.ret();
+            if hostent == 0 {
+                (*ev).ret = -1;
+            } else {
+                (*ev).ret = 0;
+                walk_hostent(hostent, &mut *ev);
+            }
+        }
+    }
+    slot.submit(0);
+    0
+}
+
+/// Copies one address (4 or 16 bytes) from `src` into slot `i` of the event.
+#[inline(always)]
+fn copy_addr(ev: &mut LookupEvent, i: usize, family: u16, src: u64) {
+    if i >= LOOKUP_ADDRS {
+        return;
+    }
+    let dst = &mut ev.addrs[i];
+    // SAFETY: the helper checks the user-space access.
+    let ok = unsafe {
+        if family == AF_INET6 {
+            bpf_probe_read_user_buf(src as *const u8, &mut dst[..16])
+        } else {
+            bpf_probe_read_user_buf(src as *const u8, &mut dst[..4])
+        }
+    };
+    if ok.is_ok() {
+        ev.families[i] = family;
+    }
+}
+
+/// Walks getaddrinfo's result list: `struct addrinfo` has ai_family at 4,
+/// ai_addr at 24, ai_next at 40 (x86_64).
+#[inline(always)]
+fn walk_addrinfo(mut ai: u64, ev: &mut LookupEvent) {
+    for i in 0..32usize {
+        if ai == 0 {
+            break;
+        }
+        ev.naddrs += 1;
+        if i < LOOKUP_ADDRS {
+            let family = read_user::<u32>(ai + 4).unwrap_or(0) as u16;
+            let sa = read_user::<u64>(ai + 24).unwrap_or(0);
+            if sa != 0 {
+                // sin_addr at 4, sin6_addr at 8.
+                let at = if family == AF_INET6 { 8 } else { 4 };
+                copy_addr(ev, i, family, sa + at);
+            }
+        }
+        ai = read_user::<u64>(ai + 40).unwrap_or(0);
+    }
+}
+
+/// Walks a `struct hostent`: h_addrtype at 16, h_addr_list at 24.
+#[inline(always)]
+fn walk_hostent(h: u64, ev: &mut LookupEvent) {
+    let family = read_user::<i32>(h + 16).unwrap_or(AF_INET as i32) as u16;
+    let Some(list) = read_user::<u64>(h + 24) else {
+        return;
+    };
+    for i in 0..LOOKUP_ADDRS {
+        let Some(a) = read_user::<u64>(list + 8 * i as u64) else {
+            break;
+        };
+        if a == 0 {
+            break;
+        }
+        ev.naddrs += 1;
+        copy_addr(ev, i, family, a);
+    }
+}

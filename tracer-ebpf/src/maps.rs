@@ -1,0 +1,117 @@
+//! Maps shared by the programs, and the small helpers every program uses.
+
+use aya_ebpf::{
+    helpers::bpf_probe_read_user_buf,
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use tracer_common::{
+    DnsServer, EVENT_RING_BYTES, FdKey, LOST_COUNTERS, LatencyStats, LookupState, LostCounter,
+    MAX_DNS_SOCKETS, MAX_LOOKUPS, MAX_PENDING_HANDSHAKES, MAX_SYSCALL_KEYS, MAX_TRACED_PROCESSES,
+    MAX_TRACED_THREADS, PendingHandshake, SyscallKey, ThreadEntry,
+};
+
+/// Processes (tgids) being traced. User space seeds it; forks add to it.
+#[map]
+pub static TRACED_PROCESSES: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TRACED_PROCESSES, 0);
+
+/// Syscall in progress per traced thread, keyed by tid. An entry exists only
+/// for threads of traced processes, so the exit path needs no tgid lookup.
+#[map]
+pub static THREAD_ENTRIES: HashMap<u32, ThreadEntry> =
+    HashMap::with_max_entries(MAX_TRACED_THREADS, 0);
+
+/// Latency per (process, syscall). One value shared by all CPUs, updated
+/// with atomic adds: a per-CPU map would cost kilobytes per key per CPU, and
+/// without preallocation its inserts fail under bursts (measured: 100 of
+/// ~2500 lost while a shell forked 20 children).
+#[map]
+pub static SYSCALL_STATS: HashMap<SyscallKey, LatencyStats> =
+    HashMap::with_max_entries(MAX_SYSCALL_KEYS, 0);
+
+/// A zeroed `LatencyStats` to insert from: it is too large for the 512-byte
+/// eBPF stack.
+#[map]
+pub static ZERO_STATS: PerCpuArray<LatencyStats> = PerCpuArray::with_max_entries(1, 0);
+
+/// TCP sockets in SYN_SENT, keyed by `struct sock *`.
+#[map]
+pub static PENDING_HANDSHAKES: HashMap<u64, PendingHandshake> =
+    HashMap::with_max_entries(MAX_PENDING_HANDSHAKES, 0);
+
+/// Threads inside a probed lookup function (getaddrinfo, ...), by tid.
+#[map]
+pub static LOOKUPS: HashMap<u32, LookupState> = HashMap::with_max_entries(MAX_LOOKUPS, 0);
+
+/// Sockets a traced process connected to port 53: their traffic is DNS.
+#[map]
+pub static DNS_SOCKETS: HashMap<FdKey, DnsServer> = HashMap::with_max_entries(MAX_DNS_SOCKETS, 0);
+
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
+
+/// Things lost, by `LostCounter`: never hidden, always reported.
+#[map]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_COUNTERS, 0);
+
+#[inline(always)]
+pub fn count_lost(what: LostCounter) {
+    if let Some(p) = LOST.get_ptr_mut(what as u32) {
+        // SAFETY: per-CPU slot, the program is not re-entered on this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn is_traced(tgid: u32) -> bool {
+    TRACED_PROCESSES.get_ptr(tgid).is_some()
+}
+
+/// Sends a fixed-size record through the ring buffer, counting a full buffer.
+#[inline(always)]
+pub fn output<T: 'static>(ev: &T) {
+    if EVENTS.output::<T>(ev, 0).is_err() {
+        count_lost(LostCounter::RingFull);
+    }
+}
+
+/// Copies a `struct sockaddr` of `len` bytes from user memory into `dst`
+/// (at most 110 bytes, a sockaddr_un). The verifier wants constant sizes, so
+/// copy the largest size class that covers `len` (sockaddr_un, sockaddr_in6,
+/// sockaddr_in); bytes past `len` are ignored by user space. A large read
+/// can fail at the end of a mapping, so fall back to the smaller classes.
+/// Returns whether anything was copied.
+#[inline(always)]
+pub fn read_sockaddr(src: *const u8, len: u32, dst: &mut [u8; 112]) -> bool {
+    // SAFETY: the helper checks the user-space access.
+    unsafe {
+        let mut copied = Err(0);
+        if len > 28 {
+            copied = bpf_probe_read_user_buf(src, &mut dst[..110]);
+        }
+        if copied.is_err() && len > 16 {
+            copied = bpf_probe_read_user_buf(src, &mut dst[..28]);
+        }
+        if copied.is_err() && len >= 16 {
+            copied = bpf_probe_read_user_buf(src, &mut dst[..16]);
+        }
+        if copied.is_err() && len >= 2 {
+            copied = bpf_probe_read_user_buf(src, &mut dst[..2]);
+        }
+        copied.is_ok()
+    }
+}
+
+/// The port of an AF_INET/AF_INET6 sockaddr (both keep it at bytes 2..4),
+/// or 0 for other families.
+#[inline(always)]
+pub fn sockaddr_port(addr: &[u8]) -> u16 {
+    if addr.len() < 4 {
+        return 0;
+    }
+    let family = u16::from_ne_bytes([addr[0], addr[1]]);
+    if family != 2 && family != 10 {
+        return 0;
+    }
+    u16::from_be_bytes([addr[2], addr[3]])
+}

@@ -1,0 +1,206 @@
+//! raw_syscalls:sys_enter / sys_exit: the latency of every syscall of the
+//! traced processes, and the hook for the syscalls decoded further
+//! (connect, DNS traffic).
+
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, pt_regs},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use tracer_common::{
+    HIST_BUCKETS, LatencyStats, LostCounter, SyscallKey, ThreadEntry, histogram::bucket_of, sysno,
+};
+
+use crate::{
+    connect, dns,
+    maps::{SYSCALL_STATS, THREAD_ENTRIES, ZERO_STATS, count_lost, is_traced},
+};
+
+// Offsets of syscall arguments in x86_64 `struct pt_regs`.
+const ARG_REGS: [usize; 6] = [
+    core::mem::offset_of!(pt_regs, rdi),
+    core::mem::offset_of!(pt_regs, rsi),
+    core::mem::offset_of!(pt_regs, rdx),
+    core::mem::offset_of!(pt_regs, r10),
+    core::mem::offset_of!(pt_regs, r8),
+    core::mem::offset_of!(pt_regs, r9),
+];
+
+/// Syscalls whose arguments the exit path decodes.
+#[inline(always)]
+fn decoded(nr: u64) -> bool {
+    matches!(
+        nr,
+        sysno::CONNECT
+            | sysno::CLOSE
+            | sysno::SENDTO
+            | sysno::RECVFROM
+            | sysno::SENDMSG
+            | sysno::RECVMSG
+            | sysno::SENDMMSG
+            | sysno::POLL
+            | sysno::PPOLL
+    )
+}
+
+/// raw_syscalls:sys_enter(struct pt_regs *regs, long id)
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_traced(tgid) {
+        return 0;
+    }
+    let tid = pid_tgid as u32;
+    let nr: u64 = ctx.arg(1);
+    let mut args = [0u64; 6];
+    if decoded(nr) {
+        let regs: *const u8 = ctx.arg(0);
+        for (arg, off) in args.iter_mut().zip(ARG_REGS) {
+            // SAFETY: `regs` is the kernel pt_regs of this syscall; the
+            // helper checks the access.
+            *arg = unsafe { bpf_probe_read_kernel(regs.add(off) as *const u64) }.unwrap_or(0);
+        }
+    }
+    let entry = ThreadEntry {
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        nr,
+        args,
+        skaddr: 0,
+    };
+    // Rewrite the thread's slot in place: cheaper than a hash update, which
+    // allocates a new element and frees the old one.
+    match THREAD_ENTRIES.get_ptr_mut(tid) {
+        Some(slot) => unsafe { *slot = entry },
+        None => {
+            if THREAD_ENTRIES.insert(tid, entry, 0).is_err() {
+                count_lost(LostCounter::ThreadMapFull);
+            }
+        }
+    }
+    0
+}
+
+/// raw_syscalls:sys_exit(struct pt_regs *regs, long ret)
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let Some(slot) = THREAD_ENTRIES.get_ptr_mut(tid) else {
+        return 0;
+    };
+    // SAFETY: map value of this thread; only this thread writes it.
+    let entry = unsafe { &mut *slot };
+    if entry.start_ns == 0 {
+        // Entered before we attached, or already consumed.
+        return 0;
+    }
+    let duration = now.saturating_sub(entry.start_ns);
+    let start_ns = entry.start_ns;
+    entry.start_ns = 0;
+    let tgid = (pid_tgid >> 32) as u32;
+    let key = SyscallKey {
+        tgid,
+        nr: entry.nr as u32,
+    };
+    record_syscall(&key, duration);
+
+    if decoded(entry.nr) {
+        let ret: i64 = ctx.arg(1);
+        let call = Finished {
+            tgid,
+            tid,
+            entry,
+            ret,
+            start_ns,
+            duration,
+        };
+        match entry.nr {
+            sysno::CONNECT => connect::on_connect_exit(&call),
+            sysno::CLOSE => dns::on_close(&call),
+            sysno::POLL | sysno::PPOLL => dns::on_poll_exit(&call),
+            _ => dns::on_io_exit(&call),
+        }
+    }
+    0
+}
+
+/// A syscall that just returned, for the decoders.
+pub struct Finished<'a> {
+    pub tgid: u32,
+    pub tid: u32,
+    pub entry: &'a ThreadEntry,
+    pub ret: i64,
+    pub start_ns: u64,
+    pub duration: u64,
+}
+
+#[inline(always)]
+fn record_syscall(key: &SyscallKey, duration: u64) {
+    let stats = match SYSCALL_STATS.get_ptr_mut(key) {
+        Some(p) => p,
+        None => {
+            let Some(zero) = ZERO_STATS.get_ptr(0) else {
+                return;
+            };
+            // Fails when another CPU inserted the key first (fine) or when
+            // the map is full: the lookup below tells which.
+            #[expect(
+                clippy::needless_borrows_for_generic_args,
+                reason = "by value, the 2.6 KB struct would land on the 512-byte eBPF stack"
+            )]
+            // SAFETY: pointer into a map value, valid for this program run.
+            let _ = SYSCALL_STATS.insert(key, unsafe { &*zero }, BPF_NOEXIST.into());
+            match SYSCALL_STATS.get_ptr_mut(key) {
+                Some(p) => p,
+                None => {
+                    count_lost(LostCounter::SyscallMapFull);
+                    return;
+                }
+            }
+        }
+    };
+    // SAFETY: pointer to a live map value, which the map keeps 8-byte aligned.
+    unsafe { record_shared(stats, duration) };
+}
+
+/// `*p += v` as one eBPF atomic instruction (BPF_ATOMIC | BPF_ADD).
+#[inline(always)]
+unsafe fn atomic_add(p: *mut u64, v: u64) {
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({p} + 0) += {v}",
+            p = in(reg) p,
+            v = in(reg) v,
+            options(nostack),
+        )
+    };
+}
+
+/// Records one call into a `LatencyStats` shared by all CPUs: count, sum and
+/// histogram are atomic adds, so they are exact. The extremes are a plain
+/// compare and store: two calls of the same syscall of the same process
+/// ending on two CPUs within nanoseconds can lose one extreme, never a count.
+#[inline(always)]
+unsafe fn record_shared(stats: *mut LatencyStats, ns: u64) {
+    unsafe {
+        atomic_add(&raw mut (*stats).count, 1);
+        atomic_add(&raw mut (*stats).total_ns, ns);
+        let b = bucket_of(ns);
+        if b < HIST_BUCKETS {
+            atomic_add(&raw mut (*stats).hist[b], 1);
+        }
+        let max = &raw mut (*stats).max_ns;
+        if ns > max.read_volatile() {
+            max.write_volatile(ns);
+        }
+        // min_ns is 0 until the first call: no syscall takes 0 ns.
+        let min = &raw mut (*stats).min_ns;
+        let cur = min.read_volatile();
+        if cur == 0 || ns < cur {
+            min.write_volatile(ns);
+        }
+    }
+}

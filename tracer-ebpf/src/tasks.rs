@@ -1,0 +1,89 @@
+//! Process and thread lifecycle of the traced processes: follow children,
+//! and tell user space when threads start and end (the denominator of every
+//! share of wall time).
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use aya_log_ebpf::warn;
+use tracer_common::{
+    EventKind, LostCounter, TASK_EXIT_PROCESS, TASK_EXIT_THREAD, TASK_NEW_PROCESS, TASK_NEW_THREAD,
+    TaskEvent,
+};
+
+use crate::maps::{LOOKUPS, THREAD_ENTRIES, TRACED_PROCESSES, count_lost, is_traced, output};
+
+// task:task_newtask and sched:sched_process_exit field offsets (checked
+// against the format files by user space).
+const NEWTASK_PID: usize = 8;
+const NEWTASK_CLONE_FLAGS: usize = 32;
+const EXIT_GROUP_DEAD: usize = 32;
+const CLONE_THREAD: u64 = 0x0001_0000;
+
+fn emit_task(ctx: &impl EbpfContext, what: u32, tgid: u32, tid: u32, child: u32) {
+    let comm = ctx.command().unwrap_or([0; 16]);
+    output(&TaskEvent {
+        kind: EventKind::Task as u32,
+        what,
+        tgid,
+        tid,
+        child,
+        _pad: 0,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        comm,
+    });
+}
+
+/// A traced task created a thread or a process: follow new processes from
+/// their first instruction. Runs in the parent, so the current tgid tells
+/// whether the parent is traced; `clone_flags` tells thread from process.
+#[tracepoint(category = "task", name = "task_newtask")]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_traced(tgid) {
+        return 0;
+    }
+    let Ok(child) = (unsafe { ctx.read_at::<i32>(NEWTASK_PID) }) else {
+        return 0;
+    };
+    let flags: u64 = unsafe { ctx.read_at(NEWTASK_CLONE_FLAGS) }.unwrap_or(0);
+    let child = child as u32;
+    if flags & CLONE_THREAD != 0 {
+        emit_task(&ctx, TASK_NEW_THREAD, tgid, pid_tgid as u32, child);
+    } else {
+        if TRACED_PROCESSES.insert(child, 1u8, 0).is_err() {
+            count_lost(LostCounter::ProcessMapFull);
+            warn!(
+                &ctx,
+                "traced-process map full: child {} of {} not followed", child, tgid
+            );
+        }
+        emit_task(&ctx, TASK_NEW_PROCESS, tgid, pid_tgid as u32, child);
+    }
+    0
+}
+
+/// A traced thread exited: drop its state; say when the whole process is gone.
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_traced(tgid) {
+        return 0;
+    }
+    let tid = pid_tgid as u32;
+    let _ = THREAD_ENTRIES.remove(tid);
+    let _ = LOOKUPS.remove(tid);
+    let group_dead: u8 = unsafe { ctx.read_at(EXIT_GROUP_DEAD) }.unwrap_or(0);
+    if group_dead != 0 {
+        let _ = TRACED_PROCESSES.remove(tgid);
+        emit_task(&ctx, TASK_EXIT_PROCESS, tgid, tid, 0);
+    } else {
+        emit_task(&ctx, TASK_EXIT_THREAD, tgid, tid, 0);
+    }
+    0
+}

@@ -1,0 +1,704 @@
+//! DNS, aggregated: each name lookup with the DNS messages its thread sent
+//! and received while inside it, DNS traffic outside any libc lookup, and
+//! per host name the evidence a finding is made of.
+//!
+//! The wire format is decoded with hickory-proto (header and question only:
+//! we copy at most `DNS_CAPTURE` bytes of each message, which can cut
+//! answers short).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use hickory_proto::{
+    op::{Header, MessageType, Query},
+    serialize::binary::{BinDecodable as _, BinDecoder},
+};
+use serde::Serialize;
+use tracer_common::{
+    DNS_SEND, DnsPacketEvent, DnsWaitEvent, LatencyStats, LookupEvent, LookupFn, LookupStartEvent,
+};
+
+use crate::aggregate::{Peer, parse_sockaddr};
+
+/// Lookups kept with their full detail, slowest first.
+const SLOWEST_KEPT: usize = 100;
+/// Messages and waits kept per lookup (a lookup with more is abnormal).
+const EVENTS_PER_LOOKUP: usize = 64;
+
+/// What we read of one DNS message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsMessage {
+    pub id: u16,
+    pub response: bool,
+    pub truncated: bool,
+    /// Response code name (NOERROR, NXDOMAIN, SERVFAIL, ...).
+    pub rcode: String,
+    pub answers: u16,
+    /// The first question: name (lower case, no trailing dot) and type.
+    pub question: Option<(String, String)>,
+}
+
+/// Decodes the header and the first question of a DNS message. `None` when
+/// not even the header is there; never panics on any input.
+pub fn parse_message(bytes: &[u8]) -> Option<DnsMessage> {
+    let mut decoder = BinDecoder::new(bytes);
+    let header = Header::read(&mut decoder).ok()?;
+    let question = if header.counts.queries > 0 {
+        Query::read(&mut decoder).ok().map(|q| {
+            let name = q.name().to_ascii().to_lowercase();
+            let name = name.strip_suffix('.').unwrap_or(&name).to_string();
+            (name, q.query_type().to_string())
+        })
+    } else {
+        None
+    };
+    Some(DnsMessage {
+        id: header.metadata.id,
+        response: header.metadata.message_type == MessageType::Response,
+        truncated: header.metadata.truncation,
+        rcode: rcode_name(u16::from(header.metadata.response_code)),
+        answers: header.counts.answers,
+        question,
+    })
+}
+
+/// The response code by its RFC 1035 / 2136 mnemonic, as dig shows it.
+fn rcode_name(code: u16) -> String {
+    let name = match code {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        6 => "YXDOMAIN",
+        7 => "YXRRSET",
+        8 => "NXRRSET",
+        9 => "NOTAUTH",
+        10 => "NOTZONE",
+        _ => return format!("RCODE{code}"),
+    };
+    name.to_string()
+}
+
+/// One DNS query and, when it came, its answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryRecord {
+    pub name: String,
+    pub qtype: String,
+    pub id: u16,
+    pub server: Option<String>,
+    #[serde(skip)]
+    pub sent_ns: u64,
+    /// Time from the send to the answer; None if no answer was seen.
+    pub latency_ns: Option<u64>,
+    pub rcode: Option<String>,
+    pub answers: u16,
+    /// The same name and type were already asked in this lookup.
+    pub retry: bool,
+}
+
+/// A resolver's wait in poll() for an answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct WaitRecord {
+    pub duration_ns: u64,
+    /// poll returned 0: no answer within the timeout.
+    pub timed_out: bool,
+    pub timeout_ms: i64,
+}
+
+/// One finished libc lookup.
+#[derive(Debug, Clone, Serialize)]
+pub struct LookupRecord {
+    pub pid: u32,
+    pub tid: u32,
+    pub function: &'static str,
+    pub host: String,
+    pub service: Option<String>,
+    #[serde(skip)]
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    /// "ok", or the error by name (EAI_NONAME, HOST_NOT_FOUND, ...).
+    pub result: String,
+    /// Distinct addresses returned (as far as copied).
+    pub addresses: Vec<IpAddr>,
+    pub queries: Vec<QueryRecord>,
+    pub waits: Vec<WaitRecord>,
+}
+
+/// Everything seen for one host name.
+#[derive(Debug, Clone)]
+pub struct HostStats {
+    pub latency: LatencyStats,
+    pub results: BTreeMap<String, u64>,
+    pub queries: u64,
+    pub retries: u64,
+    pub timeouts: u64,
+    /// Time waited in polls that ended in a timeout.
+    pub timeout_wait_ns: u64,
+    /// Per query type: asked, answered, answer latency.
+    pub by_type: BTreeMap<String, TypeStats>,
+    /// Names queried that are not the host itself (search-domain
+    /// expansions), and in how many lookups.
+    pub expansions: BTreeMap<String, u64>,
+    pub servers: BTreeMap<String, u64>,
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TypeStats {
+    pub asked: u64,
+    pub answered: u64,
+    pub latency: LatencyStats,
+    pub rcodes: BTreeMap<String, u64>,
+}
+
+/// A lookup in progress on a thread, collecting its DNS traffic.
+#[derive(Debug)]
+struct OpenLookup {
+    start_ns: u64,
+    queries: Vec<QueryRecord>,
+    waits: Vec<WaitRecord>,
+}
+
+/// DNS queries made outside libc lookups (other resolvers), by
+/// (name, type, server).
+#[derive(Debug, Clone)]
+pub struct StandaloneStats {
+    pub latency: LatencyStats,
+    pub unanswered: u64,
+    pub rcodes: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct DnsState {
+    open: HashMap<u32, OpenLookup>,
+    pub hosts: BTreeMap<String, HostStats>,
+    pub lookups_total: u64,
+    pub slowest: Vec<LookupRecord>,
+    /// Standalone queries awaiting an answer, by (pid, fd, id).
+    pending: HashMap<(u32, i32, u16), QueryRecord>,
+    pub standalone: BTreeMap<(String, String, String), StandaloneStats>,
+    pub undecodable: u64,
+}
+
+fn server_of(peer: &[u8; 28]) -> Option<String> {
+    match parse_sockaddr(peer)? {
+        Peer::Inet(a) => Some(a.to_string()),
+        _ => None,
+    }
+}
+
+impl DnsState {
+    pub fn on_lookup_start(&mut self, ev: &LookupStartEvent) {
+        self.open.insert(
+            ev.tid,
+            OpenLookup {
+                start_ns: ev.start_ns,
+                queries: Vec::new(),
+                waits: Vec::new(),
+            },
+        );
+    }
+
+    pub fn on_packet(&mut self, ev: &DnsPacketEvent) {
+        let captured = (ev.captured as usize).min(ev.data.len());
+        let Some(msg) = parse_message(&ev.data[..captured]) else {
+            self.undecodable += 1;
+            return;
+        };
+        let server = server_of(&ev.peer);
+        let open = self.open.get_mut(&ev.tid);
+        if ev.direction == DNS_SEND {
+            let Some((name, qtype)) = msg.question.clone() else {
+                return;
+            };
+            let mut q = QueryRecord {
+                name,
+                qtype,
+                id: msg.id,
+                server,
+                sent_ns: ev.ts_ns,
+                latency_ns: None,
+                rcode: None,
+                answers: 0,
+                retry: false,
+            };
+            match open {
+                Some(open) => {
+                    q.retry = open
+                        .queries
+                        .iter()
+                        .any(|p| p.name == q.name && p.qtype == q.qtype);
+                    if open.queries.len() < EVENTS_PER_LOOKUP {
+                        open.queries.push(q);
+                    }
+                }
+                None => {
+                    self.pending.insert((ev.tgid, ev.fd, msg.id), q);
+                }
+            }
+            return;
+        }
+        // A response: find its query by id (and question, when present).
+        let matches = |q: &QueryRecord| {
+            q.id == msg.id
+                && q.latency_ns.is_none()
+                && msg
+                    .question
+                    .as_ref()
+                    .is_none_or(|(n, t)| *n == q.name && *t == q.qtype)
+        };
+        let answer = |q: &mut QueryRecord| {
+            q.latency_ns = Some(ev.ts_ns.saturating_sub(q.sent_ns));
+            q.rcode = Some(msg.rcode.clone());
+            q.answers = msg.answers;
+        };
+        if let Some(open) = open {
+            if let Some(q) = open.queries.iter_mut().rev().find(|q| matches(q)) {
+                answer(q);
+            }
+            return;
+        }
+        if let Some(mut q) = self.pending.remove(&(ev.tgid, ev.fd, msg.id)) {
+            answer(&mut q);
+            self.record_standalone(&q);
+        }
+    }
+
+    pub fn on_wait(&mut self, ev: &DnsWaitEvent) {
+        if let Some(open) = self.open.get_mut(&ev.tid)
+            && open.waits.len() < EVENTS_PER_LOOKUP
+        {
+            open.waits.push(WaitRecord {
+                duration_ns: ev.duration_ns,
+                timed_out: ev.ret == 0,
+                timeout_ms: ev.timeout_ms,
+            });
+        }
+    }
+
+    pub fn on_lookup(&mut self, ev: &LookupEvent) {
+        let open = self.open.remove(&ev.tid);
+        let func = LookupFn::from_u32(ev.func).unwrap_or(LookupFn::Getaddrinfo);
+        let host = c_string(&ev.host);
+        let service = Some(c_string(&ev.service)).filter(|s| !s.is_empty());
+        let result = lookup_result(func, ev.ret);
+        let mut addresses: Vec<IpAddr> = ev
+            .families
+            .iter()
+            .zip(ev.addrs.iter())
+            .filter_map(|(&fam, a)| match fam as i32 {
+                libc::AF_INET => Some(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
+                libc::AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*a))),
+                _ => None,
+            })
+            .collect();
+        addresses.sort();
+        addresses.dedup();
+        // Traffic between LookupStart and now belongs to this lookup; a
+        // LookupStart lost to a full ring buffer leaves it empty.
+        let (queries, waits) = match open {
+            Some(o) if o.start_ns == ev.start_ns => (o.queries, o.waits),
+            _ => (Vec::new(), Vec::new()),
+        };
+        let record = LookupRecord {
+            pid: ev.tgid,
+            tid: ev.tid,
+            function: func.name(),
+            host,
+            service,
+            start_ns: ev.start_ns,
+            duration_ns: ev.duration_ns,
+            result,
+            addresses,
+            queries,
+            waits,
+        };
+        self.add_lookup(record);
+    }
+
+    fn add_lookup(&mut self, r: LookupRecord) {
+        self.lookups_total += 1;
+        let key = r.host.to_lowercase();
+        let h = self.hosts.entry(key.clone()).or_insert_with(|| HostStats {
+            latency: LatencyStats::ZERO,
+            results: BTreeMap::new(),
+            queries: 0,
+            retries: 0,
+            timeouts: 0,
+            timeout_wait_ns: 0,
+            by_type: BTreeMap::new(),
+            expansions: BTreeMap::new(),
+            servers: BTreeMap::new(),
+            first_ns: r.start_ns,
+            last_ns: r.start_ns,
+        });
+        h.latency.record(r.duration_ns);
+        *h.results.entry(r.result.clone()).or_default() += 1;
+        h.first_ns = h.first_ns.min(r.start_ns);
+        h.last_ns = h.last_ns.max(r.start_ns);
+        let bare = key.trim_end_matches('.');
+        let mut expanded: Vec<&str> = r
+            .queries
+            .iter()
+            .map(|q| q.name.as_str())
+            .filter(|n| *n != bare)
+            .collect();
+        expanded.sort_unstable();
+        expanded.dedup();
+        for name in expanded {
+            *h.expansions.entry(name.to_string()).or_default() += 1;
+        }
+        for q in &r.queries {
+            h.queries += 1;
+            h.retries += u64::from(q.retry);
+            if let Some(s) = &q.server {
+                *h.servers.entry(s.clone()).or_default() += 1;
+            }
+            let t = h
+                .by_type
+                .entry(q.qtype.clone())
+                .or_insert_with(|| TypeStats {
+                    asked: 0,
+                    answered: 0,
+                    latency: LatencyStats::ZERO,
+                    rcodes: BTreeMap::new(),
+                });
+            t.asked += 1;
+            if let Some(l) = q.latency_ns {
+                t.answered += 1;
+                t.latency.record(l);
+            }
+            if let Some(rc) = &q.rcode {
+                *t.rcodes.entry(rc.clone()).or_default() += 1;
+            }
+        }
+        for w in r.waits.iter().filter(|w| w.timed_out) {
+            h.timeouts += 1;
+            h.timeout_wait_ns += w.duration_ns;
+        }
+        let pos = self
+            .slowest
+            .partition_point(|x| x.duration_ns >= r.duration_ns);
+        if pos < SLOWEST_KEPT {
+            self.slowest.insert(pos, r);
+            self.slowest.truncate(SLOWEST_KEPT);
+        }
+    }
+
+    fn record_standalone(&mut self, q: &QueryRecord) {
+        let key = (
+            q.name.clone(),
+            q.qtype.clone(),
+            q.server.clone().unwrap_or_else(|| "?".into()),
+        );
+        let s = self
+            .standalone
+            .entry(key)
+            .or_insert_with(|| StandaloneStats {
+                latency: LatencyStats::ZERO,
+                unanswered: 0,
+                rcodes: BTreeMap::new(),
+            });
+        match q.latency_ns {
+            Some(l) => s.latency.record(l),
+            None => s.unanswered += 1,
+        }
+        if let Some(rc) = &q.rcode {
+            *s.rcodes.entry(rc.clone()).or_default() += 1;
+        }
+    }
+
+    /// End of the trace: lookups still in progress count with the time they
+    /// waited; standalone queries never answered count as such.
+    pub fn finish(&mut self, in_flight: Vec<LookupRecord>) {
+        for r in in_flight {
+            self.add_lookup(r);
+        }
+        let pending: Vec<QueryRecord> = self.pending.drain().map(|(_, q)| q).collect();
+        for q in pending {
+            self.record_standalone(&q);
+        }
+    }
+
+    /// Lookups in progress at a snapshot, as records with the time waited
+    /// so far and the traffic seen so far: `open` is (pid, tid, function,
+    /// start, host) read from the kernel's lookup map.
+    pub fn in_flight(
+        &self,
+        open: &[(u32, u32, u32, u64, String)],
+        now_ns: u64,
+    ) -> Vec<LookupRecord> {
+        open.iter()
+            .map(|(pid, tid, func, start, host)| {
+                let seen = self.open.get(tid).filter(|o| o.start_ns == *start);
+                LookupRecord {
+                    pid: *pid,
+                    tid: *tid,
+                    function: LookupFn::from_u32(*func)
+                        .unwrap_or(LookupFn::Getaddrinfo)
+                        .name(),
+                    host: host.clone(),
+                    service: None,
+                    start_ns: *start,
+                    duration_ns: now_ns.saturating_sub(*start),
+                    result: "in progress".into(),
+                    addresses: Vec::new(),
+                    queries: seen.map(|o| o.queries.clone()).unwrap_or_default(),
+                    waits: seen.map(|o| o.waits.clone()).unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// Host statistics with lookups still in progress counted in.
+    pub fn hosts_with(
+        &self,
+        in_flight: &[LookupRecord],
+    ) -> (BTreeMap<String, HostStats>, Vec<LookupRecord>) {
+        let mut copy = DnsState {
+            hosts: self.hosts.clone(),
+            slowest: self.slowest.clone(),
+            ..Default::default()
+        };
+        for r in in_flight {
+            copy.add_lookup(r.clone());
+        }
+        (copy.hosts, copy.slowest)
+    }
+
+    /// Forgets open lookups of threads that are gone.
+    pub fn forget_thread(&mut self, tid: u32) {
+        self.open.remove(&tid);
+    }
+}
+
+/// 2, or 1.5: a count that may be an average.
+fn fmt_count(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// "ok", or the error by name: getaddrinfo's EAI_* codes (glibc values),
+/// gethostbyname's h_errno values.
+pub fn lookup_result(func: LookupFn, ret: i32) -> String {
+    if ret == 0 {
+        return "ok".into();
+    }
+    let name = if func == LookupFn::Getaddrinfo {
+        match ret {
+            -1 => "EAI_BADFLAGS",
+            -2 => "EAI_NONAME",
+            -3 => "EAI_AGAIN",
+            -4 => "EAI_FAIL",
+            -5 => "EAI_NODATA",
+            -6 => "EAI_FAMILY",
+            -7 => "EAI_SOCKTYPE",
+            -8 => "EAI_SERVICE",
+            -9 => "EAI_ADDRFAMILY",
+            -10 => "EAI_MEMORY",
+            -11 => "EAI_SYSTEM",
+            -12 => "EAI_OVERFLOW",
+            _ => "",
+        }
+    } else {
+        match ret {
+            1 => "HOST_NOT_FOUND",
+            2 => "TRY_AGAIN",
+            3 => "NO_RECOVERY",
+            4 => "NO_DATA",
+            -1 => "failed",
+            _ => "",
+        }
+    };
+    if name.is_empty() {
+        format!("error {ret}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// The plain-words findings for one host, strongest evidence first.
+pub fn host_findings(host: &str, h: &HostStats, wall_ns: u64, traced_ns: u64) -> Vec<String> {
+    use crate::render::fmt_ns;
+    let mut out = Vec::new();
+    let calls = h.latency.count;
+    let share = if wall_ns > 0 {
+        h.latency.total_ns as f64 / wall_ns as f64 * 100.0
+    } else {
+        0.0
+    };
+    out.push(format!(
+        "{host}: {calls} lookup{} took {} in all ({share:.1}% of wall time), p50 {}, max {}",
+        if calls == 1 { "" } else { "s" },
+        fmt_ns(h.latency.total_ns),
+        fmt_ns(h.latency.quantile_ns(0.5)),
+        fmt_ns(h.latency.max_ns),
+    ));
+    // Which query type went unanswered, next to the ones that were answered.
+    let unanswered: Vec<String> = h
+        .by_type
+        .iter()
+        .filter(|(_, t)| t.answered < t.asked)
+        .map(|(ty, t)| format!("{} of {} {ty} queries", t.asked - t.answered, t.asked))
+        .collect();
+    if let Some(per) = h.timeout_wait_ns.checked_div(h.timeouts) {
+        let per = fmt_ns(per);
+        let answered: Vec<String> = h
+            .by_type
+            .iter()
+            .filter(|(_, t)| t.answered > 0)
+            .map(|(ty, t)| format!("{ty} answered in {}", fmt_ns(t.latency.quantile_ns(0.5))))
+            .collect();
+        let mut s = format!(
+            "  waited for answers that never came: {} timeout{} of {per} each",
+            h.timeouts,
+            if h.timeouts == 1 { "" } else { "s" },
+        );
+        if !unanswered.is_empty() {
+            s.push_str(&format!(" ({} got no answer", unanswered.join(", ")));
+            if !answered.is_empty() {
+                s.push_str(&format!("; {}", answered.join(", ")));
+            }
+            s.push(')');
+        }
+        if h.retries > 0 {
+            s.push_str(&format!(
+                "; the resolver re-sent {} quer{}",
+                h.retries,
+                if h.retries == 1 { "y" } else { "ies" }
+            ));
+        }
+        out.push(s);
+    } else if !unanswered.is_empty() {
+        out.push(format!("  no answer seen for {}", unanswered.join(", ")));
+    } else if h.retries > 0 {
+        out.push(format!("  {} queries were retried", h.retries));
+    }
+    if !h.expansions.is_empty() {
+        let per_lookup = h.expansions.values().sum::<u64>() as f64 / calls.max(1) as f64;
+        let names: Vec<&str> = h.expansions.keys().take(3).map(String::as_str).collect();
+        out.push(format!(
+            "  {} search-domain expansion{} per lookup before the name itself ({}): a trailing \
+             dot (\"{host}.\") or fewer ndots in resolv.conf avoids them",
+            fmt_count(per_lookup),
+            if per_lookup == 1.0 { "" } else { "s" },
+            names.join(", "),
+        ));
+    }
+    let failed: Vec<String> = h
+        .results
+        .iter()
+        .filter(|(r, _)| r.as_str() != "ok")
+        .map(|(r, n)| format!("{n} failed with {r}"))
+        .collect();
+    if !failed.is_empty() {
+        let rcodes: Vec<String> = h
+            .by_type
+            .values()
+            .flat_map(|t| t.rcodes.iter())
+            .filter(|(rc, _)| rc.as_str() != "NOERROR")
+            .map(|(rc, n)| format!("{rc} {n}"))
+            .collect();
+        let mut s = format!("  {}", failed.join(", "));
+        if !rcodes.is_empty() {
+            s.push_str(&format!(" (server answered {})", rcodes.join(", ")));
+        }
+        out.push(s);
+    }
+    if calls >= 3 && traced_ns > 0 {
+        out.push(format!(
+            "  resolved {calls} times in {}: the process does not cache the answer",
+            fmt_ns(traced_ns)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A query for `name`/`qtype` with id 0x1234, built by hand.
+    fn query(name: &str, qtype: u16) -> Vec<u8> {
+        let mut b = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            b.push(label.len() as u8);
+            b.extend_from_slice(label.as_bytes());
+        }
+        b.push(0);
+        b.extend_from_slice(&qtype.to_be_bytes());
+        b.extend_from_slice(&1u16.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn parses_queries_and_responses() {
+        let q = parse_message(&query("Api.Example.com", 28)).unwrap();
+        assert_eq!(q.id, 0x1234);
+        assert!(!q.response);
+        assert_eq!(
+            q.question,
+            Some(("api.example.com".to_string(), "AAAA".to_string()))
+        );
+        let mut r = query("api.example.com", 1);
+        r[2] = 0x81; // response, RD
+        r[3] = 0x83; // RA, NXDOMAIN
+        let r = parse_message(&r).unwrap();
+        assert!(r.response);
+        assert_eq!(r.rcode, "NXDOMAIN");
+        assert_eq!(r.question.unwrap().1, "A");
+    }
+
+    #[test]
+    fn a_truncated_message_keeps_its_header() {
+        let q = query("api.example.com", 1);
+        let m = parse_message(&q[..20]).unwrap();
+        assert_eq!(m.id, 0x1234);
+        assert_eq!(m.question, None);
+        assert_eq!(parse_message(&q[..5]), None);
+    }
+
+    #[test]
+    fn error_names() {
+        assert_eq!(lookup_result(LookupFn::Getaddrinfo, -2), "EAI_NONAME");
+        assert_eq!(lookup_result(LookupFn::Getaddrinfo, -3), "EAI_AGAIN");
+        assert_eq!(lookup_result(LookupFn::GethostbynameR, 1), "HOST_NOT_FOUND");
+        assert_eq!(lookup_result(LookupFn::Getaddrinfo, 0), "ok");
+        assert_eq!(lookup_result(LookupFn::Getaddrinfo, -77), "error -77");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_random_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let _ = parse_message(&bytes);
+        }
+
+        #[test]
+        fn never_panics_on_mutated_queries(
+            cut in 0usize..40,
+            flips in proptest::collection::vec((0usize..40, proptest::num::u8::ANY), 0..6),
+        ) {
+            let mut q = query("a-rather-long-label.example.com", 28);
+            for (i, v) in flips {
+                if i < q.len() {
+                    q[i] = v;
+                }
+            }
+            q.truncate(cut.min(q.len()));
+            let _ = parse_message(&q);
+        }
+    }
+}
