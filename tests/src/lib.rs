@@ -8,7 +8,7 @@
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     net::{TcpListener, TcpStream},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
     sync::mpsc::{Receiver, RecvTimeoutError, channel},
     thread,
@@ -350,6 +350,8 @@ pub const OUR_PROGRAMS: &[&str] = &[
     "gethostbyname2_",
     "gethostbyname_r",
     "lookup_return",
+    "tls_entry",
+    "tls_return",
 ];
 
 /// A network namespace the test made, with its own loopback and
@@ -433,6 +435,79 @@ impl DnsServer {
 }
 
 impl Drop for DnsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Python of the venv `cargo xtask setup` made (with requests).
+pub fn venv_python() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo xtask setup`",
+        p.display()
+    );
+    p
+}
+
+/// A file under tests/fixtures.
+pub fn fixture_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// A TLS server on loopback (tests/fixtures/tls_server.py) with a fresh
+/// self-signed certificate: every request gets `records` TLS records of
+/// `size` bytes, `delay_ms` apart.
+pub struct TlsServer {
+    child: Child,
+    pub port: u16,
+    pub out: Lines,
+}
+
+impl TlsServer {
+    pub fn start(records: u32, size: u32, delay_ms: u32) -> Self {
+        let dir = scratch("tls-cert");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let st = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl");
+        assert!(st.success(), "openssl req");
+        let mut child = Command::new(python())
+            .arg(fixture_file("tls_server.py"))
+            .arg(&cert)
+            .arg(&key)
+            .args([records, size, delay_ms].map(|v| v.to_string()))
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start tls_server.py");
+        let mut out = Lines::new(child.stdout.take().unwrap());
+        let line = json(&out.wait_for("listening", Duration::from_secs(20)));
+        let port = line["listening"].as_u64().unwrap() as u16;
+        Self { child, port, out }
+    }
+
+    /// The response size in bytes: the body the server sends.
+    pub fn served(&mut self) -> u64 {
+        json(&self.out.wait_for("served", Duration::from_secs(30)))["served"]
+            .as_u64()
+            .unwrap()
+    }
+}
+
+impl Drop for TlsServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

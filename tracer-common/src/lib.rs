@@ -21,7 +21,12 @@ pub const EVENT_RING_BYTES: u32 = 4 << 20;
 
 /// x86_64 syscall numbers the kernel programs look at more closely.
 pub mod sysno {
+    pub const READ: u64 = 0;
+    pub const WRITE: u64 = 1;
     pub const CLOSE: u64 = 3;
+    pub const MMAP: u64 = 9;
+    pub const READV: u64 = 19;
+    pub const WRITEV: u64 = 20;
     pub const POLL: u64 = 7;
     pub const CONNECT: u64 = 42;
     pub const SENDTO: u64 = 44;
@@ -30,6 +35,9 @@ pub mod sysno {
     pub const RECVMSG: u64 = 47;
     pub const PPOLL: u64 = 271;
     pub const SENDMMSG: u64 = 307;
+    /// Linux 6.11+ returns from uretprobes through this syscall: it is the
+    /// tracer's own doing, not the process's, so it is not counted.
+    pub const URETPROBE: u64 = 335;
 }
 
 /// DNS servers listen here; traffic to or from it is parsed as DNS.
@@ -46,6 +54,10 @@ pub const LOOKUP_ADDRS: usize = 8;
 pub const MAX_LOOKUPS: u32 = 16384;
 /// Sockets known to talk to a DNS server, per process.
 pub const MAX_DNS_SOCKETS: u32 = 16384;
+/// Sockets known to carry TLS, per process.
+pub const MAX_TLS_SOCKETS: u32 = 16384;
+/// Threads inside an SSL call at once.
+pub const MAX_TLS_CALLS: u32 = 16384;
 
 /// Linux `sockaddr_un` is the largest address a connect() can carry here.
 pub const SOCKADDR_MAX: usize = 112;
@@ -58,11 +70,18 @@ pub struct ThreadEntry {
     pub start_ns: u64,
     pub nr: u64,
     /// Syscall arguments, kept only for syscalls we decode (connect, the
-    /// send/recv family, poll, close).
+    /// send/recv family, poll, close, mmap; only the fd for read/write).
     pub args: [u64; 6],
     /// Kernel `struct sock *` seen moving to SYN_SENT during this syscall:
     /// joins a connect() with its TCP handshake.
     pub skaddr: u64,
+    /// Non-zero while the thread is inside a probed SSL call: its syscalls
+    /// are the time that call spent blocked. Kept across syscalls.
+    pub in_tls: u32,
+    /// The fd of this thread's last read/write-family syscall. Kept across
+    /// syscalls: an SSL call reading from a memory BIO (Node.js) makes no
+    /// syscall of its own, the event loop's read just before names the fd.
+    pub last_io_fd: i32,
 }
 
 /// Key of the in-kernel per-syscall aggregate.
@@ -100,8 +119,10 @@ pub enum LostCounter {
     LookupMapFull = 5,
     /// The DNS socket map was full: a socket's DNS traffic was not seen.
     DnsSocketMapFull = 6,
+    /// The SSL call map was full: an SSL call was not timed.
+    TlsCallMapFull = 7,
 }
-pub const LOST_COUNTERS: u32 = 7;
+pub const LOST_COUNTERS: u32 = 8;
 
 /// Discriminant at the start of every ring buffer record.
 #[repr(u32)]
@@ -114,6 +135,9 @@ pub enum EventKind {
     Lookup = 5,
     DnsPacket = 6,
     DnsWait = 7,
+    Tls = 8,
+    TlsWait = 9,
+    ExecMap = 10,
 }
 
 impl EventKind {
@@ -126,6 +150,9 @@ impl EventKind {
             5 => Some(Self::Lookup),
             6 => Some(Self::DnsPacket),
             7 => Some(Self::DnsWait),
+            8 => Some(Self::Tls),
+            9 => Some(Self::TlsWait),
+            10 => Some(Self::ExecMap),
             _ => None,
         }
     }
@@ -328,6 +355,127 @@ pub struct DnsWaitEvent {
     pub timeout_ms: i64,
 }
 
+/// The OpenSSL functions probed; the attach cookie of each probe.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TlsFn {
+    Read = 1,
+    ReadEx = 2,
+    Write = 3,
+    WriteEx = 4,
+    DoHandshake = 5,
+    Connect = 6,
+    Accept = 7,
+}
+
+impl TlsFn {
+    pub const ALL: [TlsFn; 7] = [
+        Self::Read,
+        Self::ReadEx,
+        Self::Write,
+        Self::WriteEx,
+        Self::DoHandshake,
+        Self::Connect,
+        Self::Accept,
+    ];
+
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| *f as u32 == v)
+    }
+
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Self::Read => "SSL_read",
+            Self::ReadEx => "SSL_read_ex",
+            Self::Write => "SSL_write",
+            Self::WriteEx => "SSL_write_ex",
+            Self::DoHandshake => "SSL_do_handshake",
+            Self::Connect => "SSL_connect",
+            Self::Accept => "SSL_accept",
+        }
+    }
+
+    pub fn is_read(self) -> bool {
+        matches!(self, Self::Read | Self::ReadEx)
+    }
+
+    pub fn is_write(self) -> bool {
+        matches!(self, Self::Write | Self::WriteEx)
+    }
+
+    pub fn is_handshake(self) -> bool {
+        matches!(self, Self::DoHandshake | Self::Connect | Self::Accept)
+    }
+}
+
+/// A thread inside an SSL call (outermost one; nested calls only count).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TlsCall {
+    pub start_ns: u64,
+    pub ssl: u64,
+    /// `size_t *readbytes` / `*written` of the `_ex` functions.
+    pub out_ptr: u64,
+    /// Time in syscalls made inside the call (waiting on the network).
+    pub blocked_ns: u64,
+    pub func: u32,
+    pub depth: u32,
+    /// Bytes asked for (num).
+    pub requested: u32,
+    pub nested_syscalls: u32,
+    /// The socket fd, from the syscalls inside the call; -1 if none.
+    pub fd: i32,
+    /// The thread's last read/write fd when the call began (a hint).
+    pub hint_fd: i32,
+}
+
+/// One finished SSL call. No payload: sizes only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TlsEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub func: u32,
+    pub ssl: u64,
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    pub blocked_ns: u64,
+    /// The function's return value (SSL_read: bytes or <= 0; _ex: 1 or 0).
+    pub ret: i32,
+    /// Bytes read or written (from the return value or *readbytes).
+    pub bytes: u32,
+    pub requested: u32,
+    pub nested_syscalls: u32,
+    pub fd: i32,
+    pub hint_fd: i32,
+}
+
+/// A poll() on a socket that carries TLS: the time a TLS client with a
+/// non-blocking socket (Python with a timeout) waits for data between calls.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TlsWaitEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub ts_ns: u64,
+    pub duration_ns: u64,
+    pub ret: i64,
+}
+
+/// A traced process mapped a file executable (a library loaded late, by
+/// dlopen or `import ssl`): user space looks for new things to probe now
+/// rather than at its next periodic scan.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecMapEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub ts_ns: u64,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -340,4 +488,5 @@ mod pod {
     unsafe impl aya::Pod for LookupState {}
     unsafe impl aya::Pod for FdKey {}
     unsafe impl aya::Pod for DnsServer {}
+    unsafe impl aya::Pod for TlsCall {}
 }

@@ -43,22 +43,30 @@ pub fn on_close(call: &Finished) {
     }
 }
 
-/// poll()/ppoll() whose first descriptor is a DNS socket: a resolver
-/// waiting for an answer. Returning 0 means the wait timed out.
-pub fn on_poll_exit(call: &Finished) {
+/// The first descriptor of a poll()/ppoll() call, if any.
+#[inline(always)]
+pub fn first_polled_fd(call: &Finished) -> Option<i32> {
     let args = &call.entry.args;
     if args[1] == 0 {
-        return;
+        return None;
     }
-    let Some(fd) = read_user::<i32>(args[0]) else {
-        return;
+    read_user::<i32>(args[0])
+}
+
+/// poll()/ppoll() whose first descriptor is a DNS socket: a resolver
+/// waiting for an answer. Returning 0 means the wait timed out. Returns
+/// whether it was one.
+pub fn on_poll_exit(call: &Finished) -> bool {
+    let args = &call.entry.args;
+    let Some(fd) = first_polled_fd(call) else {
+        return false;
     };
     let key = FdKey {
         tgid: call.tgid,
         fd: fd as u32,
     };
     if DNS_SOCKETS.get_ptr(key).is_none() {
-        return;
+        return false;
     }
     let timeout_ms = if call.entry.nr == sysno::POLL {
         args[2] as i32 as i64
@@ -81,6 +89,7 @@ pub fn on_poll_exit(call: &Finished) {
         ret: call.ret,
         timeout_ms,
     });
+    true
 }
 
 /// One message of a send/recv syscall: where its bytes are and who the

@@ -26,6 +26,8 @@ mod maps;
 mod syscalls;
 #[cfg(target_arch = "bpf")]
 mod tasks;
+#[cfg(target_arch = "bpf")]
+mod tls;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -7,8 +7,9 @@ use aya_ebpf::{
 };
 use tracer_common::{
     DnsServer, EVENT_RING_BYTES, FdKey, LOST_COUNTERS, LatencyStats, LookupState, LostCounter,
-    MAX_DNS_SOCKETS, MAX_LOOKUPS, MAX_PENDING_HANDSHAKES, MAX_SYSCALL_KEYS, MAX_TRACED_PROCESSES,
-    MAX_TRACED_THREADS, PendingHandshake, SyscallKey, ThreadEntry,
+    MAX_DNS_SOCKETS, MAX_LOOKUPS, MAX_PENDING_HANDSHAKES, MAX_SYSCALL_KEYS, MAX_TLS_CALLS,
+    MAX_TLS_SOCKETS, MAX_TRACED_PROCESSES, MAX_TRACED_THREADS, PendingHandshake, SyscallKey,
+    ThreadEntry, TlsCall,
 };
 
 /// Processes (tgids) being traced. User space seeds it; forks add to it.
@@ -42,6 +43,15 @@ pub static PENDING_HANDSHAKES: HashMap<u64, PendingHandshake> =
 /// Threads inside a probed lookup function (getaddrinfo, ...), by tid.
 #[map]
 pub static LOOKUPS: HashMap<u32, LookupState> = HashMap::with_max_entries(MAX_LOOKUPS, 0);
+
+/// Threads inside an SSL call, by tid.
+#[map]
+pub static TLS_CALLS: HashMap<u32, TlsCall> = HashMap::with_max_entries(MAX_TLS_CALLS, 0);
+
+/// Sockets an SSL call of a traced process used: a poll on them is a TLS
+/// client waiting for data.
+#[map]
+pub static TLS_SOCKETS: HashMap<FdKey, u8> = HashMap::with_max_entries(MAX_TLS_SOCKETS, 0);
 
 /// Sockets a traced process connected to port 53: their traffic is DNS.
 #[map]

@@ -15,6 +15,7 @@ use tracer_common::{
 use crate::{
     connect, dns,
     maps::{SYSCALL_STATS, THREAD_ENTRIES, ZERO_STATS, count_lost, is_traced},
+    tls,
 };
 
 // Offsets of syscall arguments in x86_64 `struct pt_regs`.
@@ -41,7 +42,28 @@ fn decoded(nr: u64) -> bool {
             | sysno::SENDMMSG
             | sysno::POLL
             | sysno::PPOLL
+            | sysno::MMAP
     )
+}
+
+/// Plain reads and writes: only their fd is kept (it names the socket of
+/// an SSL call).
+#[inline(always)]
+fn fd_only(nr: u64) -> bool {
+    matches!(
+        nr,
+        sysno::READ | sysno::WRITE | sysno::READV | sysno::WRITEV
+    )
+}
+
+/// Syscalls that move data on a file descriptor (their first argument).
+#[inline(always)]
+pub fn is_fd_io(nr: u64) -> bool {
+    fd_only(nr)
+        || matches!(
+            nr,
+            sysno::SENDTO | sysno::RECVFROM | sysno::SENDMSG | sysno::RECVMSG | sysno::SENDMMSG
+        )
 }
 
 /// raw_syscalls:sys_enter(struct pt_regs *regs, long id)
@@ -54,26 +76,42 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     }
     let tid = pid_tgid as u32;
     let nr: u64 = ctx.arg(1);
+    if nr == sysno::URETPROBE {
+        return 0;
+    }
     let mut args = [0u64; 6];
+    let regs: *const u8 = ctx.arg(0);
     if decoded(nr) {
-        let regs: *const u8 = ctx.arg(0);
         for (arg, off) in args.iter_mut().zip(ARG_REGS) {
             // SAFETY: `regs` is the kernel pt_regs of this syscall; the
             // helper checks the access.
             *arg = unsafe { bpf_probe_read_kernel(regs.add(off) as *const u64) }.unwrap_or(0);
         }
+    } else if fd_only(nr) {
+        // SAFETY: as above.
+        args[0] =
+            unsafe { bpf_probe_read_kernel(regs.add(ARG_REGS[0]) as *const u64) }.unwrap_or(0);
     }
-    let entry = ThreadEntry {
-        start_ns: unsafe { bpf_ktime_get_ns() },
-        nr,
-        args,
-        skaddr: 0,
-    };
+    let start_ns = unsafe { bpf_ktime_get_ns() };
     // Rewrite the thread's slot in place: cheaper than a hash update, which
-    // allocates a new element and frees the old one.
+    // allocates a new element and frees the old one. `in_tls` and
+    // `last_io_fd` outlive the syscall: leave them.
     match THREAD_ENTRIES.get_ptr_mut(tid) {
-        Some(slot) => unsafe { *slot = entry },
+        Some(slot) => unsafe {
+            (*slot).start_ns = start_ns;
+            (*slot).nr = nr;
+            (*slot).args = args;
+            (*slot).skaddr = 0;
+        },
         None => {
+            let entry = ThreadEntry {
+                start_ns,
+                nr,
+                args,
+                skaddr: 0,
+                in_tls: 0,
+                last_io_fd: -1,
+            };
             if THREAD_ENTRIES.insert(tid, entry, 0).is_err() {
                 count_lost(LostCounter::ThreadMapFull);
             }
@@ -106,9 +144,15 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         nr: entry.nr as u32,
     };
     record_syscall(&key, duration);
+    let ret: i64 = ctx.arg(1);
+    if is_fd_io(entry.nr) && ret >= 0 {
+        entry.last_io_fd = entry.args[0] as i32;
+    }
+    if entry.in_tls != 0 {
+        tls::on_nested_syscall(tid, entry, ret, duration);
+    }
 
     if decoded(entry.nr) {
-        let ret: i64 = ctx.arg(1);
         let call = Finished {
             tgid,
             tid,
@@ -119,8 +163,16 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         };
         match entry.nr {
             sysno::CONNECT => connect::on_connect_exit(&call),
-            sysno::CLOSE => dns::on_close(&call),
-            sysno::POLL | sysno::PPOLL => dns::on_poll_exit(&call),
+            sysno::CLOSE => {
+                dns::on_close(&call);
+                tls::on_close(&call);
+            }
+            sysno::POLL | sysno::PPOLL => {
+                if !dns::on_poll_exit(&call) {
+                    tls::on_poll_exit(&call);
+                }
+            }
+            sysno::MMAP => tls::on_mmap_exit(&call),
             _ => dns::on_io_exit(&call),
         }
     }

@@ -14,7 +14,9 @@ use tracer_common::{
     TaskEvent,
 };
 
-use crate::maps::{LOOKUPS, THREAD_ENTRIES, TRACED_PROCESSES, count_lost, is_traced, output};
+use crate::maps::{
+    LOOKUPS, THREAD_ENTRIES, TLS_CALLS, TRACED_PROCESSES, count_lost, is_traced, output,
+};
 
 // task:task_newtask and sched:sched_process_exit field offsets (checked
 // against the format files by user space).
@@ -78,6 +80,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let tid = pid_tgid as u32;
     let _ = THREAD_ENTRIES.remove(tid);
     let _ = LOOKUPS.remove(tid);
+    let _ = TLS_CALLS.remove(tid);
     let group_dead: u8 = unsafe { ctx.read_at(EXIT_GROUP_DEAD) }.unwrap_or(0);
     if group_dead != 0 {
         let _ = TRACED_PROCESSES.remove(tgid);

@@ -4,7 +4,7 @@
 //! grouped per peer.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
@@ -18,6 +18,7 @@ use tracer_common::{
 use crate::{
     collect::Event,
     dns::{DnsState, LookupRecord},
+    tls::TlsState,
 };
 
 /// How long a handshake seen before its connect() record is kept for the join.
@@ -197,6 +198,12 @@ pub struct Aggregate {
     pub dns: DnsState,
     /// Lookups inside getaddrinfo & co. when the snapshot was taken.
     pub in_flight_lookups: Vec<LookupRecord>,
+    pub tls: TlsState,
+    /// The peer each (process, fd) last connected to.
+    pub fd_peers: HashMap<(u32, i32), Peer>,
+    /// Processes that mapped a file executable since the last look: they
+    /// may have loaded a library to probe.
+    pub mapped_new_code: BTreeSet<u32>,
 }
 
 impl Aggregate {
@@ -233,6 +240,11 @@ impl Aggregate {
             Event::Lookup(l) => self.dns.on_lookup(&l),
             Event::DnsPacket(p) => self.dns.on_packet(&p),
             Event::DnsWait(w) => self.dns.on_wait(&w),
+            Event::Tls(t) => self.tls.on_call(&t, crate::target::is_socket),
+            Event::TlsWait(w) => self.tls.on_wait(&w),
+            Event::ExecMap(m) => {
+                self.mapped_new_code.insert(m.tgid);
+            }
         }
     }
 
@@ -299,6 +311,30 @@ impl Aggregate {
         }
     }
 
+    /// The other end of a process's socket, for people: the host name it
+    /// was looked up by when we saw the lookup, and the address.
+    pub fn peer_name(&self, pid: u32, fd: i32) -> Option<String> {
+        let peer = self
+            .fd_peers
+            .get(&(pid, fd))
+            .cloned()
+            .or_else(|| crate::target::socket_peer(pid, fd).map(Peer::Inet))?;
+        Some(self.name_peer(&peer))
+    }
+
+    /// `api.example.com:443 (10.0.0.7)` when a traced lookup returned the
+    /// address, else the address.
+    pub fn name_peer(&self, peer: &Peer) -> String {
+        match peer {
+            Peer::Inet(a) => match self.dns.host_of(&a.ip()) {
+                Some(host) if host.parse::<IpAddr>().is_ok() => a.to_string(),
+                Some(host) => format!("{host}:{} ({})", a.port(), a.ip()),
+                None => a.to_string(),
+            },
+            other => other.to_string(),
+        }
+    }
+
     /// The process of each live thread.
     pub fn thread_owners(&self) -> HashMap<u32, u32> {
         self.processes
@@ -345,6 +381,9 @@ impl Aggregate {
             syscall_ns: c.duration_ns,
             handshake_ns: None,
         };
+        if let Some(peer) = &record.peer {
+            self.fd_peers.insert((record.pid, record.fd), peer.clone());
+        }
         if c.skaddr == 0 {
             return self.finish_connect(record);
         }

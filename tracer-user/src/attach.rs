@@ -13,9 +13,15 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Ebpf,
     maps::HashMap,
-    programs::{RawTracePoint, TracePoint, UProbe, uprobe::UProbeScope},
+    programs::{
+        RawTracePoint, TracePoint, UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+    },
 };
 use log::{debug, info};
+use tracer_common::TlsFn;
+
+use crate::elf;
 
 /// Name-lookup functions probed in libc: (symbol, entry program). One
 /// return program serves them all.
@@ -26,6 +32,9 @@ const LOOKUP_PROBES: &[(&str, &str)] = &[
     ("gethostbyname_r", "gethostbyname_r_entry"),
 ];
 const LOOKUP_RETURN: &str = "lookup_return";
+/// The TLS programs: one entry, one return, for every OpenSSL function.
+const TLS_ENTRY: &str = "tls_entry";
+const TLS_RETURN: &str = "tls_return";
 
 /// A tracepoint whose fields the eBPF programs read at fixed offsets:
 /// (category, name, [(field, offset)]).
@@ -148,14 +157,34 @@ fn field_offset(format: &str, field: &str) -> Option<usize> {
 /// The loaded and attached programs and their maps.
 pub struct Probes {
     pub ebpf: Ebpf,
-    /// Library files (device, inode) whose lookup functions are probed. A
+    /// Files (probe set, device, inode) whose functions are probed. A
     /// uprobe on a file covers every process that maps it; the programs
     /// ignore processes we do not trace.
-    probed_files: HashSet<(u64, u64)>,
+    probed_files: HashSet<(ProbeSet, u64, u64)>,
     /// Files found to have nothing to probe: not read again.
-    unprobeable: HashSet<(u64, u64)>,
+    unprobeable: HashSet<(ProbeSet, u64, u64)>,
     /// Processes already told they have no libc to probe.
     warned: HashSet<u32>,
+    /// Files probed for TLS, for the report.
+    pub tls_files: Vec<String>,
+}
+
+/// Which functions a file is probed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ProbeSet {
+    Lookups,
+    Tls,
+}
+
+/// What probing a process's files did, for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeNote {
+    /// A file probed (shown with -v).
+    Probed(String),
+    /// A file loaded after tracing began, probed now (always shown).
+    ProbedLate(String),
+    /// Something the user should know (always shown).
+    Warning(String),
 }
 
 /// A file mapped executable by a process, from /proc/PID/maps.
@@ -208,6 +237,12 @@ fn parse_maps(text: &str) -> Vec<Mapping> {
     out
 }
 
+/// glibc's dynamic loader (musl's is its libc, found by `is_libc`).
+fn is_dynamic_loader(path: &str) -> bool {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.starts_with("ld-linux")
+}
+
 /// glibc's libc.so.6 (or libc-2.x.so), or musl's loader, which is its libc.
 fn is_libc(path: &str) -> bool {
     let base = path.rsplit('/').next().unwrap_or(path);
@@ -256,11 +291,11 @@ impl Probes {
                 .with_context(|| format!("attaching to tracepoint {category}:{event}"))?;
             debug!("attached tracepoint {category}:{event}");
         }
-        for name in LOOKUP_PROBES
-            .iter()
-            .map(|(_, prog)| *prog)
-            .chain([LOOKUP_RETURN])
-        {
+        for name in LOOKUP_PROBES.iter().map(|(_, prog)| *prog).chain([
+            LOOKUP_RETURN,
+            TLS_ENTRY,
+            TLS_RETURN,
+        ]) {
             let prog: &mut UProbe = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
@@ -273,26 +308,110 @@ impl Probes {
             probed_files: HashSet::new(),
             unprobeable: HashSet::new(),
             warned: HashSet::new(),
+            tls_files: Vec::new(),
         })
     }
 
-    /// Probes the name-lookup functions in the libc `pid` maps (opened
-    /// through /proc/PID/root, so a process in a container works), or in its
-    /// executable if that is statically linked. Returns what it did, for the
-    /// user: a new file probed, or a warning that nothing could be.
-    pub fn probe_lookups(&mut self, pid: u32) -> Option<String> {
+    /// Probes what `pid` maps that is not probed yet: name lookups in its
+    /// libc, TLS in its libssl or its executable (static OpenSSL). Files are
+    /// opened through /proc/PID/root, so a process in a container works.
+    /// `late`: the process was already traced, so a new file is one it
+    /// loaded since (say so).
+    pub fn probe_process(&mut self, pid: u32, late: bool) -> Vec<ProbeNote> {
         let maps = executable_mappings(pid);
         if maps.is_empty() {
-            return None; // gone, or a kernel thread
+            return Vec::new(); // gone, or a kernel thread
         }
+        let mut notes = Vec::new();
+        notes.extend(self.probe_lookups(pid, &maps));
+        notes.extend(self.probe_tls(pid, &maps, late));
+        notes
+    }
+
+    fn probe_tls(&mut self, pid: u32, maps: &[Mapping], late: bool) -> Vec<ProbeNote> {
+        let exe = fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned());
+        let mut notes = Vec::new();
+        for m in maps {
+            let base = m.path.rsplit('/').next().unwrap_or(&m.path);
+            let is_exe = exe.as_deref() == Some(m.path.as_str());
+            if !(base.starts_with("libssl.so") || is_exe) {
+                continue;
+            }
+            let file = (ProbeSet::Tls, m.dev, m.inode);
+            if self.probed_files.contains(&file) || self.unprobeable.contains(&file) {
+                continue;
+            }
+            let path = format!("/proc/{pid}/root{}", m.path);
+            match self.attach_tls_probes(&path) {
+                Ok(n) => {
+                    self.probed_files.insert(file);
+                    self.tls_files.push(m.path.clone());
+                    let text = format!("probing TLS in {} ({n} functions)", m.path);
+                    notes.push(if late {
+                        ProbeNote::ProbedLate(format!("PID {pid} loaded {}: {text}", m.path))
+                    } else {
+                        ProbeNote::Probed(text)
+                    });
+                }
+                Err(e) => {
+                    debug!("no TLS probes in {}: {e:#}", m.path);
+                    self.unprobeable.insert(file);
+                }
+            }
+        }
+        notes
+    }
+
+    /// Attaches the TLS entry and return programs to every OpenSSL function
+    /// `path` defines, the function's id as the attach cookie. Fails if it
+    /// has no SSL_read.
+    fn attach_tls_probes(&mut self, path: &str) -> anyhow::Result<usize> {
+        let symbols: Vec<&str> = TlsFn::ALL.iter().map(|f| f.symbol()).collect();
+        let offsets = elf::function_offsets(Path::new(path), &symbols)?;
+        if !offsets.contains_key("SSL_read") {
+            bail!("no SSL_read in {path}");
+        }
+        let mut attached = 0;
+        for func in TlsFn::ALL {
+            let Some(&offset) = offsets.get(func.symbol()) else {
+                continue;
+            };
+            for name in [TLS_ENTRY, TLS_RETURN] {
+                let point = UProbeAttachPoint {
+                    location: UProbeAttachLocation::AbsoluteOffset(offset),
+                    cookie: Some(func as u64),
+                };
+                self.uprobe(name)?
+                    .attach(point, path, UProbeScope::AllProcesses)
+                    .with_context(|| format!("{} in {path}", func.symbol()))?;
+            }
+            attached += 1;
+        }
+        Ok(attached)
+    }
+
+    fn uprobe(&mut self, name: &str) -> anyhow::Result<&mut UProbe> {
+        Ok(self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+            .try_into()?)
+    }
+
+    fn probe_lookups(&mut self, pid: u32, maps: &[Mapping]) -> Option<ProbeNote> {
         let libc = maps.iter().find(|m| is_libc(&m.path));
         let candidates: Vec<&Mapping> = match libc {
             Some(l) => vec![l],
+            // The dynamic loader is there but libc is not mapped yet (a
+            // process just exec'd): look again when it is.
+            None if maps.iter().any(|m| is_dynamic_loader(&m.path)) => return None,
             // No libc: a static binary may carry getaddrinfo itself.
             None => maps.iter().collect(),
         };
         for m in candidates {
-            let file = (m.dev, m.inode);
+            let file = (ProbeSet::Lookups, m.dev, m.inode);
             if self.probed_files.contains(&file) {
                 return None;
             }
@@ -303,10 +422,10 @@ impl Probes {
             match self.attach_lookup_probes(&path) {
                 Ok(n) => {
                     self.probed_files.insert(file);
-                    return Some(format!(
+                    return Some(ProbeNote::Probed(format!(
                         "probing name lookups in {} ({n} functions)",
                         m.path
-                    ));
+                    )));
                 }
                 Err(e) => {
                     debug!("no lookup probes in {}: {e:#}", m.path);
@@ -320,36 +439,32 @@ impl Probes {
             } else {
                 "it maps no libc (a static binary?) and has no getaddrinfo symbol"
             };
-            return Some(format!(
-                "warning: PID {pid}: {what}: its name lookups are not timed, its DNS traffic \
-                 still is"
-            ));
+            return Some(ProbeNote::Warning(format!(
+                "PID {pid}: {what}: its name lookups are not timed, its DNS traffic still is"
+            )));
         }
         None
     }
 
     /// Attaches entry and return probes on every lookup function `path`
-    /// exports; returns how many. Fails if it has no getaddrinfo.
+    /// defines; returns how many. Fails if it has no getaddrinfo.
     fn attach_lookup_probes(&mut self, path: &str) -> anyhow::Result<usize> {
+        let symbols: Vec<&str> = LOOKUP_PROBES.iter().map(|(s, _)| *s).collect();
+        let offsets = elf::function_offsets(Path::new(path), &symbols)?;
+        if !offsets.contains_key("getaddrinfo") {
+            bail!("no getaddrinfo in {path}");
+        }
         let mut attached = 0;
         for (symbol, entry) in LOOKUP_PROBES {
-            let mut attach = |name: &str| -> anyhow::Result<()> {
-                let prog: &mut UProbe = self
-                    .ebpf
-                    .program_mut(name)
-                    .ok_or_else(|| anyhow!("program {name} missing"))?
-                    .try_into()?;
-                prog.attach(*symbol, path, UProbeScope::AllProcesses)?;
-                Ok(())
+            let Some(&offset) = offsets.get(*symbol) else {
+                continue;
             };
-            match attach(entry).and_then(|()| attach(LOOKUP_RETURN)) {
-                Ok(()) => attached += 1,
-                Err(e) if *symbol == "getaddrinfo" => {
-                    return Err(e).with_context(|| format!("{symbol} in {path}"));
-                }
-                // A libc without this one function: probe the others.
-                Err(e) => debug!("{symbol} in {path}: {e:#}"),
+            for name in [*entry, LOOKUP_RETURN] {
+                self.uprobe(name)?
+                    .attach(offset, path, UProbeScope::AllProcesses)
+                    .with_context(|| format!("{symbol} in {path}"))?;
             }
+            attached += 1;
         }
         Ok(attached)
     }
@@ -399,6 +514,9 @@ mod tests {
         assert!(is_libc("/lib/ld-musl-x86_64.so.1"));
         assert!(is_libc("/lib/x86_64-linux-gnu/libc-2.31.so"));
         assert!(!is_libc("/usr/lib/libcrypto.so.3"));
+        assert!(is_dynamic_loader(
+            "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+        ));
     }
 
     #[test]

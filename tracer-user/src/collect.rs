@@ -8,9 +8,9 @@ use anyhow::{Context as _, anyhow};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
-    ConnectEvent, DnsPacketEvent, DnsServer, DnsWaitEvent, EventKind, FdKey, HandshakeEvent,
-    LatencyStats, LookupEvent, LookupStartEvent, LookupState, LostCounter, SyscallKey, TaskEvent,
-    ThreadEntry,
+    ConnectEvent, DnsPacketEvent, DnsServer, DnsWaitEvent, EventKind, ExecMapEvent, FdKey,
+    HandshakeEvent, LatencyStats, LookupEvent, LookupStartEvent, LookupState, LostCounter,
+    SyscallKey, TaskEvent, ThreadEntry, TlsEvent, TlsWaitEvent,
 };
 
 use crate::attach::Probes;
@@ -25,6 +25,9 @@ pub enum Event {
     Lookup(Box<LookupEvent>),
     DnsPacket(Box<DnsPacketEvent>),
     DnsWait(DnsWaitEvent),
+    Tls(TlsEvent),
+    TlsWait(TlsWaitEvent),
+    ExecMap(ExecMapEvent),
 }
 
 /// Decodes a ring buffer record; `None` for a record we do not know (a
@@ -44,6 +47,9 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
         EventKind::Lookup => read(bytes).map(|e| Event::Lookup(Box::new(e))),
         EventKind::DnsPacket => read(bytes).map(|e| Event::DnsPacket(Box::new(e))),
         EventKind::DnsWait => read(bytes).map(Event::DnsWait),
+        EventKind::Tls => read(bytes).map(Event::Tls),
+        EventKind::TlsWait => read(bytes).map(Event::TlsWait),
+        EventKind::ExecMap => read(bytes).map(Event::ExecMap),
     }
 }
 
@@ -58,6 +64,7 @@ pub struct LostCounts {
     pub process_map_full: u64,
     pub lookup_map_full: u64,
     pub dns_socket_map_full: u64,
+    pub tls_call_map_full: u64,
     pub undecodable: u64,
 }
 
@@ -70,6 +77,7 @@ impl LostCounts {
             + self.process_map_full
             + self.lookup_map_full
             + self.dns_socket_map_full
+            + self.tls_call_map_full
             + self.undecodable
     }
 }
@@ -80,6 +88,7 @@ pub struct Collector {
     thread_entries: HashMap<MapData, u32, ThreadEntry>,
     lookups: HashMap<MapData, u32, LookupState>,
     dns_sockets: HashMap<MapData, FdKey, DnsServer>,
+    tls_sockets: HashMap<MapData, FdKey, u8>,
     lost: PerCpuArray<MapData, u64>,
     undecodable: u64,
 }
@@ -108,6 +117,7 @@ impl Collector {
             thread_entries: take(probes, "THREAD_ENTRIES")?,
             lookups: take(probes, "LOOKUPS")?,
             dns_sockets: take(probes, "DNS_SOCKETS")?,
+            tls_sockets: take(probes, "TLS_SOCKETS")?,
             lost: take(probes, "LOST")?,
             undecodable: 0,
         })
@@ -160,6 +170,7 @@ impl Collector {
             process_map_full: sum(LostCounter::ProcessMapFull),
             lookup_map_full: sum(LostCounter::LookupMapFull),
             dns_socket_map_full: sum(LostCounter::DnsSocketMapFull),
+            tls_call_map_full: sum(LostCounter::TlsCallMapFull),
             undecodable: self.undecodable,
         }
     }
@@ -167,15 +178,8 @@ impl Collector {
     /// Drops kernel state of processes that are gone: a process's sockets
     /// are closed at exit without a close() syscall to tell us.
     pub fn forget_exited(&mut self, live: &[u32]) {
-        let gone: Vec<FdKey> = self
-            .dns_sockets
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !live.contains(&k.tgid))
-            .collect();
-        for key in gone {
-            let _ = self.dns_sockets.remove(&key);
-        }
+        forget_fds_of_exited(&mut self.dns_sockets, live);
+        forget_fds_of_exited(&mut self.tls_sockets, live);
     }
 
     /// Lookups in progress right now: (tid, state) of threads inside one.
@@ -190,6 +194,17 @@ impl Collector {
     /// Threads that made at least one syscall since we attached.
     pub fn threads_seen(&self) -> std::collections::HashSet<u32> {
         self.thread_entries.keys().filter_map(Result::ok).collect()
+    }
+}
+
+fn forget_fds_of_exited<V: aya::Pod>(map: &mut HashMap<MapData, FdKey, V>, live: &[u32]) {
+    let gone: Vec<FdKey> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !live.contains(&k.tgid))
+        .collect();
+    for key in gone {
+        let _ = map.remove(&key);
     }
 }
 

@@ -183,6 +183,8 @@ pub struct DnsState {
     pending: HashMap<(u32, i32, u16), QueryRecord>,
     pub standalone: BTreeMap<(String, String, String), StandaloneStats>,
     pub undecodable: u64,
+    /// The host name a traced lookup returned each address for.
+    hosts_by_ip: HashMap<IpAddr, String>,
 }
 
 fn server_of(peer: &[u8; 28]) -> Option<String> {
@@ -299,6 +301,12 @@ impl DnsState {
             .collect();
         addresses.sort();
         addresses.dedup();
+        // A numeric host (getaddrinfo("127.0.0.1")) names nothing new.
+        if host.parse::<IpAddr>().is_err() {
+            for a in &addresses {
+                self.hosts_by_ip.insert(*a, host.clone());
+            }
+        }
         // Traffic between LookupStart and now belongs to this lookup; a
         // LookupStart lost to a full ring buffer leaves it empty.
         let (queries, waits) = match open {
@@ -469,6 +477,11 @@ impl DnsState {
             copy.add_lookup(r.clone());
         }
         (copy.hosts, copy.slowest)
+    }
+
+    /// The host name a traced lookup resolved to this address.
+    pub fn host_of(&self, ip: &IpAddr) -> Option<&str> {
+        self.hosts_by_ip.get(ip).map(String::as_str)
     }
 
     /// Forgets open lookups of threads that are gone.

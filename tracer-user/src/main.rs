@@ -10,11 +10,13 @@ mod attach;
 mod cli;
 mod collect;
 mod dns;
+mod elf;
 mod error;
 mod render;
 mod session;
 mod syscall_names;
 mod target;
+mod tls;
 
 use clap::Parser as _;
 

@@ -12,6 +12,7 @@ use crate::{
     collect::LostCounts,
     dns::{self, LookupRecord},
     syscall_names,
+    tls::{self, TlsPeerRow},
 };
 
 /// Why tracing stopped.
@@ -164,6 +165,10 @@ pub struct Report {
     pub slowest_lookups: Vec<LookupRecord>,
     /// DNS queries sent outside libc lookups (other resolvers).
     pub dns_queries: Vec<DnsQueryRow>,
+    /// Files whose OpenSSL functions are probed.
+    pub tls_libraries: Vec<String>,
+    pub tls_calls_total: u64,
+    pub tls_peers: Vec<TlsPeerRow>,
     pub lost: LostCounts,
 }
 
@@ -179,7 +184,13 @@ fn proto(tcp: bool, peer: Option<&Peer>) -> &'static str {
 }
 
 impl Report {
-    pub fn build(agg: &Aggregate, now_ns: u64, ended: EndReason, lost: LostCounts) -> Self {
+    pub fn build(
+        agg: &Aggregate,
+        now_ns: u64,
+        ended: EndReason,
+        lost: LostCounts,
+        tls_libraries: &[String],
+    ) -> Self {
         let processes: Vec<ProcessRow> = agg
             .processes
             .iter()
@@ -245,7 +256,7 @@ impl Report {
         let mut connect_peers: Vec<PeerRow> = peers
             .iter()
             .map(|(peer, s)| PeerRow {
-                peer: peer.to_string(),
+                peer: agg.name_peer(peer),
                 proto: proto(s.tcp, Some(peer)),
                 latency: LatencyRow::from(&s.latency),
                 outcomes: s
@@ -268,7 +279,7 @@ impl Report {
                 pid: r.pid,
                 tid: r.tid,
                 fd: r.fd,
-                peer: r.peer.as_ref().map_or("?".into(), |p| p.to_string()),
+                peer: r.peer.as_ref().map_or("?".into(), |p| agg.name_peer(p)),
                 proto: proto(r.tcp, r.peer.as_ref()),
                 nonblocking: r.nonblocking,
                 outcome: r.outcome.to_string(),
@@ -314,6 +325,12 @@ impl Report {
             })
             .collect();
         dns_queries.sort_by_key(|r| std::cmp::Reverse((r.unanswered, r.latency.total_ns)));
+        let mut tls_peers: Vec<TlsPeerRow> =
+            tls::by_peer(&agg.tls, |pid, fd| agg.peer_name(pid, fd))
+                .into_iter()
+                .map(|(peer, p)| tls::peer_row(peer, &p, wall_ns))
+                .collect();
+        tls_peers.sort_by(|a, b| b.share_of_wall.total_cmp(&a.share_of_wall));
         Self {
             tracer_version: env!("CARGO_PKG_VERSION"),
             ended,
@@ -330,6 +347,9 @@ impl Report {
             dns_hosts,
             slowest_lookups,
             dns_queries,
+            tls_libraries: tls_libraries.to_vec(),
+            tls_calls_total: agg.tls.calls_total,
+            tls_peers,
             lost,
         }
     }
@@ -354,6 +374,7 @@ impl Report {
         if !self.dns_hosts.is_empty() || !self.dns_queries.is_empty() {
             self.write_dns(&mut out, rows);
         }
+        self.write_tls(&mut out, rows);
         section(
             &mut out,
             &format!("Connects by peer ({} calls)", self.connects_total),
@@ -439,6 +460,35 @@ impl Report {
         }
     }
 
+    fn write_tls(&self, out: &mut String, rows: usize) {
+        if self.tls_libraries.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nTLS: no TLS library (libssl, or OpenSSL linked into the executable) is mapped \
+                 by the traced processes"
+            );
+            return;
+        }
+        section(
+            out,
+            &format!(
+                "TLS by peer ({} SSL calls; probing {})",
+                self.tls_calls_total,
+                self.tls_libraries.join(", ")
+            ),
+            tls_table(&self.tls_peers, rows),
+        );
+        let findings: Vec<&String> = self
+            .tls_peers
+            .iter()
+            .take(rows)
+            .flat_map(|p| p.findings.iter())
+            .collect();
+        for f in findings {
+            let _ = writeln!(out, "  {f}");
+        }
+    }
+
     fn write_header(&self, out: &mut String) {
         let names: Vec<String> = self
             .processes
@@ -484,7 +534,7 @@ impl Report {
                 out,
                 "Events lost: {lost} (ring buffer full {}, syscall map full {}, thread map full {}, \
                  handshake map full {}, process map full {}, lookup map full {}, DNS socket map \
-                 full {}, undecodable {}): counts above are low",
+                 full {}, SSL call map full {}, undecodable {}): counts above are low",
                 self.lost.ring_full,
                 self.lost.syscall_map_full,
                 self.lost.thread_map_full,
@@ -492,6 +542,7 @@ impl Report {
                 self.lost.process_map_full,
                 self.lost.lookup_map_full,
                 self.lost.dns_socket_map_full,
+                self.lost.tls_call_map_full,
                 self.lost.undecodable
             );
         }
@@ -536,6 +587,22 @@ impl Report {
                     fmt_ns(h.latency.p99_ns),
                     fmt_ns(h.latency.max_ns),
                     fmt_share(h.share_of_wall),
+                ],
+            ));
+        }
+        for p in &self.tls_peers {
+            entries.push((
+                p.read_ns + p.write_ns + p.handshake_ns,
+                vec![
+                    "tls".into(),
+                    p.peer.clone(),
+                    String::new(),
+                    (p.reads + p.writes + p.handshakes).to_string(),
+                    fmt_ns(p.read_ns + p.write_ns + p.handshake_ns),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    fmt_share(p.share_of_wall),
                 ],
             ));
         }
@@ -754,6 +821,56 @@ fn dns_query_table(rows: &[DnsQueryRow], limit: usize) -> Option<Table> {
     }
     right_align(&mut t, 3..7);
     Some(t)
+}
+
+fn tls_table(rows: &[TlsPeerRow], limit: usize) -> Option<Table> {
+    if rows.is_empty() {
+        return None;
+    }
+    let mut t = new_table(&[
+        "PEER",
+        "CONNS",
+        "HANDSHAKES",
+        "READS",
+        "READ",
+        "READ TIME",
+        "WAITING",
+        "WRITES",
+        "WRITTEN",
+        "WALL%",
+    ]);
+    for r in rows.iter().take(limit) {
+        t.add_row(vec![
+            r.peer.clone(),
+            r.connections.to_string(),
+            r.handshakes.to_string(),
+            r.reads.to_string(),
+            fmt_bytes(r.read_bytes),
+            fmt_ns(r.read_ns),
+            fmt_share(if r.read_ns == 0 {
+                0.0
+            } else {
+                r.read_waiting_ns as f64 / r.read_ns as f64
+            }),
+            r.writes.to_string(),
+            fmt_bytes(r.write_bytes),
+            fmt_share(r.share_of_wall),
+        ]);
+    }
+    right_align(&mut t, 1..10);
+    Some(t)
+}
+
+/// A size for people: `812 B`, `16.0 KiB`, `2.4 MiB`.
+pub fn fmt_bytes(b: u64) -> String {
+    let v = b as f64;
+    if b < 1024 {
+        format!("{b} B")
+    } else if b < 1024 * 1024 {
+        format!("{:.1} KiB", v / 1024.0)
+    } else {
+        format!("{:.1} MiB", v / (1024.0 * 1024.0))
+    }
 }
 
 fn connect_table(rows: &[ConnectRow], limit: usize) -> Option<Table> {

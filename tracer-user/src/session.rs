@@ -16,7 +16,7 @@ use tracer_common::ThreadEntry;
 
 use crate::{
     aggregate::Aggregate,
-    attach::{self, Probes},
+    attach::{self, ProbeNote, Probes},
     collect::{Collector, monotonic_ns},
     error::UsageError,
     render::{EndReason, Report},
@@ -85,7 +85,7 @@ pub async fn run(
         // Listed after the PID is in the kernel's set: a thread created from
         // here on is reported by the kernel, one created before is listed.
         agg.add_target(info.pid, info.comm.clone(), &target::threads_of(info.pid));
-        probe_libraries(&mut probes, info.pid);
+        probe_libraries(&mut probes, info.pid, false);
     }
     let names: Vec<String> = infos
         .iter()
@@ -118,6 +118,10 @@ pub async fn run(
             r = collector.readable() => {
                 r?;
                 collector.drain(|ev| agg.apply(ev));
+                // A library mapped just now: probe it before it is used.
+                for pid in std::mem::take(&mut agg.mapped_new_code) {
+                    probe_libraries(&mut probes, pid, true);
+                }
                 if agg.live_pids().is_empty() {
                     break EndReason::TargetExited;
                 }
@@ -133,7 +137,7 @@ pub async fn run(
                 }
                 for pid in agg.live_pids() {
                     if rescan {
-                        probe_libraries(&mut probes, pid);
+                        probe_libraries(&mut probes, pid, true);
                     }
                     if !target::is_alive(pid) {
                         // Drain first: the exit event carries the exact time.
@@ -145,7 +149,13 @@ pub async fn run(
                     break EndReason::TargetExited;
                 }
                 if let Output::Top { rows, interval } = &output {
-                    let report = snapshot(&mut agg, &mut collector, EndReason::Running, monotonic_ns());
+                    let report = snapshot(
+                        &mut agg,
+                        &mut collector,
+                        EndReason::Running,
+                        monotonic_ns(),
+                        &probes.tls_files,
+                    );
                     let screen = report.to_top(*rows, &humantime::format_duration(*interval).to_string());
                     let mut stdout = std::io::stdout().lock();
                     if tty {
@@ -168,8 +178,9 @@ pub async fn run(
     // Detaching takes tens of milliseconds: what happens meanwhile is after
     // the end and not counted as in flight.
     let end_ns = monotonic_ns();
+    let tls_files = probes.tls_files.clone();
     drop(probes);
-    let report = snapshot(&mut agg, &mut collector, ended, end_ns);
+    let report = snapshot(&mut agg, &mut collector, ended, end_ns, &tls_files);
     drop(collector);
 
     if let Some(cmd) = &launched {
@@ -212,19 +223,25 @@ pub async fn run(
 }
 
 /// Probes the libraries `pid` maps that we have not probed yet; tells the
-/// user about each new one (warnings always, the rest with -v).
-fn probe_libraries(probes: &mut Probes, pid: u32) {
-    if let Some(msg) = probes.probe_lookups(pid) {
-        if msg.starts_with("warning") {
-            eprintln!("tracer: {msg}");
-        } else {
-            info!("{msg}");
+/// user about late loads and problems, and about the rest with -v.
+fn probe_libraries(probes: &mut Probes, pid: u32, late: bool) {
+    for note in probes.probe_process(pid, late) {
+        match note {
+            ProbeNote::Probed(m) => info!("{m}"),
+            ProbeNote::ProbedLate(m) => eprintln!("tracer: {m}"),
+            ProbeNote::Warning(m) => eprintln!("tracer: warning: {m}"),
         }
     }
 }
 
 /// Copies the kernel's aggregates into `agg` and builds a report from it.
-fn snapshot(agg: &mut Aggregate, collector: &mut Collector, ended: EndReason, now: u64) -> Report {
+fn snapshot(
+    agg: &mut Aggregate,
+    collector: &mut Collector,
+    ended: EndReason,
+    now: u64,
+    tls_files: &[String],
+) -> Report {
     let stats = collector.syscall_stats();
     let mut in_flight = collector.in_flight();
     let open_lookups = collector.open_lookups();
@@ -249,6 +266,8 @@ fn snapshot(agg: &mut Aggregate, collector: &mut Collector, ended: EndReason, no
                     nr,
                     args,
                     skaddr: 0,
+                    in_tls: 0,
+                    last_io_fd: -1,
                 };
                 in_flight.push((tid, since_start));
             }
@@ -270,7 +289,7 @@ fn snapshot(agg: &mut Aggregate, collector: &mut Collector, ended: EndReason, no
     if ended != EndReason::Running {
         agg.finish(now);
     }
-    Report::build(agg, now, ended, collector.lost())
+    Report::build(agg, now, ended, collector.lost(), tls_files)
 }
 
 fn describe_wait_status(status: i32) -> String {

@@ -127,6 +127,58 @@ pub fn read_memory(pid: u32, addr: u64, len: usize) -> Option<Vec<u8>> {
     Some(buf)
 }
 
+/// Whether a process's fd is a socket (/proc/PID/fd/FD -> "socket:[N]").
+pub fn is_socket(pid: u32, fd: i32) -> bool {
+    socket_inode(pid, fd).is_some()
+}
+
+fn socket_inode(pid: u32, fd: i32) -> Option<u64> {
+    let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    let link = link.to_str()?;
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// The remote address of a process's TCP socket, from the kernel's socket
+/// tables (/proc/PID/net/tcp and tcp6: the process's own network namespace).
+pub fn socket_peer(pid: u32, fd: i32) -> Option<std::net::SocketAddr> {
+    let inode = socket_inode(pid, fd)?;
+    ["tcp", "tcp6"].iter().find_map(|table| {
+        let text = fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok()?;
+        text.lines()
+            .skip(1)
+            .find_map(|line| parse_tcp_line(line, inode))
+    })
+}
+
+/// One line of /proc/net/tcp{,6}: `sl local rem st ... uid timeout inode`;
+/// the remote address of the socket with `inode`, if this is its line.
+fn parse_tcp_line(line: &str, inode: u64) -> Option<std::net::SocketAddr> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    if f.get(9)?.parse::<u64>().ok()? != inode {
+        return None;
+    }
+    let (ip, port) = f.get(2)?.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    // The address is in host byte order, 32 bits at a time.
+    let words: Vec<u32> = (0..ip.len() / 8)
+        .map(|i| u32::from_str_radix(&ip[i * 8..i * 8 + 8], 16).map(u32::from_be))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+    let ip: std::net::IpAddr = match bytes.len() {
+        4 => std::net::Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into(),
+        16 => {
+            let v6 = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?);
+            v6.to_ipv4_mapped().map_or(v6.into(), Into::into)
+        }
+        _ => return None,
+    };
+    Some(std::net::SocketAddr::new(ip, port))
+}
+
 pub fn is_alive(pid: u32) -> bool {
     matches!(read_stat(pid), Ok(s) if s.state != 'Z' && s.state != 'X')
 }
@@ -245,6 +297,25 @@ mod tests {
         let info = inspect(me).expect("self");
         assert_eq!(info.pid, me);
         assert!(threads_of(me).contains(&me));
+    }
+
+    #[test]
+    fn finds_the_peer_of_a_tcp_socket() {
+        use std::os::fd::AsRawFd as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let me = std::process::id();
+        assert!(is_socket(me, client.as_raw_fd()));
+        assert_eq!(socket_peer(me, client.as_raw_fd()), Some(addr));
+        assert!(!is_socket(me, 0) || socket_peer(me, 0).is_none());
+        let line = "   0: 0100007F:1F90 0100007F:01BB 01 00000000:00000000 00:00000000 \
+                    00000000     0        0 4242 1 0000000000000000 20 4 30 10 -1";
+        assert_eq!(
+            parse_tcp_line(line, 4242),
+            Some("127.0.0.1:443".parse().unwrap())
+        );
+        assert_eq!(parse_tcp_line(line, 1), None);
     }
 
     #[test]

@@ -25,7 +25,13 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "gcc",
     "libc6-dev",
+    "libssl-dev",
+    "openssl",
+    "curl",
 ];
+
+/// Python packages for the tests, in a venv under target/ (PyPI).
+const PIP_PACKAGES: &[&str] = &["requests>=2.31,<3"];
 
 /// Pinned: later releases may need a newer rustc (see PLATFORM.md).
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -36,6 +42,7 @@ pub fn run() -> anyhow::Result<()> {
     let mut todo_as_root: Vec<String> = Vec::new();
     apt_packages(&mut todo_as_root)?;
     rust_src()?;
+    python_venv()?;
     if todo_as_root.is_empty() {
         bpf_linker()?;
     } else {
@@ -120,6 +127,50 @@ fn rust_src() -> anyhow::Result<()> {
     line(
         "nightly rust-src",
         &format!("installed in {:.0?}", t0.elapsed()),
+    );
+    Ok(())
+}
+
+/// The venv the tests' Python clients run in.
+pub fn venv_python() -> PathBuf {
+    crate::root().join("target/venv/bin/python")
+}
+
+fn python_venv() -> anyhow::Result<()> {
+    let python = venv_python();
+    let imports = "import requests";
+    let have = Command::new(&python)
+        .args(["-c", imports])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if have {
+        line("Python venv", "present (target/venv)");
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    let venv = crate::root().join("target/venv");
+    // The interpreter behind `python3` (pyenv's is a shim), so the venv
+    // links the same libpython as the real thing.
+    quiet(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    quiet(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(PIP_PACKAGES),
+    )?;
+    line(
+        "Python venv",
+        &format!(
+            "created target/venv with {} in {:.0?}",
+            PIP_PACKAGES.join(" "),
+            t0.elapsed()
+        ),
     );
     Ok(())
 }

@@ -1,0 +1,229 @@
+//! TLS: uprobes on OpenSSL's SSL_read/_ex, SSL_write/_ex, SSL_do_handshake,
+//! SSL_connect and SSL_accept (in libssl, or in an executable that links
+//! OpenSSL statically, like node). One entry and one return program serve
+//! every function: the attach cookie says which it is. Sizes only: the
+//! payload is never read.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use tracer_common::{
+    EventKind, ExecMapEvent, FdKey, LostCounter, ThreadEntry, TlsCall, TlsEvent, TlsFn,
+    TlsWaitEvent,
+};
+
+use crate::{
+    dns::first_polled_fd,
+    maps::{THREAD_ENTRIES, TLS_CALLS, TLS_SOCKETS, count_lost, is_traced, output},
+    syscalls::{Finished, is_fd_io},
+};
+
+/// A call still open after this long lost its return probe: start afresh.
+const STALE_CALL_NS: u64 = 600_000_000_000;
+const PROT_EXEC: u64 = 4;
+
+/// Marks (or unmarks) the thread as inside an SSL call, so that its
+/// syscalls are charged to the call.
+#[inline(always)]
+fn set_in_tls(tid: u32, on: bool) -> i32 {
+    match THREAD_ENTRIES.get_ptr_mut(tid) {
+        Some(slot) => unsafe {
+            (*slot).in_tls = u32::from(on);
+            (*slot).last_io_fd
+        },
+        None => {
+            if on {
+                let entry = ThreadEntry {
+                    in_tls: 1,
+                    last_io_fd: -1,
+                    ..Default::default()
+                };
+                if THREAD_ENTRIES.insert(tid, entry, 0).is_err() {
+                    count_lost(LostCounter::ThreadMapFull);
+                }
+            }
+            -1
+        }
+    }
+}
+
+#[uprobe]
+pub fn tls_entry(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_traced((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    let tid = pid_tgid as u32;
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: the helper reads the cookie the probe was attached with.
+    let func = unsafe { generated::bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
+    if let Some(call) = TLS_CALLS.get_ptr_mut(tid) {
+        // SAFETY: this thread's own map value.
+        let call = unsafe { &mut *call };
+        if call.depth > 0 && now.saturating_sub(call.start_ns) < STALE_CALL_NS {
+            // SSL_connect calls SSL_do_handshake: report the outer call.
+            call.depth += 1;
+            return 0;
+        }
+    }
+    let ssl = ctx.arg::<u64>(0).unwrap_or(0);
+    // SSL_read(ssl, buf, int num), SSL_read_ex(ssl, buf, size_t num,
+    // size_t *readbytes); the same shapes for write.
+    let (requested, out_ptr) = if func == TlsFn::ReadEx as u32 || func == TlsFn::WriteEx as u32 {
+        (
+            ctx.arg::<u64>(2).unwrap_or(0) as u32,
+            ctx.arg::<u64>(3).unwrap_or(0),
+        )
+    } else if func == TlsFn::Read as u32 || func == TlsFn::Write as u32 {
+        (ctx.arg::<u64>(2).unwrap_or(0) as u32, 0)
+    } else {
+        (0, 0)
+    };
+    let hint_fd = set_in_tls(tid, true);
+    let call = TlsCall {
+        start_ns: now,
+        ssl,
+        out_ptr,
+        blocked_ns: 0,
+        func,
+        depth: 1,
+        requested,
+        nested_syscalls: 0,
+        fd: -1,
+        hint_fd,
+    };
+    if TLS_CALLS.insert(tid, call, 0).is_err() {
+        count_lost(LostCounter::TlsCallMapFull);
+        set_in_tls(tid, false);
+    }
+    0
+}
+
+#[uretprobe]
+pub fn tls_return(ctx: RetProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let Some(call) = TLS_CALLS.get_ptr_mut(tid) else {
+        return 0;
+    };
+    // SAFETY: this thread's own map value.
+    let call = unsafe { &mut *call };
+    if call.depth == 0 {
+        return 0;
+    }
+    call.depth -= 1;
+    if call.depth > 0 {
+        return 0;
+    }
+    set_in_tls(tid, false);
+    let now = unsafe { bpf_ktime_get_ns() };
+    let ret: i64 = ctx.ret();
+    let ret = ret as i32;
+    let bytes = if call.out_ptr != 0 {
+        if ret == 1 {
+            // SAFETY: the helper checks the user-space access.
+            unsafe { bpf_probe_read_user(call.out_ptr as *const u64) }.unwrap_or(0) as u32
+        } else {
+            0
+        }
+    } else if (call.func == TlsFn::Read as u32 || call.func == TlsFn::Write as u32) && ret > 0 {
+        ret as u32
+    } else {
+        0
+    };
+    let tgid = (pid_tgid >> 32) as u32;
+    if call.fd >= 0 {
+        let _ = TLS_SOCKETS.insert(
+            FdKey {
+                tgid,
+                fd: call.fd as u32,
+            },
+            1u8,
+            0,
+        );
+    }
+    output(&TlsEvent {
+        kind: EventKind::Tls as u32,
+        tgid,
+        tid,
+        func: call.func,
+        ssl: call.ssl,
+        start_ns: call.start_ns,
+        duration_ns: now.saturating_sub(call.start_ns),
+        blocked_ns: call.blocked_ns,
+        ret,
+        bytes,
+        requested: call.requested,
+        nested_syscalls: call.nested_syscalls,
+        fd: call.fd,
+        hint_fd: call.hint_fd,
+    });
+    0
+}
+
+/// A syscall made inside an SSL call: its time is time the call waited; a
+/// read or write names the call's socket.
+#[inline(always)]
+pub fn on_nested_syscall(tid: u32, entry: &ThreadEntry, ret: i64, duration: u64) {
+    let Some(call) = TLS_CALLS.get_ptr_mut(tid) else {
+        return;
+    };
+    // SAFETY: this thread's own map value.
+    unsafe {
+        (*call).blocked_ns += duration;
+        (*call).nested_syscalls += 1;
+        if is_fd_io(entry.nr) && (ret >= 0 || ret == -11) {
+            // -EAGAIN still names the socket.
+            (*call).fd = entry.args[0] as i32;
+        }
+    }
+}
+
+pub fn on_close(call: &Finished) {
+    if call.ret == 0 {
+        let _ = TLS_SOCKETS.remove(FdKey {
+            tgid: call.tgid,
+            fd: call.entry.args[0] as u32,
+        });
+    }
+}
+
+/// poll()/ppoll() on a socket that carries TLS: a client with a
+/// non-blocking socket waiting for the peer between SSL calls.
+pub fn on_poll_exit(call: &Finished) {
+    let Some(fd) = first_polled_fd(call) else {
+        return;
+    };
+    let key = FdKey {
+        tgid: call.tgid,
+        fd: fd as u32,
+    };
+    if TLS_SOCKETS.get_ptr(key).is_none() {
+        return;
+    }
+    output(&TlsWaitEvent {
+        kind: EventKind::TlsWait as u32,
+        tgid: call.tgid,
+        tid: call.tid,
+        fd,
+        ts_ns: call.start_ns + call.duration,
+        duration_ns: call.duration,
+        ret: call.ret,
+    });
+}
+
+/// mmap(..., PROT_EXEC, ..., fd, ...) succeeded: a library was loaded.
+pub fn on_mmap_exit(call: &Finished) {
+    let args = &call.entry.args;
+    if call.ret < 0 || args[2] & PROT_EXEC == 0 || (args[4] as i32) < 0 {
+        return;
+    }
+    output(&ExecMapEvent {
+        kind: EventKind::ExecMap as u32,
+        tgid: call.tgid,
+        ts_ns: call.start_ns + call.duration,
+    });
+}

@@ -1,0 +1,424 @@
+//! TLS, aggregated per connection (process and `SSL *`) and per peer: how
+//! many reads and writes, how many bytes, how long, and how much of that
+//! was waiting on the network (syscalls inside the SSL calls, and poll()
+//! waits on the socket between them) rather than work.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use tracer_common::{LatencyStats, TlsEvent, TlsFn, TlsWaitEvent};
+
+/// Reads, or writes, of one connection.
+#[derive(Debug, Clone)]
+pub struct Direction {
+    pub latency: LatencyStats,
+    /// Calls that moved data.
+    pub ok_calls: u64,
+    pub bytes: u64,
+    /// Time inside the calls spent in syscalls (blocked on the socket).
+    pub blocked_ns: u64,
+}
+
+impl Default for Direction {
+    fn default() -> Self {
+        Self {
+            latency: LatencyStats::ZERO,
+            ok_calls: 0,
+            bytes: 0,
+            blocked_ns: 0,
+        }
+    }
+}
+
+impl Direction {
+    fn add(&mut self, ev: &TlsEvent) {
+        self.latency.record(ev.duration_ns);
+        self.blocked_ns += ev.blocked_ns.min(ev.duration_ns);
+        if ev.bytes > 0 {
+            self.ok_calls += 1;
+            self.bytes += u64::from(ev.bytes);
+        }
+    }
+
+    fn merge(&mut self, o: &Direction) {
+        self.latency.merge(&o.latency);
+        self.ok_calls += o.ok_calls;
+        self.bytes += o.bytes;
+        self.blocked_ns += o.blocked_ns;
+    }
+}
+
+/// One TLS connection: a process's `SSL *`.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub pid: u32,
+    pub fd: Option<i32>,
+    pub handshakes: LatencyStats,
+    pub handshake_blocked_ns: u64,
+    pub reads: Direction,
+    pub writes: Direction,
+    /// poll() waits on the socket between SSL calls.
+    pub wait_ns: u64,
+    pub waits: u64,
+    /// Bursts of reads after a write: responses to requests.
+    pub responses: u64,
+    /// Calls per OpenSSL function (SSL_read_ex vs SSL_read, ...).
+    pub functions: BTreeMap<&'static str, u64>,
+    last_was_read: bool,
+}
+
+impl Connection {
+    fn new(pid: u32) -> Self {
+        Self {
+            pid,
+            fd: None,
+            handshakes: LatencyStats::ZERO,
+            handshake_blocked_ns: 0,
+            reads: Direction::default(),
+            writes: Direction::default(),
+            wait_ns: 0,
+            waits: 0,
+            responses: 0,
+            functions: BTreeMap::new(),
+            last_was_read: false,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct TlsState {
+    pub connections: HashMap<(u32, u64), Connection>,
+    /// The connection last seen on each (pid, fd): where a poll wait goes.
+    by_fd: HashMap<(u32, i32), u64>,
+    pub calls_total: u64,
+}
+
+impl TlsState {
+    /// `is_socket(pid, fd)` checks a candidate fd. The fd of a syscall made
+    /// inside the call is the first candidate (it may be an eventfd a
+    /// callback wrote to, as in Node.js); the fd the thread last read or
+    /// wrote before the call is the second (an SSL call on a memory BIO, as
+    /// Node.js uses, makes no socket syscall of its own).
+    pub fn on_call(&mut self, ev: &TlsEvent, is_socket: impl Fn(u32, i32) -> bool) {
+        let Some(func) = TlsFn::from_u32(ev.func) else {
+            return;
+        };
+        self.calls_total += 1;
+        let conn = self
+            .connections
+            .entry((ev.tgid, ev.ssl))
+            .or_insert_with(|| Connection::new(ev.tgid));
+        let fd = [ev.fd, ev.hint_fd]
+            .into_iter()
+            .filter(|&fd| fd >= 0)
+            .find(|&fd| conn.fd == Some(fd) || is_socket(ev.tgid, fd));
+        if let Some(fd) = fd
+            && conn.fd != Some(fd)
+        {
+            conn.fd = Some(fd);
+            self.by_fd.insert((ev.tgid, fd), ev.ssl);
+        }
+        *conn.functions.entry(func.symbol()).or_default() += 1;
+        if func.is_handshake() {
+            conn.handshakes.record(ev.duration_ns);
+            conn.handshake_blocked_ns += ev.blocked_ns.min(ev.duration_ns);
+        } else if func.is_read() {
+            if ev.bytes > 0 && !conn.last_was_read {
+                conn.responses += 1;
+                conn.last_was_read = true;
+            }
+            conn.reads.add(ev);
+        } else if func.is_write() {
+            if ev.bytes > 0 {
+                conn.last_was_read = false;
+            }
+            conn.writes.add(ev);
+        }
+    }
+
+    pub fn on_wait(&mut self, ev: &TlsWaitEvent) {
+        if let Some(ssl) = self.by_fd.get(&(ev.tgid, ev.fd))
+            && let Some(conn) = self.connections.get_mut(&(ev.tgid, *ssl))
+        {
+            conn.wait_ns += ev.duration_ns;
+            conn.waits += 1;
+        }
+    }
+}
+
+/// All connections to one peer, taken together.
+#[derive(Debug, Clone, Default)]
+pub struct PeerTls {
+    pub connections: u64,
+    /// Connections that made handshake calls: a non-blocking client calls
+    /// SSL_connect once per round trip, so calls are not handshakes.
+    pub handshaken: u64,
+    /// The handshake calls, and the time in them.
+    pub handshakes: Option<LatencyStats>,
+    pub handshake_blocked_ns: u64,
+    pub reads: Direction,
+    pub writes: Direction,
+    pub wait_ns: u64,
+    pub responses: u64,
+    pub functions: BTreeMap<&'static str, u64>,
+}
+
+impl PeerTls {
+    pub fn add(&mut self, c: &Connection) {
+        self.connections += 1;
+        self.handshaken += u64::from(c.handshakes.count > 0);
+        self.handshakes
+            .get_or_insert(LatencyStats::ZERO)
+            .merge(&c.handshakes);
+        self.handshake_blocked_ns += c.handshake_blocked_ns;
+        self.reads.merge(&c.reads);
+        self.writes.merge(&c.writes);
+        self.wait_ns += c.wait_ns;
+        self.responses += c.responses;
+        for (f, n) in &c.functions {
+            *self.functions.entry(f).or_default() += n;
+        }
+    }
+
+    /// Time in reads, including the poll waits between them.
+    pub fn read_time_ns(&self) -> u64 {
+        self.reads.latency.total_ns + self.wait_ns
+    }
+
+    /// Share of the read time spent waiting on the network.
+    pub fn read_waiting_share(&self) -> f64 {
+        let total = self.read_time_ns();
+        if total == 0 {
+            return 0.0;
+        }
+        (self.reads.blocked_ns + self.wait_ns) as f64 / total as f64
+    }
+
+    pub fn total_ns(&self) -> u64 {
+        self.read_time_ns()
+            + self.writes.latency.total_ns
+            + self.handshakes.as_ref().map_or(0, |h| h.total_ns)
+    }
+}
+
+/// One row per peer, for the report.
+#[derive(Debug, Serialize)]
+pub struct TlsPeerRow {
+    pub peer: String,
+    pub connections: u64,
+    /// Connections that did a handshake through SSL_do_handshake,
+    /// SSL_connect or SSL_accept (Node.js handshakes inside SSL_read).
+    pub handshakes: u64,
+    pub handshake_calls: u64,
+    /// Time in handshake calls.
+    pub handshake_ns: u64,
+    pub reads: u64,
+    /// Reads that returned data (the others wanted more data or failed).
+    pub reads_with_data: u64,
+    pub read_bytes: u64,
+    pub read_ns: u64,
+    /// Time waiting on the network while reading: in syscalls inside
+    /// SSL_read, and in poll() on the socket between reads.
+    pub read_waiting_ns: u64,
+    pub writes: u64,
+    pub write_bytes: u64,
+    pub write_ns: u64,
+    pub responses: u64,
+    pub functions: BTreeMap<&'static str, u64>,
+    pub share_of_wall: f64,
+    pub findings: Vec<String>,
+}
+
+pub fn peer_row(peer: String, p: &PeerTls, wall_ns: u64) -> TlsPeerRow {
+    use crate::render::fmt_ns;
+    let hs = p.handshakes.unwrap_or(LatencyStats::ZERO);
+    let share = if wall_ns > 0 {
+        p.total_ns() as f64 / wall_ns as f64
+    } else {
+        0.0
+    };
+    let mut findings = Vec::new();
+    let reads = p.reads.latency.count;
+    if reads > 0 {
+        let per_read = p.reads.bytes.checked_div(p.reads.ok_calls).unwrap_or(0);
+        let mut s = format!(
+            "{reads} reads from {peer}: {:.1}% of wall time, {:.0}% of it waiting on the network, \
+             {per_read} bytes per read",
+            share_of(p.read_time_ns(), wall_ns) * 100.0,
+            p.read_waiting_share() * 100.0,
+        );
+        if p.responses > 0 {
+            s.push_str(&format!(
+                ", {} reads per response",
+                fmt_ratio(p.reads.ok_calls as f64 / p.responses as f64)
+            ));
+        }
+        findings.push(s);
+        if per_read > 0 && per_read < 1024 && p.reads.ok_calls >= 100 {
+            findings.push(format!(
+                "  the peer sends small TLS records ({per_read} bytes each): every read is a \
+                 record; larger writes on the server, or fewer requests, cut the count"
+            ));
+        }
+    }
+    if p.handshaken > 0 {
+        findings.push(format!(
+            "{} handshake{} with {peer}: {} in handshake calls, {} per handshake ({:.0}% of it \
+             waiting on the network)",
+            p.handshaken,
+            if p.handshaken == 1 { "" } else { "s" },
+            fmt_ns(hs.total_ns),
+            fmt_ns(hs.total_ns / p.handshaken),
+            share_of(p.handshake_blocked_ns, hs.total_ns) * 100.0
+        ));
+    }
+    TlsPeerRow {
+        peer,
+        connections: p.connections,
+        handshakes: p.handshaken,
+        handshake_calls: hs.count,
+        handshake_ns: hs.total_ns,
+        reads,
+        reads_with_data: p.reads.ok_calls,
+        read_bytes: p.reads.bytes,
+        read_ns: p.read_time_ns(),
+        read_waiting_ns: p.reads.blocked_ns + p.wait_ns,
+        writes: p.writes.latency.count,
+        write_bytes: p.writes.bytes,
+        write_ns: p.writes.latency.total_ns,
+        responses: p.responses,
+        functions: p.functions.clone(),
+        share_of_wall: share,
+        findings,
+    }
+}
+
+fn share_of(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+fn fmt_ratio(v: f64) -> String {
+    if v >= 10.0 || v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// Groups connections by peer: `peer_of(pid, fd)` names the other end.
+pub fn by_peer(
+    state: &TlsState,
+    peer_of: impl Fn(u32, i32) -> Option<String>,
+) -> BTreeMap<String, PeerTls> {
+    let mut out: BTreeMap<String, PeerTls> = BTreeMap::new();
+    for c in state.connections.values() {
+        let name = match c.fd {
+            Some(fd) => peer_of(c.pid, fd).unwrap_or_else(|| format!("pid {} fd {fd}", c.pid)),
+            None => format!("pid {} (socket unknown)", c.pid),
+        };
+        out.entry(name).or_default().add(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracer_common::EventKind;
+
+    fn call(func: TlsFn, ssl: u64, fd: i32, bytes: u32, dur: u64, blocked: u64) -> TlsEvent {
+        TlsEvent {
+            kind: EventKind::Tls as u32,
+            tgid: 7,
+            tid: 7,
+            func: func as u32,
+            ssl,
+            start_ns: 0,
+            duration_ns: dur,
+            blocked_ns: blocked,
+            ret: 1,
+            bytes,
+            requested: 16384,
+            nested_syscalls: u32::from(blocked > 0),
+            fd,
+            hint_fd: -1,
+        }
+    }
+
+    #[test]
+    fn counts_reads_bytes_responses_and_waiting() {
+        let mut s = TlsState::default();
+        let fd3_is_a_socket = |_, fd| fd == 3;
+        s.on_call(
+            &call(TlsFn::Connect, 1, 3, 0, 5_000, 4_000),
+            fd3_is_a_socket,
+        );
+        for _ in 0..2 {
+            s.on_call(
+                &call(TlsFn::WriteEx, 1, 3, 100, 1_000, 500),
+                fd3_is_a_socket,
+            );
+            for _ in 0..10 {
+                // buffered reads make no syscall: fd -1, the connection knows it
+                s.on_call(&call(TlsFn::ReadEx, 1, -1, 50, 1_000, 900), fd3_is_a_socket);
+            }
+        }
+        s.on_wait(&TlsWaitEvent {
+            kind: EventKind::TlsWait as u32,
+            tgid: 7,
+            tid: 7,
+            fd: 3,
+            ts_ns: 0,
+            duration_ns: 10_000,
+            ret: 1,
+        });
+        let peers = by_peer(&s, |_, fd| Some(format!("peer-of-{fd}")));
+        let p = &peers["peer-of-3"];
+        assert_eq!(p.reads.latency.count, 20);
+        assert_eq!(p.reads.bytes, 1000);
+        assert_eq!(p.responses, 2);
+        assert_eq!(p.writes.bytes, 200);
+        assert_eq!(p.handshakes.unwrap().count, 1);
+        assert_eq!(p.read_time_ns(), 20_000 + 10_000);
+        assert!((p.read_waiting_share() - (18_000.0 + 10_000.0) / 30_000.0).abs() < 1e-9);
+        let row = peer_row("peer-of-3".into(), p, 1_000_000);
+        assert_eq!(row.reads_with_data, 20);
+        assert!(
+            row.findings[0].contains("20 reads from peer-of-3"),
+            "{:?}",
+            row.findings
+        );
+        assert!(
+            row.findings[0].contains("50 bytes per read"),
+            "{:?}",
+            row.findings
+        );
+        assert!(
+            row.findings[0].contains("10 reads per response"),
+            "{:?}",
+            row.findings
+        );
+    }
+
+    #[test]
+    fn a_memory_bio_call_takes_the_threads_last_socket() {
+        let mut s = TlsState::default();
+        let mut ev = call(TlsFn::Read, 9, -1, 10, 100, 0);
+        ev.hint_fd = 12;
+        s.on_call(&ev, |_, fd| fd == 12);
+        assert_eq!(s.connections[&(7, 9)].fd, Some(12));
+        let mut s = TlsState::default();
+        s.on_call(&ev, |_, _| false);
+        assert_eq!(s.connections[&(7, 9)].fd, None);
+        // A callback's eventfd write inside the call is not the socket.
+        let mut s = TlsState::default();
+        ev.fd = 17;
+        ev.hint_fd = 19;
+        s.on_call(&ev, |_, fd| fd == 19);
+        assert_eq!(s.connections[&(7, 9)].fd, Some(19));
+    }
+}
