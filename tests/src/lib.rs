@@ -253,6 +253,50 @@ impl Tracer {
     }
 }
 
+/// What a traced fixture run left: the JSON report and what tracer printed.
+pub struct Traced {
+    pub report: Value,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Attaches `tracer report` to `client`, lets `drive` tell it what to do,
+/// makes it exit, and returns the report. Fails unless tracer ended by
+/// itself with exit code 0, saying the target exited, with nothing lost.
+pub fn trace_until_exit(
+    name: &str,
+    mut client: Fixture,
+    drive: impl FnOnce(&mut Fixture),
+) -> Traced {
+    require_root();
+    let json = scratch(name);
+    let pid = client.pid.to_string();
+    let tracer = Tracer::attached(&["report", "--pid", &pid, "--json", json.to_str().unwrap()]);
+    drive(&mut client);
+    client.exit();
+    let done = tracer.finish(Duration::from_secs(60));
+    assert_eq!(done.code, Some(0), "stderr: {}", done.stderr);
+    assert!(
+        done.stderr.contains("exited"),
+        "says the target exited: {}",
+        done.stderr
+    );
+    let report = read_report(&json);
+    assert_eq!(report["ended"], "target_exited");
+    for counter in ["ring_full", "syscall_map_full", "thread_map_full"] {
+        assert_eq!(
+            report["lost"][counter], 0,
+            "{counter}: {:#}",
+            report["lost"]
+        );
+    }
+    Traced {
+        report,
+        stdout: done.stdout,
+        stderr: done.stderr,
+    }
+}
+
 /// Runs `tracer` to completion.
 pub fn run_tracer(args: &[&str], timeout: Duration) -> Finished {
     Tracer::start(args).finish(timeout)

@@ -24,20 +24,10 @@ fn python_client(ns: &NetNs) -> Fixture {
     Fixture::start_command(cmd)
 }
 
-/// Traces `client` while `drive` runs, until the client exits; returns the
-/// JSON report and the tracer's stderr.
-fn trace(name: &str, mut client: Fixture, drive: impl FnOnce(&mut Fixture)) -> (Value, String) {
-    require_root();
-    let json = scratch(name);
-    let pid = client.pid.to_string();
-    let tracer = Tracer::attached(&["report", "--pid", &pid, "--json", json.to_str().unwrap()]);
-    drive(&mut client);
-    client.exit();
-    let done = tracer.finish(LONG);
-    assert_eq!(done.code, Some(0), "{}", done.stderr);
-    let report = read_report(&json);
-    assert_eq!(report["lost"]["ring_full"], 0);
-    (report, done.stderr)
+/// Traces `client` while `drive` runs, until it exits.
+fn trace(name: &str, client: Fixture, drive: impl FnOnce(&mut Fixture)) -> (Value, String) {
+    let traced = trace_until_exit(name, client, drive);
+    (traced.report, traced.stderr)
 }
 
 fn host<'a>(report: &'a Value, name: &str) -> &'a Value {

@@ -13,18 +13,9 @@ const RECORD_BYTES: u32 = 100;
 const DELAY_MS: u32 = 2;
 
 /// Traces `client` while `drive` runs, until it exits.
-fn trace(name: &str, mut client: Fixture, drive: impl FnOnce(&mut Fixture)) -> (Value, String) {
-    require_root();
-    let json = scratch(name);
-    let pid = client.pid.to_string();
-    let tracer = Tracer::attached(&["report", "--pid", &pid, "--json", json.to_str().unwrap()]);
-    drive(&mut client);
-    client.exit();
-    let done = tracer.finish(LONG);
-    assert_eq!(done.code, Some(0), "{}", done.stderr);
-    let report = read_report(&json);
-    assert_eq!(report["lost"]["ring_full"], 0);
-    (report, done.stderr)
+fn trace(name: &str, client: Fixture, drive: impl FnOnce(&mut Fixture)) -> (Value, String) {
+    let traced = trace_until_exit(name, client, drive);
+    (traced.report, traced.stderr)
 }
 
 fn peer(report: &Value, port: u16) -> &Value {

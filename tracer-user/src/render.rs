@@ -913,7 +913,8 @@ fn connect_table(rows: &[ConnectRow], limit: usize) -> Option<Table> {
     Some(t)
 }
 
-fn share(part: u64, whole: u64) -> f64 {
+/// `part / whole`, 0 when there is no whole.
+pub fn share(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
     } else {

@@ -187,11 +187,7 @@ impl PeerTls {
 
     /// Share of the read time spent waiting on the network.
     pub fn read_waiting_share(&self) -> f64 {
-        let total = self.read_time_ns();
-        if total == 0 {
-            return 0.0;
-        }
-        (self.reads.blocked_ns + self.wait_ns) as f64 / total as f64
+        crate::render::share(self.reads.blocked_ns + self.wait_ns, self.read_time_ns())
     }
 
     pub fn total_ns(&self) -> u64 {
@@ -230,13 +226,9 @@ pub struct TlsPeerRow {
 }
 
 pub fn peer_row(peer: String, p: &PeerTls, wall_ns: u64) -> TlsPeerRow {
-    use crate::render::fmt_ns;
+    use crate::render::{fmt_ns, share};
     let hs = p.handshakes.unwrap_or(LatencyStats::ZERO);
-    let share = if wall_ns > 0 {
-        p.total_ns() as f64 / wall_ns as f64
-    } else {
-        0.0
-    };
+    let share_of_wall = share(p.total_ns(), wall_ns);
     let mut findings = Vec::new();
     let reads = p.reads.latency.count;
     if reads > 0 {
@@ -244,7 +236,7 @@ pub fn peer_row(peer: String, p: &PeerTls, wall_ns: u64) -> TlsPeerRow {
         let mut s = format!(
             "{reads} reads from {peer}: {:.1}% of wall time, {:.0}% of it waiting on the network, \
              {per_read} bytes per read",
-            share_of(p.read_time_ns(), wall_ns) * 100.0,
+            share(p.read_time_ns(), wall_ns) * 100.0,
             p.read_waiting_share() * 100.0,
         );
         if p.responses > 0 {
@@ -269,7 +261,7 @@ pub fn peer_row(peer: String, p: &PeerTls, wall_ns: u64) -> TlsPeerRow {
             if p.handshaken == 1 { "" } else { "s" },
             fmt_ns(hs.total_ns),
             fmt_ns(hs.total_ns / p.handshaken),
-            share_of(p.handshake_blocked_ns, hs.total_ns) * 100.0
+            share(p.handshake_blocked_ns, hs.total_ns) * 100.0
         ));
     }
     TlsPeerRow {
@@ -288,16 +280,8 @@ pub fn peer_row(peer: String, p: &PeerTls, wall_ns: u64) -> TlsPeerRow {
         write_ns: p.writes.latency.total_ns,
         responses: p.responses,
         functions: p.functions.clone(),
-        share_of_wall: share,
+        share_of_wall,
         findings,
-    }
-}
-
-fn share_of(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
     }
 }
 
