@@ -14,11 +14,13 @@ use aya_ebpf::{
 };
 use tracer_common::{
     DNS_CAPTURE, DNS_PORT, DNS_RECV, DNS_SEND, DnsPacketEvent, DnsWaitEvent, EventKind, FdKey,
-    LOOKUP_ADDRS, LookupEvent, LookupFn, LookupStartEvent, LookupState, LostCounter, sysno,
+    LOOKUP_ADDRS, LookupEvent, LookupFn, LookupStartEvent, LookupState, LostCounter,
+    STACK_FOR_LOOKUP, sysno,
 };
 
 use crate::{
     maps::{DNS_SOCKETS, EVENTS, LOOKUPS, count_lost, is_traced, output, sockaddr_port},
+    stacks::{self, UserRegs},
     syscalls::Finished,
 };
 
@@ -248,6 +250,13 @@ fn lookup_entry(ctx: &ProbeContext, func: LookupFn) -> u32 {
         count_lost(LostCounter::LookupMapFull);
         return 0;
     }
+    stacks::capture(
+        tgid,
+        tid,
+        STACK_FOR_LOOKUP,
+        now,
+        &UserRegs::from_probe_ctx(ctx.regs),
+    );
     output(&LookupStartEvent {
         kind: EventKind::LookupStart as u32,
         tgid,

@@ -3,13 +3,13 @@
 use aya_ebpf::{
     helpers::bpf_probe_read_user_buf,
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    DnsServer, EVENT_RING_BYTES, FdKey, LOST_COUNTERS, LatencyStats, LookupState, LostCounter,
-    MAX_DNS_SOCKETS, MAX_LOOKUPS, MAX_PENDING_HANDSHAKES, MAX_SYSCALL_KEYS, MAX_TLS_CALLS,
-    MAX_TLS_SOCKETS, MAX_TRACED_PROCESSES, MAX_TRACED_THREADS, PendingHandshake, SyscallKey,
-    ThreadEntry, TlsCall,
+    DnsServer, EVENT_RING_BYTES, FdKey, KernelLayout, LOST_COUNTERS, LatencyStats, LookupState,
+    LostCounter, MAX_DNS_SOCKETS, MAX_LOOKUPS, MAX_PENDING_HANDSHAKES, MAX_PY_PROCS,
+    MAX_SYSCALL_KEYS, MAX_TLS_CALLS, MAX_TLS_SOCKETS, MAX_TRACED_PROCESSES, MAX_TRACED_THREADS,
+    PendingHandshake, PyProcess, SyscallKey, ThreadEntry, TlsCall,
 };
 
 /// Processes (tgids) being traced. User space seeds it; forks add to it.
@@ -56,6 +56,14 @@ pub static TLS_SOCKETS: HashMap<FdKey, u8> = HashMap::with_max_entries(MAX_TLS_S
 /// Sockets a traced process connected to port 53: their traffic is DNS.
 #[map]
 pub static DNS_SOCKETS: HashMap<FdKey, DnsServer> = HashMap::with_max_entries(MAX_DNS_SOCKETS, 0);
+
+/// CPython processes and where their interpreter keeps its frames.
+#[map]
+pub static PY_PROCS: HashMap<u32, PyProcess> = HashMap::with_max_entries(MAX_PY_PROCS, 0);
+
+/// Kernel struct offsets user space found in BTF.
+#[map]
+pub static KERNEL_LAYOUT: Array<KernelLayout> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);

@@ -9,12 +9,14 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use tracer_common::{
-    HIST_BUCKETS, LatencyStats, LostCounter, SyscallKey, ThreadEntry, histogram::bucket_of, sysno,
+    HIST_BUCKETS, LatencyStats, LostCounter, STACK_FOR_CONNECT, SyscallKey, ThreadEntry,
+    histogram::bucket_of, sysno,
 };
 
 use crate::{
     connect, dns,
     maps::{SYSCALL_STATS, THREAD_ENTRIES, ZERO_STATS, count_lost, is_traced},
+    stacks::{self, UserRegs},
     tls,
 };
 
@@ -93,6 +95,10 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
             unsafe { bpf_probe_read_kernel(regs.add(ARG_REGS[0]) as *const u64) }.unwrap_or(0);
     }
     let start_ns = unsafe { bpf_ktime_get_ns() };
+    if nr == sysno::CONNECT {
+        let user = UserRegs::from_kernel_pt_regs(regs.cast());
+        stacks::capture(tgid, tid, STACK_FOR_CONNECT, start_ns, &user);
+    }
     // Rewrite the thread's slot in place: cheaper than a hash update, which
     // allocates a new element and frees the old one. `in_tls` and
     // `last_io_fd` outlive the syscall: leave them.

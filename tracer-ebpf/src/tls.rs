@@ -11,13 +11,14 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use tracer_common::{
-    EventKind, ExecMapEvent, FdKey, LostCounter, ThreadEntry, TlsCall, TlsEvent, TlsFn,
-    TlsWaitEvent,
+    EventKind, ExecMapEvent, FdKey, LostCounter, STACK_FOR_TLS, TLS_STACK_EVERY_NS, ThreadEntry,
+    TlsCall, TlsEvent, TlsFn, TlsWaitEvent,
 };
 
 use crate::{
     dns::first_polled_fd,
     maps::{THREAD_ENTRIES, TLS_CALLS, TLS_SOCKETS, count_lost, is_traced, output},
+    stacks::{self, UserRegs},
     syscalls::{Finished, is_fd_io},
 };
 
@@ -60,6 +61,7 @@ pub fn tls_entry(ctx: ProbeContext) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: the helper reads the cookie the probe was attached with.
     let func = unsafe { generated::bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
+    let mut last_stack_ns = 0;
     if let Some(call) = TLS_CALLS.get_ptr_mut(tid) {
         // SAFETY: this thread's own map value.
         let call = unsafe { &mut *call };
@@ -68,6 +70,20 @@ pub fn tls_entry(ctx: ProbeContext) -> u32 {
             call.depth += 1;
             return 0;
         }
+        last_stack_ns = call.last_stack_ns;
+    }
+    // The call site of a thread's SSL calls, sampled: a response can take
+    // a thousand reads from one line of code.
+    if now.saturating_sub(last_stack_ns) >= TLS_STACK_EVERY_NS {
+        last_stack_ns = now;
+        let tgid = (pid_tgid >> 32) as u32;
+        stacks::capture(
+            tgid,
+            tid,
+            STACK_FOR_TLS,
+            now,
+            &UserRegs::from_probe_ctx(ctx.regs),
+        );
     }
     let ssl = ctx.arg::<u64>(0).unwrap_or(0);
     // SSL_read(ssl, buf, int num), SSL_read_ex(ssl, buf, size_t num,
@@ -94,6 +110,7 @@ pub fn tls_entry(ctx: ProbeContext) -> u32 {
         nested_syscalls: 0,
         fd: -1,
         hint_fd,
+        last_stack_ns,
     };
     if TLS_CALLS.insert(tid, call, 0).is_err() {
         count_lost(LostCounter::TlsCallMapFull);

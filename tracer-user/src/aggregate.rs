@@ -16,6 +16,7 @@ use tracer_common::{
 };
 
 use crate::{
+    attribute::Attributor,
     collect::Event,
     dns::{DnsState, LookupRecord},
     tls::TlsState,
@@ -128,6 +129,9 @@ pub struct ConnectRecord {
     pub syscall_ns: u64,
     /// SYN sent to SYN-ACK received (or failure), when known.
     pub handshake_ns: Option<u64>,
+    /// The code that called connect().
+    #[serde(skip)]
+    pub call_site: Option<u32>,
 }
 
 impl ConnectRecord {
@@ -204,6 +208,10 @@ pub struct Aggregate {
     /// Processes that mapped a file executable since the last look: they
     /// may have loaded a library to probe.
     pub mapped_new_code: BTreeSet<u32>,
+    /// Call sites, and the stacks waiting for their events.
+    pub sites: Attributor,
+    /// Latency per (kind, target, call site) for lookups and connects.
+    pub by_site: BTreeMap<(&'static str, String, u32), LatencyStats>,
 }
 
 impl Aggregate {
@@ -237,14 +245,28 @@ impl Aggregate {
             Event::Handshake(h) => self.on_handshake(h),
             Event::Task(t) => self.on_task(t),
             Event::LookupStart(l) => self.dns.on_lookup_start(&l),
-            Event::Lookup(l) => self.dns.on_lookup(&l),
+            Event::Lookup(l) => {
+                let site = self.sites.take(l.tid, l.start_ns);
+                let label = site.map(|id| self.sites.site(id).label());
+                let record = self.dns.on_lookup(&l, label);
+                if let Some(id) = site {
+                    self.by_site
+                        .entry(("dns", record.host.to_lowercase(), id))
+                        .or_insert(LatencyStats::ZERO)
+                        .record(record.duration_ns);
+                }
+            }
             Event::DnsPacket(p) => self.dns.on_packet(&p),
             Event::DnsWait(w) => self.dns.on_wait(&w),
-            Event::Tls(t) => self.tls.on_call(&t, crate::target::is_socket),
+            Event::Tls(t) => {
+                let site = self.sites.take_tls(t.tid, t.start_ns);
+                self.tls.on_call(&t, site, crate::target::is_socket);
+            }
             Event::TlsWait(w) => self.tls.on_wait(&w),
             Event::ExecMap(m) => {
                 self.mapped_new_code.insert(m.tgid);
             }
+            Event::Stack(st) => self.sites.on_stack(&st),
         }
     }
 
@@ -287,6 +309,9 @@ impl Aggregate {
                     span.end_ns.get_or_insert(t.ts_ns);
                 }
                 self.dns.forget_thread(t.tid);
+                if t.what == TASK_EXIT_PROCESS {
+                    self.sites.forget_process(t.tgid);
+                }
                 if t.what == TASK_EXIT_PROCESS {
                     p.exited_ns = Some(t.ts_ns);
                     for span in p.threads.values_mut() {
@@ -380,6 +405,7 @@ impl Aggregate {
             start_ns: c.start_ns,
             syscall_ns: c.duration_ns,
             handshake_ns: None,
+            call_site: self.sites.take(c.tid, c.start_ns),
         };
         if let Some(peer) = &record.peer {
             self.fd_peers.insert((record.pid, record.fd), peer.clone());
@@ -429,6 +455,12 @@ impl Aggregate {
     fn finish_connect(&mut self, record: ConnectRecord) {
         self.connects_total += 1;
         add_to_peers(&mut self.peers, &record);
+        if let (Some(id), Some(peer)) = (record.call_site, &record.peer) {
+            self.by_site
+                .entry(("connect", self.name_peer(peer), id))
+                .or_insert(LatencyStats::ZERO)
+                .record(record.latency_ns());
+        }
         let pos = self
             .slowest_connects
             .partition_point(|r| r.latency_ns() >= record.latency_ns());
@@ -492,6 +524,7 @@ impl Aggregate {
                     start_ns: entry.start_ns,
                     syscall_ns: now_ns.saturating_sub(entry.start_ns),
                     handshake_ns: None,
+                    call_site: self.sites.take(*tid, entry.start_ns),
                 });
             }
             *self

@@ -19,9 +19,12 @@ use aya::{
     },
 };
 use log::{debug, info};
-use tracer_common::TlsFn;
+use tracer_common::{KernelLayout, PyProcess, TlsFn};
 
-use crate::elf;
+use crate::{
+    btf, elf,
+    python::{self, Interpreter},
+};
 
 /// Name-lookup functions probed in libc: (symbol, entry program). One
 /// return program serves them all.
@@ -35,6 +38,32 @@ const LOOKUP_RETURN: &str = "lookup_return";
 /// The TLS programs: one entry, one return, for every OpenSSL function.
 const TLS_ENTRY: &str = "tls_entry";
 const TLS_RETURN: &str = "tls_return";
+
+/// Tells the programs where `task_struct.thread.fsbase` is (from the
+/// kernel's BTF): a Python thread state is found by its thread's fs base.
+fn set_kernel_layout(ebpf: &mut Ebpf) {
+    let fsbase = btf::Btf::from_sys().and_then(|b| b.offset_of("task_struct.thread.fsbase"));
+    let task_fsbase = match fsbase {
+        Ok(off) => off,
+        Err(e) => {
+            log::warn!("no kernel BTF ({e:#}): Python call sites are not available");
+            return;
+        }
+    };
+    let Some(map) = ebpf.map_mut("KERNEL_LAYOUT") else {
+        return;
+    };
+    if let Ok(mut layout) = aya::maps::Array::<_, KernelLayout>::try_from(map) {
+        let _ = layout.set(
+            0,
+            KernelLayout {
+                task_fsbase,
+                _pad: 0,
+            },
+            0,
+        );
+    }
+}
 
 /// A tracepoint whose fields the eBPF programs read at fixed offsets:
 /// (category, name, [(field, offset)]).
@@ -167,6 +196,9 @@ pub struct Probes {
     warned: HashSet<u32>,
     /// Files probed for TLS, for the report.
     pub tls_files: Vec<String>,
+    /// Processes whose interpreter was looked for already, with the
+    /// executable they ran then (an exec makes it a new question).
+    python_checked: StdHashMap<u32, (u64, u64)>,
 }
 
 /// Which functions a file is probed for.
@@ -185,6 +217,10 @@ pub enum ProbeNote {
     ProbedLate(String),
     /// Something the user should know (always shown).
     Warning(String),
+    /// A CPython process: its frames are read at every call site.
+    Python(u32, Interpreter),
+    /// What the process maps now (for unwinding its stacks later).
+    Maps(u32, Vec<Mapping>),
 }
 
 /// A file mapped executable by a process, from /proc/PID/maps.
@@ -193,6 +229,19 @@ pub struct Mapping {
     pub path: String,
     pub dev: u64,
     pub inode: u64,
+    /// Where the start of the file (offset 0) is mapped, if it is.
+    pub base: Option<u64>,
+    /// The executable ranges: (start, end, file offset of start).
+    pub exec: Vec<(u64, u64, u64)>,
+}
+
+/// What to add to an address in the file (its ELF virtual address) to get
+/// the address in the process: where offset 0 is mapped, minus the virtual
+/// address the first loadable segment asks for.
+pub fn load_bias(pid: u32, m: &Mapping) -> Option<u64> {
+    let base = m.base?;
+    let vaddr = elf::first_load_vaddr(Path::new(&format!("/proc/{pid}/root{}", m.path))).ok()?;
+    Some(base.wrapping_sub(vaddr))
 }
 
 /// The executable file mappings of a process.
@@ -204,35 +253,50 @@ pub fn executable_mappings(pid: u32) -> Vec<Mapping> {
 }
 
 fn parse_maps(text: &str) -> Vec<Mapping> {
-    let mut seen = StdHashMap::new();
+    let mut files: StdHashMap<(u64, u64), Mapping> = StdHashMap::new();
     for line in text.lines() {
         let mut f = line.split_whitespace();
-        let (Some(_range), Some(perms), Some(_off), Some(dev), Some(inode)) =
+        let (Some(range), Some(perms), Some(off), Some(dev), Some(inode)) =
             (f.next(), f.next(), f.next(), f.next(), f.next())
         else {
             continue;
         };
         let path: Vec<&str> = f.collect();
-        if !perms.contains('x') || path.is_empty() || !path[0].starts_with('/') {
+        if path.is_empty() || !path[0].starts_with('/') {
             continue;
         }
-        let Some((major, minor)) = dev.split_once(':') else {
+        let (Some((start, end)), Some((major, minor))) =
+            (range.split_once('-'), dev.split_once(':'))
+        else {
             continue;
         };
-        let (Ok(major), Ok(minor), Ok(inode)) = (
+        let (Ok(start), Ok(end), Ok(off), Ok(major), Ok(minor), Ok(inode)) = (
+            u64::from_str_radix(start, 16),
+            u64::from_str_radix(end, 16),
+            u64::from_str_radix(off, 16),
             u64::from_str_radix(major, 16),
             u64::from_str_radix(minor, 16),
             inode.parse::<u64>(),
         ) else {
             continue;
         };
-        let path = path.join(" ");
-        seen.entry((major << 20 | minor, inode)).or_insert(path);
+        let m = files
+            .entry((major << 20 | minor, inode))
+            .or_insert_with(|| Mapping {
+                path: path.join(" "),
+                dev: major << 20 | minor,
+                inode,
+                base: None,
+                exec: Vec::new(),
+            });
+        if off == 0 && m.base.is_none_or(|b| start < b) {
+            m.base = Some(start);
+        }
+        if perms.contains('x') {
+            m.exec.push((start, end, off));
+        }
     }
-    let mut out: Vec<Mapping> = seen
-        .into_iter()
-        .map(|((dev, inode), path)| Mapping { path, dev, inode })
-        .collect();
+    let mut out: Vec<Mapping> = files.into_values().filter(|m| !m.exec.is_empty()).collect();
     out.sort_by(|a, b| a.path.cmp(&b.path));
     out
 }
@@ -303,12 +367,14 @@ impl Probes {
             prog.load()
                 .with_context(|| format!("the kernel refused program {name}"))?;
         }
+        set_kernel_layout(&mut ebpf);
         Ok(Self {
             ebpf,
             probed_files: HashSet::new(),
             unprobeable: HashSet::new(),
             warned: HashSet::new(),
             tls_files: Vec::new(),
+            python_checked: StdHashMap::new(),
         })
     }
 
@@ -325,7 +391,45 @@ impl Probes {
         let mut notes = Vec::new();
         notes.extend(self.probe_lookups(pid, &maps));
         notes.extend(self.probe_tls(pid, &maps, late));
+        notes.extend(self.probe_python(pid, &maps));
+        notes.push(ProbeNote::Maps(pid, maps));
         notes
+    }
+
+    /// Finds the CPython interpreter of `pid`, if it runs one, and tells the
+    /// kernel where its frames are. Once per process (an exec makes a new
+    /// one: its first scan finds no libpython yet, so it is looked at again
+    /// until the loader is done).
+    fn probe_python(&mut self, pid: u32, maps: &[Mapping]) -> Option<ProbeNote> {
+        use std::os::unix::fs::MetadataExt as _;
+        let exe = fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+        let exe = (
+            (u64::from(libc::major(exe.dev())) << 20) | u64::from(libc::minor(exe.dev())),
+            exe.ino(),
+        );
+        if self.python_checked.get(&pid) == Some(&exe) {
+            return None;
+        }
+        // Wait for the dynamic loader to finish mapping libraries.
+        if maps.iter().any(|m| is_dynamic_loader(&m.path)) && !maps.iter().any(|m| is_libc(&m.path))
+        {
+            return None;
+        }
+        self.python_checked.insert(pid, exe);
+        match python::detect(pid, maps) {
+            python::Detected::NotPython => None,
+            python::Detected::Unsupported(msg) => Some(ProbeNote::Warning(msg)),
+            python::Detected::Python(interp) => {
+                let map = self.ebpf.map_mut("PY_PROCS")?;
+                let mut procs: HashMap<_, u32, PyProcess> = HashMap::try_from(map).ok()?;
+                if let Err(e) = procs.insert(pid, interp.kernel_config(), 0) {
+                    return Some(ProbeNote::Warning(format!(
+                        "PID {pid}: cannot register its Python interpreter ({e}): native stacks only"
+                    )));
+                }
+                Some(ProbeNote::Python(pid, interp))
+            }
+        }
     }
 
     fn probe_tls(&mut self, pid: u32, maps: &[Mapping], late: bool) -> Vec<ProbeNote> {
@@ -507,6 +611,8 @@ mod tests {
         assert_eq!(m.len(), 3, "{m:?}");
         let libc = m.iter().find(|m| is_libc(&m.path)).unwrap();
         assert_eq!((libc.dev, libc.inode), ((0xfe << 20) | 1, 264070));
+        assert_eq!(libc.base, Some(0x7f1c2e400000));
+        assert_eq!(libc.exec, vec![(0x7f1c2e428000, 0x7f1c2e59d000, 0x28000)]);
         assert!(
             m.iter()
                 .any(|m| m.path == "/tmp/with space/lib.so (deleted)")

@@ -10,7 +10,7 @@ use tokio::io::unix::AsyncFd;
 use tracer_common::{
     ConnectEvent, DnsPacketEvent, DnsServer, DnsWaitEvent, EventKind, ExecMapEvent, FdKey,
     HandshakeEvent, LatencyStats, LookupEvent, LookupStartEvent, LookupState, LostCounter,
-    SyscallKey, TaskEvent, ThreadEntry, TlsEvent, TlsWaitEvent,
+    StackEvent, SyscallKey, TaskEvent, ThreadEntry, TlsEvent, TlsWaitEvent,
 };
 
 use crate::attach::Probes;
@@ -28,6 +28,7 @@ pub enum Event {
     Tls(TlsEvent),
     TlsWait(TlsWaitEvent),
     ExecMap(ExecMapEvent),
+    Stack(Box<StackEvent>),
 }
 
 /// Decodes a ring buffer record; `None` for a record we do not know (a
@@ -50,6 +51,7 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
         EventKind::Tls => read(bytes).map(Event::Tls),
         EventKind::TlsWait => read(bytes).map(Event::TlsWait),
         EventKind::ExecMap => read(bytes).map(Event::ExecMap),
+        EventKind::Stack => read(bytes).map(|e| Event::Stack(Box::new(e))),
     }
 }
 

@@ -126,6 +126,8 @@ pub struct LookupRecord {
     pub addresses: Vec<IpAddr>,
     pub queries: Vec<QueryRecord>,
     pub waits: Vec<WaitRecord>,
+    /// The code that made the lookup.
+    pub call_site: Option<String>,
 }
 
 /// Everything seen for one host name.
@@ -283,7 +285,8 @@ impl DnsState {
         }
     }
 
-    pub fn on_lookup(&mut self, ev: &LookupEvent) {
+    /// A finished lookup; returns its record (also kept if among the slowest).
+    pub fn on_lookup(&mut self, ev: &LookupEvent, call_site: Option<String>) -> LookupRecord {
         let open = self.open.remove(&ev.tid);
         let func = LookupFn::from_u32(ev.func).unwrap_or(LookupFn::Getaddrinfo);
         let host = c_string(&ev.host);
@@ -325,8 +328,10 @@ impl DnsState {
             addresses,
             queries,
             waits,
+            call_site,
         };
-        self.add_lookup(record);
+        self.add_lookup(record.clone());
+        record
     }
 
     fn add_lookup(&mut self, r: LookupRecord) {
@@ -458,6 +463,7 @@ impl DnsState {
                     addresses: Vec::new(),
                     queries: seen.map(|o| o.queries.clone()).unwrap_or_default(),
                     waits: seen.map(|o| o.waits.clone()).unwrap_or_default(),
+                    call_site: None,
                 }
             })
             .collect()

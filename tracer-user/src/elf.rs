@@ -7,16 +7,53 @@ use std::{collections::HashMap, fs::File, path::Path};
 use anyhow::Context as _;
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
-/// File offsets of the defined functions among `names` in the ELF file at
-/// `path` (the dynamic symbol table first, then the full one). Missing
-/// names are simply absent from the result.
-pub fn function_offsets(path: &Path, names: &[&str]) -> anyhow::Result<HashMap<String, u64>> {
+fn map(path: &Path) -> anyhow::Result<memmap2::Mmap> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     // SAFETY: read-only private mapping of a file we only read; a library
     // being replaced under us could change its bytes, which at worst gives
     // a wrong offset for one probe.
-    let data = unsafe { memmap2::Mmap::map(&file) }
-        .with_context(|| format!("mapping {}", path.display()))?;
+    unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))
+}
+
+/// The virtual address of the loadable segment that starts the file (0 for
+/// shared libraries and PIE executables, 0x400000 for a classic one).
+pub fn first_load_vaddr(path: &Path) -> anyhow::Result<u64> {
+    use object::ObjectSegment as _;
+    let data = map(path)?;
+    let obj = object::File::parse(&*data).with_context(|| format!("parsing {}", path.display()))?;
+    obj.segments()
+        .find(|s| s.file_range().0 == 0)
+        .map(|s| s.address())
+        .with_context(|| format!("{} has no segment at file offset 0", path.display()))
+}
+
+/// Virtual addresses of the defined data or code symbols among `names`
+/// (`_PyRuntime`, `PyCode_Type`), from either symbol table.
+pub fn symbol_addresses(path: &Path, names: &[&str]) -> anyhow::Result<HashMap<String, u64>> {
+    let data = map(path)?;
+    let obj = object::File::parse(&*data).with_context(|| format!("parsing {}", path.display()))?;
+    let mut found = HashMap::new();
+    for sym in obj.dynamic_symbols().chain(obj.symbols()) {
+        if found.len() == names.len() {
+            break;
+        }
+        if !sym.is_definition() {
+            continue;
+        }
+        let Ok(name) = sym.name() else { continue };
+        let name = name.split('@').next().unwrap_or(name);
+        if names.contains(&name) && !found.contains_key(name) {
+            found.insert(name.to_string(), sym.address());
+        }
+    }
+    Ok(found)
+}
+
+/// File offsets of the defined functions among `names` in the ELF file at
+/// `path` (the dynamic symbol table first, then the full one). Missing
+/// names are simply absent from the result.
+pub fn function_offsets(path: &Path, names: &[&str]) -> anyhow::Result<HashMap<String, u64>> {
+    let data = map(path)?;
     let obj = object::File::parse(&*data).with_context(|| format!("parsing {}", path.display()))?;
     let mut found = HashMap::new();
     let tables = [obj.dynamic_symbols(), obj.symbols()];

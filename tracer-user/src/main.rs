@@ -7,16 +7,20 @@
 
 mod aggregate;
 mod attach;
+mod attribute;
+mod btf;
 mod cli;
 mod collect;
 mod dns;
 mod elf;
 mod error;
+mod python;
 mod render;
 mod session;
 mod syscall_names;
 mod target;
 mod tls;
+mod unwind;
 
 use clap::Parser as _;
 

@@ -9,6 +9,7 @@ use tracer_common::LatencyStats;
 
 use crate::{
     aggregate::{Aggregate, ConnectRecord, Peer, add_to_peers},
+    attribute::{AttributionCounts, Frame},
     collect::LostCounts,
     dns::{self, LookupRecord},
     syscall_names,
@@ -110,6 +111,7 @@ pub struct ConnectRow {
     pub latency_ns: u64,
     pub syscall_ns: u64,
     pub handshake_ns: Option<u64>,
+    pub call_site: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -142,6 +144,20 @@ pub struct DnsQueryRow {
     pub rcodes: BTreeMap<String, u64>,
 }
 
+/// Time spent in one kind of call to one target from one call site.
+#[derive(Debug, Serialize)]
+pub struct CallSiteRow {
+    pub kind: &'static str,
+    pub target: String,
+    /// The frames, outermost caller first, joined.
+    pub call_site: String,
+    pub frames: Vec<Frame>,
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: Option<u64>,
+    pub share_of_wall: f64,
+}
+
 /// Everything a report says, in one serializable value.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -169,6 +185,9 @@ pub struct Report {
     pub tls_libraries: Vec<String>,
     pub tls_calls_total: u64,
     pub tls_peers: Vec<TlsPeerRow>,
+    /// Lookups, connects and SSL calls by call site, slowest first.
+    pub call_sites: Vec<CallSiteRow>,
+    pub attribution: AttributionCounts,
     pub lost: LostCounts,
 }
 
@@ -286,6 +305,7 @@ impl Report {
                 latency_ns: r.latency_ns(),
                 syscall_ns: r.syscall_ns,
                 handshake_ns: r.handshake_ns,
+                call_site: r.call_site.map(|id| agg.sites.site(id).label()),
             })
             .collect();
         let traced_ns = now_ns.saturating_sub(agg.start_ns);
@@ -328,9 +348,46 @@ impl Report {
         let mut tls_peers: Vec<TlsPeerRow> =
             tls::by_peer(&agg.tls, |pid, fd| agg.peer_name(pid, fd))
                 .into_iter()
-                .map(|(peer, p)| tls::peer_row(peer, &p, wall_ns))
+                .map(|(peer, p)| tls::peer_row(peer, &p, wall_ns, |id| agg.sites.site(id).label()))
                 .collect();
         tls_peers.sort_by(|a, b| b.share_of_wall.total_cmp(&a.share_of_wall));
+        let mut call_sites: Vec<CallSiteRow> = agg
+            .by_site
+            .iter()
+            .map(|((kind, target, id), s)| {
+                let site = agg.sites.site(*id);
+                CallSiteRow {
+                    kind,
+                    target: target.clone(),
+                    call_site: site.label(),
+                    frames: site.frames.clone(),
+                    count: s.count,
+                    total_ns: s.total_ns,
+                    max_ns: Some(s.max_ns),
+                    share_of_wall: share(s.total_ns, wall_ns),
+                }
+            })
+            .collect();
+        for peer in &tls_peers {
+            for (label, calls, ns) in &peer.call_sites {
+                let frames = agg
+                    .sites
+                    .by_label(label)
+                    .map(|s| s.frames.clone())
+                    .unwrap_or_default();
+                call_sites.push(CallSiteRow {
+                    kind: "tls",
+                    target: peer.peer.clone(),
+                    call_site: label.clone(),
+                    frames,
+                    count: *calls,
+                    total_ns: *ns,
+                    max_ns: None,
+                    share_of_wall: share(*ns, wall_ns),
+                });
+            }
+        }
+        call_sites.sort_by_key(|r| std::cmp::Reverse(r.total_ns));
         Self {
             tracer_version: env!("CARGO_PKG_VERSION"),
             ended,
@@ -350,6 +407,8 @@ impl Report {
             tls_libraries: tls_libraries.to_vec(),
             tls_calls_total: agg.tls.calls_total,
             tls_peers,
+            call_sites,
+            attribution: agg.sites.counts,
             lost,
         }
     }
@@ -375,6 +434,7 @@ impl Report {
             self.write_dns(&mut out, rows);
         }
         self.write_tls(&mut out, rows);
+        self.write_call_sites(&mut out, rows);
         section(
             &mut out,
             &format!("Connects by peer ({} calls)", self.connects_total),
@@ -456,6 +516,63 @@ impl Report {
                 out,
                 "DNS queries outside libc lookups (other resolvers)",
                 dns_query_table(&self.dns_queries, rows),
+            );
+        }
+    }
+
+    fn write_call_sites(&self, out: &mut String, rows: usize) {
+        if self.call_sites.is_empty() {
+            return;
+        }
+        let mut t = new_table(&[
+            "KIND",
+            "TARGET",
+            "CALLS",
+            "TOTAL",
+            "MAX",
+            "WALL%",
+            "CALLED FROM",
+        ]);
+        for r in self.call_sites.iter().take(rows) {
+            let innermost: Vec<String> = r
+                .frames
+                .iter()
+                .rev()
+                .take(3)
+                .map(Frame::label)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            t.add_row(vec![
+                r.kind.to_string(),
+                r.target.clone(),
+                r.count.to_string(),
+                fmt_ns(r.total_ns),
+                r.max_ns.map_or("-".into(), fmt_ns),
+                fmt_share(r.share_of_wall),
+                innermost.join(" → "),
+            ]);
+        }
+        right_align(&mut t, 2..6);
+        section(
+            out,
+            "Slowest call sites (lookups, connects and SSL calls by the code that made them)",
+            Some(t),
+        );
+        for r in self.call_sites.iter().take(3) {
+            let _ = writeln!(out, "  {} {} ({}):", r.kind, r.target, fmt_ns(r.total_ns));
+            for f in &r.frames {
+                let _ = writeln!(out, "      {}", f.label());
+            }
+        }
+        let a = &self.attribution;
+        if a.stale_python_frames > 0 || a.python_thread_not_found > 0 {
+            let _ = writeln!(
+                out,
+                "  ({} Python frames could not be read back and show as ?; {} calls found no \
+                 Python thread state)",
+                a.stale_python_frames, a.python_thread_not_found
             );
         }
     }

@@ -85,7 +85,7 @@ pub async fn run(
         // Listed after the PID is in the kernel's set: a thread created from
         // here on is reported by the kernel, one created before is listed.
         agg.add_target(info.pid, info.comm.clone(), &target::threads_of(info.pid));
-        probe_libraries(&mut probes, info.pid, false);
+        probe_libraries(&mut probes, &mut agg, info.pid, false);
     }
     let names: Vec<String> = infos
         .iter()
@@ -120,7 +120,7 @@ pub async fn run(
                 collector.drain(|ev| agg.apply(ev));
                 // A library mapped just now: probe it before it is used.
                 for pid in std::mem::take(&mut agg.mapped_new_code) {
-                    probe_libraries(&mut probes, pid, true);
+                    probe_libraries(&mut probes, &mut agg, pid, true);
                 }
                 if agg.live_pids().is_empty() {
                     break EndReason::TargetExited;
@@ -137,7 +137,7 @@ pub async fn run(
                 }
                 for pid in agg.live_pids() {
                     if rescan {
-                        probe_libraries(&mut probes, pid, true);
+                        probe_libraries(&mut probes, &mut agg, pid, true);
                     }
                     if !target::is_alive(pid) {
                         // Drain first: the exit event carries the exact time.
@@ -224,12 +224,20 @@ pub async fn run(
 
 /// Probes the libraries `pid` maps that we have not probed yet; tells the
 /// user about late loads and problems, and about the rest with -v.
-fn probe_libraries(probes: &mut Probes, pid: u32, late: bool) {
+fn probe_libraries(probes: &mut Probes, agg: &mut Aggregate, pid: u32, late: bool) {
     for note in probes.probe_process(pid, late) {
         match note {
             ProbeNote::Probed(m) => info!("{m}"),
             ProbeNote::ProbedLate(m) => eprintln!("tracer: {m}"),
             ProbeNote::Warning(m) => eprintln!("tracer: warning: {m}"),
+            ProbeNote::Python(pid, interp) => {
+                info!(
+                    "PID {pid} runs Python {}.{}: reading its frames",
+                    interp.layout.version.0, interp.layout.version.1
+                );
+                agg.sites.set_interpreter(pid, interp);
+            }
+            ProbeNote::Maps(pid, maps) => agg.sites.remember_maps(pid, maps),
         }
     }
 }

@@ -64,6 +64,9 @@ pub struct Connection {
     pub responses: u64,
     /// Calls per OpenSSL function (SSL_read_ex vs SSL_read, ...).
     pub functions: BTreeMap<&'static str, u64>,
+    /// Calls and time per call site (sampled stacks: a call without its
+    /// own stack takes its thread's last one).
+    pub sites: BTreeMap<u32, (u64, u64)>,
     last_was_read: bool,
 }
 
@@ -80,6 +83,7 @@ impl Connection {
             waits: 0,
             responses: 0,
             functions: BTreeMap::new(),
+            sites: BTreeMap::new(),
             last_was_read: false,
         }
     }
@@ -99,7 +103,12 @@ impl TlsState {
     /// callback wrote to, as in Node.js); the fd the thread last read or
     /// wrote before the call is the second (an SSL call on a memory BIO, as
     /// Node.js uses, makes no socket syscall of its own).
-    pub fn on_call(&mut self, ev: &TlsEvent, is_socket: impl Fn(u32, i32) -> bool) {
+    pub fn on_call(
+        &mut self,
+        ev: &TlsEvent,
+        site: Option<u32>,
+        is_socket: impl Fn(u32, i32) -> bool,
+    ) {
         let Some(func) = TlsFn::from_u32(ev.func) else {
             return;
         };
@@ -119,6 +128,11 @@ impl TlsState {
             self.by_fd.insert((ev.tgid, fd), ev.ssl);
         }
         *conn.functions.entry(func.symbol()).or_default() += 1;
+        if let Some(site) = site {
+            let s = conn.sites.entry(site).or_default();
+            s.0 += 1;
+            s.1 += ev.duration_ns;
+        }
         if func.is_handshake() {
             conn.handshakes.record(ev.duration_ns);
             conn.handshake_blocked_ns += ev.blocked_ns.min(ev.duration_ns);
@@ -161,6 +175,7 @@ pub struct PeerTls {
     pub wait_ns: u64,
     pub responses: u64,
     pub functions: BTreeMap<&'static str, u64>,
+    pub sites: BTreeMap<u32, (u64, u64)>,
 }
 
 impl PeerTls {
@@ -177,6 +192,11 @@ impl PeerTls {
         self.responses += c.responses;
         for (f, n) in &c.functions {
             *self.functions.entry(f).or_default() += n;
+        }
+        for (site, (calls, ns)) in &c.sites {
+            let s = self.sites.entry(*site).or_default();
+            s.0 += calls;
+            s.1 += ns;
         }
     }
 
@@ -221,11 +241,18 @@ pub struct TlsPeerRow {
     pub write_ns: u64,
     pub responses: u64,
     pub functions: BTreeMap<&'static str, u64>,
+    /// Where the SSL calls came from: (call site, calls, time), busiest first.
+    pub call_sites: Vec<(String, u64, u64)>,
     pub share_of_wall: f64,
     pub findings: Vec<String>,
 }
 
-pub fn peer_row(peer: String, p: &PeerTls, wall_ns: u64) -> TlsPeerRow {
+pub fn peer_row(
+    peer: String,
+    p: &PeerTls,
+    wall_ns: u64,
+    site_label: impl Fn(u32) -> String,
+) -> TlsPeerRow {
     use crate::render::{fmt_ns, share};
     let hs = p.handshakes.unwrap_or(LatencyStats::ZERO);
     let share_of_wall = share(p.total_ns(), wall_ns);
@@ -280,6 +307,15 @@ pub fn peer_row(peer: String, p: &PeerTls, wall_ns: u64) -> TlsPeerRow {
         write_ns: p.writes.latency.total_ns,
         responses: p.responses,
         functions: p.functions.clone(),
+        call_sites: {
+            let mut v: Vec<(String, u64, u64)> = p
+                .sites
+                .iter()
+                .map(|(id, (calls, ns))| (site_label(*id), *calls, *ns))
+                .collect();
+            v.sort_by_key(|s| std::cmp::Reverse(s.2));
+            v
+        },
         share_of_wall,
         findings,
     }
@@ -339,16 +375,22 @@ mod tests {
         let fd3_is_a_socket = |_, fd| fd == 3;
         s.on_call(
             &call(TlsFn::Connect, 1, 3, 0, 5_000, 4_000),
+            None,
             fd3_is_a_socket,
         );
         for _ in 0..2 {
             s.on_call(
                 &call(TlsFn::WriteEx, 1, 3, 100, 1_000, 500),
+                None,
                 fd3_is_a_socket,
             );
             for _ in 0..10 {
                 // buffered reads make no syscall: fd -1, the connection knows it
-                s.on_call(&call(TlsFn::ReadEx, 1, -1, 50, 1_000, 900), fd3_is_a_socket);
+                s.on_call(
+                    &call(TlsFn::ReadEx, 1, -1, 50, 1_000, 900),
+                    Some(4),
+                    fd3_is_a_socket,
+                );
             }
         }
         s.on_wait(&TlsWaitEvent {
@@ -369,7 +411,8 @@ mod tests {
         assert_eq!(p.handshakes.unwrap().count, 1);
         assert_eq!(p.read_time_ns(), 20_000 + 10_000);
         assert!((p.read_waiting_share() - (18_000.0 + 10_000.0) / 30_000.0).abs() < 1e-9);
-        let row = peer_row("peer-of-3".into(), p, 1_000_000);
+        let row = peer_row("peer-of-3".into(), p, 1_000_000, |id| format!("site {id}"));
+        assert_eq!(row.call_sites, vec![("site 4".to_string(), 20, 20_000)]);
         assert_eq!(row.reads_with_data, 20);
         assert!(
             row.findings[0].contains("20 reads from peer-of-3"),
@@ -393,16 +436,16 @@ mod tests {
         let mut s = TlsState::default();
         let mut ev = call(TlsFn::Read, 9, -1, 10, 100, 0);
         ev.hint_fd = 12;
-        s.on_call(&ev, |_, fd| fd == 12);
+        s.on_call(&ev, None, |_, fd| fd == 12);
         assert_eq!(s.connections[&(7, 9)].fd, Some(12));
         let mut s = TlsState::default();
-        s.on_call(&ev, |_, _| false);
+        s.on_call(&ev, None, |_, _| false);
         assert_eq!(s.connections[&(7, 9)].fd, None);
         // A callback's eventfd write inside the call is not the socket.
         let mut s = TlsState::default();
         ev.fd = 17;
         ev.hint_fd = 19;
-        s.on_call(&ev, |_, fd| fd == 19);
+        s.on_call(&ev, None, |_, fd| fd == 19);
         assert_eq!(s.connections[&(7, 9)].fd, Some(19));
     }
 }

@@ -1,0 +1,240 @@
+//! Attribute: the call site behind each event. The kernel sends a stack
+//! (registers, a copy of the user stack, the Python frames) tagged with the
+//! start of the call it belongs to; here it becomes a list of frames — the
+//! Python frames where the interpreter runs, then the native frames below
+//! them (as `py-spy --native` shows) — interned once as a call site.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use tracer_common::{PY_OK, STACK_FOR_TLS, StackEvent};
+
+use crate::{
+    python::{CodeReader, Interpreter},
+    unwind::NativeUnwinder,
+};
+
+/// One frame of a call site.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Frame {
+    pub python: bool,
+    /// Qualified Python name, or the native symbol (demangled); None for a
+    /// stripped native frame.
+    pub function: Option<String>,
+    /// Python file, or the native source file where debug info has it.
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// The native file the frame is in (None for Python frames).
+    pub module: Option<String>,
+    /// Offset in `module` (for frames without a symbol).
+    pub offset: Option<u64>,
+}
+
+impl Frame {
+    /// `app.py:88 overview`, `getaddrinfo (libc.so.6)`, `resolve+0x1139`.
+    pub fn label(&self) -> String {
+        let base = |p: &str| p.rsplit('/').next().unwrap_or(p).to_string();
+        if self.python {
+            let Some(function) = &self.function else {
+                return "<python frame gone>".into();
+            };
+            let file = self.file.as_deref().map(base).unwrap_or_else(|| "?".into());
+            let line = self.line.map(|l| format!(":{l}")).unwrap_or_default();
+            return format!("{file}{line} {function}");
+        }
+        let module = self
+            .module
+            .as_deref()
+            .map(base)
+            .unwrap_or_else(|| "?".into());
+        match (&self.function, &self.file, self.line) {
+            (Some(f), Some(file), Some(line)) => format!("{f} ({file}:{line})"),
+            (Some(f), _, _) => format!("{f} ({module})"),
+            _ => format!("{module}+{:#x}", self.offset.unwrap_or(0)),
+        }
+    }
+}
+
+/// A call site: frames from the outermost caller to the probed call.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallSite {
+    pub id: u32,
+    pub frames: Vec<Frame>,
+}
+
+impl CallSite {
+    /// The whole chain, outermost first.
+    pub fn label(&self) -> String {
+        let labels: Vec<String> = self.frames.iter().map(Frame::label).collect();
+        labels.join(" → ")
+    }
+}
+
+/// Counts of what could not be attributed, for the report.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct AttributionCounts {
+    pub stacks: u64,
+    pub python_stacks: u64,
+    /// Python frames whose code object did not check out when read (freed
+    /// or changed since the kernel saw it): shown as `?`, never wrong.
+    pub stale_python_frames: u64,
+    /// Python processes whose thread state was not found for a call.
+    pub python_thread_not_found: u64,
+}
+
+#[derive(Default)]
+pub struct Attributor {
+    native: NativeUnwinder,
+    code: CodeReader,
+    interpreters: HashMap<u32, Interpreter>,
+    sites: Vec<CallSite>,
+    by_frames: HashMap<Vec<Frame>, u32>,
+    /// Call sites waiting for their event: (tid, call start).
+    pending: HashMap<(u32, u64), u32>,
+    /// The last sampled SSL call site of each thread.
+    last_tls: HashMap<u32, u32>,
+    pub counts: AttributionCounts,
+}
+
+impl std::fmt::Debug for Attributor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attributor")
+            .field("sites", &self.sites.len())
+            .field("counts", &self.counts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Attributor {
+    pub fn set_interpreter(&mut self, pid: u32, interp: Interpreter) {
+        self.interpreters.insert(pid, interp);
+    }
+
+    pub fn remember_maps(&mut self, pid: u32, maps: Vec<crate::attach::Mapping>) {
+        self.native.remember_maps(pid, maps);
+    }
+
+    pub fn site(&self, id: u32) -> &CallSite {
+        &self.sites[id as usize]
+    }
+
+    pub fn by_label(&self, label: &str) -> Option<&CallSite> {
+        self.sites.iter().find(|s| s.label() == label)
+    }
+
+    pub fn on_stack(&mut self, ev: &StackEvent) {
+        self.counts.stacks += 1;
+        let frames = self.frames(ev);
+        let id = match self.by_frames.get(&frames) {
+            Some(&id) => id,
+            None => {
+                let id = self.sites.len() as u32;
+                self.sites.push(CallSite {
+                    id,
+                    frames: frames.clone(),
+                });
+                self.by_frames.insert(frames, id);
+                id
+            }
+        };
+        // Unclaimed stacks (their event lost) must not pile up.
+        if self.pending.len() > 65536 {
+            self.pending.clear();
+        }
+        self.pending.insert((ev.tid, ev.key_ns), id);
+        if ev.reason == STACK_FOR_TLS {
+            self.last_tls.insert(ev.tid, id);
+        }
+    }
+
+    /// The call site of the call that started at `start_ns` on `tid`.
+    pub fn take(&mut self, tid: u32, start_ns: u64) -> Option<u32> {
+        self.pending.remove(&(tid, start_ns))
+    }
+
+    /// For SSL calls, whose stacks are sampled: this call's own, else the
+    /// thread's last one.
+    pub fn take_tls(&mut self, tid: u32, start_ns: u64) -> Option<u32> {
+        self.take(tid, start_ns)
+            .or_else(|| self.last_tls.get(&tid).copied())
+    }
+
+    pub fn forget_process(&mut self, pid: u32) {
+        self.native.forget(pid);
+        self.code.forget(pid);
+        self.interpreters.remove(&pid);
+    }
+
+    fn frames(&mut self, ev: &StackEvent) -> Vec<Frame> {
+        let pid = ev.tgid;
+        let interp = self.interpreters.get(&pid).copied();
+        // Python frames first: their code objects are read from the live
+        // process, which may exit soon after its last call.
+        let mut python_frames = Vec::new();
+        if let Some(interp) = interp {
+            if ev.py_status == PY_OK {
+                self.counts.python_stacks += 1;
+                let depth = (ev.py_depth as usize).min(ev.py.len());
+                for f in &ev.py[..depth] {
+                    if f.code == 0 {
+                        continue; // a C-stack shim frame (3.12+)
+                    }
+                    python_frames.push(match self.code.code(pid, &interp, f.code) {
+                        Some(code) => Frame {
+                            python: true,
+                            line: code.line(interp.layout, f.instr),
+                            function: Some(code.qualname),
+                            file: Some(code.filename),
+                            module: None,
+                            offset: None,
+                        },
+                        None => Frame {
+                            python: true,
+                            function: None,
+                            file: None,
+                            line: None,
+                            module: None,
+                            offset: None,
+                        },
+                    });
+                }
+                self.counts.stale_python_frames = self.code.stale;
+            } else {
+                self.counts.python_thread_not_found += 1;
+            }
+        }
+        // Kernel order is innermost first; show the outermost caller first.
+        python_frames.reverse();
+
+        let stack_len = (ev.stack_len as usize).min(ev.stack.len());
+        let addrs = self
+            .native
+            .unwind(pid, ev.ip, ev.sp, ev.bp, &ev.stack[..stack_len]);
+        // Native frames below the Python ones: from the call up to the
+        // first frame inside the interpreter itself.
+        let interp_module = interp.map(|i| i.module);
+        let mut native = Vec::new();
+        for &addr in &addrs {
+            let in_interpreter = self
+                .native
+                .module_of(pid, addr)
+                .is_some_and(|(_, _, file)| Some(file) == interp_module);
+            if !python_frames.is_empty() && in_interpreter {
+                break;
+            }
+            let frame = self.native.symbolize(pid, addr);
+            native.push(Frame {
+                python: false,
+                function: frame.function,
+                file: frame.source.as_ref().map(|s| s.0.clone()),
+                line: frame.source.map(|s| s.1),
+                module: Some(frame.module),
+                offset: Some(frame.file_offset),
+            });
+        }
+        native.reverse();
+        let mut frames = python_frames;
+        frames.extend(native);
+        frames
+    }
+}

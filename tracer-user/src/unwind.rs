@@ -1,0 +1,415 @@
+//! Native call stacks: the registers and stack copy the kernel took, unwound
+//! with each module's DWARF call frame information (`.eh_frame`) by
+//! framehop, and symbolized (function, file:line, demangled) by blazesym.
+//! Modules are opened through /proc/PID/root, so containers work.
+
+use std::{
+    collections::HashMap,
+    ops::Range,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::Context as _;
+use blazesym::symbolize::{Input, Symbolized, Symbolizer, source};
+use framehop::{
+    ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder as _,
+    x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64},
+};
+use object::{Object as _, ObjectSection as _, ObjectSegment as _};
+
+use crate::attach::{Mapping, executable_mappings};
+
+/// Deepest native stack unwound.
+const MAX_FRAMES: usize = 64;
+
+/// One native frame, resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NativeFrame {
+    /// Absolute address (the call instruction for return addresses).
+    pub addr: u64,
+    /// The file it is in, and the offset in that file.
+    pub module: String,
+    pub file_offset: u64,
+    pub function: Option<String>,
+    pub source: Option<(String, u32)>,
+}
+
+type SectionData = Arc<[u8]>;
+
+/// What a code address resolved to: the function, and the source line.
+type Symbol = (Option<String>, Option<(String, u32)>);
+
+/// Unwind data of one file, loaded once and shared by every process
+/// mapping it.
+struct ModuleFile {
+    sections: ExplicitModuleSectionInfo<SectionData>,
+}
+
+/// A file a process maps, opened through the process's root (so a file in
+/// a container is the container's), or, once the process is gone, by its
+/// plain path if that is still the same file (same device and inode).
+pub fn open_mapped_file(pid: u32, m: &Mapping) -> anyhow::Result<(PathBuf, std::fs::File)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let through_root = PathBuf::from(format!("/proc/{pid}/root{}", m.path));
+    if let Ok(f) = std::fs::File::open(&through_root) {
+        return Ok((through_root, f));
+    }
+    let plain = PathBuf::from(&m.path);
+    let f = std::fs::File::open(&plain).with_context(|| format!("opening {}", m.path))?;
+    let meta = f.metadata()?;
+    let dev = (u64::from(libc::major(meta.dev())) << 20) | u64::from(libc::minor(meta.dev()));
+    anyhow::ensure!(
+        (dev, meta.ino()) == (m.dev, m.inode),
+        "{} is not the file PID {pid} mapped",
+        m.path
+    );
+    Ok((plain, f))
+}
+
+fn load_module_file(path: &Path) -> anyhow::Result<ModuleFile> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let obj = object::File::parse(&*data).with_context(|| format!("parsing {}", path.display()))?;
+    let section = |name: &str| -> (Option<Range<u64>>, Option<SectionData>) {
+        match obj.section_by_name(name) {
+            Some(s) => (
+                Some(s.address()..s.address() + s.size()),
+                s.data().ok().map(Arc::from),
+            ),
+            None => (None, None),
+        }
+    };
+    let base_svma = obj
+        .segments()
+        .find(|s| s.file_range().0 == 0)
+        .map_or(0, |s| s.address());
+    let (text_svma, text) = section(".text");
+    let (eh_frame_svma, eh_frame) = section(".eh_frame");
+    let (eh_frame_hdr_svma, eh_frame_hdr) = section(".eh_frame_hdr");
+    let (_, debug_frame) = section(".debug_frame");
+    // The executable segment, for prologue/epilogue analysis.
+    let exec_segment = text_svma.as_ref().and_then(|t| {
+        obj.segments()
+            .find(|s| s.address() <= t.start && t.start < s.address() + s.size())
+    });
+    let (text_segment_svma, text_segment) = match exec_segment {
+        Some(s) => (
+            Some(s.address()..s.address() + s.size()),
+            s.data().ok().map(Arc::from),
+        ),
+        None => (None, None),
+    };
+    Ok(ModuleFile {
+        sections: ExplicitModuleSectionInfo {
+            base_svma,
+            text_svma,
+            text,
+            eh_frame_svma,
+            eh_frame,
+            eh_frame_hdr_svma,
+            eh_frame_hdr,
+            debug_frame,
+            text_segment_svma,
+            text_segment,
+            ..Default::default()
+        },
+    })
+}
+
+/// What one process maps, ready to unwind.
+struct ProcessModules {
+    unwinder: UnwinderX86_64<SectionData>,
+    maps: Vec<Mapping>,
+}
+
+impl ProcessModules {
+    fn find(&self, addr: u64) -> Option<(&Mapping, u64)> {
+        self.maps.iter().find_map(|m| {
+            m.exec
+                .iter()
+                .find(|(s, e, _)| addr >= *s && addr < *e)
+                .map(|(s, _, off)| (m, addr - s + off))
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct NativeUnwinder {
+    files: HashMap<(u64, u64), Option<Arc<ModuleFile>>>,
+    /// Where each file can be opened (for symbolizing), found while its
+    /// process was alive.
+    paths: HashMap<(u64, u64), PathBuf>,
+    /// The last maps seen of each process, for stacks that arrive after it
+    /// exited.
+    known_maps: HashMap<u32, Vec<Mapping>>,
+    processes: HashMap<u32, ProcessModules>,
+    symbolizer: Option<Symbolizer>,
+    symbols: HashMap<(u64, u64, u64), Symbol>,
+}
+
+impl NativeUnwinder {
+    fn process(&mut self, pid: u32, ip: u64) -> Option<&ProcessModules> {
+        // (Re)build when the process is new or the address is in code we do
+        // not know yet (a library loaded since).
+        let known = self
+            .processes
+            .get(&pid)
+            .is_some_and(|p| p.find(ip).is_some());
+        if !known {
+            let mut maps = executable_mappings(pid);
+            if maps.is_empty() {
+                maps = self.known_maps.get(&pid)?.clone();
+            }
+            let mut unwinder = UnwinderX86_64::new();
+            for m in &maps {
+                let key = (m.dev, m.inode);
+                if !self.files.contains_key(&key) {
+                    let loaded = open_mapped_file(pid, m).and_then(|(path, _)| {
+                        let file = load_module_file(&path)?;
+                        self.paths.insert(key, path);
+                        Ok(file)
+                    });
+                    let loaded = loaded
+                        .map_err(|e| log::debug!("no unwind data: {e:#}"))
+                        .ok()
+                        .map(Arc::new);
+                    self.files.insert(key, loaded);
+                }
+                let file = self.files[&key].clone();
+                let (Some(file), Some(base)) = (file, m.base) else {
+                    continue;
+                };
+                let start = m.exec.iter().map(|r| r.0).min().unwrap_or(0);
+                let end = m.exec.iter().map(|r| r.1).max().unwrap_or(0);
+                unwinder.add_module(Module::new(
+                    m.path.clone(),
+                    start..end,
+                    base,
+                    file.sections.clone(),
+                ));
+            }
+            self.processes
+                .insert(pid, ProcessModules { unwinder, maps });
+        }
+        self.processes.get(&pid)
+    }
+
+    /// Unwinds a stack copy; returns the frame addresses, leaf first
+    /// (return addresses already moved back into their call instruction).
+    pub fn unwind(&mut self, pid: u32, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> Vec<u64> {
+        let Some(p) = self.process(pid, ip) else {
+            return vec![ip];
+        };
+        let mut read_stack = |addr: u64| -> Result<u64, ()> {
+            let off = addr.checked_sub(sp).ok_or(())? as usize;
+            let bytes = stack.get(off..off + 8).ok_or(())?;
+            Ok(u64::from_ne_bytes(bytes.try_into().map_err(|_| ())?))
+        };
+        let mut cache = CacheX86_64::new();
+        let regs = UnwindRegsX86_64::new(ip, sp, bp);
+        let mut frames = Vec::new();
+        let mut iter = p
+            .unwinder
+            .iter_frames(ip, regs, &mut cache, &mut read_stack);
+        loop {
+            let frame = match iter.next() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    log::debug!(
+                        "unwinding PID {pid} (ip {ip:#x} sp {sp:#x}, {} stack bytes) stopped \
+                         after {} frames: {e}",
+                        stack.len(),
+                        frames.len()
+                    );
+                    break;
+                }
+            };
+            let addr = match frame {
+                FrameAddress::InstructionPointer(a) => a,
+                FrameAddress::ReturnAddress(a) => a.get() - 1,
+            };
+            frames.push(addr);
+            if frames.len() >= MAX_FRAMES {
+                break;
+            }
+        }
+        if frames.is_empty() {
+            frames.push(ip);
+        }
+        frames
+    }
+
+    /// The file an address is in, and where in it.
+    pub fn module_of(&self, pid: u32, addr: u64) -> Option<(String, u64, (u64, u64))> {
+        let p = self.processes.get(&pid)?;
+        let (m, off) = p.find(addr)?;
+        Some((m.path.clone(), off, (m.dev, m.inode)))
+    }
+
+    /// Remembers what a process maps (seen while it was alive).
+    pub fn remember_maps(&mut self, pid: u32, maps: Vec<Mapping>) {
+        self.known_maps.insert(pid, maps);
+    }
+
+    /// Names a native frame: function and source line where the file has
+    /// them; module+offset where it is stripped.
+    pub fn symbolize(&mut self, pid: u32, addr: u64) -> NativeFrame {
+        let Some((module, file_offset, file)) = self.module_of(pid, addr) else {
+            return NativeFrame {
+                addr,
+                module: "?".into(),
+                file_offset: addr,
+                function: None,
+                source: None,
+            };
+        };
+        let key = (file.0, file.1, file_offset);
+        if !self.symbols.contains_key(&key) {
+            let symbolizer = self.symbolizer.get_or_insert_with(Symbolizer::new);
+            let path = self
+                .paths
+                .get(&file)
+                .cloned()
+                .unwrap_or_else(|| PathBuf::from(format!("/proc/{pid}/root{module}")));
+            let src = source::Source::Elf(source::Elf::new(path));
+            let result = symbolizer.symbolize_single(&src, Input::FileOffset(file_offset));
+            if let Err(e) = &result {
+                log::debug!("symbolizing {module}+{file_offset:#x}: {e:#}");
+            }
+            let resolved = match result {
+                Ok(Symbolized::Sym(sym)) => (
+                    Some(sym.name.to_string()),
+                    sym.code_info.as_ref().and_then(|ci| {
+                        let file = Path::new(&ci.file)
+                            .file_name()
+                            .map(|f| f.to_string_lossy().into_owned())?;
+                        Some((file, ci.line?))
+                    }),
+                ),
+                _ => (None, None),
+            };
+            self.symbols.insert(key, resolved);
+        }
+        let (function, source) = self.symbols[&key].clone();
+        NativeFrame {
+            addr,
+            module,
+            file_offset,
+            function,
+            source,
+        }
+    }
+
+    /// Forgets a process that exited.
+    pub fn forget(&mut self, pid: u32) {
+        self.processes.remove(&pid);
+        self.known_maps.remove(&pid);
+    }
+}
+
+/// Registers and stack bytes, as the kernel takes them.
+#[cfg(test)]
+type Snapshot = (u64, u64, u64, Vec<u8>);
+
+#[cfg(test)]
+mod tests_support {
+    /// Registers and a copy of our own stack, as the kernel would take them.
+    #[inline(never)]
+    pub fn snapshot() -> (u64, u64, u64, Vec<u8>) {
+        let (ip, sp, bp): (u64, u64, u64);
+        // SAFETY: reads three registers.
+        unsafe {
+            std::arch::asm!(
+                "lea {ip}, [rip]",
+                "mov {sp}, rsp",
+                "mov {bp}, rbp",
+                ip = out(reg) ip,
+                sp = out(reg) sp,
+                bp = out(reg) bp,
+            );
+        }
+        // SAFETY: the 8 KiB above our stack pointer are our own live stack
+        // (the test thread's stack is far larger).
+        let stack = unsafe { std::slice::from_raw_parts(sp as *const u8, 8192) }.to_vec();
+        (ip, sp, bp, stack)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{tests_support::snapshot, *};
+
+    #[inline(never)]
+    fn level3() -> (u64, u64, u64, Vec<u8>) {
+        std::hint::black_box(snapshot())
+    }
+    #[inline(never)]
+    fn level2() -> (u64, u64, u64, Vec<u8>) {
+        std::hint::black_box(level3())
+    }
+    #[inline(never)]
+    fn level1() -> (u64, u64, u64, Vec<u8>) {
+        std::hint::black_box(level2())
+    }
+
+    #[test]
+    fn unwinds_and_names_our_own_stack() {
+        let (ip, sp, bp, stack) = level1();
+        let mut u = NativeUnwinder::default();
+        let pid = std::process::id();
+        let frames = u.unwind(pid, ip, sp, bp, &stack);
+        let names: Vec<String> = frames
+            .iter()
+            .map(|&a| u.symbolize(pid, a).function.unwrap_or_default())
+            .collect();
+        let pos = |f: &str| names.iter().position(|n| n.contains(f));
+        let (s, l3, l2, l1) = (pos("snapshot"), pos("level3"), pos("level2"), pos("level1"));
+        assert!(
+            s.is_some() && s < l3 && l3 < l2 && l2 < l1,
+            "frames leaf first: {names:#?}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod libc_tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    static SNAP: Mutex<Option<super::Snapshot>> = Mutex::new(None);
+
+    extern "C" fn compare(a: *const libc::c_void, b: *const libc::c_void) -> i32 {
+        let mut g = SNAP.lock().unwrap();
+        if g.is_none() {
+            *g = Some(std::hint::black_box(super::tests_support::snapshot()));
+        }
+        unsafe { (*(a as *const i32)).cmp(&*(b as *const i32)) as i32 }
+    }
+
+    #[inline(never)]
+    fn sort_through_libc() {
+        let mut v = [3i32, 1, 2, 9, 4];
+        unsafe { libc::qsort(v.as_mut_ptr().cast(), v.len(), 4, Some(compare)) };
+    }
+
+    #[test]
+    fn unwinds_through_libc() {
+        sort_through_libc();
+        let (ip, sp, bp, stack) = SNAP.lock().unwrap().take().unwrap();
+        let mut u = NativeUnwinder::default();
+        let pid = std::process::id();
+        let frames = u.unwind(pid, ip, sp, bp, &stack);
+        let names: Vec<String> = frames
+            .iter()
+            .map(|&a| {
+                let f = u.symbolize(pid, a);
+                format!("{} {}", f.function.unwrap_or_default(), f.module)
+            })
+            .collect();
+        assert!(
+            names.iter().any(|n| n.contains("sort_through_libc")),
+            "{names:#?}"
+        );
+    }
+}
