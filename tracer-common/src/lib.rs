@@ -486,8 +486,10 @@ pub struct ExecMapEvent {
 }
 
 /// Bytes of user stack copied for DWARF unwinding in user space (as
-/// `perf --call-graph dwarf` does; perf's default is 8 KiB too).
-pub const STACK_COPY: usize = 8192;
+/// `perf --call-graph dwarf` does). perf's default of 8 KiB stops inside
+/// glibc's getaddrinfo, which keeps large buffers on the stack: 16 KiB
+/// reaches its caller.
+pub const STACK_COPY: usize = 16384;
 /// Python frames read from the interpreter at most.
 pub const PY_FRAMES: usize = 48;
 /// Python threads walked to find the current one, at most.

@@ -260,7 +260,12 @@ impl Aggregate {
             Event::DnsWait(w) => self.dns.on_wait(&w),
             Event::Tls(t) => {
                 let site = self.sites.take_tls(t.tid, t.start_ns);
-                self.tls.on_call(&t, site, crate::target::is_socket);
+                // A socket: one we saw connected (it may be closed by now),
+                // or one /proc says is a socket.
+                let fd_peers = &self.fd_peers;
+                self.tls.on_call(&t, site, |pid, fd| {
+                    fd_peers.contains_key(&(pid, fd)) || crate::target::is_socket(pid, fd)
+                });
             }
             Event::TlsWait(w) => self.tls.on_wait(&w),
             Event::ExecMap(m) => {

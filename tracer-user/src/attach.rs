@@ -194,8 +194,10 @@ pub struct Probes {
     unprobeable: HashSet<(ProbeSet, u64, u64)>,
     /// Processes already told they have no libc to probe.
     warned: HashSet<u32>,
-    /// Files probed for TLS, for the report.
+    /// Files probed for TLS that a traced process maps, for the report.
     pub tls_files: Vec<String>,
+    /// Roots (containers) whose libssl files were probed ahead of use.
+    preprobed_roots: HashSet<(u64, u64)>,
     /// Processes whose interpreter was looked for already, with the
     /// executable they ran then (an exec makes it a new question).
     python_checked: StdHashMap<u32, (u64, u64)>,
@@ -374,6 +376,7 @@ impl Probes {
             unprobeable: HashSet::new(),
             warned: HashSet::new(),
             tls_files: Vec::new(),
+            preprobed_roots: HashSet::new(),
             python_checked: StdHashMap::new(),
         })
     }
@@ -432,11 +435,68 @@ impl Probes {
         }
     }
 
+    /// Probes the libssl files of a process's file system before the
+    /// process loads one: Python loads libssl on `import ssl` and may start
+    /// a handshake a millisecond later, sooner than a probe attached on
+    /// seeing the mapping. Once per root (container) the process lives in.
+    fn preprobe_tls(&mut self, pid: u32) -> Vec<ProbeNote> {
+        use std::os::unix::fs::MetadataExt as _;
+        const LIB_DIRS: [&str; 5] = [
+            "/usr/lib/x86_64-linux-gnu",
+            "/lib/x86_64-linux-gnu",
+            "/usr/lib64",
+            "/lib64",
+            "/usr/lib",
+        ];
+        let Ok(root) = fs::metadata(format!("/proc/{pid}/root/")) else {
+            return Vec::new();
+        };
+        if !self.preprobed_roots.insert((root.dev(), root.ino())) {
+            return Vec::new();
+        }
+        let mut notes = Vec::new();
+        for dir in LIB_DIRS {
+            let Ok(entries) = fs::read_dir(format!("/proc/{pid}/root{dir}")) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !name.starts_with("libssl.so.") {
+                    continue;
+                }
+                // Follows symlinks: the file a loader would map.
+                let Ok(meta) = fs::metadata(entry.path()) else {
+                    continue;
+                };
+                let dev =
+                    (u64::from(libc::major(meta.dev())) << 20) | u64::from(libc::minor(meta.dev()));
+                let file = (ProbeSet::Tls, dev, meta.ino());
+                if self.probed_files.contains(&file) || self.unprobeable.contains(&file) {
+                    continue;
+                }
+                let path = entry.path().to_string_lossy().into_owned();
+                match self.attach_tls_probes(&path) {
+                    Ok(n) => {
+                        self.probed_files.insert(file);
+                        notes.push(ProbeNote::Probed(format!(
+                            "probing TLS in {dir}/{name} ({n} functions), ahead of its loading"
+                        )));
+                    }
+                    Err(e) => {
+                        debug!("no TLS probes in {path}: {e:#}");
+                        self.unprobeable.insert(file);
+                    }
+                }
+            }
+        }
+        notes
+    }
+
     fn probe_tls(&mut self, pid: u32, maps: &[Mapping], late: bool) -> Vec<ProbeNote> {
         let exe = fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
             .map(|p| p.to_string_lossy().into_owned());
-        let mut notes = Vec::new();
+        let mut notes = self.preprobe_tls(pid);
         for m in maps {
             let base = m.path.rsplit('/').next().unwrap_or(&m.path);
             let is_exe = exe.as_deref() == Some(m.path.as_str());
@@ -444,7 +504,17 @@ impl Probes {
                 continue;
             }
             let file = (ProbeSet::Tls, m.dev, m.inode);
-            if self.probed_files.contains(&file) || self.unprobeable.contains(&file) {
+            if self.probed_files.contains(&file) {
+                // Probed ahead of its loading: now it is in use.
+                if !self.tls_files.contains(&m.path) {
+                    self.tls_files.push(m.path.clone());
+                    if late {
+                        notes.push(ProbeNote::Probed(format!("PID {pid} loaded {}", m.path)));
+                    }
+                }
+                continue;
+            }
+            if self.unprobeable.contains(&file) {
                 continue;
             }
             let path = format!("/proc/{pid}/root{}", m.path);

@@ -62,11 +62,53 @@ pub struct CallSite {
     pub frames: Vec<Frame>,
 }
 
+impl Frame {
+    /// Code of the program itself rather than of a library: a Python file
+    /// outside the interpreter's lib/pythonX.Y (stdlib and site-packages),
+    /// or native code in the main executable rather than a shared object.
+    fn is_application(&self) -> bool {
+        if self.python {
+            return self
+                .file
+                .as_deref()
+                .is_some_and(|f| !f.contains("/lib/python") && !f.starts_with('<'));
+        }
+        self.module
+            .as_deref()
+            .is_some_and(|m| !m.rsplit('/').next().unwrap_or(m).contains(".so"))
+            && self
+                .function
+                .as_deref()
+                .is_none_or(|f| f != "_start" && f != "main")
+    }
+}
+
 impl CallSite {
     /// The whole chain, outermost first.
     pub fn label(&self) -> String {
         let labels: Vec<String> = self.frames.iter().map(Frame::label).collect();
         labels.join(" → ")
+    }
+
+    /// The innermost frame of the program's own code, and the call it led
+    /// to: `github.py:17 get_repositories_data → … → SSL_read_ex`.
+    pub fn summary(&self) -> String {
+        let Some(leaf) = self.frames.last() else {
+            return "?".into();
+        };
+        let app = self
+            .frames
+            .iter()
+            .rposition(Frame::is_application)
+            .or_else(|| self.frames.iter().rposition(|f| f.python));
+        match app {
+            Some(i) if i + 1 == self.frames.len() => leaf.label(),
+            Some(i) if i + 2 == self.frames.len() => {
+                format!("{} → {}", self.frames[i].label(), leaf.label())
+            }
+            Some(i) => format!("{} → … → {}", self.frames[i].label(), leaf.label()),
+            None => leaf.label(),
+        }
     }
 }
 

@@ -462,6 +462,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_code_object_that_does_not_check_out_is_counted_not_shown() {
+        // Memory whose ob_type (at 8) is not PyCode_Type: a code object
+        // freed and reused since the kernel saw its address.
+        let fake = [0u64; 32];
+        let interp = Interpreter {
+            layout: layout_for((3, 11)).unwrap(),
+            runtime: 0,
+            code_type: 0xdead_beef,
+            module: (0, 0),
+        };
+        let mut reader = CodeReader::default();
+        let me = std::process::id();
+        assert!(reader.code(me, &interp, fake.as_ptr() as u64).is_none());
+        assert_eq!(reader.stale, 1);
+        // Unreadable memory is not a code object either.
+        assert!(reader.code(me, &interp, 8).is_none());
+        assert_eq!(reader.stale, 2);
+    }
+
+    #[test]
     fn versions_from_file_names() {
         assert_eq!(version_from_name("/usr/bin/python3.11"), Some((3, 11)));
         assert_eq!(

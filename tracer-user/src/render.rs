@@ -151,6 +151,8 @@ pub struct CallSiteRow {
     pub target: String,
     /// The frames, outermost caller first, joined.
     pub call_site: String,
+    /// The program's own innermost frame and the call: what to look at.
+    pub summary: String,
     pub frames: Vec<Frame>,
     pub count: u64,
     pub total_ns: u64,
@@ -360,6 +362,7 @@ impl Report {
                     kind,
                     target: target.clone(),
                     call_site: site.label(),
+                    summary: site.summary(),
                     frames: site.frames.clone(),
                     count: s.count,
                     total_ns: s.total_ns,
@@ -370,16 +373,13 @@ impl Report {
             .collect();
         for peer in &tls_peers {
             for (label, calls, ns) in &peer.call_sites {
-                let frames = agg
-                    .sites
-                    .by_label(label)
-                    .map(|s| s.frames.clone())
-                    .unwrap_or_default();
+                let site = agg.sites.by_label(label);
                 call_sites.push(CallSiteRow {
                     kind: "tls",
                     target: peer.peer.clone(),
                     call_site: label.clone(),
-                    frames,
+                    summary: site.map(|s| s.summary()).unwrap_or_default(),
+                    frames: site.map(|s| s.frames.clone()).unwrap_or_default(),
                     count: *calls,
                     total_ns: *ns,
                     max_ns: None,
@@ -534,16 +534,6 @@ impl Report {
             "CALLED FROM",
         ]);
         for r in self.call_sites.iter().take(rows) {
-            let innermost: Vec<String> = r
-                .frames
-                .iter()
-                .rev()
-                .take(3)
-                .map(Frame::label)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
             t.add_row(vec![
                 r.kind.to_string(),
                 r.target.clone(),
@@ -551,7 +541,7 @@ impl Report {
                 fmt_ns(r.total_ns),
                 r.max_ns.map_or("-".into(), fmt_ns),
                 fmt_share(r.share_of_wall),
-                innermost.join(" → "),
+                r.summary.clone(),
             ]);
         }
         right_align(&mut t, 2..6);

@@ -136,9 +136,9 @@ impl ProcessModules {
 #[derive(Default)]
 pub struct NativeUnwinder {
     files: HashMap<(u64, u64), Option<Arc<ModuleFile>>>,
-    /// Where each file can be opened (for symbolizing), found while its
-    /// process was alive.
-    paths: HashMap<(u64, u64), PathBuf>,
+    /// Each file, kept open from when its process was alive: symbolizing
+    /// goes through /proc/self/fd, which works after the process is gone.
+    open_files: HashMap<(u64, u64), std::fs::File>,
     /// The last maps seen of each process, for stacks that arrive after it
     /// exited.
     known_maps: HashMap<u32, Vec<Mapping>>,
@@ -164,9 +164,9 @@ impl NativeUnwinder {
             for m in &maps {
                 let key = (m.dev, m.inode);
                 if !self.files.contains_key(&key) {
-                    let loaded = open_mapped_file(pid, m).and_then(|(path, _)| {
+                    let loaded = open_mapped_file(pid, m).and_then(|(path, handle)| {
                         let file = load_module_file(&path)?;
-                        self.paths.insert(key, path);
+                        self.open_files.insert(key, handle);
                         Ok(file)
                     });
                     let loaded = loaded
@@ -229,6 +229,11 @@ impl NativeUnwinder {
                 FrameAddress::InstructionPointer(a) => a,
                 FrameAddress::ReturnAddress(a) => a.get() - 1,
             };
+            // An address in no module: the unwind went past the copied
+            // stack into garbage. Stop rather than show it.
+            if !frames.is_empty() && p.find(addr).is_none() {
+                break;
+            }
             frames.push(addr);
             if frames.len() >= MAX_FRAMES {
                 break;
@@ -267,11 +272,13 @@ impl NativeUnwinder {
         let key = (file.0, file.1, file_offset);
         if !self.symbols.contains_key(&key) {
             let symbolizer = self.symbolizer.get_or_insert_with(Symbolizer::new);
-            let path = self
-                .paths
-                .get(&file)
-                .cloned()
-                .unwrap_or_else(|| PathBuf::from(format!("/proc/{pid}/root{module}")));
+            let path = match self.open_files.get(&file) {
+                Some(f) => {
+                    use std::os::fd::AsRawFd as _;
+                    PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
+                }
+                None => PathBuf::from(format!("/proc/{pid}/root{module}")),
+            };
             let src = source::Source::Elf(source::Elf::new(path));
             let result = symbolizer.symbolize_single(&src, Input::FileOffset(file_offset));
             if let Err(e) = &result {
