@@ -160,9 +160,6 @@ impl Attributor {
         &self.sites[id as usize]
     }
 
-    pub fn by_label(&self, label: &str) -> Option<&CallSite> {
-        self.sites.iter().find(|s| s.label() == label)
-    }
 
     pub fn on_stack(&mut self, ev: &StackEvent) {
         self.counts.stacks += 1;

@@ -372,14 +372,14 @@ impl Report {
             })
             .collect();
         for peer in &tls_peers {
-            for (label, calls, ns) in &peer.call_sites {
-                let site = agg.sites.by_label(label);
+            for (id, calls, ns) in &peer.site_ids {
+                let site = agg.sites.site(*id);
                 call_sites.push(CallSiteRow {
                     kind: "tls",
                     target: peer.peer.clone(),
-                    call_site: label.clone(),
-                    summary: site.map(|s| s.summary()).unwrap_or_default(),
-                    frames: site.map(|s| s.frames.clone()).unwrap_or_default(),
+                    call_site: site.label(),
+                    summary: site.summary(),
+                    frames: site.frames.clone(),
                     count: *calls,
                     total_ns: *ns,
                     max_ns: None,

@@ -243,6 +243,9 @@ pub struct TlsPeerRow {
     pub functions: BTreeMap<&'static str, u64>,
     /// Where the SSL calls came from: (call site, calls, time), busiest first.
     pub call_sites: Vec<(String, u64, u64)>,
+    /// The same, by call-site id.
+    #[serde(skip)]
+    pub site_ids: Vec<(u32, u64, u64)>,
     pub share_of_wall: f64,
     pub findings: Vec<String>,
 }
@@ -256,6 +259,12 @@ pub fn peer_row(
     use crate::render::{fmt_ns, share};
     let hs = p.handshakes.unwrap_or(LatencyStats::ZERO);
     let share_of_wall = share(p.total_ns(), wall_ns);
+    let mut site_ids: Vec<(u32, u64, u64)> = p
+        .sites
+        .iter()
+        .map(|(id, (calls, ns))| (*id, *calls, *ns))
+        .collect();
+    site_ids.sort_by_key(|s| std::cmp::Reverse(s.2));
     let mut findings = Vec::new();
     let reads = p.reads.latency.count;
     if reads > 0 {
@@ -307,15 +316,11 @@ pub fn peer_row(
         write_ns: p.writes.latency.total_ns,
         responses: p.responses,
         functions: p.functions.clone(),
-        call_sites: {
-            let mut v: Vec<(String, u64, u64)> = p
-                .sites
-                .iter()
-                .map(|(id, (calls, ns))| (site_label(*id), *calls, *ns))
-                .collect();
-            v.sort_by_key(|s| std::cmp::Reverse(s.2));
-            v
-        },
+        call_sites: site_ids
+            .iter()
+            .map(|(id, calls, ns)| (site_label(*id), *calls, *ns))
+            .collect(),
+        site_ids,
         share_of_wall,
         findings,
     }
