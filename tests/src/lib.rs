@@ -63,6 +63,11 @@ pub struct Lines {
 }
 
 impl Lines {
+    /// Lines of any reader (a child's stdout).
+    pub fn new_from(read: impl std::io::Read + Send + 'static) -> Self {
+        Self::new(read)
+    }
+
     fn new(read: impl std::io::Read + Send + 'static) -> Self {
         let (tx, rx) = channel();
         thread::spawn(move || {

@@ -289,3 +289,110 @@ fn target_exiting_mid_trace_still_yields_the_report() {
     assert_eq!(report["connects_total"], 5);
     assert_nothing_left_loaded();
 }
+
+/// A backend that answers each connection after `delay`, on a thread.
+fn slow_backend(delay: Duration) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 100];
+                let _ = c.read(&mut buf);
+                std::thread::sleep(delay);
+                let _ = c.write_all(b"result");
+            });
+        }
+    });
+    port
+}
+
+fn http_get(port: u16) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+}
+
+#[test]
+fn a_servers_waits_for_connections_are_idle_and_its_slow_reads_are_named() {
+    require_root();
+    let backend = slow_backend(Duration::from_millis(60));
+    let mut server = std::process::Command::new(python())
+        .arg(fixture_file("slow_server.py"))
+        .arg(backend.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = Lines::new_from(server.stdout.take().unwrap());
+    let ready = json(&out.wait_for("ready", LONG));
+    let (pid, port) = (
+        ready["ready"].as_u64().unwrap().to_string(),
+        ready["port"].as_u64().unwrap() as u16,
+    );
+    let json_path = scratch("idle");
+    let tracer = Tracer::attached(&[
+        "report",
+        "--pid",
+        &pid,
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    std::thread::sleep(Duration::from_millis(700));
+    for _ in 0..8 {
+        http_get(port);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let handled: f64 = (0..8)
+        .map(|_| {
+            json(&out.wait_for("handled", LONG))["micros"]
+                .as_f64()
+                .unwrap()
+                * 1e3
+        })
+        .sum();
+    std::thread::sleep(Duration::from_millis(500));
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    let _ = server.wait();
+    let done = tracer.finish(LONG);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    let report = read_report(&json_path);
+    let (wall, idle, busy) = (
+        ns(&report, "wall_ns"),
+        ns(&report, "idle_ns"),
+        ns(&report, "busy_ns"),
+    );
+    // The listener waited most of the time; the request threads are busy.
+    assert!(idle > 0.5 * wall, "idle {idle} of wall {wall}");
+    assert!(
+        busy >= handled && busy < handled + 0.35e9,
+        "busy {busy} ns vs the handlers' own {handled} ns"
+    );
+    assert_eq!(report["share_of"], "busy");
+    // Each request's wait for the backend is a slow read of that peer,
+    // from the handler's line.
+    let want = format!("127.0.0.1:{backend}");
+    let io = rows(&report, "slow_io", |r| r["target"] == want.as_str());
+    assert_eq!(io.len(), 1, "{:#}", report["slow_io"]);
+    assert_eq!(io[0]["reads"]["count"], 8);
+    let site = rows(&report, "call_sites", |c| {
+        c["kind"] == "io" && c["target"] == want.as_str()
+    });
+    assert_eq!(site.len(), 1, "{:#}", report["call_sites"]);
+    assert!(
+        site[0]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("slow_server.py"),
+        "{}",
+        site[0]["summary"]
+    );
+    let share = site[0]["share"].as_f64().unwrap();
+    assert!(
+        share > 0.5,
+        "the backend wait is most of the busy time: {share}"
+    );
+}

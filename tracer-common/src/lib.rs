@@ -12,6 +12,8 @@ pub use histogram::{HIST_BUCKETS, LatencyStats};
 pub const MAX_TRACED_PROCESSES: u32 = 8192;
 /// Most threads that can be inside a traced syscall at the same moment.
 pub const MAX_TRACED_THREADS: u32 = 65536;
+/// Processes whose idle time is counted.
+pub const MAX_IDLE_PROCESSES: u32 = 8192;
 /// Distinct (process, syscall) pairs aggregated in the kernel.
 pub const MAX_SYSCALL_KEYS: u32 = 16384;
 /// TCP handshakes in flight (SYN sent, no answer yet).
@@ -22,6 +24,13 @@ pub const EVENT_RING_BYTES: u32 = 4 << 20;
 /// x86_64 syscall numbers the kernel programs look at more closely.
 pub mod sysno {
     pub const READ: u64 = 0;
+    pub const SELECT: u64 = 23;
+    pub const ACCEPT: u64 = 43;
+    pub const EPOLL_WAIT: u64 = 232;
+    pub const PSELECT6: u64 = 270;
+    pub const EPOLL_PWAIT: u64 = 281;
+    pub const ACCEPT4: u64 = 288;
+    pub const EPOLL_PWAIT2: u64 = 441;
     pub const WRITE: u64 = 1;
     pub const CLOSE: u64 = 3;
     pub const MMAP: u64 = 9;
@@ -82,6 +91,13 @@ pub struct ThreadEntry {
     /// syscalls: an SSL call reading from a memory BIO (Node.js) makes no
     /// syscall of its own, the event loop's read just before names the fd.
     pub last_io_fd: i32,
+    /// Non-zero once the thread accepted a connection: it is a listener,
+    /// and its waits (accept, poll/select/epoll) are idle, not work.
+    pub listener: u32,
+    pub _pad: u32,
+    /// Waits of a thread not (yet) known as a listener: idle if it turns
+    /// out to be one.
+    pub pending_wait_ns: u64,
 }
 
 /// Key of the in-kernel per-syscall aggregate.
@@ -139,6 +155,7 @@ pub enum EventKind {
     TlsWait = 9,
     ExecMap = 10,
     Stack = 11,
+    SlowIo = 12,
 }
 
 impl EventKind {
@@ -155,6 +172,7 @@ impl EventKind {
             9 => Some(Self::TlsWait),
             10 => Some(Self::ExecMap),
             11 => Some(Self::Stack),
+            12 => Some(Self::SlowIo),
             _ => None,
         }
     }
@@ -501,6 +519,7 @@ pub const MAX_PY_PROCS: u32 = 4096;
 pub const STACK_FOR_LOOKUP: u32 = 1;
 pub const STACK_FOR_CONNECT: u32 = 2;
 pub const STACK_FOR_TLS: u32 = 3;
+pub const STACK_FOR_IO: u32 = 4;
 
 /// How the interpreter's current frame is found from a thread state.
 pub const PY_FRAME_DIRECT: u32 = 0; // tstate->frame (3.10) or ->current_frame (3.13)
@@ -532,13 +551,36 @@ pub struct PyProcess {
     pub instr_is_index: u32,
 }
 
-/// Constants the programs need that only user space can find.
+/// Constants the programs need that only user space can find or choose.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KernelLayout {
     /// Offset of `thread.fsbase` in `struct task_struct` (from BTF).
     pub task_fsbase: u32,
     pub _pad: u32,
+    /// A read or write taking at least this long is reported on its own,
+    /// with its call site (0: the default, `SLOW_IO_NS`).
+    pub slow_io_ns: u64,
+}
+
+/// Default threshold for reporting a single read or write.
+pub const SLOW_IO_NS: u64 = 1_000_000;
+
+/// A read or write (on a socket, pipe or file) that took long, outside
+/// SSL calls and DNS: a process waiting on a peer, such as a database.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SlowIoEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub nr: u32,
+    pub _pad: u32,
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    /// Bytes moved, or a negative errno.
+    pub ret: i64,
 }
 
 /// One Python frame: the code object and where in it the thread is.

@@ -7,9 +7,9 @@ use aya_ebpf::{
 };
 use tracer_common::{
     DnsServer, EVENT_RING_BYTES, FdKey, KernelLayout, LOST_COUNTERS, LatencyStats, LookupState,
-    LostCounter, MAX_DNS_SOCKETS, MAX_LOOKUPS, MAX_PENDING_HANDSHAKES, MAX_PY_PROCS,
-    MAX_SYSCALL_KEYS, MAX_TLS_CALLS, MAX_TLS_SOCKETS, MAX_TRACED_PROCESSES, MAX_TRACED_THREADS,
-    PendingHandshake, PyProcess, SyscallKey, ThreadEntry, TlsCall,
+    LostCounter, MAX_DNS_SOCKETS, MAX_IDLE_PROCESSES, MAX_LOOKUPS, MAX_PENDING_HANDSHAKES,
+    MAX_PY_PROCS, MAX_SYSCALL_KEYS, MAX_TLS_CALLS, MAX_TLS_SOCKETS, MAX_TRACED_PROCESSES,
+    MAX_TRACED_THREADS, PendingHandshake, PyProcess, SyscallKey, ThreadEntry, TlsCall,
 };
 
 /// Processes (tgids) being traced. User space seeds it; forks add to it.
@@ -56,6 +56,10 @@ pub static TLS_SOCKETS: HashMap<FdKey, u8> = HashMap::with_max_entries(MAX_TLS_S
 /// Sockets a traced process connected to port 53: their traffic is DNS.
 #[map]
 pub static DNS_SOCKETS: HashMap<FdKey, DnsServer> = HashMap::with_max_entries(MAX_DNS_SOCKETS, 0);
+
+/// Idle time per process: the waits of listener threads for new work.
+#[map]
+pub static IDLE_NS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_IDLE_PROCESSES, 0);
 
 /// CPython processes and where their interpreter keeps its frames.
 #[map]

@@ -14,7 +14,7 @@ use tracer_common::{
 };
 
 use crate::{
-    connect, dns,
+    connect, dns, idle,
     maps::{SYSCALL_STATS, THREAD_ENTRIES, ZERO_STATS, count_lost, is_traced},
     stacks::{self, UserRegs},
     tls,
@@ -114,9 +114,8 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
                 start_ns,
                 nr,
                 args,
-                skaddr: 0,
-                in_tls: 0,
                 last_io_fd: -1,
+                ..Default::default()
             };
             if THREAD_ENTRIES.insert(tid, entry, 0).is_err() {
                 count_lost(LostCounter::ThreadMapFull);
@@ -158,7 +157,8 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         tls::on_nested_syscall(tid, entry, ret, duration);
     }
 
-    if decoded(entry.nr) {
+    // Whether this wait was a resolver's or a TLS client's, not idleness.
+    let known_wait = {
         let call = Finished {
             tgid,
             tid,
@@ -167,20 +167,29 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
             start_ns,
             duration,
         };
-        match entry.nr {
-            sysno::CONNECT => connect::on_connect_exit(&call),
-            sysno::CLOSE => {
-                dns::on_close(&call);
-                tls::on_close(&call);
-            }
-            sysno::POLL | sysno::PPOLL => {
-                if !dns::on_poll_exit(&call) {
-                    tls::on_poll_exit(&call);
+        let mut known_wait = false;
+        if decoded(entry.nr) {
+            match entry.nr {
+                sysno::CONNECT => connect::on_connect_exit(&call),
+                sysno::CLOSE => {
+                    dns::on_close(&call);
+                    tls::on_close(&call);
                 }
+                sysno::POLL | sysno::PPOLL => {
+                    known_wait = dns::on_poll_exit(&call) || tls::on_poll_exit(&call);
+                }
+                sysno::MMAP => tls::on_mmap_exit(&call),
+                _ => dns::on_io_exit(&call),
             }
-            sysno::MMAP => tls::on_mmap_exit(&call),
-            _ => dns::on_io_exit(&call),
         }
+        if is_fd_io(entry.nr) && entry.in_tls == 0 {
+            let regs: *const pt_regs = ctx.arg(0);
+            idle::maybe_slow_io(&call, regs);
+        }
+        known_wait
+    };
+    if !known_wait {
+        idle::account(tgid, ret, duration, entry);
     }
     0
 }

@@ -209,17 +209,18 @@ pub fn on_close(call: &Finished) {
 }
 
 /// poll()/ppoll() on a socket that carries TLS: a client with a
-/// non-blocking socket waiting for the peer between SSL calls.
-pub fn on_poll_exit(call: &Finished) {
+/// non-blocking socket waiting for the peer between SSL calls. Returns
+/// whether it was one.
+pub fn on_poll_exit(call: &Finished) -> bool {
     let Some(fd) = first_polled_fd(call) else {
-        return;
+        return false;
     };
     let key = FdKey {
         tgid: call.tgid,
         fd: fd as u32,
     };
     if TLS_SOCKETS.get_ptr(key).is_none() {
-        return;
+        return false;
     }
     output(&TlsWaitEvent {
         kind: EventKind::TlsWait as u32,
@@ -230,6 +231,7 @@ pub fn on_poll_exit(call: &Finished) {
         duration_ns: call.duration,
         ret: call.ret,
     });
+    true
 }
 
 /// mmap(..., PROT_EXEC, ..., fd, ...) succeeded: a library was loaded.

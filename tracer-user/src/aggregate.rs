@@ -11,8 +11,9 @@ use std::{
 
 use serde::Serialize;
 use tracer_common::{
-    ConnectEvent, HandshakeEvent, LatencyStats, SyscallKey, TASK_EXIT_PROCESS, TASK_EXIT_THREAD,
-    TASK_NEW_PROCESS, TASK_NEW_THREAD, TCP_ESTABLISHED, TaskEvent, ThreadEntry,
+    ConnectEvent, HandshakeEvent, LatencyStats, SlowIoEvent, SyscallKey, TASK_EXIT_PROCESS,
+    TASK_EXIT_THREAD, TASK_NEW_PROCESS, TASK_NEW_THREAD, TCP_ESTABLISHED, TaskEvent, ThreadEntry,
+    sysno,
 };
 
 use crate::{
@@ -210,8 +211,23 @@ pub struct Aggregate {
     pub mapped_new_code: BTreeSet<u32>,
     /// Call sites, and the stacks waiting for their events.
     pub sites: Attributor,
-    /// Latency per (kind, target, call site) for lookups and connects.
+    /// Latency per (kind, target, call site) for lookups, connects and
+    /// slow reads and writes.
     pub by_site: BTreeMap<(&'static str, String, u32), LatencyStats>,
+    /// Slow reads and writes (over the threshold) per target: the peer of a
+    /// socket, or the path of a pipe or file.
+    pub slow_io: BTreeMap<String, SlowIoStats>,
+    /// Idle time per process (listener threads waiting for work), as of
+    /// the last snapshot, in-flight waits included.
+    pub idle: BTreeMap<u32, u64>,
+}
+
+/// Slow reads and writes to one target.
+#[derive(Debug, Clone)]
+pub struct SlowIoStats {
+    pub reads: LatencyStats,
+    pub writes: LatencyStats,
+    pub bytes: u64,
 }
 
 impl Aggregate {
@@ -236,6 +252,21 @@ impl Aggregate {
                 start_ns: start,
                 end_ns: None,
             });
+        }
+    }
+
+    /// Applies a batch of events in order, after reading the Python code
+    /// objects its stacks name: those are read from the live process,
+    /// which may exit any moment, while unwinding native stacks is slow
+    /// the first time a library is seen.
+    pub fn apply_batch(&mut self, batch: Vec<Event>) {
+        for ev in &batch {
+            if let Event::Stack(st) = ev {
+                self.sites.prefetch_python(st);
+            }
+        }
+        for ev in batch {
+            self.apply(ev);
         }
     }
 
@@ -272,6 +303,7 @@ impl Aggregate {
                 self.mapped_new_code.insert(m.tgid);
             }
             Event::Stack(st) => self.sites.on_stack(&st),
+            Event::SlowIo(io) => self.on_slow_io(&io),
         }
     }
 
@@ -325,6 +357,64 @@ impl Aggregate {
                 }
             }
             _ => {}
+        }
+    }
+
+    fn on_slow_io(&mut self, io: &SlowIoEvent) {
+        // What the fd is now: a file or pipe by its path (an fd number
+        // may have been a socket earlier), a socket by its peer; if it is
+        // already closed, the peer it last connected to.
+        let target = match crate::target::fd_path(io.tgid, io.fd) {
+            Some(path) if !path.starts_with("socket:") => path,
+            _ => self
+                .peer_name(io.tgid, io.fd)
+                .unwrap_or_else(|| format!("fd {}", io.fd)),
+        };
+        let stats = self
+            .slow_io
+            .entry(target.clone())
+            .or_insert_with(|| SlowIoStats {
+                reads: LatencyStats::ZERO,
+                writes: LatencyStats::ZERO,
+                bytes: 0,
+            });
+        let nr = u64::from(io.nr);
+        let is_write = matches!(
+            nr,
+            sysno::WRITE | sysno::WRITEV | sysno::SENDTO | sysno::SENDMSG | sysno::SENDMMSG
+        );
+        if is_write {
+            stats.writes.record(io.duration_ns);
+        } else {
+            stats.reads.record(io.duration_ns);
+        }
+        stats.bytes += io.ret.max(0) as u64;
+        if let Some(site) = self.sites.take(io.tid, io.start_ns) {
+            self.by_site
+                .entry(("io", target, site))
+                .or_insert(LatencyStats::ZERO)
+                .record(io.duration_ns);
+        }
+    }
+
+    /// Takes the kernel's idle counters, and adds the waits listener
+    /// threads are in right now.
+    pub fn set_idle(
+        &mut self,
+        idle: HashMap<u32, u64>,
+        in_flight: &[(u32, ThreadEntry)],
+        now_ns: u64,
+    ) {
+        self.idle = idle.into_iter().collect();
+        let owners = self.thread_owners();
+        for (tid, e) in in_flight {
+            if e.listener == 0 || !crate::syscall_names::is_wait_for_work(e.nr as u32) {
+                continue;
+            }
+            if let Some(&pid) = owners.get(tid) {
+                *self.idle.entry(pid).or_default() +=
+                    now_ns.saturating_sub(e.start_ns.max(self.start_ns));
+            }
         }
     }
 

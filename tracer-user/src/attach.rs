@@ -59,6 +59,7 @@ fn set_kernel_layout(ebpf: &mut Ebpf) {
             KernelLayout {
                 task_fsbase,
                 _pad: 0,
+                slow_io_ns: tracer_common::SLOW_IO_NS,
             },
             0,
         );
@@ -196,6 +197,8 @@ pub struct Probes {
     warned: HashSet<u32>,
     /// Files probed for TLS that a traced process maps, for the report.
     pub tls_files: Vec<String>,
+    /// Processes found to run CPython.
+    python_pids: HashSet<u32>,
     /// Roots (containers) whose libssl files were probed ahead of use.
     preprobed_roots: HashSet<(u64, u64)>,
     /// Processes whose interpreter was looked for already, with the
@@ -325,11 +328,23 @@ impl Probes {
         let tracefs = ensure_tracefs()?;
         check_tracepoint_layouts(tracefs)?;
 
-        let mut ebpf = Ebpf::load(aya::include_bytes_aligned!(concat!(
-            env!("OUT_DIR"),
-            "/tracer-ebpf"
-        )))
-        .context("loading the eBPF programs into the kernel")?;
+        // The kernel programs log (aya-log) only at the level asked for
+        // with -v: nothing is formatted in the kernel otherwise.
+        let kernel_log_level: u8 = match log::max_level() {
+            log::LevelFilter::Off => 0,
+            log::LevelFilter::Error => 1,
+            log::LevelFilter::Warn => 2,
+            log::LevelFilter::Info => 3,
+            log::LevelFilter::Debug => 4,
+            log::LevelFilter::Trace => 5,
+        };
+        let mut ebpf = aya::EbpfLoader::new()
+            .override_global(aya_log::LEVEL, &kernel_log_level, true)
+            .load(aya::include_bytes_aligned!(concat!(
+                env!("OUT_DIR"),
+                "/tracer-ebpf"
+            )))
+            .context("loading the eBPF programs into the kernel")?;
 
         for (name, tracepoint) in [("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")] {
             let prog: &mut RawTracePoint = ebpf
@@ -377,6 +392,7 @@ impl Probes {
             warned: HashSet::new(),
             tls_files: Vec::new(),
             preprobed_roots: HashSet::new(),
+            python_pids: HashSet::new(),
             python_checked: StdHashMap::new(),
         })
     }
@@ -393,8 +409,8 @@ impl Probes {
         }
         let mut notes = Vec::new();
         notes.extend(self.probe_lookups(pid, &maps));
-        notes.extend(self.probe_tls(pid, &maps, late));
         notes.extend(self.probe_python(pid, &maps));
+        notes.extend(self.probe_tls(pid, &maps, late));
         notes.push(ProbeNote::Maps(pid, maps));
         notes
     }
@@ -430,6 +446,7 @@ impl Probes {
                         "PID {pid}: cannot register its Python interpreter ({e}): native stacks only"
                     )));
                 }
+                self.python_pids.insert(pid);
                 Some(ProbeNote::Python(pid, interp))
             }
         }
@@ -496,7 +513,13 @@ impl Probes {
         let exe = fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
             .map(|p| p.to_string_lossy().into_owned());
-        let mut notes = self.preprobe_tls(pid);
+        // Python loads libssl late (`import ssl`): probe it ahead. Other
+        // programs link it, or are probed on mapping it.
+        let mut notes = if self.python_pids.contains(&pid) {
+            self.preprobe_tls(pid)
+        } else {
+            Vec::new()
+        };
         for m in maps {
             let base = m.path.rsplit('/').next().unwrap_or(&m.path);
             let is_exe = exe.as_deref() == Some(m.path.as_str());

@@ -160,6 +160,19 @@ impl Attributor {
         &self.sites[id as usize]
     }
 
+    /// Reads the code objects of a stack's Python frames into the cache.
+    pub fn prefetch_python(&mut self, ev: &StackEvent) {
+        let Some(interp) = self.interpreters.get(&ev.tgid).copied() else {
+            return;
+        };
+        if ev.py_status != PY_OK {
+            return;
+        }
+        let depth = (ev.py_depth as usize).min(ev.py.len());
+        for f in ev.py[..depth].iter().filter(|f| f.code != 0) {
+            let _ = self.code.code(ev.tgid, &interp, f.code);
+        }
+    }
 
     pub fn on_stack(&mut self, ev: &StackEvent) {
         self.counts.stacks += 1;

@@ -4,6 +4,8 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::render::ShareOf;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "tracer",
@@ -64,6 +66,11 @@ pub struct TopArgs {
     /// Stop after this long (default: until Ctrl-C or the target exits)
     #[arg(short, long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
+
+    /// What shares are shares of: busy time (threads' time minus a server's
+    /// waits for new connections) or all wall time
+    #[arg(long, value_enum, default_value = "busy")]
+    pub share_of: ShareOf,
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +89,11 @@ pub struct ReportArgs {
     /// Also write the report as JSON to FILE ("-" for standard output, instead of the tables)
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+
+    /// What shares are shares of: busy time (threads' time minus a server's
+    /// waits for new connections) or all wall time
+    #[arg(long, value_enum, default_value = "busy")]
+    pub share_of: ShareOf,
 }
 
 fn parse_pid(s: &str) -> Result<u32, String> {

@@ -10,7 +10,7 @@ use tokio::io::unix::AsyncFd;
 use tracer_common::{
     ConnectEvent, DnsPacketEvent, DnsServer, DnsWaitEvent, EventKind, ExecMapEvent, FdKey,
     HandshakeEvent, LatencyStats, LookupEvent, LookupStartEvent, LookupState, LostCounter,
-    StackEvent, SyscallKey, TaskEvent, ThreadEntry, TlsEvent, TlsWaitEvent,
+    SlowIoEvent, StackEvent, SyscallKey, TaskEvent, ThreadEntry, TlsEvent, TlsWaitEvent,
 };
 
 use crate::attach::Probes;
@@ -29,6 +29,7 @@ pub enum Event {
     TlsWait(TlsWaitEvent),
     ExecMap(ExecMapEvent),
     Stack(Box<StackEvent>),
+    SlowIo(SlowIoEvent),
 }
 
 /// Decodes a ring buffer record; `None` for a record we do not know (a
@@ -52,6 +53,7 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
         EventKind::TlsWait => read(bytes).map(Event::TlsWait),
         EventKind::ExecMap => read(bytes).map(Event::ExecMap),
         EventKind::Stack => read(bytes).map(|e| Event::Stack(Box::new(e))),
+        EventKind::SlowIo => read(bytes).map(Event::SlowIo),
     }
 }
 
@@ -91,6 +93,7 @@ pub struct Collector {
     lookups: HashMap<MapData, u32, LookupState>,
     dns_sockets: HashMap<MapData, FdKey, DnsServer>,
     tls_sockets: HashMap<MapData, FdKey, u8>,
+    idle: HashMap<MapData, u32, u64>,
     lost: PerCpuArray<MapData, u64>,
     undecodable: u64,
 }
@@ -120,6 +123,7 @@ impl Collector {
             lookups: take(probes, "LOOKUPS")?,
             dns_sockets: take(probes, "DNS_SOCKETS")?,
             tls_sockets: take(probes, "TLS_SOCKETS")?,
+            idle: take(probes, "IDLE_NS")?,
             lost: take(probes, "LOST")?,
             undecodable: 0,
         })
@@ -133,13 +137,20 @@ impl Collector {
     }
 
     /// Hands every pending ring buffer record to `sink`.
-    pub fn drain(&mut self, mut sink: impl FnMut(Event)) {
+    /// Hands every pending ring buffer record to `sink`, in order, as one
+    /// batch (so that the fast, time-critical part of a batch can be done
+    /// before the slow part: see `Aggregate::apply_batch`).
+    pub fn drain(&mut self, sink: impl FnOnce(Vec<Event>)) {
         let ring = self.ring.get_mut();
+        let mut batch = Vec::new();
         while let Some(item) = ring.next() {
             match parse_event(&item) {
-                Some(ev) => sink(ev),
+                Some(ev) => batch.push(ev),
                 None => self.undecodable += 1,
             }
+        }
+        if !batch.is_empty() {
+            sink(batch);
         }
     }
 
@@ -182,6 +193,11 @@ impl Collector {
     pub fn forget_exited(&mut self, live: &[u32]) {
         forget_fds_of_exited(&mut self.dns_sockets, live);
         forget_fds_of_exited(&mut self.tls_sockets, live);
+    }
+
+    /// Idle time (listener threads waiting for work) per process.
+    pub fn idle_ns(&self) -> std::collections::HashMap<u32, u64> {
+        self.idle.iter().filter_map(Result::ok).collect()
     }
 
     /// Lookups in progress right now: (tid, state) of threads inside one.

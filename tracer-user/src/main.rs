@@ -66,6 +66,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Output::Top {
                 interval: a.interval,
                 rows: a.rows as usize,
+                share_of: a.share_of,
             },
         ),
         Command::Report(a) => (
@@ -74,6 +75,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Output::Report {
                 rows: a.rows as usize,
                 json: a.json,
+                share_of: a.share_of,
             },
         ),
     };

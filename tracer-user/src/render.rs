@@ -72,7 +72,7 @@ pub struct SyscallRow {
     /// Time of calls still in progress when the report was made.
     pub in_flight_ns: u64,
     /// (total + in flight) / traced thread wall time.
-    pub share_of_wall: f64,
+    pub share: f64,
 }
 
 /// Syscalls of all traced processes with the same name (a server's workers,
@@ -87,7 +87,7 @@ pub struct SyscallGroupRow {
     #[serde(flatten)]
     pub latency: LatencyRow,
     pub in_flight_ns: u64,
-    pub share_of_wall: f64,
+    pub share: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -119,7 +119,7 @@ pub struct DnsHostRow {
     pub host: String,
     #[serde(flatten)]
     pub latency: LatencyRow,
-    pub share_of_wall: f64,
+    pub share: f64,
     pub results: BTreeMap<String, u64>,
     pub queries: u64,
     pub retries: u64,
@@ -144,6 +144,27 @@ pub struct DnsQueryRow {
     pub rcodes: BTreeMap<String, u64>,
 }
 
+/// The denominator of the shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ShareOf {
+    /// Thread time minus listener threads' waits for new work: what a
+    /// profiler of request handlers measures.
+    Busy,
+    /// All of the traced threads' time.
+    Wall,
+}
+
+/// Slow reads and writes to one target.
+#[derive(Debug, Serialize)]
+pub struct SlowIoRow {
+    pub target: String,
+    pub reads: LatencyRow,
+    pub writes: LatencyRow,
+    pub bytes: u64,
+    pub share: f64,
+}
+
 /// Time spent in one kind of call to one target from one call site.
 #[derive(Debug, Serialize)]
 pub struct CallSiteRow {
@@ -157,7 +178,7 @@ pub struct CallSiteRow {
     pub count: u64,
     pub total_ns: u64,
     pub max_ns: Option<u64>,
-    pub share_of_wall: f64,
+    pub share: f64,
 }
 
 /// Everything a report says, in one serializable value.
@@ -171,6 +192,15 @@ pub struct Report {
     pub wall_ns: u64,
     /// Part of `wall_ns` spent in waiting syscalls.
     pub waiting_ns: u64,
+    /// Part of `wall_ns` listener threads spent waiting for new work
+    /// (accept, and poll/select/epoll of threads that accept).
+    pub idle_ns: u64,
+    /// `wall_ns - idle_ns`: the time spent handling work.
+    pub busy_ns: u64,
+    /// What every `share` is a share of: "busy" (default) or "wall".
+    pub share_of: ShareOf,
+    /// Slow reads and writes (single calls over the threshold) per target.
+    pub slow_io: Vec<SlowIoRow>,
     /// Per process and syscall.
     pub syscalls: Vec<SyscallRow>,
     /// Per process name and syscall.
@@ -211,6 +241,7 @@ impl Report {
         ended: EndReason,
         lost: LostCounts,
         tls_libraries: &[String],
+        share_of: ShareOf,
     ) -> Self {
         let processes: Vec<ProcessRow> = agg
             .processes
@@ -224,7 +255,14 @@ impl Report {
                 exited: p.exited_ns.is_some(),
             })
             .collect();
-        let wall_ns: u64 = processes.iter().map(|p| p.wall_ns).sum();
+        let total_wall_ns: u64 = processes.iter().map(|p| p.wall_ns).sum();
+        let idle_ns: u64 = agg.idle.values().sum::<u64>().min(total_wall_ns);
+        let busy_ns = total_wall_ns - idle_ns;
+        // The denominator of every share below.
+        let wall_ns = match share_of {
+            ShareOf::Busy => busy_ns,
+            ShareOf::Wall => total_wall_ns,
+        };
         let comm = |pid: u32| {
             agg.processes
                 .get(&pid)
@@ -254,7 +292,7 @@ impl Report {
                     syscall: syscall_names::name(key.nr),
                     nr: key.nr,
                     waiting: syscall_names::is_waiting(key.nr),
-                    share_of_wall: share(latency.total_ns + in_flight_ns, wall_ns),
+                    share: share(latency.total_ns + in_flight_ns, wall_ns),
                     latency,
                     in_flight_ns,
                 }
@@ -267,7 +305,7 @@ impl Report {
             .filter(|r| r.waiting)
             .map(|r| r.latency.total_ns + r.in_flight_ns)
             .sum::<u64>()
-            .min(wall_ns);
+            .min(total_wall_ns);
 
         // Unfinished connects count, with the time they have waited so far.
         let mut peers = agg.peers.clone();
@@ -317,7 +355,7 @@ impl Report {
             .map(|(host, h)| DnsHostRow {
                 host: host.clone(),
                 latency: LatencyRow::from(&h.latency),
-                share_of_wall: share(h.latency.total_ns, wall_ns),
+                share: share(h.latency.total_ns, wall_ns),
                 results: h.results.clone(),
                 queries: h.queries,
                 retries: h.retries,
@@ -352,7 +390,7 @@ impl Report {
                 .into_iter()
                 .map(|(peer, p)| tls::peer_row(peer, &p, wall_ns, |id| agg.sites.site(id).label()))
                 .collect();
-        tls_peers.sort_by(|a, b| b.share_of_wall.total_cmp(&a.share_of_wall));
+        tls_peers.sort_by(|a, b| b.share.total_cmp(&a.share));
         let mut call_sites: Vec<CallSiteRow> = agg
             .by_site
             .iter()
@@ -367,7 +405,7 @@ impl Report {
                     count: s.count,
                     total_ns: s.total_ns,
                     max_ns: Some(s.max_ns),
-                    share_of_wall: share(s.total_ns, wall_ns),
+                    share: share(s.total_ns, wall_ns),
                 }
             })
             .collect();
@@ -383,7 +421,7 @@ impl Report {
                     count: *calls,
                     total_ns: *ns,
                     max_ns: None,
-                    share_of_wall: share(*ns, wall_ns),
+                    share: share(*ns, wall_ns),
                 });
             }
         }
@@ -393,8 +431,22 @@ impl Report {
             ended,
             traced_ns,
             processes,
-            wall_ns,
+            wall_ns: total_wall_ns,
             waiting_ns,
+            idle_ns,
+            busy_ns,
+            share_of,
+            slow_io: agg
+                .slow_io
+                .iter()
+                .map(|(target, s)| SlowIoRow {
+                    target: target.clone(),
+                    reads: LatencyRow::from(&s.reads),
+                    writes: LatencyRow::from(&s.writes),
+                    bytes: s.bytes,
+                    share: share(s.reads.total_ns + s.writes.total_ns, wall_ns),
+                })
+                .collect(),
             syscalls,
             syscall_groups,
             connects_total: agg.connects_total + agg.in_flight_connects.len() as u64,
@@ -434,6 +486,7 @@ impl Report {
             self.write_dns(&mut out, rows);
         }
         self.write_tls(&mut out, rows);
+        self.write_slow_io(&mut out, rows);
         self.write_call_sites(&mut out, rows);
         section(
             &mut out,
@@ -520,6 +573,40 @@ impl Report {
         }
     }
 
+    fn write_slow_io(&self, out: &mut String, rows: usize) {
+        if self.slow_io.is_empty() {
+            return;
+        }
+        let mut t = new_table(&[
+            "TARGET",
+            "READS",
+            "READ TIME",
+            "MAX",
+            "WRITES",
+            "WRITE TIME",
+            "SHARE",
+        ]);
+        let mut sorted: Vec<&SlowIoRow> = self.slow_io.iter().collect();
+        sorted.sort_by_key(|r| std::cmp::Reverse(r.reads.total_ns + r.writes.total_ns));
+        for r in sorted.into_iter().take(rows) {
+            t.add_row(vec![
+                r.target.clone(),
+                r.reads.count.to_string(),
+                fmt_ns(r.reads.total_ns),
+                fmt_ns(r.reads.max_ns.max(r.writes.max_ns)),
+                r.writes.count.to_string(),
+                fmt_ns(r.writes.total_ns),
+                fmt_share(r.share),
+            ]);
+        }
+        right_align(&mut t, 1..7);
+        section(
+            out,
+            "Slow reads and writes (single calls over 1 ms, outside TLS and DNS): waiting on a peer",
+            Some(t),
+        );
+    }
+
     fn write_call_sites(&self, out: &mut String, rows: usize) {
         if self.call_sites.is_empty() {
             return;
@@ -540,7 +627,7 @@ impl Report {
                 r.count.to_string(),
                 fmt_ns(r.total_ns),
                 r.max_ns.map_or("-".into(), fmt_ns),
-                fmt_share(r.share_of_wall),
+                fmt_share(r.share),
                 r.summary.clone(),
             ]);
         }
@@ -623,15 +710,23 @@ impl Report {
             threads,
             fmt_ns(self.traced_ns),
         );
-        let busy = self.wall_ns.saturating_sub(self.waiting_ns);
         let _ = writeln!(
             out,
-            "Thread wall time {} = waiting {} ({}) + the rest {} ({}). Shares below are of the wall time.",
+            "Thread wall time {} = busy {} + idle {} (threads that accept connections, waiting \
+             for new ones). In syscalls that wait: {}.",
             fmt_ns(self.wall_ns),
+            fmt_ns(self.busy_ns),
+            fmt_ns(self.idle_ns),
             fmt_ns(self.waiting_ns),
-            fmt_share(share(self.waiting_ns, self.wall_ns)),
-            fmt_ns(busy),
-            fmt_share(share(busy, self.wall_ns)),
+        );
+        let _ = writeln!(
+            out,
+            "Shares below are of the {} time ({}).",
+            match self.share_of {
+                ShareOf::Busy => "busy",
+                ShareOf::Wall => "wall",
+            },
+            fmt_ns(self.denominator_ns()),
         );
         let lost = self.lost.total();
         if lost == 0 {
@@ -652,6 +747,13 @@ impl Report {
                 self.lost.tls_call_map_full,
                 self.lost.undecodable
             );
+        }
+    }
+
+    fn denominator_ns(&self) -> u64 {
+        match self.share_of {
+            ShareOf::Busy => self.busy_ns,
+            ShareOf::Wall => self.wall_ns,
         }
     }
 
@@ -677,7 +779,7 @@ impl Report {
                     fmt_ns(r.latency.p50_ns),
                     fmt_ns(r.latency.p99_ns),
                     fmt_ns(r.latency.max_ns),
-                    fmt_share(r.share_of_wall),
+                    fmt_share(r.share),
                 ],
             ));
         }
@@ -693,7 +795,7 @@ impl Report {
                     fmt_ns(h.latency.p50_ns),
                     fmt_ns(h.latency.p99_ns),
                     fmt_ns(h.latency.max_ns),
-                    fmt_share(h.share_of_wall),
+                    fmt_share(h.share),
                 ],
             ));
         }
@@ -709,7 +811,7 @@ impl Report {
                     "-".into(),
                     "-".into(),
                     "-".into(),
-                    fmt_share(p.share_of_wall),
+                    fmt_share(p.share),
                 ],
             ));
         }
@@ -725,7 +827,7 @@ impl Report {
                     fmt_ns(p.latency.p50_ns),
                     fmt_ns(p.latency.p99_ns),
                     fmt_ns(p.latency.max_ns),
-                    fmt_share(share(p.latency.total_ns, self.wall_ns)),
+                    fmt_share(share(p.latency.total_ns, self.denominator_ns())),
                 ],
             ));
         }
@@ -776,7 +878,7 @@ fn group_syscalls(agg: &Aggregate, wall_ns: u64) -> Vec<SyscallGroupRow> {
             syscall: syscall_names::name(nr),
             nr,
             waiting: syscall_names::is_waiting(nr),
-            share_of_wall: share(g.stats.total_ns + g.in_flight_ns, wall_ns),
+            share: share(g.stats.total_ns + g.in_flight_ns, wall_ns),
             latency: LatencyRow::from(&g.stats),
             in_flight_ns: g.in_flight_ns,
         })
@@ -838,7 +940,7 @@ fn syscall_table(rows: &[&SyscallGroupRow], limit: usize, many: bool) -> Option<
             fmt_ns(r.latency.p50_ns),
             fmt_ns(r.latency.p99_ns),
             fmt_ns(r.latency.max_ns),
-            fmt_share(r.share_of_wall),
+            fmt_share(r.share),
         ]);
         t.add_row(row);
     }
@@ -892,7 +994,7 @@ fn dns_host_table(rows: &[DnsHostRow], limit: usize) -> Option<Table> {
             fmt_ns(r.latency.p50_ns),
             fmt_ns(r.latency.p99_ns),
             fmt_ns(r.latency.max_ns),
-            fmt_share(r.share_of_wall),
+            fmt_share(r.share),
             r.queries.to_string(),
             r.timeouts.to_string(),
         ]);
@@ -961,7 +1063,7 @@ fn tls_table(rows: &[TlsPeerRow], limit: usize) -> Option<Table> {
             }),
             r.writes.to_string(),
             fmt_bytes(r.write_bytes),
-            fmt_share(r.share_of_wall),
+            fmt_share(r.share),
         ]);
     }
     right_align(&mut t, 1..10);

@@ -19,7 +19,7 @@ use crate::{
     attach::{self, ProbeNote, Probes},
     collect::{Collector, monotonic_ns},
     error::UsageError,
-    render::{EndReason, Report},
+    render::{EndReason, Report, ShareOf},
     target::{self, LaunchedCommand, ProcessInfo},
 };
 
@@ -57,8 +57,24 @@ impl Targets {
 }
 
 pub enum Output {
-    Top { interval: Duration, rows: usize },
-    Report { rows: usize, json: Option<PathBuf> },
+    Top {
+        interval: Duration,
+        rows: usize,
+        share_of: ShareOf,
+    },
+    Report {
+        rows: usize,
+        json: Option<PathBuf>,
+        share_of: ShareOf,
+    },
+}
+
+impl Output {
+    fn share_of(&self) -> ShareOf {
+        match self {
+            Output::Top { share_of, .. } | Output::Report { share_of, .. } => *share_of,
+        }
+    }
 }
 
 pub async fn run(
@@ -79,6 +95,19 @@ pub async fn run(
 
     let mut probes = Probes::load_and_attach()?;
     let mut collector = Collector::new(&mut probes)?;
+    // Messages of the kernel programs (aya-log), shown with -v.
+    let mut kernel_log = match aya_log::EbpfLogger::init(&mut probes.ebpf) {
+        // SAFETY: the logger owns its ring buffer fd for as long as it lives
+        // inside the AsyncFd.
+        Ok(logger) => unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+        }
+        .ok(),
+        Err(e) => {
+            log::debug!("no kernel log: {e}");
+            None
+        }
+    };
     let mut agg = Aggregate::new(monotonic_ns());
     for info in &infos {
         probes.trace_process(info.pid)?;
@@ -117,7 +146,7 @@ pub async fn run(
         tokio::select! {
             r = collector.readable() => {
                 r?;
-                collector.drain(|ev| agg.apply(ev));
+                collector.drain(|batch| agg.apply_batch(batch));
                 // A library mapped just now: probe it before it is used.
                 for pid in std::mem::take(&mut agg.mapped_new_code) {
                     probe_libraries(&mut probes, &mut agg, pid, true);
@@ -141,20 +170,21 @@ pub async fn run(
                     }
                     if !target::is_alive(pid) {
                         // Drain first: the exit event carries the exact time.
-                        collector.drain(|ev| agg.apply(ev));
+                        collector.drain(|batch| agg.apply_batch(batch));
                         agg.mark_exited(pid, now);
                     }
                 }
                 if agg.live_pids().is_empty() {
                     break EndReason::TargetExited;
                 }
-                if let Output::Top { rows, interval } = &output {
+                if let Output::Top { rows, interval, .. } = &output {
                     let report = snapshot(
                         &mut agg,
                         &mut collector,
                         EndReason::Running,
                         monotonic_ns(),
                         &probes.tls_files,
+                        output.share_of(),
                     );
                     let screen = report.to_top(*rows, &humantime::format_duration(*interval).to_string());
                     let mut stdout = std::io::stdout().lock();
@@ -167,22 +197,33 @@ pub async fn run(
                     let _ = stdout.flush();
                 }
             }
+            Ok(mut guard) = async {
+                match kernel_log.as_mut() {
+                    Some(l) => l.readable_mut().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
             _ = &mut deadline => break EndReason::Duration,
             _ = sigint.recv() => break EndReason::Interrupted,
             _ = sigterm.recv() => break EndReason::Interrupted,
         }
     };
 
-    // The trace ends now; detach first, so that nothing changes while the
-    // last records are read (the maps stay readable through the collector).
-    // Detaching takes tens of milliseconds: what happens meanwhile is after
-    // the end and not counted as in flight.
+    // The trace ends now: the kernel's aggregates are read first, then the
+    // probes detach (which can take a while with many uprobes: what happens
+    // meanwhile is after the end and not counted).
     let end_ns = monotonic_ns();
-    let tls_files = probes.tls_files.clone();
-    drop(probes);
-    let report = snapshot(&mut agg, &mut collector, ended, end_ns, &tls_files);
-    drop(collector);
-
+    let report = snapshot(
+        &mut agg,
+        &mut collector,
+        ended,
+        end_ns,
+        &probes.tls_files,
+        output.share_of(),
+    );
     if let Some(cmd) = &launched {
         match cmd.try_wait() {
             Some(status) => info!("command exited: {}", describe_wait_status(status)),
@@ -199,7 +240,7 @@ pub async fn run(
                 println!("{}", report.to_top(rows, "-"));
             }
         }
-        Output::Report { rows, json } => {
+        Output::Report { rows, json, .. } => {
             let to_stdout = json.as_deref().is_some_and(|p| p.as_os_str() == "-");
             if let Some(path) = &json {
                 let text = serde_json::to_string_pretty(&report)?;
@@ -219,6 +260,13 @@ pub async fn run(
     if ended == EndReason::TargetExited {
         eprintln!("tracer: the traced process exited; report complete");
     }
+    // Detach after the report is out: each uprobe takes the kernel about a
+    // tenth of a second to remove.
+    let t0 = std::time::Instant::now();
+    drop(kernel_log);
+    drop(collector);
+    drop(probes);
+    log::debug!("detached in {:.0?}", t0.elapsed());
     Ok(())
 }
 
@@ -249,13 +297,14 @@ fn snapshot(
     ended: EndReason,
     now: u64,
     tls_files: &[String],
+    share_of: ShareOf,
 ) -> Report {
     let stats = collector.syscall_stats();
     let mut in_flight = collector.in_flight();
     let open_lookups = collector.open_lookups();
     // Events after the maps: a process counted in them was created before,
     // so its creation record is already in the ring buffer.
-    collector.drain(|ev| agg.apply(ev));
+    collector.drain(|batch| agg.apply_batch(batch));
     agg.refresh_names();
     // Threads with no entry in the kernel map have made no syscall since we
     // attached; one blocked in a syscall has been in it since before.
@@ -273,15 +322,15 @@ fn snapshot(
                     start_ns: agg.start_ns,
                     nr,
                     args,
-                    skaddr: 0,
-                    in_tls: 0,
                     last_io_fd: -1,
+                    ..Default::default()
                 };
                 in_flight.push((tid, since_start));
             }
         }
     }
     agg.set_syscalls(stats, &in_flight, now, target::read_memory);
+    agg.set_idle(collector.idle_ns(), &in_flight, now);
     let tid_to_pid = agg.thread_owners();
     let open: Vec<(u32, u32, u32, u64, String)> = open_lookups
         .iter()
@@ -297,7 +346,7 @@ fn snapshot(
     if ended != EndReason::Running {
         agg.finish(now);
     }
-    Report::build(agg, now, ended, collector.lost(), tls_files)
+    Report::build(agg, now, ended, collector.lost(), tls_files, share_of)
 }
 
 fn describe_wait_status(status: i32) -> String {

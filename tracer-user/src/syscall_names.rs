@@ -43,6 +43,24 @@ pub fn is_waiting(nr: u32) -> bool {
     WAITING.iter().any(|s| s.id() as u32 == nr)
 }
 
+/// The waits a server's listener thread idles in (the kernel counts those
+/// of threads that accept as idle).
+pub fn is_wait_for_work(nr: u32) -> bool {
+    [
+        Sysno::poll,
+        Sysno::ppoll,
+        Sysno::select,
+        Sysno::pselect6,
+        Sysno::epoll_wait,
+        Sysno::epoll_pwait,
+        Sysno::epoll_pwait2,
+        Sysno::accept,
+        Sysno::accept4,
+    ]
+    .iter()
+    .any(|s| s.id() as u32 == nr)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -127,6 +127,12 @@ pub fn read_memory(pid: u32, addr: u64, len: usize) -> Option<Vec<u8>> {
     Some(buf)
 }
 
+/// What a process's fd is, for people: a path, `pipe:[N]`, ...
+pub fn fd_path(pid: u32, fd: i32) -> Option<String> {
+    let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    Some(link.to_string_lossy().into_owned())
+}
+
 /// Whether a process's fd is a socket (/proc/PID/fd/FD -> "socket:[N]").
 pub fn is_socket(pid: u32, fd: i32) -> bool {
     socket_inode(pid, fd).is_some()

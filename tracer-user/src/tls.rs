@@ -246,7 +246,7 @@ pub struct TlsPeerRow {
     /// The same, by call-site id.
     #[serde(skip)]
     pub site_ids: Vec<(u32, u64, u64)>,
-    pub share_of_wall: f64,
+    pub share: f64,
     pub findings: Vec<String>,
 }
 
@@ -258,7 +258,7 @@ pub fn peer_row(
 ) -> TlsPeerRow {
     use crate::render::{fmt_ns, share};
     let hs = p.handshakes.unwrap_or(LatencyStats::ZERO);
-    let share_of_wall = share(p.total_ns(), wall_ns);
+    let share_of_time = share(p.total_ns(), wall_ns);
     let mut site_ids: Vec<(u32, u64, u64)> = p
         .sites
         .iter()
@@ -270,7 +270,7 @@ pub fn peer_row(
     if reads > 0 {
         let per_read = p.reads.bytes.checked_div(p.reads.ok_calls).unwrap_or(0);
         let mut s = format!(
-            "{reads} reads from {peer}: {:.1}% of wall time, {:.0}% of it waiting on the network, \
+            "{reads} reads from {peer}: {:.1}% of the time, {:.0}% of it waiting on the network, \
              {per_read} bytes per read",
             share(p.read_time_ns(), wall_ns) * 100.0,
             p.read_waiting_share() * 100.0,
@@ -321,7 +321,7 @@ pub fn peer_row(
             .map(|(id, calls, ns)| (site_label(*id), *calls, *ns))
             .collect(),
         site_ids,
-        share_of_wall,
+        share: share_of_time,
         findings,
     }
 }
