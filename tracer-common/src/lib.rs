@@ -156,6 +156,7 @@ pub enum EventKind {
     ExecMap = 10,
     Stack = 11,
     SlowIo = 12,
+    FdClosed = 13,
 }
 
 impl EventKind {
@@ -173,6 +174,7 @@ impl EventKind {
             10 => Some(Self::ExecMap),
             11 => Some(Self::Stack),
             12 => Some(Self::SlowIo),
+            13 => Some(Self::FdClosed),
             _ => None,
         }
     }
@@ -447,9 +449,25 @@ pub struct TlsCall {
     pub fd: i32,
     /// The thread's last read/write fd when the call began (a hint).
     pub hint_fd: i32,
-    /// When this thread's last SSL call stack was taken: stacks of SSL
-    /// calls are sampled (one per thread per `TLS_STACK_EVERY_NS`).
-    pub last_stack_ns: u64,
+    /// When this thread's last SSL call stack was taken, per kind of call
+    /// (read, write, handshake): stacks of SSL calls are sampled, one per
+    /// thread and kind per `TLS_STACK_EVERY_NS`.
+    pub last_stack_ns: [u64; 3],
+    /// The `SSL *` of the thread's last sampled call, per kind of call.
+    pub last_stack_ssl: [u64; 3],
+}
+
+impl TlsFn {
+    /// 0 for reads, 1 for writes, 2 for handshakes: the sampling slot.
+    pub fn class(self) -> usize {
+        if self.is_read() {
+            0
+        } else if self.is_write() {
+            1
+        } else {
+            2
+        }
+    }
 }
 
 /// Stacks of a thread's SSL calls are taken at most this often: a response
@@ -562,6 +580,20 @@ pub struct KernelLayout {
     /// with its call site (0: the default, `SLOW_IO_NS`).
     pub slow_io_ns: u64,
 }
+
+/// A socket a traced process connected was closed: its fd number means
+/// something else from now on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FdClosedEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub fd: i32,
+    pub _pad: u32,
+}
+
+/// Sockets a traced process connected, per process and fd, at most.
+pub const MAX_CONNECTED_FDS: u32 = 65536;
 
 /// Default threshold for reporting a single read or write.
 pub const SLOW_IO_NS: u64 = 1_000_000;

@@ -8,14 +8,14 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tracer_common::{
-    ConnectEvent, DNS_PORT, DnsServer, EventKind, FdKey, HandshakeEvent, LostCounter,
-    PendingHandshake, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_SENT,
+    ConnectEvent, DNS_PORT, DnsServer, EventKind, FdClosedEvent, FdKey, HandshakeEvent,
+    LostCounter, PendingHandshake, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_SENT,
 };
 
 use crate::{
     maps::{
-        DNS_SOCKETS, EVENTS, PENDING_HANDSHAKES, THREAD_ENTRIES, count_lost, is_traced, output,
-        read_sockaddr, sockaddr_port,
+        CONNECTED_FDS, DNS_SOCKETS, EVENTS, PENDING_HANDSHAKES, THREAD_ENTRIES, count_lost,
+        is_traced, output, read_sockaddr, sockaddr_port,
     },
     syscalls::Finished,
 };
@@ -53,6 +53,13 @@ pub fn on_connect_exit(call: &Finished) {
     };
     slot.submit(0);
 
+    if call.ret == 0 || call.ret == -EINPROGRESS {
+        let key = FdKey {
+            tgid: call.tgid,
+            fd: entry.args[0] as u32,
+        };
+        let _ = CONNECTED_FDS.insert(key, 1u8, 0);
+    }
     // A socket connected to port 53 (glibc's resolver connects its UDP
     // socket, then sends without an address): its traffic is DNS.
     if port == DNS_PORT && (call.ret == 0 || call.ret == -EINPROGRESS) {
@@ -73,6 +80,22 @@ const ISS_OLDSTATE: usize = 16;
 const ISS_NEWSTATE: usize = 20;
 const ISS_PROTOCOL: usize = 30;
 const IPPROTO_TCP: u16 = 6;
+
+/// close() of a socket this process connected: tell user space.
+pub fn on_close(call: &Finished) {
+    let key = FdKey {
+        tgid: call.tgid,
+        fd: call.entry.args[0] as u32,
+    };
+    if call.ret == 0 && CONNECTED_FDS.remove(key).is_ok() {
+        output(&FdClosedEvent {
+            kind: EventKind::FdClosed as u32,
+            tgid: call.tgid,
+            fd: key.fd as i32,
+            _pad: 0,
+        });
+    }
+}
 
 /// The real handshake time of a TCP connect, blocking or not: from the
 /// SYN_SENT transition (in the connecting thread) to ESTABLISHED or CLOSE

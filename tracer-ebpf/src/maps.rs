@@ -7,9 +7,10 @@ use aya_ebpf::{
 };
 use tracer_common::{
     DnsServer, EVENT_RING_BYTES, FdKey, KernelLayout, LOST_COUNTERS, LatencyStats, LookupState,
-    LostCounter, MAX_DNS_SOCKETS, MAX_IDLE_PROCESSES, MAX_LOOKUPS, MAX_PENDING_HANDSHAKES,
-    MAX_PY_PROCS, MAX_SYSCALL_KEYS, MAX_TLS_CALLS, MAX_TLS_SOCKETS, MAX_TRACED_PROCESSES,
-    MAX_TRACED_THREADS, PendingHandshake, PyProcess, SyscallKey, ThreadEntry, TlsCall,
+    LostCounter, MAX_CONNECTED_FDS, MAX_DNS_SOCKETS, MAX_IDLE_PROCESSES, MAX_LOOKUPS,
+    MAX_PENDING_HANDSHAKES, MAX_PY_PROCS, MAX_SYSCALL_KEYS, MAX_TLS_CALLS, MAX_TLS_SOCKETS,
+    MAX_TRACED_PROCESSES, MAX_TRACED_THREADS, PendingHandshake, PyProcess, SyscallKey, ThreadEntry,
+    TlsCall,
 };
 
 /// Processes (tgids) being traced. User space seeds it; forks add to it.
@@ -52,6 +53,11 @@ pub static TLS_CALLS: HashMap<u32, TlsCall> = HashMap::with_max_entries(MAX_TLS_
 /// client waiting for data.
 #[map]
 pub static TLS_SOCKETS: HashMap<FdKey, u8> = HashMap::with_max_entries(MAX_TLS_SOCKETS, 0);
+
+/// Sockets a traced process connected: their close is reported, so that
+/// user space knows when an fd number stops meaning that peer.
+#[map]
+pub static CONNECTED_FDS: HashMap<FdKey, u8> = HashMap::with_max_entries(MAX_CONNECTED_FDS, 0);
 
 /// Sockets a traced process connected to port 53: their traffic is DNS.
 #[map]

@@ -174,6 +174,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
                 sysno::CLOSE => {
                     dns::on_close(&call);
                     tls::on_close(&call);
+                    connect::on_close(&call);
                 }
                 sysno::POLL | sysno::PPOLL => {
                     known_wait = dns::on_poll_exit(&call) || tls::on_poll_exit(&call);

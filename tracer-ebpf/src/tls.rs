@@ -61,7 +61,8 @@ pub fn tls_entry(ctx: ProbeContext) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: the helper reads the cookie the probe was attached with.
     let func = unsafe { generated::bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
-    let mut last_stack_ns = 0;
+    let mut last_stack_ns = [0u64; 3];
+    let mut last_stack_ssl = [0u64; 3];
     if let Some(call) = TLS_CALLS.get_ptr_mut(tid) {
         // SAFETY: this thread's own map value.
         let call = unsafe { &mut *call };
@@ -71,11 +72,22 @@ pub fn tls_entry(ctx: ProbeContext) -> u32 {
             return 0;
         }
         last_stack_ns = call.last_stack_ns;
+        last_stack_ssl = call.last_stack_ssl;
     }
     // The call site of a thread's SSL calls, sampled: a response can take
-    // a thousand reads from one line of code.
-    if now.saturating_sub(last_stack_ns) >= TLS_STACK_EVERY_NS {
-        last_stack_ns = now;
+    // a thousand reads from one line of code. A call on another connection
+    // than the last sampled one is likely from other code: sampled too.
+    let ssl = ctx.arg::<u64>(0).unwrap_or(0);
+    let class = TlsFn::from_u32(func).map_or(0, TlsFn::class);
+    let last = last_stack_ns.get(class).copied().unwrap_or(0);
+    let last_ssl = last_stack_ssl.get(class).copied().unwrap_or(0);
+    if ssl != last_ssl || now.saturating_sub(last) >= TLS_STACK_EVERY_NS {
+        if let Some(slot) = last_stack_ssl.get_mut(class) {
+            *slot = ssl;
+        }
+        if let Some(slot) = last_stack_ns.get_mut(class) {
+            *slot = now;
+        }
         let tgid = (pid_tgid >> 32) as u32;
         stacks::capture(
             tgid,
@@ -85,7 +97,6 @@ pub fn tls_entry(ctx: ProbeContext) -> u32 {
             &UserRegs::from_probe_ctx(ctx.regs),
         );
     }
-    let ssl = ctx.arg::<u64>(0).unwrap_or(0);
     // SSL_read(ssl, buf, int num), SSL_read_ex(ssl, buf, size_t num,
     // size_t *readbytes); the same shapes for write.
     let (requested, out_ptr) = if func == TlsFn::ReadEx as u32 || func == TlsFn::WriteEx as u32 {
@@ -111,6 +122,7 @@ pub fn tls_entry(ctx: ProbeContext) -> u32 {
         fd: -1,
         hint_fd,
         last_stack_ns,
+        last_stack_ssl,
     };
     if TLS_CALLS.insert(tid, call, 0).is_err() {
         count_lost(LostCounter::TlsCallMapFull);

@@ -19,7 +19,7 @@ use tracer_common::{
 use crate::{
     attribute::Attributor,
     collect::Event,
-    dns::{DnsState, LookupRecord},
+    dns::{ConnectName, DnsState, LookupRecord},
     tls::TlsState,
 };
 
@@ -204,8 +204,13 @@ pub struct Aggregate {
     /// Lookups inside getaddrinfo & co. when the snapshot was taken.
     pub in_flight_lookups: Vec<LookupRecord>,
     pub tls: TlsState,
-    /// The peer each (process, fd) last connected to.
-    pub fd_peers: HashMap<(u32, i32), Peer>,
+    /// The peer each (process, fd) connected to, and its name for people,
+    /// until the fd is closed.
+    pub fd_peers: HashMap<(u32, i32), (Peer, String)>,
+    /// Host names of the addresses connected to, from the lookup the
+    /// connecting thread made just before; `None` for an address the
+    /// program connected to by number.
+    names_by_addr: HashMap<SocketAddr, Option<String>>,
     /// Processes that mapped a file executable since the last look: they
     /// may have loaded a library to probe.
     pub mapped_new_code: BTreeSet<u32>,
@@ -290,13 +295,25 @@ impl Aggregate {
             Event::DnsPacket(p) => self.dns.on_packet(&p),
             Event::DnsWait(w) => self.dns.on_wait(&w),
             Event::Tls(t) => {
-                let site = self.sites.take_tls(t.tid, t.start_ns);
-                // A socket: one we saw connected (it may be closed by now),
-                // or one /proc says is a socket.
-                let fd_peers = &self.fd_peers;
-                self.tls.on_call(&t, site, |pid, fd| {
-                    fd_peers.contains_key(&(pid, fd)) || crate::target::is_socket(pid, fd)
+                let class =
+                    tracer_common::TlsFn::from_u32(t.func).map_or(0, tracer_common::TlsFn::class);
+                let site = self.sites.take_tls(t.tid, t.start_ns, t.ssl, class);
+                // A socket: one we saw connected and not closed, or one
+                // /proc says is a socket; named now, as its fd number may
+                // be reused later.
+                let mut tls = std::mem::take(&mut self.tls);
+                let this = &*self;
+                tls.on_call(&t, site, |pid, fd| {
+                    if this.fd_peers.contains_key(&(pid, fd)) || crate::target::is_socket(pid, fd) {
+                        Some(
+                            this.peer_name(pid, fd)
+                                .unwrap_or_else(|| format!("pid {pid} fd {fd}")),
+                        )
+                    } else {
+                        None
+                    }
                 });
+                self.tls = tls;
             }
             Event::TlsWait(w) => self.tls.on_wait(&w),
             Event::ExecMap(m) => {
@@ -304,6 +321,10 @@ impl Aggregate {
             }
             Event::Stack(st) => self.sites.on_stack(&st),
             Event::SlowIo(io) => self.on_slow_io(&io),
+            Event::FdClosed(c) => {
+                self.fd_peers.remove(&(c.tgid, c.fd));
+                self.tls.on_close(c.tgid, c.fd);
+            }
         }
     }
 
@@ -346,6 +367,7 @@ impl Aggregate {
                     span.end_ns.get_or_insert(t.ts_ns);
                 }
                 self.dns.forget_thread(t.tid);
+                self.sites.forget_thread(t.tid);
                 if t.what == TASK_EXIT_PROCESS {
                     self.sites.forget_process(t.tgid);
                 }
@@ -361,14 +383,18 @@ impl Aggregate {
     }
 
     fn on_slow_io(&mut self, io: &SlowIoEvent) {
-        // What the fd is now: a file or pipe by its path (an fd number
-        // may have been a socket earlier), a socket by its peer; if it is
-        // already closed, the peer it last connected to.
-        let target = match crate::target::fd_path(io.tgid, io.fd) {
-            Some(path) if !path.starts_with("socket:") => path,
-            _ => self
-                .peer_name(io.tgid, io.fd)
-                .unwrap_or_else(|| format!("fd {}", io.fd)),
+        // A socket we saw connected (and not closed since) by its peer;
+        // else what the fd is now: a file or pipe by its path, a socket by
+        // its peer (the fd may have been closed and reused since the call:
+        // events come in order, /proc is read later).
+        let target = match self.fd_peers.get(&(io.tgid, io.fd)) {
+            Some((_, name)) => name.clone(),
+            None => match crate::target::fd_path(io.tgid, io.fd) {
+                Some(path) if !path.starts_with("socket:") => path,
+                _ => self
+                    .peer_name(io.tgid, io.fd)
+                    .unwrap_or_else(|| format!("fd {}", io.fd)),
+            },
         };
         let stats = self
             .slow_io
@@ -434,23 +460,28 @@ impl Aggregate {
     /// The other end of a process's socket, for people: the host name it
     /// was looked up by when we saw the lookup, and the address.
     pub fn peer_name(&self, pid: u32, fd: i32) -> Option<String> {
-        let peer = self
-            .fd_peers
-            .get(&(pid, fd))
-            .cloned()
-            .or_else(|| crate::target::socket_peer(pid, fd).map(Peer::Inet))?;
+        if let Some((_, name)) = self.fd_peers.get(&(pid, fd)) {
+            return Some(name.clone());
+        }
+        let peer = crate::target::socket_peer(pid, fd).map(Peer::Inet)?;
         Some(self.name_peer(&peer))
     }
 
-    /// `api.example.com:443 (10.0.0.7)` when a traced lookup returned the
-    /// address, else the address.
+    /// `api.example.com:443 (10.0.0.7)` when the address was connected to
+    /// right after a lookup of that host, or only one traced lookup
+    /// returned it; else the address.
     pub fn name_peer(&self, peer: &Peer) -> String {
         match peer {
-            Peer::Inet(a) => match self.dns.host_of(&a.ip()) {
-                Some(host) if host.parse::<IpAddr>().is_ok() => a.to_string(),
-                Some(host) => format!("{host}:{} ({})", a.port(), a.ip()),
-                None => a.to_string(),
-            },
+            Peer::Inet(a) => {
+                let host = match self.names_by_addr.get(a) {
+                    Some(named) => named.as_deref(),
+                    None => self.dns.host_of(&a.ip()),
+                };
+                match host {
+                    Some(host) => format!("{host}:{} ({})", a.port(), a.ip()),
+                    None => a.to_string(),
+                }
+            }
             other => other.to_string(),
         }
     }
@@ -503,7 +534,20 @@ impl Aggregate {
             call_site: self.sites.take(c.tid, c.start_ns),
         };
         if let Some(peer) = &record.peer {
-            self.fd_peers.insert((record.pid, record.fd), peer.clone());
+            if let Peer::Inet(a) = peer {
+                match self.dns.host_for_connect(record.tid, &a.ip()) {
+                    ConnectName::Host(host) => {
+                        self.names_by_addr.insert(*a, Some(host));
+                    }
+                    ConnectName::Address => {
+                        self.names_by_addr.entry(*a).or_insert(None);
+                    }
+                    ConnectName::Unknown => {}
+                }
+            }
+            let name = self.name_peer(peer);
+            self.fd_peers
+                .insert((record.pid, record.fd), (peer.clone(), name));
         }
         if c.skaddr == 0 {
             return self.finish_connect(record);

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use tracer_common::{PY_OK, STACK_FOR_TLS, StackEvent};
+use tracer_common::{PY_OK, StackEvent};
 
 use crate::{
     python::{CodeReader, Interpreter},
@@ -133,8 +133,10 @@ pub struct Attributor {
     by_frames: HashMap<Vec<Frame>, u32>,
     /// Call sites waiting for their event: (tid, call start).
     pending: HashMap<(u32, u64), u32>,
-    /// The last sampled SSL call site of each thread.
-    last_tls: HashMap<u32, u32>,
+    /// The last sampled SSL call site of each thread, per connection and
+    /// kind of call (`TlsFn::class`): reads and writes, or reads of two
+    /// connections, come from different lines.
+    last_tls: HashMap<(u32, u64, usize), u32>,
     pub counts: AttributionCounts,
 }
 
@@ -194,9 +196,6 @@ impl Attributor {
             self.pending.clear();
         }
         self.pending.insert((ev.tid, ev.key_ns), id);
-        if ev.reason == STACK_FOR_TLS {
-            self.last_tls.insert(ev.tid, id);
-        }
     }
 
     /// The call site of the call that started at `start_ns` on `tid`.
@@ -205,10 +204,20 @@ impl Attributor {
     }
 
     /// For SSL calls, whose stacks are sampled: this call's own, else the
-    /// thread's last one.
-    pub fn take_tls(&mut self, tid: u32, start_ns: u64) -> Option<u32> {
-        self.take(tid, start_ns)
-            .or_else(|| self.last_tls.get(&tid).copied())
+    /// thread's last one for the same kind of call.
+    pub fn take_tls(&mut self, tid: u32, start_ns: u64, ssl: u64, class: usize) -> Option<u32> {
+        match self.take(tid, start_ns) {
+            Some(id) => {
+                self.last_tls.insert((tid, ssl, class), id);
+                Some(id)
+            }
+            None => self.last_tls.get(&(tid, ssl, class)).copied(),
+        }
+    }
+
+    /// Forgets a thread that exited (its id may come back for another).
+    pub fn forget_thread(&mut self, tid: u32) {
+        self.last_tls.retain(|&(t, _, _), _| t != tid);
     }
 
     pub fn forget_process(&mut self, pid: u32) {

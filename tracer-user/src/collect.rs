@@ -8,8 +8,8 @@ use anyhow::{Context as _, anyhow};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
-    ConnectEvent, DnsPacketEvent, DnsServer, DnsWaitEvent, EventKind, ExecMapEvent, FdKey,
-    HandshakeEvent, LatencyStats, LookupEvent, LookupStartEvent, LookupState, LostCounter,
+    ConnectEvent, DnsPacketEvent, DnsServer, DnsWaitEvent, EventKind, ExecMapEvent, FdClosedEvent,
+    FdKey, HandshakeEvent, LatencyStats, LookupEvent, LookupStartEvent, LookupState, LostCounter,
     SlowIoEvent, StackEvent, SyscallKey, TaskEvent, ThreadEntry, TlsEvent, TlsWaitEvent,
 };
 
@@ -30,6 +30,7 @@ pub enum Event {
     ExecMap(ExecMapEvent),
     Stack(Box<StackEvent>),
     SlowIo(SlowIoEvent),
+    FdClosed(FdClosedEvent),
 }
 
 /// Decodes a ring buffer record; `None` for a record we do not know (a
@@ -54,6 +55,7 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
         EventKind::ExecMap => read(bytes).map(Event::ExecMap),
         EventKind::Stack => read(bytes).map(|e| Event::Stack(Box::new(e))),
         EventKind::SlowIo => read(bytes).map(Event::SlowIo),
+        EventKind::FdClosed => read(bytes).map(Event::FdClosed),
     }
 }
 

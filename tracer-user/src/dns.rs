@@ -7,7 +7,7 @@
 //! answers short).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
@@ -109,6 +109,15 @@ pub struct WaitRecord {
     pub timeout_ms: i64,
 }
 
+/// What a connect's address was looked up as (see `host_for_connect`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectName {
+    Host(String),
+    /// The program used the address itself.
+    Address,
+    Unknown,
+}
+
 /// One finished libc lookup.
 #[derive(Debug, Clone, Serialize)]
 pub struct LookupRecord {
@@ -185,8 +194,12 @@ pub struct DnsState {
     pending: HashMap<(u32, i32, u16), QueryRecord>,
     pub standalone: BTreeMap<(String, String, String), StandaloneStats>,
     pub undecodable: u64,
-    /// The host name a traced lookup returned each address for.
-    hosts_by_ip: HashMap<IpAddr, String>,
+    /// The host names traced lookups returned each address for.
+    hosts_by_ip: HashMap<IpAddr, BTreeSet<String>>,
+    /// Each thread's last successful lookup: host and addresses. A connect
+    /// on the same thread to one of them is a connect to that host, even
+    /// when several hosts share the address.
+    last_by_thread: HashMap<u32, (String, Vec<IpAddr>)>,
 }
 
 fn server_of(peer: &[u8; 28]) -> Option<String> {
@@ -305,10 +318,17 @@ impl DnsState {
         addresses.sort();
         addresses.dedup();
         // A numeric host (getaddrinfo("127.0.0.1")) names nothing new.
-        if host.parse::<IpAddr>().is_err() {
-            for a in &addresses {
-                self.hosts_by_ip.insert(*a, host.clone());
+        if !addresses.is_empty() {
+            if host.parse::<IpAddr>().is_err() {
+                for a in &addresses {
+                    self.hosts_by_ip
+                        .entry(*a)
+                        .or_default()
+                        .insert(host.to_lowercase());
+                }
             }
+            self.last_by_thread
+                .insert(ev.tid, (host.clone(), addresses.clone()));
         }
         // Traffic between LookupStart and now belongs to this lookup; a
         // LookupStart lost to a full ring buffer leaves it empty.
@@ -485,16 +505,41 @@ impl DnsState {
         (copy.hosts, copy.slowest)
     }
 
-    /// The host name a traced lookup resolved to this address.
+    /// The host name traced lookups resolved to this address, when only
+    /// one did.
     pub fn host_of(&self, ip: &IpAddr) -> Option<&str> {
-        self.hosts_by_ip.get(ip).map(String::as_str)
+        match self.hosts_by_ip.get(ip) {
+            Some(hosts) if hosts.len() == 1 => hosts.first().map(String::as_str),
+            _ => None,
+        }
+    }
+
+    /// What a thread's connect to `ip` went to: the host of the thread's
+    /// last lookup if it returned `ip` (or the bare address, if that lookup
+    /// was of the address itself, or the connect is a lookup's own, to its
+    /// DNS server); `Unknown` if no lookup on the thread says.
+    pub fn host_for_connect(&self, tid: u32, ip: &IpAddr) -> ConnectName {
+        if self.open.contains_key(&tid) {
+            return ConnectName::Address;
+        }
+        match self.last_by_thread.get(&tid) {
+            Some((host, addrs)) if addrs.contains(ip) => match host.parse::<IpAddr>() {
+                Ok(_) => ConnectName::Address,
+                Err(_) => ConnectName::Host(host.clone()),
+            },
+            _ => ConnectName::Unknown,
+        }
     }
 
     /// Forgets open lookups of threads that are gone.
     pub fn forget_thread(&mut self, tid: u32) {
         self.open.remove(&tid);
+        self.last_by_thread.remove(&tid);
     }
 }
+
+/// A DNS answer slower than this is the server's doing, worth a finding.
+const SLOW_SERVER_NS: u64 = 10_000_000;
 
 /// 2, or 1.5: a count that may be an average.
 fn fmt_count(v: f64) -> String {
@@ -550,9 +595,21 @@ pub fn lookup_result(func: LookupFn, ret: i32) -> String {
 }
 
 /// The plain-words findings for one host, strongest evidence first.
-pub fn host_findings(host: &str, h: &HostStats, wall_ns: u64, traced_ns: u64) -> Vec<String> {
+/// What is worth saying about the lookups of one host; `of` names the
+/// time `wall_ns` is ("busy time", "wall time").
+pub fn host_findings(
+    host: &str,
+    h: &HostStats,
+    wall_ns: u64,
+    of: &str,
+    traced_ns: u64,
+) -> Vec<String> {
     use crate::render::fmt_ns;
     let mut out = Vec::new();
+    // getaddrinfo("10.0.0.7") asks no server: nothing to explain.
+    if host.parse::<IpAddr>().is_ok() {
+        return out;
+    }
     let calls = h.latency.count;
     let share = if wall_ns > 0 {
         h.latency.total_ns as f64 / wall_ns as f64 * 100.0
@@ -560,7 +617,7 @@ pub fn host_findings(host: &str, h: &HostStats, wall_ns: u64, traced_ns: u64) ->
         0.0
     };
     out.push(format!(
-        "{host}: {calls} lookup{} took {} in all ({share:.1}% of wall time), p50 {}, max {}",
+        "{host}: {calls} lookup{} took {} in all ({share:.1}% of {of}), p50 {}, max {}",
         if calls == 1 { "" } else { "s" },
         fmt_ns(h.latency.total_ns),
         fmt_ns(h.latency.quantile_ns(0.5)),
@@ -605,6 +662,30 @@ pub fn host_findings(host: &str, h: &HostStats, wall_ns: u64, traced_ns: u64) ->
         out.push(format!("  no answer seen for {}", unanswered.join(", ")));
     } else if h.retries > 0 {
         out.push(format!("  {} queries were retried", h.retries));
+    } else {
+        // Every query answered, none re-sent: the time is the server's.
+        let answered: Vec<String> = h
+            .by_type
+            .iter()
+            .filter(|(_, t)| t.answered > 0)
+            .map(|(ty, t)| format!("{ty} in {}", fmt_ns(t.latency.quantile_ns(0.5))))
+            .collect();
+        let slowest_answer = h
+            .by_type
+            .values()
+            .filter(|t| t.answered > 0)
+            .map(|t| t.latency.quantile_ns(0.5))
+            .max()
+            .unwrap_or(0);
+        if slowest_answer >= SLOW_SERVER_NS && slowest_answer * 2 >= h.latency.quantile_ns(0.5) {
+            let servers: Vec<&str> = h.servers.keys().map(String::as_str).collect();
+            out.push(format!(
+                "  the DNS server {} is slow: it answered {} (p50), every query the first time; \
+                 the lookups wait on the server, not on timeouts or retries",
+                servers.join(", "),
+                answered.join(", "),
+            ));
+        }
     }
     if !h.expansions.is_empty() {
         let per_lookup = h.expansions.values().sum::<u64>() as f64 / calls.max(1) as f64;
@@ -637,7 +718,7 @@ pub fn host_findings(host: &str, h: &HostStats, wall_ns: u64, traced_ns: u64) ->
         }
         out.push(s);
     }
-    if calls >= 3 && traced_ns > 0 {
+    if calls >= 3 && traced_ns > 0 && share >= 1.0 {
         out.push(format!(
             "  resolved {calls} times in {}: the process does not cache the answer",
             fmt_ns(traced_ns)

@@ -1,6 +1,8 @@
 //! Render: the aggregate as a report a person reads (tables) and a script
 //! reads (JSON), and the live `top` screen.
 
+pub mod breakdown;
+
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use comfy_table::{CellAlignment, Table, presets};
@@ -155,6 +157,24 @@ pub enum ShareOf {
     Wall,
 }
 
+impl ShareOf {
+    /// The share column's header.
+    pub fn header(self) -> &'static str {
+        match self {
+            ShareOf::Busy => "BUSY%",
+            ShareOf::Wall => "WALL%",
+        }
+    }
+
+    /// What the shares are of, in words.
+    pub fn words(self) -> &'static str {
+        match self {
+            ShareOf::Busy => "busy time",
+            ShareOf::Wall => "wall time",
+        }
+    }
+}
+
 /// Slow reads and writes to one target.
 #[derive(Debug, Serialize)]
 pub struct SlowIoRow {
@@ -219,6 +239,8 @@ pub struct Report {
     pub tls_peers: Vec<TlsPeerRow>,
     /// Lookups, connects and SSL calls by call site, slowest first.
     pub call_sites: Vec<CallSiteRow>,
+    /// Where the time went: per kind of call and target, largest first.
+    pub breakdown: Vec<breakdown::BreakdownRow>,
     pub attribution: AttributionCounts,
     pub lost: LostCounts,
 }
@@ -292,14 +314,23 @@ impl Report {
                     syscall: syscall_names::name(key.nr),
                     nr: key.nr,
                     waiting: syscall_names::is_waiting(key.nr),
-                    share: share(latency.total_ns + in_flight_ns, wall_ns),
+                    // Waits are idle time as often as not: their share is
+                    // of all the threads' time.
+                    share: share(
+                        latency.total_ns + in_flight_ns,
+                        if syscall_names::is_waiting(key.nr) {
+                            total_wall_ns
+                        } else {
+                            wall_ns
+                        },
+                    ),
                     latency,
                     in_flight_ns,
                 }
             })
             .collect();
         syscalls.sort_by_key(|r| std::cmp::Reverse(r.latency.total_ns + r.in_flight_ns));
-        let syscall_groups = group_syscalls(agg, wall_ns);
+        let syscall_groups = group_syscalls(agg, wall_ns, total_wall_ns);
         let waiting_ns = syscalls
             .iter()
             .filter(|r| r.waiting)
@@ -367,7 +398,7 @@ impl Report {
                     .map(|(t, s)| (t.clone(), (s.asked, s.answered)))
                     .collect(),
                 servers: h.servers.keys().cloned().collect(),
-                findings: dns::host_findings(host, h, wall_ns, traced_ns),
+                findings: dns::host_findings(host, h, wall_ns, share_of.words(), traced_ns),
             })
             .collect();
         dns_hosts.sort_by_key(|r| std::cmp::Reverse(r.latency.total_ns));
@@ -385,11 +416,14 @@ impl Report {
             })
             .collect();
         dns_queries.sort_by_key(|r| std::cmp::Reverse((r.unanswered, r.latency.total_ns)));
-        let mut tls_peers: Vec<TlsPeerRow> =
-            tls::by_peer(&agg.tls, |pid, fd| agg.peer_name(pid, fd))
-                .into_iter()
-                .map(|(peer, p)| tls::peer_row(peer, &p, wall_ns, |id| agg.sites.site(id).label()))
-                .collect();
+        let mut tls_peers: Vec<TlsPeerRow> = tls::by_peer(&agg.tls)
+            .into_iter()
+            .map(|(peer, p)| {
+                tls::peer_row(peer, &p, wall_ns, share_of.words(), |id| {
+                    agg.sites.site(id).label()
+                })
+            })
+            .collect();
         tls_peers.sort_by(|a, b| b.share.total_cmp(&a.share));
         let mut call_sites: Vec<CallSiteRow> = agg
             .by_site
@@ -410,10 +444,10 @@ impl Report {
             })
             .collect();
         for peer in &tls_peers {
-            for (id, calls, ns) in &peer.site_ids {
+            for (kind, id, calls, ns) in &peer.site_ids {
                 let site = agg.sites.site(*id);
                 call_sites.push(CallSiteRow {
-                    kind: "tls",
+                    kind,
                     target: peer.peer.clone(),
                     call_site: site.label(),
                     summary: site.summary(),
@@ -426,7 +460,7 @@ impl Report {
             }
         }
         call_sites.sort_by_key(|r| std::cmp::Reverse(r.total_ns));
-        Self {
+        let mut report = Self {
             tracer_version: env!("CARGO_PKG_VERSION"),
             ended,
             traced_ns,
@@ -460,27 +494,37 @@ impl Report {
             tls_calls_total: agg.tls.calls_total,
             tls_peers,
             call_sites,
+            breakdown: Vec::new(),
             attribution: agg.sites.counts,
             lost,
-        }
+        };
+        report.breakdown = breakdown::build(&report, wall_ns);
+        report
     }
 
     /// The report as text tables, at most `rows` rows each.
     pub fn to_text(&self, rows: usize) -> String {
         let mut out = String::new();
         self.write_header(&mut out);
+        breakdown::write(
+            &mut out,
+            self,
+            self.share_of.words(),
+            self.denominator_ns(),
+            rows,
+        );
         let (work, waits): (Vec<&SyscallGroupRow>, Vec<&SyscallGroupRow>) =
             self.syscall_groups.iter().partition(|r| !r.waiting);
         let many = self.processes.len() > 1;
         section(
             &mut out,
             "Syscalls doing work, by total time",
-            syscall_table(&work, rows, many),
+            syscall_table(&work, rows, many, self.share_of.header()),
         );
         section(
             &mut out,
             "Syscalls waiting (poll, futex, sleep, accept, ...): idle time, shown apart",
-            syscall_table(&waits, rows, many),
+            syscall_table(&waits, rows, many, "WALL%"),
         );
         if !self.dns_hosts.is_empty() || !self.dns_queries.is_empty() {
             self.write_dns(&mut out, rows);
@@ -505,7 +549,7 @@ impl Report {
         section(
             out,
             &format!("DNS lookups by host ({} lookups)", self.dns_lookups_total),
-            dns_host_table(&self.dns_hosts, rows),
+            dns_host_table(&self.dns_hosts, rows, self.share_of.header()),
         );
         let findings: Vec<&String> = self
             .dns_hosts
@@ -584,7 +628,7 @@ impl Report {
             "MAX",
             "WRITES",
             "WRITE TIME",
-            "SHARE",
+            self.share_of.header(),
         ]);
         let mut sorted: Vec<&SlowIoRow> = self.slow_io.iter().collect();
         sorted.sort_by_key(|r| std::cmp::Reverse(r.reads.total_ns + r.writes.total_ns));
@@ -617,7 +661,7 @@ impl Report {
             "CALLS",
             "TOTAL",
             "MAX",
-            "WALL%",
+            self.share_of.header(),
             "CALLED FROM",
         ]);
         for r in self.call_sites.iter().take(rows) {
@@ -670,7 +714,7 @@ impl Report {
                 self.tls_calls_total,
                 self.tls_libraries.join(", ")
             ),
-            tls_table(&self.tls_peers, rows),
+            tls_table(&self.tls_peers, rows, self.share_of.header()),
         );
         let findings: Vec<&String> = self
             .tls_peers
@@ -721,11 +765,8 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "Shares below are of the {} time ({}).",
-            match self.share_of {
-                ShareOf::Busy => "busy",
-                ShareOf::Wall => "wall",
-            },
+            "Shares below are of the {} ({}), except waits (of wall time).",
+            self.share_of.words(),
             fmt_ns(self.denominator_ns()),
         );
         let lost = self.lost.total();
@@ -761,9 +802,24 @@ impl Report {
     pub fn to_top(&self, rows: usize, interval: &str) -> String {
         let mut out = String::new();
         self.write_header(&mut out);
+        breakdown::write(
+            &mut out,
+            self,
+            self.share_of.words(),
+            self.denominator_ns(),
+            rows,
+        );
         let _ = writeln!(out, "Refreshing every {interval}; Ctrl-C to quit.\n");
         let mut table = new_table(&[
-            "KIND", "TARGET", "PID", "COUNT", "TOTAL", "P50", "P99", "MAX", "WALL%",
+            "KIND",
+            "TARGET",
+            "PID",
+            "COUNT",
+            "TOTAL",
+            "P50",
+            "P99",
+            "MAX",
+            self.share_of.header(),
         ]);
         let mut entries: Vec<(u64, Vec<String>)> = Vec::new();
         for r in self.syscalls.iter().filter(|r| !r.waiting) {
@@ -841,7 +897,9 @@ impl Report {
     }
 }
 
-fn group_syscalls(agg: &Aggregate, wall_ns: u64) -> Vec<SyscallGroupRow> {
+/// Syscalls per (process name, syscall); shares of waits are of
+/// `total_wall_ns`, the others of `wall_ns`.
+fn group_syscalls(agg: &Aggregate, wall_ns: u64, total_wall_ns: u64) -> Vec<SyscallGroupRow> {
     struct Group {
         pids: std::collections::BTreeSet<u32>,
         stats: LatencyStats,
@@ -878,7 +936,14 @@ fn group_syscalls(agg: &Aggregate, wall_ns: u64) -> Vec<SyscallGroupRow> {
             syscall: syscall_names::name(nr),
             nr,
             waiting: syscall_names::is_waiting(nr),
-            share: share(g.stats.total_ns + g.in_flight_ns, wall_ns),
+            share: share(
+                g.stats.total_ns + g.in_flight_ns,
+                if syscall_names::is_waiting(nr) {
+                    total_wall_ns
+                } else {
+                    wall_ns
+                },
+            ),
             latency: LatencyRow::from(&g.stats),
             in_flight_ns: g.in_flight_ns,
         })
@@ -914,7 +979,12 @@ fn right_align(t: &mut Table, cols: std::ops::Range<usize>) {
     }
 }
 
-fn syscall_table(rows: &[&SyscallGroupRow], limit: usize, many: bool) -> Option<Table> {
+fn syscall_table(
+    rows: &[&SyscallGroupRow],
+    limit: usize,
+    many: bool,
+    share_header: &str,
+) -> Option<Table> {
     if rows.is_empty() {
         return None;
     }
@@ -922,7 +992,15 @@ fn syscall_table(rows: &[&SyscallGroupRow], limit: usize, many: bool) -> Option<
     if many {
         header.extend(["PROCESS", "PIDS"]);
     }
-    header.extend(["SYSCALL", "CALLS", "TOTAL", "P50", "P99", "MAX", "WALL%"]);
+    header.extend([
+        "SYSCALL",
+        "CALLS",
+        "TOTAL",
+        "P50",
+        "P99",
+        "MAX",
+        share_header,
+    ]);
     let mut t = new_table(&header);
     for r in rows.iter().take(limit) {
         let mut row: Vec<String> = vec![];
@@ -977,12 +1055,21 @@ fn peer_table(rows: &[PeerRow], limit: usize) -> Option<Table> {
     Some(t)
 }
 
-fn dns_host_table(rows: &[DnsHostRow], limit: usize) -> Option<Table> {
+fn dns_host_table(rows: &[DnsHostRow], limit: usize, share_header: &str) -> Option<Table> {
     if rows.is_empty() {
         return None;
     }
     let mut t = new_table(&[
-        "HOST", "CALLS", "RESULTS", "TOTAL", "P50", "P99", "MAX", "WALL%", "QUERIES", "TIMEOUTS",
+        "HOST",
+        "CALLS",
+        "RESULTS",
+        "TOTAL",
+        "P50",
+        "P99",
+        "MAX",
+        share_header,
+        "QUERIES",
+        "TIMEOUTS",
     ]);
     for r in rows.iter().take(limit) {
         let results: Vec<String> = r.results.iter().map(|(o, n)| format!("{o} {n}")).collect();
@@ -1032,7 +1119,7 @@ fn dns_query_table(rows: &[DnsQueryRow], limit: usize) -> Option<Table> {
     Some(t)
 }
 
-fn tls_table(rows: &[TlsPeerRow], limit: usize) -> Option<Table> {
+fn tls_table(rows: &[TlsPeerRow], limit: usize, share_header: &str) -> Option<Table> {
     if rows.is_empty() {
         return None;
     }
@@ -1046,7 +1133,7 @@ fn tls_table(rows: &[TlsPeerRow], limit: usize) -> Option<Table> {
         "WAITING",
         "WRITES",
         "WRITTEN",
-        "WALL%",
+        share_header,
     ]);
     for r in rows.iter().take(limit) {
         t.add_row(vec![

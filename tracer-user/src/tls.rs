@@ -53,6 +53,8 @@ impl Direction {
 pub struct Connection {
     pub pid: u32,
     pub fd: Option<i32>,
+    /// The other end, named when the socket was first seen.
+    pub peer: Option<String>,
     pub handshakes: LatencyStats,
     pub handshake_blocked_ns: u64,
     pub reads: Direction,
@@ -64,9 +66,9 @@ pub struct Connection {
     pub responses: u64,
     /// Calls per OpenSSL function (SSL_read_ex vs SSL_read, ...).
     pub functions: BTreeMap<&'static str, u64>,
-    /// Calls and time per call site (sampled stacks: a call without its
-    /// own stack takes its thread's last one).
-    pub sites: BTreeMap<u32, (u64, u64)>,
+    /// Calls and time per kind of call and call site (sampled stacks: a
+    /// call without its own stack takes its thread's last one).
+    pub sites: BTreeMap<(&'static str, u32), (u64, u64)>,
     last_was_read: bool,
 }
 
@@ -75,6 +77,7 @@ impl Connection {
         Self {
             pid,
             fd: None,
+            peer: None,
             handshakes: LatencyStats::ZERO,
             handshake_blocked_ns: 0,
             reads: Direction::default(),
@@ -94,42 +97,54 @@ pub struct TlsState {
     pub connections: HashMap<(u32, u64), Connection>,
     /// The connection last seen on each (pid, fd): where a poll wait goes.
     by_fd: HashMap<(u32, i32), u64>,
+    /// Connections that are over (socket closed, or `SSL *` reused for a
+    /// new handshake), already added up per peer.
+    closed_by_peer: BTreeMap<String, PeerTls>,
     pub calls_total: u64,
 }
 
 impl TlsState {
-    /// `is_socket(pid, fd)` checks a candidate fd. The fd of a syscall made
-    /// inside the call is the first candidate (it may be an eventfd a
-    /// callback wrote to, as in Node.js); the fd the thread last read or
-    /// wrote before the call is the second (an SSL call on a memory BIO, as
-    /// Node.js uses, makes no socket syscall of its own).
+    /// `name_socket(pid, fd)` names a candidate fd if it is a socket. The
+    /// fd of a syscall made inside the call is the first candidate (it may
+    /// be an eventfd a callback wrote to, as in Node.js); the fd the thread
+    /// last read or wrote before the call is the second (an SSL call on a
+    /// memory BIO, as Node.js uses, makes no socket syscall of its own).
     pub fn on_call(
         &mut self,
         ev: &TlsEvent,
         site: Option<u32>,
-        is_socket: impl Fn(u32, i32) -> bool,
+        name_socket: impl Fn(u32, i32) -> Option<String>,
     ) {
         let Some(func) = TlsFn::from_u32(ev.func) else {
             return;
         };
         self.calls_total += 1;
+        // A freed `SSL *` comes back for the next connection: a handshake
+        // on a connection that already carried data starts a new one.
+        if func.is_handshake()
+            && let Some(old) = self.connections.get(&(ev.tgid, ev.ssl))
+            && old.handshakes.count > 0
+            && old.reads.latency.count + old.writes.latency.count > 0
+        {
+            self.retire(ev.tgid, ev.ssl);
+        }
         let conn = self
             .connections
             .entry((ev.tgid, ev.ssl))
             .or_insert_with(|| Connection::new(ev.tgid));
-        let fd = [ev.fd, ev.hint_fd]
-            .into_iter()
-            .filter(|&fd| fd >= 0)
-            .find(|&fd| conn.fd == Some(fd) || is_socket(ev.tgid, fd));
-        if let Some(fd) = fd
-            && conn.fd != Some(fd)
+        if !(ev.fd >= 0 && conn.fd == Some(ev.fd) || ev.hint_fd >= 0 && conn.fd == Some(ev.hint_fd))
+            && let Some((fd, name)) = [ev.fd, ev.hint_fd]
+                .into_iter()
+                .filter(|&fd| fd >= 0)
+                .find_map(|fd| name_socket(ev.tgid, fd).map(|name| (fd, name)))
         {
             conn.fd = Some(fd);
+            conn.peer = Some(name);
             self.by_fd.insert((ev.tgid, fd), ev.ssl);
         }
         *conn.functions.entry(func.symbol()).or_default() += 1;
         if let Some(site) = site {
-            let s = conn.sites.entry(site).or_default();
+            let s = conn.sites.entry((call_kind(func), site)).or_default();
             s.0 += 1;
             s.1 += ev.duration_ns;
         }
@@ -150,6 +165,34 @@ impl TlsState {
         }
     }
 
+    /// The process closed a socket: the connection on it is over, and
+    /// the fd number is free for reuse.
+    pub fn on_close(&mut self, pid: u32, fd: i32) {
+        if let Some(ssl) = self.by_fd.remove(&(pid, fd))
+            && self
+                .connections
+                .get(&(pid, ssl))
+                .is_some_and(|c| c.fd == Some(fd))
+        {
+            self.retire(pid, ssl);
+        }
+    }
+
+    /// Moves a connection that is over into its peer's totals.
+    fn retire(&mut self, pid: u32, ssl: u64) {
+        if let Some(conn) = self.connections.remove(&(pid, ssl)) {
+            if let Some(fd) = conn.fd
+                && self.by_fd.get(&(pid, fd)) == Some(&ssl)
+            {
+                self.by_fd.remove(&(pid, fd));
+            }
+            self.closed_by_peer
+                .entry(peer_key(&conn))
+                .or_default()
+                .add(&conn);
+        }
+    }
+
     pub fn on_wait(&mut self, ev: &TlsWaitEvent) {
         if let Some(ssl) = self.by_fd.get(&(ev.tgid, ev.fd))
             && let Some(conn) = self.connections.get_mut(&(ev.tgid, *ssl))
@@ -157,6 +200,17 @@ impl TlsState {
             conn.wait_ns += ev.duration_ns;
             conn.waits += 1;
         }
+    }
+}
+
+/// The kind of an SSL call, as call-site rows name it.
+pub fn call_kind(func: TlsFn) -> &'static str {
+    if func.is_read() {
+        "tls read"
+    } else if func.is_write() {
+        "tls write"
+    } else {
+        "handshake"
     }
 }
 
@@ -175,7 +229,7 @@ pub struct PeerTls {
     pub wait_ns: u64,
     pub responses: u64,
     pub functions: BTreeMap<&'static str, u64>,
-    pub sites: BTreeMap<u32, (u64, u64)>,
+    pub sites: BTreeMap<(&'static str, u32), (u64, u64)>,
 }
 
 impl PeerTls {
@@ -243,9 +297,9 @@ pub struct TlsPeerRow {
     pub functions: BTreeMap<&'static str, u64>,
     /// Where the SSL calls came from: (call site, calls, time), busiest first.
     pub call_sites: Vec<(String, u64, u64)>,
-    /// The same, by call-site id.
+    /// The same, by kind of call (see `call_kind`) and call-site id.
     #[serde(skip)]
-    pub site_ids: Vec<(u32, u64, u64)>,
+    pub site_ids: Vec<(&'static str, u32, u64, u64)>,
     pub share: f64,
     pub findings: Vec<String>,
 }
@@ -254,23 +308,24 @@ pub fn peer_row(
     peer: String,
     p: &PeerTls,
     wall_ns: u64,
+    of: &str,
     site_label: impl Fn(u32) -> String,
 ) -> TlsPeerRow {
     use crate::render::{fmt_ns, share};
     let hs = p.handshakes.unwrap_or(LatencyStats::ZERO);
     let share_of_time = share(p.total_ns(), wall_ns);
-    let mut site_ids: Vec<(u32, u64, u64)> = p
+    let mut site_ids: Vec<(&'static str, u32, u64, u64)> = p
         .sites
         .iter()
-        .map(|(id, (calls, ns))| (*id, *calls, *ns))
+        .map(|((kind, id), (calls, ns))| (*kind, *id, *calls, *ns))
         .collect();
-    site_ids.sort_by_key(|s| std::cmp::Reverse(s.2));
+    site_ids.sort_by_key(|s| std::cmp::Reverse(s.3));
     let mut findings = Vec::new();
     let reads = p.reads.latency.count;
     if reads > 0 {
         let per_read = p.reads.bytes.checked_div(p.reads.ok_calls).unwrap_or(0);
         let mut s = format!(
-            "{reads} reads from {peer}: {:.1}% of the time, {:.0}% of it waiting on the network, \
+            "{reads} reads from {peer}: {:.1}% of {of}, {:.0}% of it waiting on the network, \
              {per_read} bytes per read",
             share(p.read_time_ns(), wall_ns) * 100.0,
             p.read_waiting_share() * 100.0,
@@ -318,7 +373,7 @@ pub fn peer_row(
         functions: p.functions.clone(),
         call_sites: site_ids
             .iter()
-            .map(|(id, calls, ns)| (site_label(*id), *calls, *ns))
+            .map(|(_, id, calls, ns)| (site_label(*id), *calls, *ns))
             .collect(),
         site_ids,
         share: share_of_time,
@@ -334,18 +389,19 @@ fn fmt_ratio(v: f64) -> String {
     }
 }
 
-/// Groups connections by peer: `peer_of(pid, fd)` names the other end.
-pub fn by_peer(
-    state: &TlsState,
-    peer_of: impl Fn(u32, i32) -> Option<String>,
-) -> BTreeMap<String, PeerTls> {
-    let mut out: BTreeMap<String, PeerTls> = BTreeMap::new();
+/// The peer a connection is counted under (as named when first seen).
+fn peer_key(c: &Connection) -> String {
+    match &c.peer {
+        Some(peer) => peer.clone(),
+        None => format!("pid {} (socket unknown)", c.pid),
+    }
+}
+
+/// Groups connections, open and closed, by peer.
+pub fn by_peer(state: &TlsState) -> BTreeMap<String, PeerTls> {
+    let mut out = state.closed_by_peer.clone();
     for c in state.connections.values() {
-        let name = match c.fd {
-            Some(fd) => peer_of(c.pid, fd).unwrap_or_else(|| format!("pid {} fd {fd}", c.pid)),
-            None => format!("pid {} (socket unknown)", c.pid),
-        };
-        out.entry(name).or_default().add(c);
+        out.entry(peer_key(c)).or_default().add(c);
     }
     out
 }
@@ -377,7 +433,7 @@ mod tests {
     #[test]
     fn counts_reads_bytes_responses_and_waiting() {
         let mut s = TlsState::default();
-        let fd3_is_a_socket = |_, fd| fd == 3;
+        let fd3_is_a_socket = |_, fd| (fd == 3).then(|| format!("peer-of-{fd}"));
         s.on_call(
             &call(TlsFn::Connect, 1, 3, 0, 5_000, 4_000),
             None,
@@ -407,7 +463,7 @@ mod tests {
             duration_ns: 10_000,
             ret: 1,
         });
-        let peers = by_peer(&s, |_, fd| Some(format!("peer-of-{fd}")));
+        let peers = by_peer(&s);
         let p = &peers["peer-of-3"];
         assert_eq!(p.reads.latency.count, 20);
         assert_eq!(p.reads.bytes, 1000);
@@ -416,7 +472,9 @@ mod tests {
         assert_eq!(p.handshakes.unwrap().count, 1);
         assert_eq!(p.read_time_ns(), 20_000 + 10_000);
         assert!((p.read_waiting_share() - (18_000.0 + 10_000.0) / 30_000.0).abs() < 1e-9);
-        let row = peer_row("peer-of-3".into(), p, 1_000_000, |id| format!("site {id}"));
+        let row = peer_row("peer-of-3".into(), p, 1_000_000, "busy time", |id| {
+            format!("site {id}")
+        });
         assert_eq!(row.call_sites, vec![("site 4".to_string(), 20, 20_000)]);
         assert_eq!(row.reads_with_data, 20);
         assert!(
@@ -441,16 +499,16 @@ mod tests {
         let mut s = TlsState::default();
         let mut ev = call(TlsFn::Read, 9, -1, 10, 100, 0);
         ev.hint_fd = 12;
-        s.on_call(&ev, None, |_, fd| fd == 12);
+        s.on_call(&ev, None, |_, fd| (fd == 12).then(String::new));
         assert_eq!(s.connections[&(7, 9)].fd, Some(12));
         let mut s = TlsState::default();
-        s.on_call(&ev, None, |_, _| false);
+        s.on_call(&ev, None, |_, _| None);
         assert_eq!(s.connections[&(7, 9)].fd, None);
         // A callback's eventfd write inside the call is not the socket.
         let mut s = TlsState::default();
         ev.fd = 17;
         ev.hint_fd = 19;
-        s.on_call(&ev, None, |_, fd| fd == 19);
+        s.on_call(&ev, None, |_, fd| (fd == 19).then(String::new));
         assert_eq!(s.connections[&(7, 9)].fd, Some(19));
     }
 }

@@ -5,10 +5,11 @@
 //! what the client asked).
 //!
 //!   dnsfixture --listen 127.0.0.1:53 [--delay-ms N] [--drop-type AAAA]
-//!              [--nxdomain SUFFIX]...
+//!              [--nxdomain SUFFIX]... [--answer-a IP] [--empty-aaaa]
 //!
-//! A queries are answered 10.1.2.3, AAAA queries fd00::1; other types get
-//! an empty NOERROR answer. It prints {"listening": "ADDR"} when ready.
+//! A queries are answered 10.1.2.3 (or --answer-a), AAAA queries fd00::1
+//! (or nothing, with --empty-aaaa); other types get an empty NOERROR
+//! answer. It prints {"listening": "ADDR"} when ready.
 
 use std::{
     io::Write as _,
@@ -21,6 +22,8 @@ struct Config {
     delay: Duration,
     drop_types: Vec<u16>,
     nxdomain: Vec<String>,
+    answer_a: [u8; 4],
+    empty_aaaa: bool,
 }
 
 fn type_code(name: &str) -> u16 {
@@ -65,14 +68,15 @@ fn question(q: &[u8]) -> Option<(String, u16, usize)> {
     Some((labels.join("."), qtype, i + 4))
 }
 
-fn answer(q: &[u8], end: usize, qtype: u16, nx: bool) -> Vec<u8> {
+fn answer(q: &[u8], end: usize, qtype: u16, nx: bool, cfg: &Config) -> Vec<u8> {
     let mut r = q[..end].to_vec();
     r[2] = 0x80 | (q[2] & 0x01); // QR, copy RD
     r[3] = 0x80 | if nx { 3 } else { 0 }; // RA, rcode
     r[4..6].copy_from_slice(&1u16.to_be_bytes()); // QDCOUNT
     r[8..12].fill(0); // NSCOUNT, ARCOUNT
     let rdata: Vec<u8> = match (nx, qtype) {
-        (false, 1) => vec![10, 1, 2, 3],
+        (false, 1) => cfg.answer_a.to_vec(),
+        (false, 28) if cfg.empty_aaaa => Vec::new(),
         (false, 28) => {
             let mut v = vec![0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
             v[15] = 1;
@@ -99,6 +103,8 @@ fn main() {
         delay: Duration::ZERO,
         drop_types: Vec::new(),
         nxdomain: Vec::new(),
+        answer_a: [10, 1, 2, 3],
+        empty_aaaa: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -108,6 +114,11 @@ fn main() {
             "--delay-ms" => cfg.delay = Duration::from_millis(value().parse().unwrap()),
             "--drop-type" => cfg.drop_types.push(type_code(&value())),
             "--nxdomain" => cfg.nxdomain.push(value().to_lowercase()),
+            "--answer-a" => {
+                let ip: std::net::Ipv4Addr = value().parse().expect("an IPv4 address");
+                cfg.answer_a = ip.octets();
+            }
+            "--empty-aaaa" => cfg.empty_aaaa = true,
             other => panic!("unknown option {other}"),
         }
     }
@@ -151,7 +162,7 @@ fn main() {
         // Each answer on its own thread: a delay does not hold up the next.
         std::thread::spawn(move || {
             std::thread::sleep(cfg.delay);
-            let _ = sock.send_to(&answer(&q, end, qtype, nx), from);
+            let _ = sock.send_to(&answer(&q, end, qtype, nx, &cfg), from);
         });
     }
 }

@@ -1,0 +1,221 @@
+"""Brings the seed scenario up in a network namespace of its own, and down.
+
+    seed.py --dnsfixture BIN --python VENV_PYTHON --workdir DIR
+            [--dns-delay-ms 150] [--profile-dir DIR]
+
+Inside namespace `tracer-seed-PID` (loopback only): a DNS server that
+answers after a delay (this kernel has no netem: the delay is the
+server's), resolving the identity API's host name; the identity API and
+the code-hosting API over HTTPS; MariaDB with its own data directory and
+300,000 seeded bugs; and the Flask app. Prints one JSON line when ready:
+
+    {"app_pid": PID, "app_port": PORT, "netns": NAME}
+
+then takes commands on stdin, one JSON line of answer each:
+
+    drive N      send N requests to the app, one after the other
+    down         stop everything, delete the namespace, exit
+
+It also stops everything if stdin closes or it gets SIGTERM/SIGINT.
+"""
+import argparse
+import atexit
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+IDENTITY_HOST = "identity.stormpath.test"
+IDENTITY_PORT = 8443
+CODE_PORT = 9443
+MYSQL_PORT = 3306
+# One code-hosting page: 370 records of 120 bytes, 10 at a time, 1 ms apart.
+CODE_PAGE = ["120", "370", "10", "1"]
+
+children = []
+netns = f"tracer-seed-{os.getpid()}"
+
+
+def log(msg):
+    print(f"seed: {msg}", file=sys.stderr, flush=True)
+
+
+def in_ns(*argv):
+    return ["ip", "netns", "exec", netns, *argv]
+
+
+def start(argv, env=None, stdout=subprocess.PIPE):
+    p = subprocess.Popen(argv, stdout=stdout, stdin=subprocess.DEVNULL, env=env)
+    children.append(p)
+    return p
+
+
+def first_json_line(p, what):
+    line = p.stdout.readline()
+    if not line:
+        raise SystemExit(f"seed: {what} did not start")
+    return json.loads(line)
+
+
+def down():
+    for p in reversed(children):
+        if p.poll() is None:
+            p.terminate()
+    for p in children:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    children.clear()
+    subprocess.run(["ip", "netns", "del", netns], stderr=subprocess.DEVNULL)
+    shutil.rmtree(f"/etc/netns/{netns}", ignore_errors=True)
+
+
+def mariadb(workdir):
+    datadir = os.path.join(workdir, "mysql")
+    sock = os.path.join(workdir, "mysql.sock")
+    fresh = not os.path.isdir(os.path.join(datadir, "mysql"))
+    if fresh:
+        shutil.rmtree(datadir, ignore_errors=True)
+        subprocess.run(
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                f"--datadir={datadir}",
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    start(
+        in_ns(
+            "mariadbd",
+            "--no-defaults",
+            f"--datadir={datadir}",
+            f"--socket={sock}",
+            f"--port={MYSQL_PORT}",
+            "--bind-address=127.0.0.1",
+            "--user=root",
+            "--skip-grant-tables",
+            "--skip-name-resolve",
+            f"--log-error={workdir}/mysql.err",
+        ),
+        stdout=subprocess.DEVNULL,
+    )
+    for _ in range(200):
+        if os.path.exists(sock):
+            break
+        time.sleep(0.05)
+    else:
+        raise SystemExit("seed: MariaDB did not start (see mysql.err)")
+    client = ["mariadb", "--no-defaults", f"--socket={sock}", "-uroot"]
+    have = subprocess.run(
+        client + ["-N", "-e", "SELECT COUNT(*) FROM bugs.bugs"],
+        capture_output=True,
+        text=True,
+    )
+    if have.returncode != 0 or have.stdout.strip() != "300000":
+        subprocess.run(
+            client
+            + [
+                "-e",
+                "DROP DATABASE IF EXISTS bugs; CREATE DATABASE bugs; USE bugs; "
+                "CREATE TABLE bugs (id INT PRIMARY KEY AUTO_INCREMENT, title VARCHAR(200), "
+                "state VARCHAR(10), body TEXT); "
+                "INSERT INTO bugs (title, state, body) SELECT "
+                "CONCAT('bug ', seq, IF(seq % 97 = 0, ' crash in parser', ' slow page')), "
+                "IF(seq % 3 = 0, 'open', 'closed'), REPEAT('x', 200) FROM seq_1_to_300000;",
+            ],
+            check=True,
+        )
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dnsfixture", required=True)
+    ap.add_argument("--python", required=True)
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--dns-delay-ms", type=int, default=150)
+    ap.add_argument("--profile-dir")
+    args = ap.parse_args()
+    args.workdir = os.path.abspath(args.workdir)
+    if args.profile_dir:
+        args.profile_dir = os.path.abspath(args.profile_dir)
+    os.makedirs(args.workdir, exist_ok=True)
+
+    atexit.register(down)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda *_: sys.exit(1))
+
+    subprocess.run(["ip", "netns", "del", netns], stderr=subprocess.DEVNULL)
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    subprocess.run(in_ns("ip", "link", "set", "lo", "up"), check=True)
+    os.makedirs(f"/etc/netns/{netns}", exist_ok=True)
+    with open(f"/etc/netns/{netns}/resolv.conf", "w") as f:
+        f.write("nameserver 127.0.0.1\n")
+
+    cert, key = (os.path.join(args.workdir, n) for n in ("cert.pem", "key.pem"))
+    if not os.path.exists(cert):
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+             "-subj", f"/CN={IDENTITY_HOST}", "-keyout", key, "-out", cert],
+            check=True,
+            stderr=subprocess.DEVNULL,
+        )
+
+    dns = start(
+        in_ns(args.dnsfixture, "--listen", "127.0.0.1:53", "--delay-ms", str(args.dns_delay_ms),
+              "--answer-a", "127.0.0.1", "--empty-aaaa")
+    )
+    first_json_line(dns, "the DNS server")
+    # Its log of queries is not read: let it go to the void.
+    for kind, port, extra in (("identity", IDENTITY_PORT, []), ("code", CODE_PORT, CODE_PAGE)):
+        p = start(in_ns(args.python, os.path.join(HERE, "services.py"), kind, cert, key, str(port),
+                        *extra))
+        first_json_line(p, f"the {kind} service")
+    mariadb(args.workdir)
+
+    env = dict(os.environ)
+    env.update(
+        IDENTITY_URL=f"https://{IDENTITY_HOST}:{IDENTITY_PORT}",
+        CODE_URL=f"https://127.0.0.1:{CODE_PORT}",
+        MYSQL_HOST="127.0.0.1",
+        MYSQL_PORT=str(MYSQL_PORT),
+    )
+    if args.profile_dir:
+        shutil.rmtree(args.profile_dir, ignore_errors=True)
+        os.makedirs(args.profile_dir)
+        env["PROFILE_DIR"] = args.profile_dir
+    app = start(in_ns(args.python, os.path.join(HERE, "app.py")), env=env)
+    ready = first_json_line(app, "the app")
+    print(json.dumps({"app_pid": ready["ready"], "app_port": ready["port"], "netns": netns}),
+          flush=True)
+
+    for line in sys.stdin:
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "down":
+            break
+        if words[0] == "drive":
+            out = subprocess.run(
+                in_ns(args.python, os.path.join(HERE, "driver.py"), str(ready["port"]), words[1]),
+                capture_output=True,
+                text=True,
+            )
+            if out.returncode != 0:
+                print(json.dumps({"error": out.stderr[-2000:]}), flush=True)
+            else:
+                print(out.stdout.strip(), flush=True)
+    down()
+
+
+if __name__ == "__main__":
+    main()
