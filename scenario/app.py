@@ -82,10 +82,18 @@ def overview():
 
 def main():
     if os.environ.get("PROFILE_DIR"):
+        import itertools
+
         from werkzeug.middleware.profiler import ProfilerMiddleware
 
+        # Werkzeug's default file name has the time in whole seconds and
+        # milliseconds taken: two quick requests can share it. Number them.
+        numbers = itertools.count(1)
         app.wsgi_app = ProfilerMiddleware(
-            app.wsgi_app, profile_dir=os.environ["PROFILE_DIR"], stream=None
+            app.wsgi_app,
+            profile_dir=os.environ["PROFILE_DIR"],
+            stream=None,
+            filename_format=lambda env: f"request-{os.getpid()}-{next(numbers):06d}.prof",
         )
     from werkzeug.serving import make_server
 

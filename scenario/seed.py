@@ -13,8 +13,10 @@ the code-hosting API over HTTPS; MariaDB with its own data directory and
 
 then takes commands on stdin, one JSON line of answer each:
 
-    drive N      send N requests to the app, one after the other
-    down         stop everything, delete the namespace, exit
+    drive N         send N requests to the app, one after the other
+    dns-delay MS    restart the DNS server with another delay (0: the fix)
+    clear-profiles  delete the profiles written so far
+    down            stop everything, delete the namespace, exit
 
 It also stops everything if stdin closes or it gets SIGTERM/SIGINT.
 """
@@ -48,8 +50,12 @@ def in_ns(*argv):
     return ["ip", "netns", "exec", netns, *argv]
 
 
-def start(argv, env=None, stdout=subprocess.PIPE):
-    p = subprocess.Popen(argv, stdout=stdout, stdin=subprocess.DEVNULL, env=env)
+def start(argv, env=None, stdout=subprocess.PIPE, log=None):
+    """Starts a child; its stderr goes to the file `log`, if named."""
+    stderr = open(log, "ab") if log else None
+    p = subprocess.Popen(argv, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, env=env)
+    if stderr:
+        stderr.close()
     children.append(p)
     return p
 
@@ -108,6 +114,7 @@ def mariadb(workdir):
             f"--log-error={workdir}/mysql.err",
         ),
         stdout=subprocess.DEVNULL,
+        log=os.path.join(workdir, "mysql.err"),
     )
     for _ in range(200):
         if os.path.exists(sock):
@@ -170,15 +177,20 @@ def main():
             stderr=subprocess.DEVNULL,
         )
 
-    dns = start(
-        in_ns(args.dnsfixture, "--listen", "127.0.0.1:53", "--delay-ms", str(args.dns_delay_ms),
-              "--answer-a", "127.0.0.1", "--empty-aaaa")
-    )
-    first_json_line(dns, "the DNS server")
+    def dns_server(delay_ms):
+        p = start(
+            in_ns(args.dnsfixture, "--listen", "127.0.0.1:53", "--delay-ms", str(delay_ms),
+                  "--answer-a", "127.0.0.1", "--empty-aaaa"),
+            log=os.path.join(args.workdir, "dns.log"),
+        )
+        first_json_line(p, "the DNS server")
+        return p
+
+    dns = dns_server(args.dns_delay_ms)
     # Its log of queries is not read: let it go to the void.
     for kind, port, extra in (("identity", IDENTITY_PORT, []), ("code", CODE_PORT, CODE_PAGE)):
         p = start(in_ns(args.python, os.path.join(HERE, "services.py"), kind, cert, key, str(port),
-                        *extra))
+                        *extra), log=os.path.join(args.workdir, f"{kind}.log"))
         first_json_line(p, f"the {kind} service")
     mariadb(args.workdir)
 
@@ -193,7 +205,8 @@ def main():
         shutil.rmtree(args.profile_dir, ignore_errors=True)
         os.makedirs(args.profile_dir)
         env["PROFILE_DIR"] = args.profile_dir
-    app = start(in_ns(args.python, os.path.join(HERE, "app.py")), env=env)
+    app = start(in_ns(args.python, os.path.join(HERE, "app.py")), env=env,
+                log=os.path.join(args.workdir, "app.log"))
     ready = first_json_line(app, "the app")
     print(json.dumps({"app_pid": ready["ready"], "app_port": ready["port"], "netns": netns}),
           flush=True)
@@ -214,6 +227,18 @@ def main():
                 print(json.dumps({"error": out.stderr[-2000:]}), flush=True)
             else:
                 print(out.stdout.strip(), flush=True)
+        elif words[0] == "dns-delay":
+            dns.terminate()
+            dns.wait()
+            children.remove(dns)
+            dns = dns_server(int(words[1]))
+            print(json.dumps({"dns_delay_ms": int(words[1])}), flush=True)
+        elif words[0] == "clear-profiles" and args.profile_dir:
+            for f in os.listdir(args.profile_dir):
+                os.remove(os.path.join(args.profile_dir, f))
+            print(json.dumps({"cleared": args.profile_dir}), flush=True)
+        else:
+            print(json.dumps({"error": f"unknown command {line.strip()!r}"}), flush=True)
     down()
 
 

@@ -17,6 +17,8 @@ use std::{
 
 pub use serde_json::Value;
 
+pub mod seed;
+
 /// Fails the test (never skips it) when not root: a skipped test proves nothing.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.

@@ -134,7 +134,7 @@ fn python_call_sites_name_the_functions_and_lines_in_every_cpython() {
         );
 
         // The SSL reads, from the worker thread's read loop.
-        let reads = sites(report, "tls", &server.port.to_string());
+        let reads = sites(report, "tls read", &server.port.to_string());
         assert!(
             reads
                 .iter()

@@ -475,7 +475,7 @@ impl Aggregate {
             Peer::Inet(a) => {
                 let host = match self.names_by_addr.get(a) {
                     Some(named) => named.as_deref(),
-                    None => self.dns.host_of(&a.ip()),
+                    None => self.guess_host(a),
                 };
                 match host {
                     Some(host) => format!("{host}:{} ({})", a.port(), a.ip()),
@@ -484,6 +484,23 @@ impl Aggregate {
             }
             other => other.to_string(),
         }
+    }
+
+    /// The host of an address no connect named: the one host lookups
+    /// returned its IP for, unless connects to other ports of that IP went
+    /// to other names (or to the bare address): then services share the IP
+    /// (127.0.0.1 above all) and the IP says nothing.
+    fn guess_host(&self, a: &SocketAddr) -> Option<&str> {
+        let host = self.dns.host_of(&a.ip())?;
+        let agrees = self
+            .names_by_addr
+            .iter()
+            .filter(|(other, _)| other.ip() == a.ip())
+            .all(|(_, name)| {
+                name.as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(host))
+            });
+        agrees.then_some(host)
     }
 
     /// The process of each live thread.

@@ -90,6 +90,19 @@ pub struct ReportArgs {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
+    /// Write a flame graph (SVG) of the time by call site to FILE
+    #[arg(long, value_name = "FILE")]
+    pub flamegraph: Option<PathBuf>,
+
+    /// Write the same as folded stacks (`frame;frame;call value`, microseconds) to FILE,
+    /// for flamegraph.pl, inferno or speedscope
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+
+    /// Compare with an earlier run's JSON report (from --json): before and after, per call
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+
     /// What shares are shares of: busy time (threads' time minus a server's
     /// waits for new connections) or all wall time
     #[arg(long, value_enum, default_value = "busy")]

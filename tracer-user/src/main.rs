@@ -26,7 +26,7 @@ use clap::Parser as _;
 
 use crate::{
     cli::{Cli, Command},
-    error::{EXIT_OK, exit_code},
+    error::{EXIT_OK, UsageError, exit_code},
     session::{Output, Targets},
 };
 
@@ -75,6 +75,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Output::Report {
                 rows: a.rows as usize,
                 json: a.json,
+                flamegraph: a.flamegraph,
+                folded: a.folded,
+                baseline: match &a.baseline {
+                    // Read now: a bad file is bad input, found before tracing.
+                    Some(path) => Some((
+                        path.clone(),
+                        render::compare::load(path).map_err(|e| UsageError(format!("{e:#}")))?,
+                    )),
+                    None => None,
+                },
                 share_of: a.share_of,
             },
         ),

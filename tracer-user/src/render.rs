@@ -2,6 +2,8 @@
 //! reads (JSON), and the live `top` screen.
 
 pub mod breakdown;
+pub mod compare;
+pub mod flame;
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
@@ -241,6 +243,8 @@ pub struct Report {
     pub call_sites: Vec<CallSiteRow>,
     /// Where the time went: per kind of call and target, largest first.
     pub breakdown: Vec<breakdown::BreakdownRow>,
+    /// Before and after, when a baseline report was given.
+    pub comparison: Option<compare::Comparison>,
     pub attribution: AttributionCounts,
     pub lost: LostCounts,
 }
@@ -495,6 +499,7 @@ impl Report {
             tls_peers,
             call_sites,
             breakdown: Vec::new(),
+            comparison: None,
             attribution: agg.sites.counts,
             lost,
         };
@@ -513,6 +518,7 @@ impl Report {
             self.denominator_ns(),
             rows,
         );
+        compare::write(&mut out, self, self.share_of.words(), rows);
         let (work, waits): (Vec<&SyscallGroupRow>, Vec<&SyscallGroupRow>) =
             self.syscall_groups.iter().partition(|r| !r.waiting);
         let many = self.processes.len() > 1;

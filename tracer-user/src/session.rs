@@ -4,12 +4,12 @@
 use std::{
     collections::HashSet,
     io::{IsTerminal as _, Write as _},
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
 use anyhow::Context as _;
-use log::{info, warn};
+use log::{error, info, warn};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tracer_common::ThreadEntry;
@@ -65,6 +65,9 @@ pub enum Output {
     Report {
         rows: usize,
         json: Option<PathBuf>,
+        flamegraph: Option<PathBuf>,
+        folded: Option<PathBuf>,
+        baseline: Option<(PathBuf, crate::render::compare::Baseline)>,
         share_of: ShareOf,
     },
 }
@@ -240,7 +243,19 @@ pub async fn run(
                 println!("{}", report.to_top(rows, "-"));
             }
         }
-        Output::Report { rows, json, .. } => {
+        Output::Report {
+            rows,
+            json,
+            flamegraph,
+            folded,
+            baseline,
+            ..
+        } => {
+            let mut report = report;
+            if let Some((path, baseline)) = &baseline {
+                report.comparison = Some(crate::render::compare::compare(&report, baseline, path));
+            }
+            write_flame_graphs(&report, flamegraph.as_deref(), folded.as_deref());
             let to_stdout = json.as_deref().is_some_and(|p| p.as_os_str() == "-");
             if let Some(path) = &json {
                 let text = serde_json::to_string_pretty(&report)?;
@@ -268,6 +283,37 @@ pub async fn run(
     drop(probes);
     log::debug!("detached in {:.0?}", t0.elapsed());
     Ok(())
+}
+
+/// Writes the folded stacks and the SVG flame graph asked for. A failure
+/// is reported, and costs nothing else: the report is still printed.
+fn write_flame_graphs(report: &Report, svg: Option<&Path>, folded: Option<&Path>) {
+    if svg.is_none() && folded.is_none() {
+        return;
+    }
+    let lines = crate::render::flame::folded(report);
+    if let Some(path) = folded {
+        match std::fs::write(path, &lines) {
+            Ok(()) => eprintln!("tracer: folded stacks written to {}", path.display()),
+            Err(e) => error!("writing the folded stacks to {}: {e}", path.display()),
+        }
+    }
+    if let Some(path) = svg {
+        let title = format!(
+            "tracer: time by call site, PID {}",
+            report
+                .processes
+                .iter()
+                .filter(|p| p.parent.is_none())
+                .map(|p| p.pid.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        match crate::render::flame::write_svg(&lines, path, &title) {
+            Ok(()) => eprintln!("tracer: flame graph written to {}", path.display()),
+            Err(e) => error!("{e:#}"),
+        }
+    }
 }
 
 /// Probes the libraries `pid` maps that we have not probed yet; tells the

@@ -511,4 +511,26 @@ mod tests {
         s.on_call(&ev, None, |_, fd| (fd == 19).then(String::new));
         assert_eq!(s.connections[&(7, 9)].fd, Some(19));
     }
+
+    #[test]
+    fn a_reused_ssl_pointer_or_fd_starts_a_new_connection() {
+        let mut s = TlsState::default();
+        let named = |name: &'static str| move |_, fd| (fd == 5).then(|| name.to_string());
+        // Connection 1 on fd 5 to "a"; the socket closes; the same SSL *
+        // and fd number come back for a connection to "b".
+        s.on_call(&call(TlsFn::DoHandshake, 1, 5, 0, 10, 0), None, named("a"));
+        s.on_call(&call(TlsFn::ReadEx, 1, 5, 100, 10, 0), None, named("a"));
+        s.on_close(7, 5);
+        s.on_call(&call(TlsFn::DoHandshake, 1, 5, 0, 10, 0), None, named("b"));
+        s.on_call(&call(TlsFn::ReadEx, 1, 5, 100, 10, 0), None, named("b"));
+        // No close seen (the fd closed before tracing, say): a handshake on
+        // a connection that carried data is a new connection all the same.
+        s.on_call(&call(TlsFn::DoHandshake, 1, 5, 0, 10, 0), None, named("b"));
+        let peers = by_peer(&s);
+        assert_eq!(peers["a"].connections, 1);
+        assert_eq!(peers["a"].handshaken, 1);
+        assert_eq!(peers["b"].connections, 2);
+        assert_eq!(peers["b"].handshaken, 2);
+        assert_eq!(peers["b"].reads.latency.count, 1);
+    }
 }

@@ -1,5 +1,7 @@
-//! `cargo xtask demo`: build tracer, start the bundled workload (demo/), and
-//! trace it from outside by PID, as a user would a live service.
+//! `cargo xtask demo`: build tracer, start a bundled workload, and trace it
+//! from outside by PID, as a user would a live service. The default is the
+//! seed (scenario/, run by the `seed-demo` program of the tests crate, which
+//! the acceptance test shares); `connects` is demo/.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -30,10 +32,33 @@ fn python() -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
 
-pub fn run(duration: &str) -> anyhow::Result<()> {
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Workload {
+    Seed,
+    Connects,
+}
+
+pub fn run(workload: Workload, requests: u32, duration: &str) -> anyhow::Result<()> {
     if !is_root() {
-        bail!("the demo loads eBPF programs: run `cargo xtask demo` as root");
+        bail!(
+            "the demo loads eBPF programs and network namespaces: run `cargo xtask demo` as root"
+        );
     }
+    match workload {
+        Workload::Seed => seed(requests),
+        Workload::Connects => connects(duration),
+    }
+}
+
+fn seed(requests: u32) -> anyhow::Result<()> {
+    run_cmd(cargo().args(["build", "-p", "tracer-user", "-p", "tracer-tests", "--bins"]))?;
+    run_cmd(
+        Command::new(root().join("target/debug/seed-demo"))
+            .args(["--requests", &requests.to_string()]),
+    )
+}
+
+fn connects(duration: &str) -> anyhow::Result<()> {
     run_cmd(cargo().args(["build", "-p", "tracer-user"]))?;
     let tracer = root().join("target/debug/tracer");
     let python = python()?;

@@ -35,7 +35,15 @@ enum Cmd {
     },
     /// Setup, build, start the bundled example workload and trace it
     Demo {
-        /// How long to trace
+        /// Which workload: `seed` (the slow Flask app of the seed, traced and
+        /// set against its own cProfile, then fixed) or `connects` (workers
+        /// calling an overloaded API and a cache that is down)
+        #[arg(long, value_enum, default_value = "seed")]
+        workload: demo::Workload,
+        /// Requests per run (seed)
+        #[arg(long, default_value_t = 10)]
+        requests: u32,
+        /// How long to trace (connects)
         #[arg(long, default_value = "10s")]
         duration: String,
     },
@@ -46,7 +54,11 @@ fn main() {
     let result = match cli.command {
         Cmd::Setup => setup::run(),
         Cmd::Test { filter } => setup::run().and_then(|()| test(filter.as_deref())),
-        Cmd::Demo { duration } => setup::run().and_then(|()| demo::run(&duration)),
+        Cmd::Demo {
+            workload,
+            requests,
+            duration,
+        } => setup::run().and_then(|()| demo::run(workload, requests, &duration)),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");

@@ -28,10 +28,19 @@ const APT_PACKAGES: &[&str] = &[
     "libssl-dev",
     "openssl",
     "curl",
+    // The seed scenario's database (scenario/seed.py starts its own).
+    "mariadb-server",
+    "mariadb-client",
 ];
 
-/// Python packages for the tests, in a venv under target/ (PyPI).
-const PIP_PACKAGES: &[&str] = &["requests>=2.31,<3"];
+/// Python packages for the tests and the seed scenario, in a venv under
+/// target/ (PyPI).
+const PIP_PACKAGES: &[&str] = &[
+    "requests>=2.31,<3",
+    "flask>=3.0,<4",
+    "flask-login>=0.6.3,<0.7",
+    "pymysql>=1.1,<2",
+];
 
 /// Pinned: later releases may need a newer rustc (see PLATFORM.md).
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -138,7 +147,7 @@ pub fn venv_python() -> PathBuf {
 
 fn python_venv() -> anyhow::Result<()> {
     let python = venv_python();
-    let imports = "import requests";
+    let imports = "import requests, flask, flask_login, pymysql";
     let have = Command::new(&python)
         .args(["-c", imports])
         .stderr(Stdio::null())

@@ -1,0 +1,461 @@
+//! The seed scenario (scenario/seed.py: a Flask app that looks up a slow
+//! DNS name on every request, pages through an HTTPS API in small records,
+//! and queries MariaDB), driven from Rust for the acceptance test and for
+//! `cargo xtask demo`; and the seed's categories of time, from tracer's JSON
+//! report and from the app's own cProfile files, side by side.
+//!
+//! Errors are returned as text, not panics: the demo reports them to a user.
+
+use std::{
+    fmt::Write as _,
+    io::{BufRead as _, BufReader, Write as _},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::mpsc::channel,
+    thread,
+    time::Duration,
+};
+
+use serde_json::Value;
+
+pub type Result<T> = std::result::Result<T, String>;
+
+/// Where the programs and the scenario's files are.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub scenario: PathBuf,
+    pub tracer: PathBuf,
+    pub dnsfixture: PathBuf,
+    /// The venv's Python, with flask, flask-login, requests and pymysql.
+    pub python: PathBuf,
+    /// MariaDB's data, certificates, logs, profiles.
+    pub workdir: PathBuf,
+}
+
+impl Paths {
+    /// The layout of a checkout after `cargo build`: `bin_dir` holds the
+    /// binaries, the venv is `target/venv`.
+    pub fn new(repo: &Path, bin_dir: &Path, workdir: &Path) -> Self {
+        Self {
+            scenario: repo.join("scenario"),
+            tracer: bin_dir.join("tracer"),
+            dnsfixture: bin_dir.join("dnsfixture"),
+            python: repo.join("target/venv/bin/python"),
+            workdir: workdir.to_path_buf(),
+        }
+    }
+
+    pub fn profiles(&self) -> PathBuf {
+        self.workdir.join("profiles")
+    }
+}
+
+/// The running scenario; brought down when dropped.
+pub struct Seed {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    pub app_pid: u32,
+    pub netns: String,
+}
+
+impl Seed {
+    /// Starts everything in a network namespace of its own, the app under
+    /// Werkzeug's ProfilerMiddleware (one cProfile file per request).
+    pub fn start(paths: &Paths, dns_delay_ms: u32) -> Result<Self> {
+        for (what, p) in [
+            ("the venv's Python (run `cargo xtask setup`)", &paths.python),
+            (
+                "dnsfixture (run `cargo build -p tracer-tests`)",
+                &paths.dnsfixture,
+            ),
+        ] {
+            if !p.exists() {
+                return Err(format!("{} is missing: {what}", p.display()));
+            }
+        }
+        std::fs::create_dir_all(&paths.workdir)
+            .map_err(|e| format!("creating {}: {e}", paths.workdir.display()))?;
+        let mut child = Command::new(&paths.python)
+            .arg(paths.scenario.join("seed.py"))
+            .arg("--dnsfixture")
+            .arg(&paths.dnsfixture)
+            .arg("--python")
+            .arg(&paths.python)
+            .arg("--workdir")
+            .arg(&paths.workdir)
+            .arg("--profile-dir")
+            .arg(paths.profiles())
+            .arg("--dns-delay-ms")
+            .arg(dns_delay_ms.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting scenario/seed.py: {e}"))?;
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut seed = Self {
+            child,
+            stdin,
+            stdout,
+            app_pid: 0,
+            netns: String::new(),
+        };
+        let ready = seed.answer(Duration::from_secs(300))?;
+        seed.app_pid = ready["app_pid"]
+            .as_u64()
+            .ok_or_else(|| format!("scenario/seed.py said {ready}, not the app's PID"))?
+            as u32;
+        seed.netns = ready["netns"].as_str().unwrap_or_default().to_string();
+        Ok(seed)
+    }
+
+    /// The next JSON line from seed.py.
+    fn answer(&mut self, timeout: Duration) -> Result<Value> {
+        // Read on a thread, so that a hung scenario fails instead of hanging.
+        let (tx, rx) = channel();
+        let mut line = String::new();
+        thread::scope(|s| {
+            let stdout = &mut self.stdout;
+            s.spawn(move || {
+                let n = stdout.read_line(&mut line);
+                let _ = tx.send(n.map(|_| line));
+            });
+            match rx.recv_timeout(timeout) {
+                Ok(Ok(line)) if !line.is_empty() => serde_json::from_str(&line)
+                    .map_err(|e| format!("scenario/seed.py said {line:?} ({e})")),
+                Ok(_) => Err("scenario/seed.py exited (its messages are above)".to_string()),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    Err(format!("scenario/seed.py did not answer in {timeout:?}"))
+                }
+            }
+        })
+    }
+
+    fn command(&mut self, line: &str, timeout: Duration) -> Result<Value> {
+        let stdin = self.stdin.as_mut().ok_or("the scenario is down")?;
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .map_err(|e| format!("telling scenario/seed.py `{line}`: {e}"))?;
+        let answer = self.answer(timeout)?;
+        if let Some(err) = answer.get("error") {
+            return Err(format!("scenario/seed.py, `{line}`: {err}"));
+        }
+        Ok(answer)
+    }
+
+    /// Sends `n` requests, one after the other; returns the driver's
+    /// summary (`requests`, `ok`, `seconds`).
+    pub fn drive(&mut self, n: u32) -> Result<Value> {
+        let answer = self.command(&format!("drive {n}"), Duration::from_secs(300))?;
+        if answer["ok"] != n {
+            return Err(format!("not every request succeeded: {answer}"));
+        }
+        Ok(answer)
+    }
+
+    /// Restarts the DNS server with another answer delay.
+    pub fn set_dns_delay(&mut self, ms: u32) -> Result<()> {
+        self.command(&format!("dns-delay {ms}"), Duration::from_secs(30))
+            .map(drop)
+    }
+
+    /// Deletes the cProfile files written so far.
+    pub fn clear_profiles(&mut self) -> Result<()> {
+        self.command("clear-profiles", Duration::from_secs(30))
+            .map(drop)
+    }
+
+    /// Stops every process and deletes the namespace.
+    pub fn down(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = writeln!(stdin, "down");
+        }
+        for _ in 0..300 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        // SIGTERM: seed.py stops its children and the namespace on it.
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Seed {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What one traced run left.
+pub struct TracedRun {
+    pub report: Value,
+    /// The text report.
+    pub text: String,
+    pub stderr: String,
+    /// The driver's summary of the requests.
+    pub driven: Value,
+}
+
+/// Attaches `tracer report` to the app, sends `requests` requests, stops
+/// tracer with Ctrl-C (SIGINT), and returns its reports. `extra` are more
+/// arguments for tracer; with `echo`, tracer's output is copied to ours as
+/// it comes.
+pub fn trace_requests(
+    paths: &Paths,
+    seed: &mut Seed,
+    requests: u32,
+    json: &Path,
+    extra: &[&str],
+    echo: bool,
+) -> Result<TracedRun> {
+    let _ = std::fs::remove_file(json);
+    let mut tracer = Command::new(&paths.tracer)
+        .args(["report", "--pid", &seed.app_pid.to_string(), "--json"])
+        .arg(json)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", paths.tracer.display()))?;
+    let stdout = collect(tracer.stdout.take().expect("piped"), echo);
+    let (attached_tx, attached) = channel();
+    let stderr = {
+        let read = tracer.stderr.take().expect("piped");
+        thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(read).lines().map_while(|l| l.ok()) {
+                if echo {
+                    eprintln!("{line}");
+                }
+                if line.contains("tracer: tracing PID") {
+                    let _ = attached_tx.send(());
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        })
+    };
+    if attached.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = tracer.kill();
+        let _ = tracer.wait();
+        return Err(format!(
+            "tracer did not attach: {}",
+            stderr.join().unwrap_or_default()
+        ));
+    }
+    let driven = seed.drive(requests);
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    let status = tracer
+        .wait()
+        .map_err(|e| format!("waiting for tracer: {e}"))?;
+    let text = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    let driven = driven?;
+    if !status.success() {
+        return Err(format!("tracer failed ({status}): {stderr}"));
+    }
+    let report = std::fs::read_to_string(json)
+        .map_err(|e| format!("reading {}: {e}", json.display()))
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| format!("{}: {e}", json.display())))?;
+    Ok(TracedRun {
+        report,
+        text,
+        stderr,
+        driven,
+    })
+}
+
+/// Reads a child's standard output to the end, copying it to ours if `echo`.
+fn collect(read: impl std::io::Read + Send + 'static, echo: bool) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(read).lines().map_while(|l| l.ok()) {
+            if echo {
+                println!("{line}");
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    })
+}
+
+/// Calls and time in one of the seed's categories.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Category {
+    pub calls: u64,
+    pub seconds: f64,
+    /// Of the run's time: tracer's busy time, or cProfile's profiled time.
+    pub share: f64,
+}
+
+/// The seed's categories: what its author's call graph showed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Categories {
+    pub lookups: Category,
+    pub ssl_reads: Category,
+    pub handshakes: Category,
+    pub mysql_query: Category,
+    pub mysql_connect: Category,
+    /// The denominator of the shares, in seconds.
+    pub total_seconds: f64,
+}
+
+fn sum(rows: &Value, pick: impl Fn(&Value) -> Option<(u64, u64)>) -> (u64, u64) {
+    rows.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(pick)
+        .fold((0, 0), |(c, t), (c2, t2)| (c + c2, t + t2))
+}
+
+/// The categories in a tracer JSON report.
+pub fn tracer_categories(report: &Value) -> Categories {
+    let busy_ns = report["busy_ns"].as_u64().unwrap_or(0);
+    let cat = |(calls, ns): (u64, u64)| Category {
+        calls,
+        seconds: ns as f64 / 1e9,
+        share: if busy_ns > 0 {
+            ns as f64 / busy_ns as f64
+        } else {
+            0.0
+        },
+    };
+    let mysql = |r: &Value| {
+        r["peer"]
+            .as_str()
+            .or(r["target"].as_str())
+            .is_some_and(|p| p.ends_with(":3306"))
+    };
+    Categories {
+        lookups: cat(sum(&report["dns_hosts"], |h| {
+            Some((h["count"].as_u64()?, h["total_ns"].as_u64()?))
+        })),
+        ssl_reads: cat(sum(&report["tls_peers"], |p| {
+            Some((p["reads"].as_u64()?, p["read_ns"].as_u64()?))
+        })),
+        handshakes: cat(sum(&report["tls_peers"], |p| {
+            Some((p["handshakes"].as_u64()?, p["handshake_ns"].as_u64()?))
+        })),
+        mysql_query: cat(sum(&report["slow_io"], |r| {
+            mysql(r).then(|| {
+                (
+                    r["reads"]["count"].as_u64().unwrap_or(0),
+                    r["reads"]["total_ns"].as_u64().unwrap_or(0),
+                )
+            })
+        })),
+        mysql_connect: cat(sum(&report["connect_peers"], |p| {
+            mysql(p).then(|| {
+                (
+                    p["count"].as_u64().unwrap_or(0),
+                    p["total_ns"].as_u64().unwrap_or(0),
+                )
+            })
+        })),
+        total_seconds: busy_ns as f64 / 1e9,
+    }
+}
+
+/// Runs scenario/profile_stats.py on the cProfile files of `requests`
+/// requests (the middleware writes a request's file after its response is
+/// sent: the last may come a moment after the driver is done).
+pub fn profiler_categories(paths: &Paths, requests: u32) -> Result<Categories> {
+    let count = || {
+        std::fs::read_dir(paths.profiles())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "prof"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    for _ in 0..100 {
+        if count() >= requests as usize {
+            break;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    if count() != requests as usize {
+        return Err(format!(
+            "{} cProfile files in {}, not one per request ({requests})",
+            count(),
+            paths.profiles().display()
+        ));
+    }
+    let out = Command::new(&paths.python)
+        .arg(paths.scenario.join("profile_stats.py"))
+        .arg(paths.profiles())
+        .output()
+        .map_err(|e| format!("running scenario/profile_stats.py: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "scenario/profile_stats.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("scenario/profile_stats.py printed no JSON: {e}"))?;
+    let cat = |k: &str| Category {
+        calls: v[k]["calls"].as_u64().unwrap_or(0),
+        seconds: v[k]["seconds"].as_f64().unwrap_or(0.0),
+        share: v[k]["share"].as_f64().unwrap_or(0.0),
+    };
+    Ok(Categories {
+        lookups: cat("lookups"),
+        ssl_reads: cat("ssl_reads"),
+        handshakes: cat("handshakes"),
+        mysql_query: cat("mysql_query"),
+        mysql_connect: cat("mysql_connect"),
+        total_seconds: v["total_seconds"].as_f64().unwrap_or(0.0),
+    })
+}
+
+/// The two side by side, as a table.
+pub fn side_by_side(tracer: &Categories, profiler: &Categories) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16} {:>13} {:>13} {:>15} {:>15}",
+        "", "TRACER CALLS", "TRACER SHARE", "CPROFILE CALLS", "CPROFILE SHARE"
+    );
+    for (name, t, p) in [
+        ("lookups", tracer.lookups, profiler.lookups),
+        ("SSL reads", tracer.ssl_reads, profiler.ssl_reads),
+        ("MySQL query", tracer.mysql_query, profiler.mysql_query),
+        (
+            "MySQL connect",
+            tracer.mysql_connect,
+            profiler.mysql_connect,
+        ),
+        ("TLS handshakes", tracer.handshakes, profiler.handshakes),
+    ] {
+        let _ = writeln!(
+            out,
+            "{name:<16} {:>13} {:>12.1}% {:>15} {:>14.1}%",
+            t.calls,
+            t.share * 100.0,
+            p.calls,
+            p.share * 100.0
+        );
+    }
+    let _ = writeln!(
+        out,
+        "(tracer: shares of the app's busy time, {:.2}s; cProfile: of the profiled request time, \
+         {:.2}s. tracer counts a MySQL query by its reads over 1 ms, a connect by connect().)",
+        tracer.total_seconds, profiler.total_seconds
+    );
+    out
+}
