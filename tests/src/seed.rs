@@ -428,33 +428,32 @@ pub fn side_by_side(tracer: &Categories, profiler: &Categories) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<16} {:>13} {:>13} {:>15} {:>15}",
-        "", "TRACER CALLS", "TRACER SHARE", "CPROFILE CALLS", "CPROFILE SHARE"
+        "{:<15} {:>7} {:>8} {:>7}   {:>8} {:>8} {:>7}",
+        "", "TRACER", "TIME", "SHARE", "CPROFILE", "TIME", "SHARE"
     );
     for (name, t, p) in [
         ("lookups", tracer.lookups, profiler.lookups),
         ("SSL reads", tracer.ssl_reads, profiler.ssl_reads),
         ("MySQL query", tracer.mysql_query, profiler.mysql_query),
-        (
-            "MySQL connect",
-            tracer.mysql_connect,
-            profiler.mysql_connect,
-        ),
+        ("MySQL connect", tracer.mysql_connect, profiler.mysql_connect),
         ("TLS handshakes", tracer.handshakes, profiler.handshakes),
     ] {
         let _ = writeln!(
             out,
-            "{name:<16} {:>13} {:>12.1}% {:>15} {:>14.1}%",
+            "{name:<15} {:>7} {:>7.3}s {:>6.1}%   {:>8} {:>7.3}s {:>6.1}%",
             t.calls,
+            t.seconds,
             t.share * 100.0,
             p.calls,
+            p.seconds,
             p.share * 100.0
         );
     }
     let _ = writeln!(
         out,
-        "(tracer: shares of the app's busy time, {:.2}s; cProfile: of the profiled request time, \
-         {:.2}s. tracer counts a MySQL query by its reads over 1 ms, a connect by connect().)",
+        "(calls, time and share. tracer: of the app's busy time, {:.2}s; cProfile: of the profiled \
+         request time, {:.2}s. tracer counts a MySQL query by its reads over 1 ms, a connect by \
+         connect().)",
         tracer.total_seconds, profiler.total_seconds
     );
     out
