@@ -435,7 +435,11 @@ pub fn side_by_side(tracer: &Categories, profiler: &Categories) -> String {
         ("lookups", tracer.lookups, profiler.lookups),
         ("SSL reads", tracer.ssl_reads, profiler.ssl_reads),
         ("MySQL query", tracer.mysql_query, profiler.mysql_query),
-        ("MySQL connect", tracer.mysql_connect, profiler.mysql_connect),
+        (
+            "MySQL connect",
+            tracer.mysql_connect,
+            profiler.mysql_connect,
+        ),
         ("TLS handshakes", tracer.handshakes, profiler.handshakes),
     ] {
         let _ = writeln!(
