@@ -16,7 +16,8 @@ use crate::render::ShareOf;
     after_help = "Examples:\n  \
         tracer top --pid 4242                  live table of the slowest calls\n  \
         tracer report --pid 4242 --duration 30s\n  \
-        tracer report -- curl -s http://127.0.0.1:8080/\n\n\
+        tracer report -- curl -s http://127.0.0.1:8080/\n  \
+        tracer serve --pid 4242                Prometheus metrics on 127.0.0.1:9464/metrics\n\n\
         Needs root (or CAP_BPF + CAP_PERFMON). Exit codes: 0 done (also when the target \
         exited), 1 tracing failed, 2 bad input (unknown PID, bad option)."
 )]
@@ -35,6 +36,16 @@ pub enum Command {
     Top(TopArgs),
     /// Trace until the duration ends, Ctrl-C, or the target exits; then print the profile
     Report(ReportArgs),
+    /// Serve what is traced as Prometheus metrics on /metrics, until Ctrl-C or the target exits
+    #[command(after_help = "Example:\n  \
+        tracer serve --pid 4242 --listen 127.0.0.1:9464\n  \
+        curl -s http://127.0.0.1:9464/metrics | grep tracer_call_duration_seconds_count\n\n\
+        Metrics: tracer_call_duration_seconds{kind,target,process} (histogram), \
+        tracer_dns_queries_total{type,rcode,server}, tracer_tls_bytes_total{direction,peer}, \
+        tracer_connects_total{peer,result}, tracer_events_lost_total{reason}, \
+        tracer_thread_seconds_total{state}, tracer_traced_processes, tracer_build_info. \
+        Prometheus scrape config and a Grafana dashboard: contrib/ in the repository.")]
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +118,26 @@ pub struct ReportArgs {
     /// waits for new connections) or all wall time
     #[arg(long, value_enum, default_value = "busy")]
     pub share_of: ShareOf,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Address to serve /metrics and /healthz on (loopback by default: the
+    /// metrics name hosts and peers of the traced process)
+    #[arg(short, long, default_value = "127.0.0.1:9464")]
+    pub listen: std::net::SocketAddr,
+
+    /// Stop after this long (default: until Ctrl-C or the target exits)
+    #[arg(short, long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// At most this many targets (hosts, peers, syscalls) per kind of call;
+    /// the rest add up under target="other"
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub max_targets: u32,
 }
 
 fn parse_pid(s: &str) -> Result<u32, String> {

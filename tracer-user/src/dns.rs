@@ -200,6 +200,18 @@ pub struct DnsState {
     /// on the same thread to one of them is a connect to that host, even
     /// when several hosts share the address.
     last_by_thread: HashMap<u32, (String, Vec<IpAddr>)>,
+    /// Every query seen, by (type, response code or "none", server).
+    pub query_counts: BTreeMap<(String, String, String), u64>,
+}
+
+/// Counts a query by type, response code and server.
+fn count_query(counts: &mut BTreeMap<(String, String, String), u64>, q: &QueryRecord) {
+    let key = (
+        q.qtype.clone(),
+        q.rcode.clone().unwrap_or_else(|| "none".into()),
+        q.server.clone().unwrap_or_else(|| "?".into()),
+    );
+    *counts.entry(key).or_default() += 1;
 }
 
 fn server_of(peer: &[u8; 28]) -> Option<String> {
@@ -387,6 +399,7 @@ impl DnsState {
             *h.expansions.entry(name.to_string()).or_default() += 1;
         }
         for q in &r.queries {
+            count_query(&mut self.query_counts, q);
             h.queries += 1;
             h.retries += u64::from(q.retry);
             if let Some(s) = &q.server {
@@ -424,6 +437,7 @@ impl DnsState {
     }
 
     fn record_standalone(&mut self, q: &QueryRecord) {
+        count_query(&mut self.query_counts, q);
         let key = (
             q.name.clone(),
             q.qtype.clone(),

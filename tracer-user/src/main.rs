@@ -14,6 +14,7 @@ mod collect;
 mod dns;
 mod elf;
 mod error;
+mod export;
 mod python;
 mod render;
 mod session;
@@ -67,6 +68,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 interval: a.interval,
                 rows: a.rows as usize,
                 share_of: a.share_of,
+            },
+        ),
+        Command::Serve(a) => (
+            a.target,
+            a.duration,
+            Output::Serve {
+                listen: a.listen,
+                max_targets: a.max_targets as usize,
             },
         ),
         Command::Report(a) => (

@@ -19,6 +19,7 @@ use crate::{
     attach::{self, ProbeNote, Probes},
     collect::{Collector, monotonic_ns},
     error::UsageError,
+    export,
     render::{EndReason, Report, ShareOf},
     target::{self, LaunchedCommand, ProcessInfo},
 };
@@ -70,12 +71,17 @@ pub enum Output {
         baseline: Option<(PathBuf, crate::render::compare::Baseline)>,
         share_of: ShareOf,
     },
+    Serve {
+        listen: std::net::SocketAddr,
+        max_targets: usize,
+    },
 }
 
 impl Output {
     fn share_of(&self) -> ShareOf {
         match self {
             Output::Top { share_of, .. } | Output::Report { share_of, .. } => *share_of,
+            Output::Serve { .. } => ShareOf::Busy,
         }
     }
 }
@@ -96,6 +102,14 @@ pub async fn run(
         }
     };
 
+    // The port first: one in use is bad input, found before any probe.
+    let (scrape_tx, mut scrapes) = tokio::sync::mpsc::channel::<export::http::ScrapeRequest>(16);
+    if let Output::Serve { listen, .. } = &output {
+        let listener = export::http::bind(*listen).await?;
+        export::http::spawn(listener, scrape_tx);
+    } else {
+        drop(scrape_tx);
+    }
     let mut probes = Probes::load_and_attach()?;
     let mut collector = Collector::new(&mut probes)?;
     // Messages of the kernel programs (aya-log), shown with -v.
@@ -128,6 +142,9 @@ pub async fn run(
         None => "until Ctrl-C or exit".to_string(),
     };
     eprintln!("tracer: tracing PID {} {until}", names.join(", "));
+    if let Output::Serve { listen, .. } = &output {
+        eprintln!("tracer: serving metrics on http://{listen}/metrics");
+    }
     if let Some(cmd) = launched.as_mut() {
         cmd.release().context("starting the command")?;
     }
@@ -136,7 +153,7 @@ pub async fn run(
     let mut sigterm = signal(SignalKind::terminate())?;
     let tick_every = match &output {
         Output::Top { interval, .. } => *interval,
-        Output::Report { .. } => Duration::from_millis(200),
+        Output::Report { .. } | Output::Serve { .. } => Duration::from_millis(200),
     };
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -209,6 +226,20 @@ pub async fn run(
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
             }
+            Some(reply) = scrapes.recv() => {
+                if let Output::Serve { max_targets, .. } = &output {
+                    let report = snapshot(
+                        &mut agg,
+                        &mut collector,
+                        EndReason::Running,
+                        monotonic_ns(),
+                        &probes.tls_files,
+                        ShareOf::Busy,
+                    );
+                    let lost = collector.lost();
+                    let _ = reply.send(export::exposition(&agg, &report, &lost, *max_targets));
+                }
+            }
             _ = &mut deadline => break EndReason::Duration,
             _ = sigint.recv() => break EndReason::Interrupted,
             _ = sigterm.recv() => break EndReason::Interrupted,
@@ -238,6 +269,17 @@ pub async fn run(
     }
 
     match output {
+        Output::Serve { .. } => {
+            let lost = report.lost.total();
+            eprintln!(
+                "tracer: stopped serving metrics ({}; events lost: {lost})",
+                match ended {
+                    EndReason::Duration => "duration reached",
+                    EndReason::TargetExited => "the target exited",
+                    _ => "interrupted",
+                }
+            );
+        }
         Output::Top { rows, .. } => {
             if ended == EndReason::TargetExited {
                 println!("{}", report.to_top(rows, "-"));

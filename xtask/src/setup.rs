@@ -31,6 +31,8 @@ const APT_PACKAGES: &[&str] = &[
     // The seed scenario's database (scenario/seed.py starts its own).
     "mariadb-server",
     "mariadb-client",
+    // A real Prometheus (and promtool) scrapes `tracer serve` in the tests.
+    "prometheus",
 ];
 
 /// Python packages for the tests and the seed scenario, in a venv under
