@@ -225,6 +225,28 @@ pub struct Aggregate {
     /// Idle time per process (listener threads waiting for work), as of
     /// the last snapshot, in-flight waits included.
     pub idle: BTreeMap<u32, u64>,
+    /// With `--events`: calls at least this slow are kept in `slow_calls`
+    /// until taken.
+    pub slow_call_threshold_ns: Option<u64>,
+    pub slow_calls: Vec<SlowCall>,
+}
+
+/// One call at or over the `--events` threshold: a line of the event stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlowCall {
+    /// When the call started: CLOCK_MONOTONIC nanoseconds.
+    pub start_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    /// dns, connect, tls read, tls write, handshake, io.
+    pub kind: &'static str,
+    /// Host, peer, or file.
+    pub target: String,
+    pub latency_ns: u64,
+    /// ok, an error name, or bytes moved.
+    pub result: String,
+    /// The program's own innermost frame and the call, where known.
+    pub call_site: Option<String>,
 }
 
 /// Slow reads and writes to one target.
@@ -285,6 +307,16 @@ impl Aggregate {
                 let site = self.sites.take(l.tid, l.start_ns);
                 let label = site.map(|id| self.sites.site(id).label());
                 let record = self.dns.on_lookup(&l, label);
+                self.note_slow(record.duration_ns, |this| SlowCall {
+                    start_ns: record.start_ns,
+                    pid: record.pid,
+                    tid: record.tid,
+                    kind: "dns",
+                    target: record.host.clone(),
+                    latency_ns: record.duration_ns,
+                    result: record.result.clone(),
+                    call_site: site.map(|id| this.sites.site(id).summary()),
+                });
                 if let Some(id) = site {
                     self.by_site
                         .entry(("dns", record.host.to_lowercase(), id))
@@ -314,6 +346,27 @@ impl Aggregate {
                     }
                 });
                 self.tls = tls;
+                if let Some(func) = tracer_common::TlsFn::from_u32(t.func) {
+                    self.note_slow(t.duration_ns, |this| SlowCall {
+                        start_ns: t.start_ns,
+                        pid: t.tgid,
+                        tid: t.tid,
+                        kind: crate::tls::call_kind(func),
+                        target: this
+                            .tls
+                            .connections
+                            .get(&(t.tgid, t.ssl))
+                            .and_then(|c| c.peer.clone())
+                            .unwrap_or_else(|| format!("pid {} (socket unknown)", t.tgid)),
+                        latency_ns: t.duration_ns,
+                        result: if t.ret > 0 {
+                            format!("{} bytes", t.bytes)
+                        } else {
+                            format!("returned {}", t.ret)
+                        },
+                        call_site: site.map(|id| this.sites.site(id).summary()),
+                    });
+                }
             }
             Event::TlsWait(w) => self.tls.on_wait(&w),
             Event::ExecMap(m) => {
@@ -415,11 +468,38 @@ impl Aggregate {
             stats.reads.record(io.duration_ns);
         }
         stats.bytes += io.ret.max(0) as u64;
-        if let Some(site) = self.sites.take(io.tid, io.start_ns) {
+        let site = self.sites.take(io.tid, io.start_ns);
+        self.note_slow(io.duration_ns, |this| SlowCall {
+            start_ns: io.start_ns,
+            pid: io.tgid,
+            tid: io.tid,
+            kind: "io",
+            target: target.clone(),
+            latency_ns: io.duration_ns,
+            result: if io.ret >= 0 {
+                format!("{} bytes", io.ret)
+            } else {
+                errno_name(-io.ret)
+            },
+            call_site: site.map(|id| this.sites.site(id).summary()),
+        });
+        if let Some(site) = site {
             self.by_site
                 .entry(("io", target, site))
                 .or_insert(LatencyStats::ZERO)
                 .record(io.duration_ns);
+        }
+    }
+
+    /// Keeps a call for the event stream if it is slow enough (made only
+    /// then: most calls are not).
+    fn note_slow(&mut self, latency_ns: u64, make: impl FnOnce(&Self) -> SlowCall) {
+        if self
+            .slow_call_threshold_ns
+            .is_some_and(|min| latency_ns >= min)
+        {
+            let call = make(self);
+            self.slow_calls.push(call);
         }
     }
 
@@ -610,6 +690,19 @@ impl Aggregate {
 
     fn finish_connect(&mut self, record: ConnectRecord) {
         self.connects_total += 1;
+        self.note_slow(record.latency_ns(), |this| SlowCall {
+            start_ns: record.start_ns,
+            pid: record.pid,
+            tid: record.tid,
+            kind: "connect",
+            target: record
+                .peer
+                .as_ref()
+                .map_or_else(|| "?".to_string(), |p| this.name_peer(p)),
+            latency_ns: record.latency_ns(),
+            result: record.outcome.to_string(),
+            call_site: record.call_site.map(|id| this.sites.site(id).summary()),
+        });
         add_to_peers(&mut self.peers, &record);
         if let (Some(id), Some(peer)) = (record.call_site, &record.peer) {
             self.by_site

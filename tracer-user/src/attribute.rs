@@ -79,8 +79,17 @@ impl Frame {
             && self
                 .function
                 .as_deref()
-                .is_none_or(|f| f != "_start" && f != "main")
+                .is_none_or(|f| f != "_start" && f != "main" && !is_runtime_symbol(f))
     }
+}
+
+/// A function of a language runtime linked into the executable (Rust's
+/// std, a static libc): not the program's own code.
+fn is_runtime_symbol(function: &str) -> bool {
+    let f = function.trim_start_matches(['<', '&']);
+    ["std::", "core::", "alloc::", "__rust", "__libc", "__GI_", "_IO_"]
+        .iter()
+        .any(|p| f.starts_with(p))
 }
 
 impl CallSite {
@@ -297,5 +306,38 @@ impl Attributor {
         let mut frames = python_frames;
         frames.extend(native);
         frames
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn native(function: &str, module: &str) -> Frame {
+        Frame {
+            python: false,
+            function: Some(function.to_string()),
+            file: None,
+            line: None,
+            module: Some(module.to_string()),
+            offset: None,
+        }
+    }
+
+    #[test]
+    fn the_summary_skips_runtime_code_linked_into_the_program() {
+        let site = CallSite {
+            id: 0,
+            frames: vec![
+                native("main", "/usr/bin/app"),
+                native("app::fetch_user", "/usr/bin/app"),
+                native("<std::net::TcpStream>::connect", "/usr/bin/app"),
+                native("__libc_connect", "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            ],
+        };
+        assert_eq!(
+            site.summary(),
+            "app::fetch_user (app) → … → __libc_connect (libc.so.6)"
+        );
     }
 }

@@ -23,8 +23,12 @@ use crate::render::ShareOf;
 )]
 pub struct Cli {
     /// Show diagnostics, including messages from the kernel programs (-vv: more)
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "quiet")]
     pub verbose: u8,
+
+    /// Print only the report and errors: no status lines, no progress, no warnings
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -113,6 +117,16 @@ pub struct ReportArgs {
     /// Compare with an earlier run's JSON report (from --json): before and after, per call
     #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,
+
+    /// Stream every lookup, connect, SSL call and read or write at least --min-latency slow
+    /// to FILE as it happens, one JSON object a line (fields: start_ns, pid, tid, kind,
+    /// target, latency_ns, result, call_site)
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+
+    /// The threshold of --events (e.g. 10ms, 500us)
+    #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse_duration, requires = "events")]
+    pub min_latency: Duration,
 
     /// What shares are shares of: busy time (threads' time minus a server's
     /// waits for new connections) or all wall time

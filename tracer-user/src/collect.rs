@@ -98,6 +98,8 @@ pub struct Collector {
     idle: HashMap<MapData, u32, u64>,
     lost: PerCpuArray<MapData, u64>,
     undecodable: u64,
+    /// Ring buffer records taken so far.
+    pub events_seen: u64,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -128,6 +130,7 @@ impl Collector {
             idle: take(probes, "IDLE_NS")?,
             lost: take(probes, "LOST")?,
             undecodable: 0,
+            events_seen: 0,
         })
     }
 
@@ -146,6 +149,7 @@ impl Collector {
         let ring = self.ring.get_mut();
         let mut batch = Vec::new();
         while let Some(item) = ring.next() {
+            self.events_seen += 1;
             match parse_event(&item) {
                 Some(ev) => batch.push(ev),
                 None => self.undecodable += 1,

@@ -18,6 +18,7 @@ mod export;
 mod python;
 mod render;
 mod session;
+mod status;
 mod syscall_names;
 mod target;
 mod tls;
@@ -33,7 +34,9 @@ use crate::{
 
 fn main() {
     let cli = Cli::parse();
+    status::set_quiet(cli.quiet);
     let level = match cli.verbose {
+        _ if cli.quiet => log::LevelFilter::Error,
         0 => log::LevelFilter::Warn,
         1 => log::LevelFilter::Info,
         _ => log::LevelFilter::Debug,
@@ -86,6 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 json: a.json,
                 flamegraph: a.flamegraph,
                 folded: a.folded,
+                events: a.events.map(|path| (path, a.min_latency)),
                 baseline: match &a.baseline {
                     // Read now: a bad file is bad input, found before tracing.
                     Some(path) => Some((

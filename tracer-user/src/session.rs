@@ -21,6 +21,7 @@ use crate::{
     error::UsageError,
     export,
     render::{EndReason, Report, ShareOf},
+    status::{Progress, status},
     target::{self, LaunchedCommand, ProcessInfo},
 };
 
@@ -68,6 +69,8 @@ pub enum Output {
         json: Option<PathBuf>,
         flamegraph: Option<PathBuf>,
         folded: Option<PathBuf>,
+        /// `--events FILE` and its threshold.
+        events: Option<(PathBuf, Duration)>,
         baseline: Option<(PathBuf, crate::render::compare::Baseline)>,
         share_of: ShareOf,
     },
@@ -110,6 +113,20 @@ pub async fn run(
     } else {
         drop(scrape_tx);
     }
+    let mut events_out = match &output {
+        Output::Report {
+            events: Some((path, _)),
+            ..
+        } => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| {
+                UsageError(format!(
+                    "cannot write the event stream to {}: {e}",
+                    path.display()
+                ))
+            })?,
+        )),
+        _ => None,
+    };
     let mut probes = Probes::load_and_attach()?;
     let mut collector = Collector::new(&mut probes)?;
     // Messages of the kernel programs (aya-log), shown with -v.
@@ -126,6 +143,13 @@ pub async fn run(
         }
     };
     let mut agg = Aggregate::new(monotonic_ns());
+    if let Output::Report {
+        events: Some((_, min)),
+        ..
+    } = &output
+    {
+        agg.slow_call_threshold_ns = Some(min.as_nanos() as u64);
+    }
     for info in &infos {
         probes.trace_process(info.pid)?;
         // Listed after the PID is in the kernel's set: a thread created from
@@ -141,9 +165,9 @@ pub async fn run(
         Some(d) => format!("for {}", humantime::format_duration(d)),
         None => "until Ctrl-C or exit".to_string(),
     };
-    eprintln!("tracer: tracing PID {} {until}", names.join(", "));
+    status!("tracer: tracing PID {} {until}", names.join(", "));
     if let Output::Serve { listen, .. } = &output {
-        eprintln!("tracer: serving metrics on http://{listen}/metrics");
+        status!("tracer: serving metrics on http://{listen}/metrics");
     }
     if let Some(cmd) = launched.as_mut() {
         cmd.release().context("starting the command")?;
@@ -161,12 +185,18 @@ pub async fn run(
     tokio::pin!(deadline);
     let tty = std::io::stdout().is_terminal();
     let mut last_scan_ns = monotonic_ns();
+    let started = std::time::Instant::now();
+    let progress = match &output {
+        Output::Report { .. } => Progress::start(duration),
+        _ => Progress::none(),
+    };
 
     let ended = loop {
         tokio::select! {
             r = collector.readable() => {
                 r?;
                 collector.drain(|batch| agg.apply_batch(batch));
+                write_events(&mut agg, events_out.as_mut());
                 // A library mapped just now: probe it before it is used.
                 for pid in std::mem::take(&mut agg.mapped_new_code) {
                     probe_libraries(&mut probes, &mut agg, pid, true);
@@ -176,6 +206,7 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {
+                progress.update(started.elapsed(), collector.events_seen, collector.lost().total());
                 let now = monotonic_ns();
                 // New children, and libraries loaded since the last look: at
                 // most once a second.
@@ -246,6 +277,7 @@ pub async fn run(
         }
     };
 
+    progress.finish();
     // The trace ends now: the kernel's aggregates are read first, then the
     // probes detach (which can take a while with many uprobes: what happens
     // meanwhile is after the end and not counted).
@@ -258,6 +290,10 @@ pub async fn run(
         &probes.tls_files,
         output.share_of(),
     );
+    write_events(&mut agg, events_out.as_mut());
+    if let Some(out) = events_out.as_mut() {
+        let _ = out.flush();
+    }
     if let Some(cmd) = &launched {
         match cmd.try_wait() {
             Some(status) => info!("command exited: {}", describe_wait_status(status)),
@@ -271,7 +307,7 @@ pub async fn run(
     match output {
         Output::Serve { .. } => {
             let lost = report.lost.total();
-            eprintln!(
+            status!(
                 "tracer: stopped serving metrics ({}; events lost: {lost})",
                 match ended {
                     EndReason::Duration => "duration reached",
@@ -315,7 +351,7 @@ pub async fn run(
         }
     }
     if ended == EndReason::TargetExited {
-        eprintln!("tracer: the traced process exited; report complete");
+        status!("tracer: the traced process exited; report complete");
     }
     // Detach after the report is out: each uprobe takes the kernel about a
     // tenth of a second to remove.
@@ -327,6 +363,24 @@ pub async fn run(
     Ok(())
 }
 
+/// Writes the slow calls seen since the last time, one JSON line each.
+fn write_events(agg: &mut Aggregate, out: Option<&mut std::io::BufWriter<std::fs::File>>) {
+    let Some(out) = out else { return };
+    let calls = std::mem::take(&mut agg.slow_calls);
+    if calls.is_empty() {
+        return;
+    }
+    for call in &calls {
+        if let Ok(line) = serde_json::to_string(call) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    // Flushed per batch: the stream is for watching as it happens.
+    if let Err(e) = out.flush() {
+        warn!("writing the event stream: {e}");
+    }
+}
+
 /// Writes the folded stacks and the SVG flame graph asked for. A failure
 /// is reported, and costs nothing else: the report is still printed.
 fn write_flame_graphs(report: &Report, svg: Option<&Path>, folded: Option<&Path>) {
@@ -336,7 +390,7 @@ fn write_flame_graphs(report: &Report, svg: Option<&Path>, folded: Option<&Path>
     let lines = crate::render::flame::folded(report);
     if let Some(path) = folded {
         match std::fs::write(path, &lines) {
-            Ok(()) => eprintln!("tracer: folded stacks written to {}", path.display()),
+            Ok(()) => status!("tracer: folded stacks written to {}", path.display()),
             Err(e) => error!("writing the folded stacks to {}: {e}", path.display()),
         }
     }
@@ -352,7 +406,7 @@ fn write_flame_graphs(report: &Report, svg: Option<&Path>, folded: Option<&Path>
                 .join(",")
         );
         match crate::render::flame::write_svg(&lines, path, &title) {
-            Ok(()) => eprintln!("tracer: flame graph written to {}", path.display()),
+            Ok(()) => status!("tracer: flame graph written to {}", path.display()),
             Err(e) => error!("{e:#}"),
         }
     }
@@ -364,8 +418,8 @@ fn probe_libraries(probes: &mut Probes, agg: &mut Aggregate, pid: u32, late: boo
     for note in probes.probe_process(pid, late) {
         match note {
             ProbeNote::Probed(m) => info!("{m}"),
-            ProbeNote::ProbedLate(m) => eprintln!("tracer: {m}"),
-            ProbeNote::Warning(m) => eprintln!("tracer: warning: {m}"),
+            ProbeNote::ProbedLate(m) => status!("tracer: {m}"),
+            ProbeNote::Warning(m) => status!("tracer: warning: {m}"),
             ProbeNote::Python(pid, interp) => {
                 info!(
                     "PID {pid} runs Python {}.{}: reading its frames",
