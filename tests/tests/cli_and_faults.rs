@@ -196,3 +196,44 @@ fn top_appends_snapshots_when_piped() {
     assert_eq!(count[2], "4", "count column: {row}");
     fixture.exit();
 }
+
+#[test]
+fn top_on_a_terminal_redraws_sorts_and_quits_on_q() {
+    require_root();
+    let open = OpenListener::start();
+    let mut fixture = Fixture::start();
+    let pid = fixture.pid.to_string();
+    fixture.run(&format!("connect-ok {} 3", open.port), LONG);
+    // A pseudo-terminal from script(1): stdin and stdout are a terminal.
+    let command = format!(
+        "{} top --pid {pid} --interval 200ms --sort count -n 5",
+        tracer_bin().display()
+    );
+    let mut script = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1), from util-linux");
+    let mut out = Lines::new_from(script.stdout.take().unwrap());
+    out.wait_for("Slowest targets, by count", LONG);
+    let t0 = std::time::Instant::now();
+    {
+        use std::io::Write as _;
+        let stdin = script.stdin.as_mut().unwrap();
+        stdin.write_all(b"q").unwrap();
+        stdin.flush().unwrap();
+    }
+    let status = loop {
+        if let Some(s) = script.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t0.elapsed() < LONG, "top did not quit on q");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let screen = out.rest(std::time::Duration::from_secs(2)).join("\n");
+    assert!(screen.contains("\x1b[2J"), "redraws in place on a terminal");
+    fixture.exit();
+}

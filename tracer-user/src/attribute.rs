@@ -87,9 +87,11 @@ impl Frame {
 /// std, a static libc): not the program's own code.
 fn is_runtime_symbol(function: &str) -> bool {
     let f = function.trim_start_matches(['<', '&']);
-    ["std::", "core::", "alloc::", "__rust", "__libc", "__GI_", "_IO_"]
-        .iter()
-        .any(|p| f.starts_with(p))
+    [
+        "std::", "core::", "alloc::", "__rust", "__libc", "__GI_", "_IO_",
+    ]
+    .iter()
+    .any(|p| f.starts_with(p))
 }
 
 impl CallSite {

@@ -36,9 +36,19 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Live table of the slowest calls, redrawn every interval; Ctrl-C to stop
+    /// Live table of the slowest calls, redrawn every interval; q or Ctrl-C to stop
+    #[command(after_help = "Examples:\n  \
+        tracer top --pid 4242                  the slowest targets by total time, every second\n  \
+        tracer top --pid 4242 --sort p99 -n 20 the 20 worst by p99\n  \
+        tracer top --pid 4242 | tee top.log    piped: plain snapshots, one after the other")]
     Top(TopArgs),
     /// Trace until the duration ends, Ctrl-C, or the target exits; then print the profile
+    #[command(after_help = "Examples:\n  \
+        tracer report --pid 4242 --duration 30s\n  \
+        tracer report --pid 4242 --json before.json --flamegraph fg.svg\n  \
+        tracer report --pid 4242 --baseline before.json        after a fix: what changed\n  \
+        tracer report --pid 4242 --events slow.jsonl --min-latency 10ms\n  \
+        tracer report -- python3 app.py                        start and trace a command")]
     Report(ReportArgs),
     /// Serve what is traced as Prometheus metrics on /metrics, until Ctrl-C or the target exits
     #[command(after_help = "Example:\n  \
@@ -77,6 +87,10 @@ pub struct TopArgs {
     /// Rows per table
     #[arg(short = 'n', long = "rows", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10000))]
     pub rows: u32,
+
+    /// Sort the targets by this column
+    #[arg(short, long, value_enum, default_value = "total")]
+    pub sort: crate::render::top::SortBy,
 
     /// Stop after this long (default: until Ctrl-C or the target exits)
     #[arg(short, long, value_parser = parse_duration)]

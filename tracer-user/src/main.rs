@@ -69,6 +69,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             a.duration,
             Output::Top {
                 interval: a.interval,
+                sort: a.sort,
                 rows: a.rows as usize,
                 share_of: a.share_of,
             },

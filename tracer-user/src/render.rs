@@ -4,6 +4,7 @@
 pub mod breakdown;
 pub mod compare;
 pub mod flame;
+pub mod top;
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
@@ -803,108 +804,8 @@ impl Report {
             ShareOf::Wall => self.wall_ns,
         }
     }
-
-    /// The live screen: one table of the slowest non-waiting calls and peers.
-    pub fn to_top(&self, rows: usize, interval: &str) -> String {
-        let mut out = String::new();
-        self.write_header(&mut out);
-        breakdown::write(
-            &mut out,
-            self,
-            self.share_of.words(),
-            self.denominator_ns(),
-            rows,
-        );
-        let _ = writeln!(out, "Refreshing every {interval}; Ctrl-C to quit.\n");
-        let mut table = new_table(&[
-            "KIND",
-            "TARGET",
-            "PID",
-            "COUNT",
-            "TOTAL",
-            "P50",
-            "P99",
-            "MAX",
-            self.share_of.header(),
-        ]);
-        let mut entries: Vec<(u64, Vec<String>)> = Vec::new();
-        for r in self.syscalls.iter().filter(|r| !r.waiting) {
-            let total = r.latency.total_ns + r.in_flight_ns;
-            entries.push((
-                total,
-                vec![
-                    "syscall".into(),
-                    r.syscall.clone(),
-                    r.pid.to_string(),
-                    r.latency.count.to_string(),
-                    fmt_ns(total),
-                    fmt_ns(r.latency.p50_ns),
-                    fmt_ns(r.latency.p99_ns),
-                    fmt_ns(r.latency.max_ns),
-                    fmt_share(r.share),
-                ],
-            ));
-        }
-        for h in &self.dns_hosts {
-            entries.push((
-                h.latency.total_ns,
-                vec![
-                    "dns".into(),
-                    h.host.clone(),
-                    String::new(),
-                    h.latency.count.to_string(),
-                    fmt_ns(h.latency.total_ns),
-                    fmt_ns(h.latency.p50_ns),
-                    fmt_ns(h.latency.p99_ns),
-                    fmt_ns(h.latency.max_ns),
-                    fmt_share(h.share),
-                ],
-            ));
-        }
-        for p in &self.tls_peers {
-            entries.push((
-                p.read_ns + p.write_ns + p.handshake_ns,
-                vec![
-                    "tls".into(),
-                    p.peer.clone(),
-                    String::new(),
-                    (p.reads + p.writes + p.handshakes).to_string(),
-                    fmt_ns(p.read_ns + p.write_ns + p.handshake_ns),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    fmt_share(p.share),
-                ],
-            ));
-        }
-        for p in &self.connect_peers {
-            entries.push((
-                p.latency.total_ns,
-                vec![
-                    "connect".into(),
-                    p.peer.clone(),
-                    String::new(),
-                    p.latency.count.to_string(),
-                    fmt_ns(p.latency.total_ns),
-                    fmt_ns(p.latency.p50_ns),
-                    fmt_ns(p.latency.p99_ns),
-                    fmt_ns(p.latency.max_ns),
-                    fmt_share(share(p.latency.total_ns, self.denominator_ns())),
-                ],
-            ));
-        }
-        entries.sort_by_key(|(t, _)| std::cmp::Reverse(*t));
-        for (_, row) in entries.into_iter().take(rows) {
-            table.add_row(row);
-        }
-        right_align(&mut table, 2..9);
-        let _ = writeln!(out, "{table}");
-        out
-    }
 }
 
-/// Syscalls per (process name, syscall); shares of waits are of
-/// `total_wall_ns`, the others of `wall_ns`.
 fn group_syscalls(agg: &Aggregate, wall_ns: u64, total_wall_ns: u64) -> Vec<SyscallGroupRow> {
     struct Group {
         pids: std::collections::BTreeSet<u32>,

@@ -61,6 +61,7 @@ impl Targets {
 pub enum Output {
     Top {
         interval: Duration,
+        sort: crate::render::top::SortBy,
         rows: usize,
         share_of: ShareOf,
     },
@@ -186,6 +187,11 @@ pub async fn run(
     let tty = std::io::stdout().is_terminal();
     let mut last_scan_ns = monotonic_ns();
     let started = std::time::Instant::now();
+    // `q` quits top, as in top(1).
+    let mut keys = match &output {
+        Output::Top { .. } => crate::status::Keys::start(),
+        _ => None,
+    };
     let progress = match &output {
         Output::Report { .. } => Progress::start(duration),
         _ => Progress::none(),
@@ -228,7 +234,7 @@ pub async fn run(
                 if agg.live_pids().is_empty() {
                     break EndReason::TargetExited;
                 }
-                if let Output::Top { rows, interval, .. } = &output {
+                if let Output::Top { rows, interval, sort, .. } = &output {
                     let report = snapshot(
                         &mut agg,
                         &mut collector,
@@ -237,7 +243,7 @@ pub async fn run(
                         &probes.tls_files,
                         output.share_of(),
                     );
-                    let screen = report.to_top(*rows, &humantime::format_duration(*interval).to_string());
+                    let screen = report.to_top(*rows, &humantime::format_duration(*interval).to_string(), *sort);
                     let mut stdout = std::io::stdout().lock();
                     if tty {
                         // Home and clear: redraw in place, like top.
@@ -271,6 +277,16 @@ pub async fn run(
                     let _ = reply.send(export::exposition(&agg, &report, &lost, *max_targets));
                 }
             }
+            Some(key) = async {
+                match keys.as_mut() {
+                    Some(k) => k.rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if key == b'q' || key == b'Q' {
+                    break EndReason::Interrupted;
+                }
+            }
             _ = &mut deadline => break EndReason::Duration,
             _ = sigint.recv() => break EndReason::Interrupted,
             _ = sigterm.recv() => break EndReason::Interrupted,
@@ -278,6 +294,7 @@ pub async fn run(
     };
 
     progress.finish();
+    drop(keys);
     // The trace ends now: the kernel's aggregates are read first, then the
     // probes detach (which can take a while with many uprobes: what happens
     // meanwhile is after the end and not counted).
@@ -316,9 +333,9 @@ pub async fn run(
                 }
             );
         }
-        Output::Top { rows, .. } => {
+        Output::Top { rows, sort, .. } => {
             if ended == EndReason::TargetExited {
-                println!("{}", report.to_top(rows, "-"));
+                println!("{}", report.to_top(rows, "-", sort));
             }
         }
         Output::Report {

@@ -85,3 +85,54 @@ impl Progress {
         }
     }
 }
+
+/// Single key presses on a terminal (for `q` in `tracer top`): the terminal
+/// is put in non-canonical, no-echo mode while this lives, and restored
+/// when it is dropped.
+pub struct Keys {
+    saved: libc::termios,
+    pub rx: tokio::sync::mpsc::UnboundedReceiver<u8>,
+}
+
+impl Keys {
+    /// None when standard input is not a terminal.
+    pub fn start() -> Option<Self> {
+        use std::io::Read as _;
+        if !std::io::stdin().is_terminal() {
+            return None;
+        }
+        // SAFETY: tcgetattr/tcsetattr on fd 0 with a termios we own.
+        let saved = unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) != 0 {
+                return None;
+            }
+            let saved = t;
+            t.c_lflag &= !(libc::ICANON | libc::ECHO);
+            t.c_cc[libc::VMIN] = 1;
+            t.c_cc[libc::VTIME] = 0;
+            if libc::tcsetattr(0, libc::TCSANOW, &t) != 0 {
+                return None;
+            }
+            saved
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            let mut byte = [0u8; 1];
+            let mut stdin = std::io::stdin();
+            while let Ok(1) = stdin.read(&mut byte) {
+                if tx.send(byte[0]).is_err() {
+                    break;
+                }
+            }
+        });
+        Some(Self { saved, rx })
+    }
+}
+
+impl Drop for Keys {
+    fn drop(&mut self) {
+        // SAFETY: restores the settings read in `start`.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &self.saved) };
+    }
+}

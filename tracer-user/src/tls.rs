@@ -275,6 +275,8 @@ impl PeerTls {
 #[derive(Debug, Serialize)]
 pub struct TlsPeerRow {
     pub peer: String,
+    /// Latency of the SSL_read calls (without the poll waits between them).
+    pub read_latency: crate::render::LatencyRow,
     pub connections: u64,
     /// Connections that did a handshake through SSL_do_handshake,
     /// SSL_connect or SSL_accept (Node.js handshakes inside SSL_read).
@@ -357,6 +359,7 @@ pub fn peer_row(
     }
     TlsPeerRow {
         peer,
+        read_latency: crate::render::LatencyRow::from(&p.reads.latency),
         connections: p.connections,
         handshakes: p.handshaken,
         handshake_calls: hs.count,

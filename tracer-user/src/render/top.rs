@@ -1,0 +1,155 @@
+//! The live screen of `tracer top`: the header, where the time went, and
+//! one table of the slowest targets (syscalls, hosts, peers, files) with
+//! the code that called them, sorted by the column the user picked.
+
+use std::fmt::Write as _;
+
+use super::{LatencyRow, Report, breakdown, fmt_ns, fmt_share, new_table, right_align, share};
+
+/// The column `tracer top` sorts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SortBy {
+    Total,
+    P99,
+    Max,
+    Count,
+}
+
+struct Entry {
+    kind: &'static str,
+    target: String,
+    latency: LatencyRow,
+    share: f64,
+    called_from: String,
+}
+
+impl Report {
+    /// The screen: at most `rows` rows per table.
+    pub fn to_top(&self, rows: usize, interval: &str, sort: SortBy) -> String {
+        let mut out = String::new();
+        self.write_header(&mut out);
+        breakdown::write(
+            &mut out,
+            self,
+            self.share_of.words(),
+            self.denominator_ns(),
+            rows,
+        );
+        let _ = writeln!(
+            out,
+            "\nSlowest targets, by {}; refreshing every {interval}; q or Ctrl-C to quit",
+            match sort {
+                SortBy::Total => "total time",
+                SortBy::P99 => "p99",
+                SortBy::Max => "max",
+                SortBy::Count => "count",
+            }
+        );
+        let mut entries = self.top_entries();
+        entries.sort_by_key(|e| {
+            std::cmp::Reverse(match sort {
+                SortBy::Total => e.latency.total_ns,
+                SortBy::P99 => e.latency.p99_ns,
+                SortBy::Max => e.latency.max_ns,
+                SortBy::Count => e.latency.count,
+            })
+        });
+        let mut table = new_table(&[
+            "KIND",
+            "TARGET",
+            "COUNT",
+            "TOTAL",
+            "P50",
+            "P99",
+            "MAX",
+            self.share_of.header(),
+            "CALLED FROM",
+        ]);
+        for e in entries.into_iter().take(rows) {
+            table.add_row(vec![
+                e.kind.to_string(),
+                e.target,
+                e.latency.count.to_string(),
+                fmt_ns(e.latency.total_ns),
+                fmt_ns(e.latency.p50_ns),
+                fmt_ns(e.latency.p99_ns),
+                fmt_ns(e.latency.max_ns),
+                fmt_share(e.share),
+                e.called_from,
+            ]);
+        }
+        right_align(&mut table, 2..8);
+        let _ = writeln!(out, "{table}");
+        out
+    }
+
+    /// The busiest call site of a breakdown row, with how many of its calls.
+    fn called_from(&self, kind: &str, target: &str) -> String {
+        self.breakdown
+            .iter()
+            .find(|b| b.kind == kind && b.target.eq_ignore_ascii_case(target))
+            .and_then(|b| b.sites.first())
+            .map(|(summary, calls, _, _)| format!("{summary} ({calls})"))
+            .unwrap_or_default()
+    }
+
+    fn top_entries(&self) -> Vec<Entry> {
+        let mut entries = Vec::new();
+        for r in self.syscall_groups.iter().filter(|r| !r.waiting) {
+            let mut latency = r.latency.clone();
+            latency.total_ns += r.in_flight_ns;
+            entries.push(Entry {
+                kind: "syscall",
+                target: if self.processes.len() > 1 {
+                    format!("{} ({})", r.syscall, r.comm)
+                } else {
+                    r.syscall.clone()
+                },
+                latency,
+                share: r.share,
+                called_from: String::new(),
+            });
+        }
+        for h in &self.dns_hosts {
+            entries.push(Entry {
+                kind: "dns",
+                target: h.host.clone(),
+                latency: h.latency.clone(),
+                share: h.share,
+                called_from: self.called_from("dns", &h.host),
+            });
+        }
+        for p in &self.tls_peers {
+            entries.push(Entry {
+                kind: "tls read",
+                target: p.peer.clone(),
+                latency: p.read_latency.clone(),
+                share: share(p.read_latency.total_ns, self.denominator_ns()),
+                called_from: self.called_from("tls read", &p.peer),
+            });
+        }
+        for p in &self.connect_peers {
+            entries.push(Entry {
+                kind: "connect",
+                target: p.peer.clone(),
+                latency: p.latency.clone(),
+                share: share(p.latency.total_ns, self.denominator_ns()),
+                called_from: self.called_from("connect", &p.peer),
+            });
+        }
+        for io in &self.slow_io {
+            for (kind, latency) in [("slow read", &io.reads), ("slow write", &io.writes)] {
+                if latency.count > 0 {
+                    entries.push(Entry {
+                        kind,
+                        target: io.target.clone(),
+                        latency: latency.clone(),
+                        share: share(latency.total_ns, self.denominator_ns()),
+                        called_from: self.called_from("io", &io.target),
+                    });
+                }
+            }
+        }
+        entries
+    }
+}
