@@ -153,3 +153,78 @@ impl Report {
         entries
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::{LatencyStats, SyscallKey, sysno};
+
+    use super::*;
+    use crate::{
+        aggregate::Aggregate,
+        collect::LostCounts,
+        render::{EndReason, ShareOf},
+    };
+
+    /// One thread traced for a second: 2 reads of 100 ms, 50 writes of 1 ms.
+    fn report() -> Report {
+        let mut agg = Aggregate::new(0);
+        agg.add_target(7, "app".into(), &[7]);
+        let mut reads = LatencyStats::ZERO;
+        reads.record(100_000_000);
+        reads.record(100_000_000);
+        let mut writes = LatencyStats::ZERO;
+        for _ in 0..50 {
+            writes.record(1_000_000);
+        }
+        agg.syscalls.insert(
+            SyscallKey {
+                tgid: 7,
+                nr: sysno::READ as u32,
+            },
+            reads,
+        );
+        agg.syscalls.insert(
+            SyscallKey {
+                tgid: 7,
+                nr: sysno::WRITE as u32,
+            },
+            writes,
+        );
+        Report::build(
+            &agg,
+            1_000_000_000,
+            EndReason::Running,
+            LostCounts::default(),
+            &[],
+            ShareOf::Wall,
+        )
+    }
+
+    fn table_lines(screen: &str) -> Vec<String> {
+        screen
+            .lines()
+            .skip_while(|l| !l.starts_with("Slowest targets"))
+            .skip(1)
+            .map(|l| l.trim_end().to_string())
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn the_table_is_sorted_by_the_chosen_column() {
+        let r = report();
+        assert_eq!(
+            table_lines(&r.to_top(10, "1s", SortBy::Total)),
+            [
+                " KIND     TARGET  COUNT    TOTAL      P50      P99      MAX  WALL%  CALLED FROM",
+                " syscall  read        2  200.0ms  100.0ms  100.0ms  100.0ms  20.0%",
+                " syscall  write      50   50.0ms    1.0ms    1.0ms    1.0ms   5.0%",
+            ]
+        );
+        let by_count = table_lines(&r.to_top(10, "1s", SortBy::Count));
+        assert!(by_count[1].contains("write"), "{by_count:?}");
+        assert!(by_count[2].contains("read"), "{by_count:?}");
+        // -n 1: one row.
+        assert_eq!(table_lines(&r.to_top(1, "1s", SortBy::Total)).len(), 2);
+    }
+}
