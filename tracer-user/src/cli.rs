@@ -146,6 +146,14 @@ pub struct ReportArgs {
     /// waits for new connections) or all wall time
     #[arg(long, value_enum, default_value = "busy")]
     pub share_of: ShareOf,
+
+    /// Only these kinds of call, in the tree and the tables (comma-separated)
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub kind: Vec<crate::render::Kind>,
+
+    /// Group the tree by target (kind, target, then call site) or by call site
+    #[arg(long, value_enum, default_value = "target")]
+    pub by: crate::render::By,
 }
 
 #[derive(Debug, Args)]

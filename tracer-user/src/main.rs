@@ -86,7 +86,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             a.target,
             a.duration,
             Output::Report {
-                rows: a.rows as usize,
+                text: render::TextOptions {
+                    rows: a.rows as usize,
+                    by: a.by,
+                    kinds: (!a.kind.is_empty()).then_some(a.kind),
+                },
                 json: a.json,
                 flamegraph: a.flamegraph,
                 folded: a.folded,

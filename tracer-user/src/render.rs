@@ -3,12 +3,15 @@
 
 pub mod breakdown;
 pub mod compare;
+pub mod findings;
 pub mod flame;
 pub mod top;
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use comfy_table::{CellAlignment, Table, presets};
+
+pub use self::breakdown::{By, Kind};
 use serde::Serialize;
 use tracer_common::LatencyStats;
 
@@ -149,6 +152,16 @@ pub struct DnsQueryRow {
     pub rcodes: BTreeMap<String, u64>,
 }
 
+/// What the text report shows, from the command line.
+#[derive(Debug, Clone)]
+pub struct TextOptions {
+    /// Rows per table.
+    pub rows: usize,
+    pub by: By,
+    /// Only these kinds of call (all when None).
+    pub kinds: Option<Vec<Kind>>,
+}
+
 /// The denominator of the shares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -244,6 +257,8 @@ pub struct Report {
     pub call_sites: Vec<CallSiteRow>,
     /// Where the time went: per kind of call and target, largest first.
     pub breakdown: Vec<breakdown::BreakdownRow>,
+    /// The worst offenders, with evidence and fix, largest first.
+    pub findings: Vec<findings::Finding>,
     /// Before and after, when a baseline report was given.
     pub comparison: Option<compare::Comparison>,
     pub attribution: AttributionCounts,
@@ -500,55 +515,72 @@ impl Report {
             tls_peers,
             call_sites,
             breakdown: Vec::new(),
+            findings: Vec::new(),
             comparison: None,
             attribution: agg.sites.counts,
             lost,
         };
         report.breakdown = breakdown::build(&report, wall_ns);
+        report.findings = findings::build(&report, wall_ns);
         report
     }
 
-    /// The report as text tables, at most `rows` rows each.
-    pub fn to_text(&self, rows: usize) -> String {
+    /// The report as text: the tree of where the time went, what to fix
+    /// first, then the tables (at most `o.rows` rows each) of the kinds
+    /// asked for.
+    pub fn to_text(&self, o: &TextOptions) -> String {
+        let rows = o.rows;
+        let wanted = |k: Kind| o.kinds.as_deref().is_none_or(|ks| ks.contains(&k));
         let mut out = String::new();
         self.write_header(&mut out);
-        breakdown::write(
+        breakdown::write_tree(
             &mut out,
             self,
             self.share_of.words(),
             self.denominator_ns(),
             rows,
+            o.by,
+            o.kinds.as_deref(),
         );
+        findings::write(&mut out, self, rows, o.kinds.as_deref());
         compare::write(&mut out, self, self.share_of.words(), rows);
-        let (work, waits): (Vec<&SyscallGroupRow>, Vec<&SyscallGroupRow>) =
-            self.syscall_groups.iter().partition(|r| !r.waiting);
-        let many = self.processes.len() > 1;
-        section(
-            &mut out,
-            "Syscalls doing work, by total time",
-            syscall_table(&work, rows, many, self.share_of.header()),
-        );
-        section(
-            &mut out,
-            "Syscalls waiting (poll, futex, sleep, accept, ...): idle time, shown apart",
-            syscall_table(&waits, rows, many, "WALL%"),
-        );
-        if !self.dns_hosts.is_empty() || !self.dns_queries.is_empty() {
+        if wanted(Kind::Syscall) {
+            let (work, waits): (Vec<&SyscallGroupRow>, Vec<&SyscallGroupRow>) =
+                self.syscall_groups.iter().partition(|r| !r.waiting);
+            let many = self.processes.len() > 1;
+            section(
+                &mut out,
+                "Syscalls doing work, by total time",
+                syscall_table(&work, rows, many, self.share_of.header()),
+            );
+            section(
+                &mut out,
+                "Syscalls waiting (poll, futex, sleep, accept, ...): idle time, shown apart",
+                syscall_table(&waits, rows, many, "WALL%"),
+            );
+        }
+        if wanted(Kind::Dns) && (!self.dns_hosts.is_empty() || !self.dns_queries.is_empty()) {
             self.write_dns(&mut out, rows);
         }
-        self.write_tls(&mut out, rows);
-        self.write_slow_io(&mut out, rows);
-        self.write_call_sites(&mut out, rows);
-        section(
-            &mut out,
-            &format!("Connects by peer ({} calls)", self.connects_total),
-            peer_table(&self.connect_peers, rows),
-        );
-        section(
-            &mut out,
-            "Slowest connects (latency: handshake for non-blocking calls, syscall otherwise)",
-            connect_table(&self.slowest_connects, rows),
-        );
+        if wanted(Kind::Tls) {
+            self.write_tls(&mut out, rows);
+        }
+        if wanted(Kind::Io) {
+            self.write_slow_io(&mut out, rows);
+        }
+        self.write_call_sites(&mut out, rows, o.kinds.as_deref());
+        if wanted(Kind::Connect) {
+            section(
+                &mut out,
+                &format!("Connects by peer ({} calls)", self.connects_total),
+                peer_table(&self.connect_peers, rows),
+            );
+            section(
+                &mut out,
+                "Slowest connects (latency: handshake for non-blocking calls, syscall otherwise)",
+                connect_table(&self.slowest_connects, rows),
+            );
+        }
         out
     }
 
@@ -658,8 +690,13 @@ impl Report {
         );
     }
 
-    fn write_call_sites(&self, out: &mut String, rows: usize) {
-        if self.call_sites.is_empty() {
+    fn write_call_sites(&self, out: &mut String, rows: usize, kinds: Option<&[Kind]>) {
+        let shown: Vec<&CallSiteRow> = self
+            .call_sites
+            .iter()
+            .filter(|r| kinds.is_none_or(|k| k.contains(&Kind::of(r.kind))))
+            .collect();
+        if shown.is_empty() {
             return;
         }
         let mut t = new_table(&[
@@ -671,7 +708,7 @@ impl Report {
             self.share_of.header(),
             "CALLED FROM",
         ]);
-        for r in self.call_sites.iter().take(rows) {
+        for r in shown.iter().take(rows) {
             t.add_row(vec![
                 r.kind.to_string(),
                 r.target.clone(),
@@ -688,7 +725,7 @@ impl Report {
             "Slowest call sites (lookups, connects and SSL calls by the code that made them)",
             Some(t),
         );
-        for r in self.call_sites.iter().take(3) {
+        for r in shown.iter().take(3) {
             let _ = writeln!(out, "  {} {} ({}):", r.kind, r.target, fmt_ns(r.total_ns));
             for f in &r.frames {
                 let _ = writeln!(out, "      {}", f.label());

@@ -66,7 +66,7 @@ pub enum Output {
         share_of: ShareOf,
     },
     Report {
-        rows: usize,
+        text: crate::render::TextOptions,
         json: Option<PathBuf>,
         flamegraph: Option<PathBuf>,
         folded: Option<PathBuf>,
@@ -339,7 +339,7 @@ pub async fn run(
             }
         }
         Output::Report {
-            rows,
+            text,
             json,
             flamegraph,
             folded,
@@ -363,7 +363,7 @@ pub async fn run(
                 }
             }
             if !to_stdout {
-                print!("{}", report.to_text(rows));
+                print!("{}", report.to_text(&text));
             }
         }
     }
