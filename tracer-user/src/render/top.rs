@@ -166,7 +166,7 @@ mod tests {
     };
 
     /// One thread traced for a second: 2 reads of 100 ms, 50 writes of 1 ms.
-    fn report() -> Report {
+    pub(super) fn report() -> Report {
         let mut agg = Aggregate::new(0);
         agg.add_target(7, "app".into(), &[7]);
         let mut reads = LatencyStats::ZERO;
@@ -226,5 +226,36 @@ mod tests {
         assert!(by_count[2].contains("read"), "{by_count:?}");
         // -n 1: one row.
         assert_eq!(table_lines(&r.to_top(1, "1s", SortBy::Total)).len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod json_tests {
+    /// Every top-level field of the JSON report is in docs/report-json.md,
+    /// and every field documented there exists.
+    #[test]
+    fn the_json_report_matches_its_documentation() {
+        let doc = include_str!("../../../docs/report-json.md");
+        let documented: Vec<&str> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        let report = serde_json::to_value(super::tests::report()).unwrap();
+        let fields: Vec<&str> = report
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for f in &fields {
+            assert!(documented.contains(f), "{f} is not in docs/report-json.md");
+        }
+        for d in &documented {
+            assert!(
+                fields.contains(d),
+                "docs/report-json.md names {d}, the report has no such field"
+            );
+        }
     }
 }
