@@ -229,6 +229,16 @@ pub struct Aggregate {
     /// until taken.
     pub slow_call_threshold_ns: Option<u64>,
     pub slow_calls: Vec<SlowCall>,
+    /// Calls and time per thread and kind of call (lookups, connects, SSL
+    /// calls, slow reads and writes), for `--by thread`.
+    pub by_thread: BTreeMap<(u32, u32), ThreadTime>,
+}
+
+/// One thread's calls: its name when first seen, and per kind (count, ns).
+#[derive(Debug, Clone, Default)]
+pub struct ThreadTime {
+    pub name: String,
+    pub kinds: BTreeMap<&'static str, (u64, u64)>,
 }
 
 /// One call at or over the `--events` threshold: a line of the event stream.
@@ -307,6 +317,7 @@ impl Aggregate {
                 let site = self.sites.take(l.tid, l.start_ns);
                 let label = site.map(|id| self.sites.site(id).label());
                 let record = self.dns.on_lookup(&l, label);
+                self.add_thread_time(record.pid, record.tid, "dns", record.duration_ns);
                 self.note_slow(record.duration_ns, |this| SlowCall {
                     start_ns: record.start_ns,
                     pid: record.pid,
@@ -347,6 +358,7 @@ impl Aggregate {
                 });
                 self.tls = tls;
                 if let Some(func) = tracer_common::TlsFn::from_u32(t.func) {
+                    self.add_thread_time(t.tgid, t.tid, crate::tls::call_kind(func), t.duration_ns);
                     self.note_slow(t.duration_ns, |this| SlowCall {
                         start_ns: t.start_ns,
                         pid: t.tgid,
@@ -469,6 +481,7 @@ impl Aggregate {
         }
         stats.bytes += io.ret.max(0) as u64;
         let site = self.sites.take(io.tid, io.start_ns);
+        self.add_thread_time(io.tgid, io.tid, "io", io.duration_ns);
         self.note_slow(io.duration_ns, |this| SlowCall {
             start_ns: io.start_ns,
             pid: io.tgid,
@@ -489,6 +502,23 @@ impl Aggregate {
                 .or_insert(LatencyStats::ZERO)
                 .record(io.duration_ns);
         }
+    }
+
+    /// Counts a call in its thread's totals.
+    fn add_thread_time(&mut self, pid: u32, tid: u32, kind: &'static str, ns: u64) {
+        let t = self
+            .by_thread
+            .entry((pid, tid))
+            .or_insert_with(|| ThreadTime {
+                // Read once, when the thread is first seen: it may be gone later.
+                name: std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                    .map(|s| s.trim_end().to_string())
+                    .unwrap_or_default(),
+                kinds: BTreeMap::new(),
+            });
+        let e = t.kinds.entry(kind).or_default();
+        e.0 += 1;
+        e.1 += ns;
     }
 
     /// Keeps a call for the event stream if it is slow enough (made only
@@ -690,6 +720,7 @@ impl Aggregate {
 
     fn finish_connect(&mut self, record: ConnectRecord) {
         self.connects_total += 1;
+        self.add_thread_time(record.pid, record.tid, "connect", record.latency_ns());
         self.note_slow(record.latency_ns(), |this| SlowCall {
             start_ns: record.start_ns,
             pid: record.pid,

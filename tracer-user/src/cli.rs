@@ -151,7 +151,7 @@ pub struct ReportArgs {
     #[arg(long, value_enum, value_delimiter = ',')]
     pub kind: Vec<crate::render::Kind>,
 
-    /// Group the tree by target (kind, target, then call site) or by call site
+    /// Group the tree by target (kind, target, then call site), by call site, or by thread
     #[arg(long, value_enum, default_value = "target")]
     pub by: crate::render::By,
 }

@@ -201,6 +201,19 @@ pub struct SlowIoRow {
     pub share: f64,
 }
 
+/// One thread's lookups, connects, SSL calls and slow reads and writes.
+#[derive(Debug, Serialize)]
+pub struct ThreadRow {
+    pub pid: u32,
+    pub tid: u32,
+    /// The thread's name (comm) when first seen.
+    pub name: String,
+    pub total_ns: u64,
+    pub share: f64,
+    /// (kind, calls, ns), busiest first.
+    pub kinds: Vec<(String, u64, u64)>,
+}
+
 /// Time spent in one kind of call to one target from one call site.
 #[derive(Debug, Serialize)]
 pub struct CallSiteRow {
@@ -259,6 +272,8 @@ pub struct Report {
     pub breakdown: Vec<breakdown::BreakdownRow>,
     /// The worst offenders, with evidence and fix, largest first.
     pub findings: Vec<findings::Finding>,
+    /// Lookups, connects, SSL calls and slow I/O per thread, busiest first.
+    pub threads: Vec<ThreadRow>,
     /// Before and after, when a baseline report was given.
     pub comparison: Option<compare::Comparison>,
     pub attribution: AttributionCounts,
@@ -516,12 +531,36 @@ impl Report {
             call_sites,
             breakdown: Vec::new(),
             findings: Vec::new(),
+            threads: agg
+                .by_thread
+                .iter()
+                .map(|(&(pid, tid), t)| {
+                    let total_ns = t.kinds.values().map(|k| k.1).sum();
+                    let mut kinds: Vec<(String, u64, u64)> = t
+                        .kinds
+                        .iter()
+                        .map(|(k, (n, ns))| (k.to_string(), *n, *ns))
+                        .collect();
+                    kinds.sort_by_key(|k| std::cmp::Reverse(k.2));
+                    ThreadRow {
+                        pid,
+                        tid,
+                        name: t.name.clone(),
+                        total_ns,
+                        share: share(total_ns, wall_ns),
+                        kinds,
+                    }
+                })
+                .collect(),
             comparison: None,
             attribution: agg.sites.counts,
             lost,
         };
         report.breakdown = breakdown::build(&report, wall_ns);
         report.findings = findings::build(&report, wall_ns);
+        report
+            .threads
+            .sort_by_key(|t| std::cmp::Reverse(t.total_ns));
         report
     }
 

@@ -71,6 +71,7 @@ impl Kind {
 pub enum By {
     Target,
     Callsite,
+    Thread,
 }
 
 /// Builds the rows from the report's per-target tables and call sites.
@@ -279,6 +280,7 @@ pub fn write_tree(
         match by {
             By::Target => "kind, target and call site",
             By::Callsite => "call site, then kind and target",
+            By::Thread => "thread, then kind of call",
         }
     );
     let line = |out: &mut String, depth: usize, s: f64, ns: u64, text: &str| {
@@ -292,6 +294,33 @@ pub fn write_tree(
         );
     };
     match by {
+        By::Thread => {
+            for t in r.threads.iter().filter(|t| t.share >= MIN_SHARE).take(rows) {
+                let name = if t.name.is_empty() {
+                    "?"
+                } else {
+                    t.name.as_str()
+                };
+                line(
+                    out,
+                    0,
+                    t.share,
+                    t.total_ns,
+                    &format!("thread {} (tid {}, pid {})", name, t.tid, t.pid),
+                );
+                for (kind, calls, ns) in &t.kinds {
+                    if wanted(kind) {
+                        line(
+                            out,
+                            1,
+                            share(*ns, denominator_ns),
+                            *ns,
+                            &format!("{kind}: {calls} calls"),
+                        );
+                    }
+                }
+            }
+        }
         By::Target => {
             // Kinds in the order of their total.
             let mut kinds: Vec<(Kind, u64, f64)> = Vec::new();
