@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,9 +62,13 @@ def start(argv, env=None, stdout=subprocess.PIPE, log=None):
 
 
 def first_json_line(p, what):
+    """The child's ready line. The rest of its output (the DNS server logs
+    every query) is drained on a thread, so that it never blocks on a full
+    pipe."""
     line = p.stdout.readline()
     if not line:
         raise SystemExit(f"seed: {what} did not start")
+    threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
     return json.loads(line)
 
 
@@ -187,7 +192,6 @@ def main():
         return p
 
     dns = dns_server(args.dns_delay_ms)
-    # Its log of queries is not read: let it go to the void.
     for kind, port, extra in (("identity", IDENTITY_PORT, []), ("code", CODE_PORT, CODE_PAGE)):
         p = start(in_ns(args.python, os.path.join(HERE, "services.py"), kind, cert, key, str(port),
                         *extra), log=os.path.join(args.workdir, f"{kind}.log"))

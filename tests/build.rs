@@ -4,7 +4,8 @@
 //! - `tls-client` (OpenSSL called directly);
 //! - `deep-pie`, `deep-nopie`, `deep-stripped` with `libdeep.so`: a call
 //!   five frames deep through the program and a library, without frame
-//!   pointers.
+//!   pointers;
+//! - `bench-loop`: the benchmark's workload (`cargo xtask bench`).
 use std::{env, path::PathBuf, process::Command};
 
 fn gcc(args: &[&str]) {
@@ -23,6 +24,7 @@ fn main() {
         "fixtures/tls_client.c",
         "fixtures/deep.c",
         "fixtures/libdeep.c",
+        "fixtures/bench_loop.c",
     ] {
         println!("cargo:rerun-if-changed={src}");
     }
@@ -70,7 +72,18 @@ fn main() {
         args.extend(["-o", &bin, "fixtures/deep.c", &libdir, "-ldeep", &rpath]);
         gcc(&args);
     }
+    gcc(&[
+        "-O2",
+        "-Wall",
+        "-o",
+        &o("bench-loop"),
+        "fixtures/bench_loop.c",
+        "-lssl",
+        "-lcrypto",
+        "-lpthread",
+    ]);
     for name in [
+        "bench-loop",
         "resolve",
         "resolve-static",
         "tls-client",

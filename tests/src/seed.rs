@@ -63,6 +63,15 @@ impl Seed {
     /// Starts everything in a network namespace of its own, the app under
     /// Werkzeug's ProfilerMiddleware (one cProfile file per request).
     pub fn start(paths: &Paths, dns_delay_ms: u32) -> Result<Self> {
+        Self::start_with(paths, dns_delay_ms, true)
+    }
+
+    /// The same, the app without a profiler (for the benchmark).
+    pub fn start_unprofiled(paths: &Paths, dns_delay_ms: u32) -> Result<Self> {
+        Self::start_with(paths, dns_delay_ms, false)
+    }
+
+    fn start_with(paths: &Paths, dns_delay_ms: u32, profile: bool) -> Result<Self> {
         for (what, p) in [
             ("the venv's Python (run `cargo xtask setup`)", &paths.python),
             (
@@ -76,16 +85,18 @@ impl Seed {
         }
         std::fs::create_dir_all(&paths.workdir)
             .map_err(|e| format!("creating {}: {e}", paths.workdir.display()))?;
-        let mut child = Command::new(&paths.python)
-            .arg(paths.scenario.join("seed.py"))
+        let mut cmd = Command::new(&paths.python);
+        cmd.arg(paths.scenario.join("seed.py"))
             .arg("--dnsfixture")
             .arg(&paths.dnsfixture)
             .arg("--python")
             .arg(&paths.python)
             .arg("--workdir")
-            .arg(&paths.workdir)
-            .arg("--profile-dir")
-            .arg(paths.profiles())
+            .arg(&paths.workdir);
+        if profile {
+            cmd.arg("--profile-dir").arg(paths.profiles());
+        }
+        let mut child = cmd
             .arg("--dns-delay-ms")
             .arg(dns_delay_ms.to_string())
             .stdin(Stdio::piped())

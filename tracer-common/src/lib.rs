@@ -573,13 +573,18 @@ pub struct PyProcess {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KernelLayout {
-    /// Offset of `thread.fsbase` in `struct task_struct` (from BTF).
+    /// Offset of `thread.fsbase` in `struct task_struct` (from BTF; 0:
+    /// unknown, no Python frames).
     pub task_fsbase: u32,
-    pub _pad: u32,
+    /// `LAYOUT_*` bits.
+    pub flags: u32,
     /// A read or write taking at least this long is reported on its own,
     /// with its call site (0: the default, `SLOW_IO_NS`).
     pub slow_io_ns: u64,
 }
+
+/// `KernelLayout::flags`: take no stacks (no call sites; cheaper).
+pub const LAYOUT_NO_STACKS: u32 = 1;
 
 /// A socket a traced process connected was closed: its fd number means
 /// something else from now on.

@@ -15,7 +15,7 @@ use tracer_common::{
 use crate::{
     maps::{
         CONNECTED_FDS, DNS_SOCKETS, EVENTS, PENDING_HANDSHAKES, THREAD_ENTRIES, count_lost,
-        is_traced, output, read_sockaddr, sockaddr_port,
+        is_traced, output, read_sockaddr, sockaddr_port, submit_flags,
     },
     syscalls::Finished,
 };
@@ -51,7 +51,7 @@ pub fn on_connect_exit(call: &Finished) {
         server.addr.copy_from_slice(&addr[..28]);
         (sockaddr_port(&addr[..4]), server)
     };
-    slot.submit(0);
+    slot.submit(submit_flags(false));
 
     if call.ret == 0 || call.ret == -EINPROGRESS {
         let key = FdKey {

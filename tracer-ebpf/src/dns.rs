@@ -19,7 +19,9 @@ use tracer_common::{
 };
 
 use crate::{
-    maps::{DNS_SOCKETS, EVENTS, LOOKUPS, count_lost, is_traced, output, sockaddr_port},
+    maps::{
+        DNS_SOCKETS, EVENTS, LOOKUPS, count_lost, is_traced, output, sockaddr_port, submit_flags,
+    },
     stacks::{self, UserRegs},
     syscalls::Finished,
 };
@@ -215,7 +217,7 @@ fn emit_packet(call: &Finished, direction: u32, msg: &Message) {
         );
         (*ev).captured = if r == 0 { n } else { 0 };
     }
-    slot.submit(0);
+    slot.submit(submit_flags(false));
 }
 
 #[inline(always)]
@@ -357,7 +359,7 @@ pub fn lookup_return(ctx: RetProbeContext) -> u32 {
             }
         }
     }
-    slot.submit(0);
+    slot.submit(submit_flags(false));
     0
 }
 

@@ -21,6 +21,8 @@ mod connect;
 #[cfg(target_arch = "bpf")]
 mod dns;
 #[cfg(target_arch = "bpf")]
+mod floor;
+#[cfg(target_arch = "bpf")]
 mod idle;
 #[cfg(target_arch = "bpf")]
 mod maps;

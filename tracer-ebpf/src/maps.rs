@@ -95,10 +95,36 @@ pub fn is_traced(tgid: u32) -> bool {
     TRACED_PROCESSES.get_ptr(tgid).is_some()
 }
 
+/// `bpf_ringbuf_submit` flags and `bpf_ringbuf_query` fields.
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// When to wake the reader: waking it on every record costs the traced
+/// thread microseconds per call (the kernel's wakeup work runs in its
+/// context), so records wait until an eighth of the ring is used; user
+/// space also drains on a timer. `urgent` records (a process exiting, a
+/// stack whose Python frames must be read while the process lives) wake it
+/// at once.
+#[inline(always)]
+pub fn submit_flags(urgent: bool) -> u64 {
+    if urgent || EVENTS.query(BPF_RB_AVAIL_DATA) >= u64::from(EVENT_RING_BYTES / 8) {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 /// Sends a fixed-size record through the ring buffer, counting a full buffer.
 #[inline(always)]
 pub fn output<T: 'static>(ev: &T) {
-    if EVENTS.output::<T>(ev, 0).is_err() {
+    output_with(ev, false);
+}
+
+/// The same, waking the reader at once when `urgent`.
+#[inline(always)]
+pub fn output_with<T: 'static>(ev: &T, urgent: bool) {
+    if EVENTS.output::<T>(ev, submit_flags(urgent)).is_err() {
         count_lost(LostCounter::RingFull);
     }
 }

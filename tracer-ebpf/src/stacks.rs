@@ -9,11 +9,11 @@ use aya_ebpf::{
     helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user, generated},
 };
 use tracer_common::{
-    EventKind, LostCounter, PY_FRAME_VIA_CFRAME, PY_FRAMES, PY_NO_THREAD, PY_NOT_PYTHON, PY_OK,
-    PY_READ_FAILED, PY_THREADS, PyProcess, STACK_COPY, StackEvent,
+    EventKind, LAYOUT_NO_STACKS, LostCounter, PY_FRAME_VIA_CFRAME, PY_FRAMES, PY_NO_THREAD,
+    PY_NOT_PYTHON, PY_OK, PY_READ_FAILED, PY_THREADS, PyProcess, STACK_COPY, StackEvent,
 };
 
-use crate::maps::{EVENTS, KERNEL_LAYOUT, PY_PROCS, count_lost};
+use crate::maps::{EVENTS, KERNEL_LAYOUT, PY_PROCS, count_lost, submit_flags};
 
 /// User registers at the call.
 pub struct UserRegs {
@@ -63,6 +63,12 @@ fn read<T>(addr: u64) -> Option<T> {
 /// start time of the call it belongs to.
 #[inline(always)]
 pub fn capture(tgid: u32, tid: u32, reason: u32, key_ns: u64, regs: &UserRegs) {
+    if KERNEL_LAYOUT
+        .get(0)
+        .is_some_and(|l| l.flags & LAYOUT_NO_STACKS != 0)
+    {
+        return;
+    }
     let Some(mut slot) = EVENTS.reserve::<StackEvent>(0) else {
         count_lost(LostCounter::RingFull);
         return;
@@ -84,7 +90,11 @@ pub fn capture(tgid: u32, tid: u32, reason: u32, key_ns: u64, regs: &UserRegs) {
         (*ev).py_status = status;
         (*ev).py_depth = depth;
     }
-    slot.submit(0);
+    // Python frames name code objects read from the live process: wake the
+    // reader before the process can exit.
+    // SAFETY: written just above.
+    let urgent = unsafe { (*ev).py_depth } > 0;
+    slot.submit(submit_flags(urgent));
 }
 
 /// Copies the top of the user stack: as much of `STACK_COPY` bytes as is

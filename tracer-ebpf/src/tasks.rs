@@ -15,7 +15,7 @@ use tracer_common::{
 };
 
 use crate::maps::{
-    LOOKUPS, THREAD_ENTRIES, TLS_CALLS, TRACED_PROCESSES, count_lost, is_traced, output,
+    LOOKUPS, THREAD_ENTRIES, TLS_CALLS, TRACED_PROCESSES, count_lost, is_traced, output_with,
 };
 
 // task:task_newtask and sched:sched_process_exit field offsets (checked
@@ -27,16 +27,21 @@ const CLONE_THREAD: u64 = 0x0001_0000;
 
 fn emit_task(ctx: &impl EbpfContext, what: u32, tgid: u32, tid: u32, child: u32) {
     let comm = ctx.command().unwrap_or([0; 16]);
-    output(&TaskEvent {
-        kind: EventKind::Task as u32,
-        what,
-        tgid,
-        tid,
-        child,
-        _pad: 0,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        comm,
-    });
+    // Rare, and user space must know at once (a process to probe, or one
+    // that is gone): wake it.
+    output_with(
+        &TaskEvent {
+            kind: EventKind::Task as u32,
+            what,
+            tgid,
+            tid,
+            child,
+            _pad: 0,
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+            comm,
+        },
+        true,
+    );
 }
 
 /// A traced task created a thread or a process: follow new processes from

@@ -17,7 +17,7 @@ use tracer_common::{
 
 use crate::{
     dns::first_polled_fd,
-    maps::{THREAD_ENTRIES, TLS_CALLS, TLS_SOCKETS, count_lost, is_traced, output},
+    maps::{THREAD_ENTRIES, TLS_CALLS, TLS_SOCKETS, count_lost, is_traced, output, output_with},
     stacks::{self, UserRegs},
     syscalls::{Finished, is_fd_io},
 };
@@ -252,9 +252,12 @@ pub fn on_mmap_exit(call: &Finished) {
     if call.ret < 0 || args[2] & PROT_EXEC == 0 || (args[4] as i32) < 0 {
         return;
     }
-    output(&ExecMapEvent {
-        kind: EventKind::ExecMap as u32,
-        tgid: call.tgid,
-        ts_ns: call.start_ns + call.duration,
-    });
+    output_with(
+        &ExecMapEvent {
+            kind: EventKind::ExecMap as u32,
+            tgid: call.tgid,
+            ts_ns: call.start_ns + call.duration,
+        },
+        true,
+    );
 }

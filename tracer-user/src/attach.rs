@@ -40,14 +40,17 @@ const TLS_ENTRY: &str = "tls_entry";
 const TLS_RETURN: &str = "tls_return";
 
 /// Tells the programs where `task_struct.thread.fsbase` is (from the
-/// kernel's BTF): a Python thread state is found by its thread's fs base.
-fn set_kernel_layout(ebpf: &mut Ebpf) {
+/// kernel's BTF): a Python thread state is found by its thread's fs base;
+/// and whether to take stacks at all.
+fn set_kernel_layout(ebpf: &mut Ebpf, call_sites: bool) {
     let fsbase = btf::Btf::from_sys().and_then(|b| b.offset_of("task_struct.thread.fsbase"));
     let task_fsbase = match fsbase {
         Ok(off) => off,
         Err(e) => {
-            log::warn!("no kernel BTF ({e:#}): Python call sites are not available");
-            return;
+            if call_sites {
+                log::warn!("no kernel BTF ({e:#}): Python call sites are not available");
+            }
+            0
         }
     };
     let Some(map) = ebpf.map_mut("KERNEL_LAYOUT") else {
@@ -58,7 +61,11 @@ fn set_kernel_layout(ebpf: &mut Ebpf) {
             0,
             KernelLayout {
                 task_fsbase,
-                _pad: 0,
+                flags: if call_sites {
+                    0
+                } else {
+                    tracer_common::LAYOUT_NO_STACKS
+                },
                 slow_io_ns: tracer_common::SLOW_IO_NS,
             },
             0,
@@ -320,10 +327,55 @@ fn is_libc(path: &str) -> bool {
         || base.starts_with("ld-musl-")
 }
 
+/// The embedded eBPF object.
+fn object() -> &'static [u8] {
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"))
+}
+
+/// For the benchmark: only the empty programs (tracer-ebpf's `floor`), on
+/// the raw syscall tracepoints and on `uprobes` (file, symbol) entry and
+/// return. Detached when the returned object is dropped.
+pub fn attach_floor(syscalls: bool, uprobes: &[(String, String)]) -> anyhow::Result<Ebpf> {
+    check_privileges()?;
+    ensure_tracefs()?;
+    let mut ebpf = aya::EbpfLoader::new()
+        .load(object())
+        .context("loading the eBPF programs into the kernel")?;
+    if syscalls {
+        for (name, tracepoint) in [
+            ("floor_sys_enter", "sys_enter"),
+            ("floor_sys_exit", "sys_exit"),
+        ] {
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+                .try_into()?;
+            prog.load()?;
+            prog.attach(tracepoint)?;
+        }
+    }
+    for name in ["floor_uprobe", "floor_uretprobe"] {
+        let prog: &mut UProbe = ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+            .try_into()?;
+        prog.load()?;
+        for (path, symbol) in uprobes {
+            let offsets = elf::function_offsets(Path::new(path), &[symbol.as_str()])?;
+            let offset = *offsets
+                .get(symbol.as_str())
+                .ok_or_else(|| anyhow!("no {symbol} in {path}"))?;
+            prog.attach(offset, path, UProbeScope::AllProcesses)
+                .with_context(|| format!("{symbol} in {path}"))?;
+        }
+    }
+    Ok(ebpf)
+}
+
 impl Probes {
     /// Loads the embedded object and attaches every program. Processes to
     /// trace are added with [`Probes::trace_process`].
-    pub fn load_and_attach() -> anyhow::Result<Self> {
+    pub fn load_and_attach(call_sites: bool) -> anyhow::Result<Self> {
         check_privileges()?;
         let tracefs = ensure_tracefs()?;
         check_tracepoint_layouts(tracefs)?;
@@ -340,10 +392,7 @@ impl Probes {
         };
         let mut ebpf = aya::EbpfLoader::new()
             .override_global(aya_log::LEVEL, &kernel_log_level, true)
-            .load(aya::include_bytes_aligned!(concat!(
-                env!("OUT_DIR"),
-                "/tracer-ebpf"
-            )))
+            .load(object())
             .context("loading the eBPF programs into the kernel")?;
 
         for (name, tracepoint) in [("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")] {
@@ -384,7 +433,7 @@ impl Probes {
             prog.load()
                 .with_context(|| format!("the kernel refused program {name}"))?;
         }
-        set_kernel_layout(&mut ebpf);
+        set_kernel_layout(&mut ebpf, call_sites);
         Ok(Self {
             ebpf,
             probed_files: HashSet::new(),

@@ -60,6 +60,19 @@ pub enum Command {
         tracer_thread_seconds_total{state}, tracer_traced_processes, tracer_build_info. \
         Prometheus scrape config and a Grafana dashboard: contrib/ in the repository.")]
     Serve(ServeArgs),
+    /// Benchmark only: attach empty programs to the same points, until Ctrl-C
+    #[command(hide = true)]
+    Floor(FloorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FloorArgs {
+    /// Empty programs on the raw sys_enter and sys_exit tracepoints
+    #[arg(long)]
+    pub syscalls: bool,
+    /// Empty uprobe and uretprobe on FILE:SYMBOL (repeatable)
+    #[arg(long, value_name = "FILE:SYMBOL")]
+    pub uprobe: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +86,11 @@ pub struct TargetArgs {
     /// Start this command and trace it from its first syscall
     #[arg(last = true, value_name = "CMD", conflicts_with = "pids")]
     pub command: Vec<String>,
+
+    /// Take no stacks: no call sites, a little less overhead per lookup,
+    /// connect and SSL call (see the README's Performance section)
+    #[arg(long)]
+    pub no_call_sites: bool,
 }
 
 #[derive(Debug, Args)]

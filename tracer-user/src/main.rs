@@ -62,8 +62,42 @@ fn main() {
     std::process::exit(code);
 }
 
+/// `tracer floor`: empty programs attached until SIGINT or SIGTERM.
+fn floor(a: &cli::FloorArgs) -> anyhow::Result<()> {
+    let uprobes = a
+        .uprobe
+        .iter()
+        .map(|u| {
+            u.rsplit_once(':')
+                .map(|(f, s)| (f.to_string(), s.to_string()))
+                .ok_or_else(|| UsageError(format!("--uprobe {u}: write FILE:SYMBOL")).into())
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let ebpf = attach::attach_floor(a.syscalls, &uprobes)?;
+    eprintln!("tracer: floor attached");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        anyhow::Ok(())
+    })?;
+    drop(ebpf);
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Floor(a) = &cli.command {
+        return floor(a);
+    }
     let (target, duration, output) = match cli.command {
+        Command::Floor(_) => unreachable!("handled above"),
         Command::Top(a) => (
             a.target,
             a.duration,
@@ -108,9 +142,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ),
     };
     // Before the runtime starts: a command is started with fork().
+    let call_sites = !target.no_call_sites;
     let targets = Targets::resolve(&target.pids, &target.command)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(session::run(targets, duration, output))
+    runtime.block_on(session::run(targets, duration, output, call_sites))
 }

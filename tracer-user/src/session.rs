@@ -94,6 +94,7 @@ pub async fn run(
     targets: Targets,
     duration: Option<Duration>,
     output: Output,
+    call_sites: bool,
 ) -> anyhow::Result<()> {
     let (mut launched, infos) = match targets {
         Targets::Pids(infos) => (None, infos),
@@ -128,7 +129,7 @@ pub async fn run(
         )),
         _ => None,
     };
-    let mut probes = Probes::load_and_attach()?;
+    let mut probes = Probes::load_and_attach(call_sites)?;
     let mut collector = Collector::new(&mut probes)?;
     // Messages of the kernel programs (aya-log), shown with -v.
     let mut kernel_log = match aya_log::EbpfLogger::init(&mut probes.ebpf) {
@@ -201,17 +202,15 @@ pub async fn run(
         tokio::select! {
             r = collector.readable() => {
                 r?;
-                collector.drain(|batch| agg.apply_batch(batch));
-                write_events(&mut agg, events_out.as_mut());
-                // A library mapped just now: probe it before it is used.
-                for pid in std::mem::take(&mut agg.mapped_new_code) {
-                    probe_libraries(&mut probes, &mut agg, pid, true);
-                }
+                drain(&mut collector, &mut agg, &mut probes, events_out.as_mut());
                 if agg.live_pids().is_empty() {
                     break EndReason::TargetExited;
                 }
             }
             _ = tick.tick() => {
+                // The kernel wakes us only for urgent records or a filling
+                // ring: the rest is collected here.
+                drain(&mut collector, &mut agg, &mut probes, events_out.as_mut());
                 progress.update(started.elapsed(), collector.events_seen, collector.lost().total());
                 let now = monotonic_ns();
                 // New children, and libraries loaded since the last look: at
@@ -378,6 +377,21 @@ pub async fn run(
     drop(probes);
     log::debug!("detached in {:.0?}", t0.elapsed());
     Ok(())
+}
+
+/// Takes what the ring buffer holds; probes libraries mapped just now
+/// before they are used; streams slow calls.
+fn drain(
+    collector: &mut Collector,
+    agg: &mut Aggregate,
+    probes: &mut Probes,
+    events_out: Option<&mut std::io::BufWriter<std::fs::File>>,
+) {
+    collector.drain(|batch| agg.apply_batch(batch));
+    write_events(agg, events_out);
+    for pid in std::mem::take(&mut agg.mapped_new_code) {
+        probe_libraries(probes, agg, pid, true);
+    }
 }
 
 /// Writes the slow calls seen since the last time, one JSON line each.

@@ -3,6 +3,7 @@
 //!   cargo xtask setup   install what is missing (idempotent, one line a step)
 //!   cargo xtask test    setup, build, then every check and test
 //!   cargo xtask demo    setup, build, start the bundled workload, trace it
+//!   cargo xtask bench   setup, release build, measure what tracing costs
 
 mod demo;
 mod setup;
@@ -33,6 +34,12 @@ enum Cmd {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Setup, release build, then measure what tracing costs (writes target/bench/)
+    Bench {
+        /// Rounds per measurement (median and range are reported)
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+    },
     /// Setup, build, start the bundled example workload and trace it
     Demo {
         /// Which workload: `seed` (the slow Flask app of the seed, traced and
@@ -54,6 +61,7 @@ fn main() {
     let result = match cli.command {
         Cmd::Setup => setup::run(),
         Cmd::Test { filter } => setup::run().and_then(|()| test(filter.as_deref())),
+        Cmd::Bench { rounds } => setup::run().and_then(|()| bench(rounds)),
         Cmd::Demo {
             workload,
             requests,
@@ -103,6 +111,23 @@ pub fn cargo() -> Command {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+fn bench(rounds: u32) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("the benchmark loads eBPF programs: run `cargo xtask bench` as root");
+    }
+    // Release builds: what a user runs.
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "tracer-user",
+        "-p",
+        "tracer-tests",
+        "--bins",
+    ]))?;
+    run(Command::new(root().join("target/release/bench")).args(["--rounds", &rounds.to_string()]))
 }
 
 fn test(filter: Option<&str>) -> anyhow::Result<()> {
