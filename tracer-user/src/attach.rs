@@ -194,10 +194,18 @@ fn field_offset(format: &str, field: &str) -> Option<usize> {
 /// The loaded and attached programs and their maps.
 pub struct Probes {
     pub ebpf: Ebpf,
-    /// Files (probe set, device, inode) whose functions are probed. A
-    /// uprobe on a file covers every process that maps it; the programs
-    /// ignore processes we do not trace.
-    probed_files: HashSet<(ProbeSet, u64, u64)>,
+    /// Files (probe set, device, inode) whose functions are probed, and
+    /// for which process (None: every process that maps the file). Probes
+    /// are scoped to the traced processes: a uprobe hit costs the process
+    /// that hits it a trap (and a single-step when the first instruction
+    /// cannot be emulated: about 10 µs on SSL_read_ex here), so a probe
+    /// on every process would slow every TLS user on the machine.
+    probed_files: HashSet<(ProbeSet, u64, u64, Option<u32>)>,
+    /// How many processes each file is probed for, one by one: past
+    /// `MAX_PROCESSES_PROBED_APART`, one probe for every process replaces
+    /// new per-process probes (many children: fewer probes to attach and
+    /// detach, at the cost above for untraced processes).
+    probed_processes: StdHashMap<(ProbeSet, u64, u64), usize>,
     /// Files found to have nothing to probe: not read again.
     unprobeable: HashSet<(ProbeSet, u64, u64)>,
     /// Processes already told they have no libc to probe.
@@ -206,8 +214,9 @@ pub struct Probes {
     pub tls_files: Vec<String>,
     /// Processes found to run CPython.
     python_pids: HashSet<u32>,
-    /// Roots (containers) whose libssl files were probed ahead of use.
-    preprobed_roots: HashSet<(u64, u64)>,
+    /// Roots (containers) whose libssl files were probed ahead of use, per
+    /// process.
+    preprobed_roots: HashSet<(u64, u64, u32)>,
     /// Processes whose interpreter was looked for already, with the
     /// executable they ran then (an exec makes it a new question).
     python_checked: StdHashMap<u32, (u64, u64)>,
@@ -219,6 +228,17 @@ enum ProbeSet {
     Lookups,
     Tls,
 }
+
+/// A probe for one process, or (None) for every process.
+fn scope(pid: Option<u32>) -> UProbeScope {
+    match pid.and_then(std::num::NonZeroU32::new) {
+        Some(pid) => UProbeScope::OneProcess(pid),
+        None => UProbeScope::AllProcesses,
+    }
+}
+
+/// Processes a file is probed for one by one, at most (see `Probes`).
+const MAX_PROCESSES_PROBED_APART: usize = 16;
 
 /// What probing a process's files did, for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,10 +381,16 @@ pub fn attach_floor(syscalls: bool, uprobes: &[(String, String)]) -> anyhow::Res
             .try_into()?;
         prog.load()?;
         for (path, symbol) in uprobes {
-            let offsets = elf::function_offsets(Path::new(path), &[symbol.as_str()])?;
-            let offset = *offsets
-                .get(symbol.as_str())
-                .ok_or_else(|| anyhow!("no {symbol} in {path}"))?;
+            // SYMBOL or SYMBOL+OFFSET (bytes into the function).
+            let (symbol, extra) = match symbol.split_once('+') {
+                Some((s, off)) => (s, off.parse::<u64>().context("offset after +")?),
+                None => (symbol.as_str(), 0),
+            };
+            let offsets = elf::function_offsets(Path::new(path), &[symbol])?;
+            let offset = offsets
+                .get(symbol)
+                .ok_or_else(|| anyhow!("no {symbol} in {path}"))?
+                + extra;
             prog.attach(offset, path, UProbeScope::AllProcesses)
                 .with_context(|| format!("{symbol} in {path}"))?;
         }
@@ -437,6 +463,7 @@ impl Probes {
         Ok(Self {
             ebpf,
             probed_files: HashSet::new(),
+            probed_processes: StdHashMap::new(),
             unprobeable: HashSet::new(),
             warned: HashSet::new(),
             tls_files: Vec::new(),
@@ -517,7 +544,7 @@ impl Probes {
         let Ok(root) = fs::metadata(format!("/proc/{pid}/root/")) else {
             return Vec::new();
         };
-        if !self.preprobed_roots.insert((root.dev(), root.ino())) {
+        if !self.preprobed_roots.insert((root.dev(), root.ino(), pid)) {
             return Vec::new();
         }
         let mut notes = Vec::new();
@@ -537,13 +564,16 @@ impl Probes {
                 let dev =
                     (u64::from(libc::major(meta.dev())) << 20) | u64::from(libc::minor(meta.dev()));
                 let file = (ProbeSet::Tls, dev, meta.ino());
-                if self.probed_files.contains(&file) || self.unprobeable.contains(&file) {
+                if self.covers(ProbeSet::Tls, dev, meta.ino(), pid)
+                    || self.unprobeable.contains(&file)
+                {
                     continue;
                 }
                 let path = entry.path().to_string_lossy().into_owned();
-                match self.attach_tls_probes(&path) {
+                let scope = self.scope_for(ProbeSet::Tls, dev, meta.ino(), pid);
+                match self.attach_tls_probes(&path, scope) {
                     Ok(n) => {
-                        self.probed_files.insert(file);
+                        self.mark_probed(ProbeSet::Tls, dev, meta.ino(), scope);
                         notes.push(ProbeNote::Probed(format!(
                             "probing TLS in {dir}/{name} ({n} functions), ahead of its loading"
                         )));
@@ -576,7 +606,7 @@ impl Probes {
                 continue;
             }
             let file = (ProbeSet::Tls, m.dev, m.inode);
-            if self.probed_files.contains(&file) {
+            if self.covers(ProbeSet::Tls, m.dev, m.inode, pid) {
                 // Probed ahead of its loading: now it is in use.
                 if !self.tls_files.contains(&m.path) {
                     self.tls_files.push(m.path.clone());
@@ -590,10 +620,13 @@ impl Probes {
                 continue;
             }
             let path = format!("/proc/{pid}/root{}", m.path);
-            match self.attach_tls_probes(&path) {
+            let scope = self.scope_for(ProbeSet::Tls, m.dev, m.inode, pid);
+            match self.attach_tls_probes(&path, scope) {
                 Ok(n) => {
-                    self.probed_files.insert(file);
-                    self.tls_files.push(m.path.clone());
+                    self.mark_probed(ProbeSet::Tls, m.dev, m.inode, scope);
+                    if !self.tls_files.contains(&m.path) {
+                        self.tls_files.push(m.path.clone());
+                    }
                     let text = format!("probing TLS in {} ({n} functions)", m.path);
                     notes.push(if late {
                         ProbeNote::ProbedLate(format!("PID {pid} loaded {}: {text}", m.path))
@@ -613,7 +646,7 @@ impl Probes {
     /// Attaches the TLS entry and return programs to every OpenSSL function
     /// `path` defines, the function's id as the attach cookie. Fails if it
     /// has no SSL_read.
-    fn attach_tls_probes(&mut self, path: &str) -> anyhow::Result<usize> {
+    fn attach_tls_probes(&mut self, path: &str, pid: Option<u32>) -> anyhow::Result<usize> {
         let symbols: Vec<&str> = TlsFn::ALL.iter().map(|f| f.symbol()).collect();
         let offsets = elf::function_offsets(Path::new(path), &symbols)?;
         if !offsets.contains_key("SSL_read") {
@@ -630,12 +663,37 @@ impl Probes {
                     cookie: Some(func as u64),
                 };
                 self.uprobe(name)?
-                    .attach(point, path, UProbeScope::AllProcesses)
+                    .attach(point, path, scope(pid))
                     .with_context(|| format!("{} in {path}", func.symbol()))?;
             }
             attached += 1;
         }
         Ok(attached)
+    }
+
+    /// Whether `file` is probed for `pid` already.
+    fn covers(&self, set: ProbeSet, dev: u64, ino: u64, pid: u32) -> bool {
+        self.probed_files.contains(&(set, dev, ino, Some(pid)))
+            || self.probed_files.contains(&(set, dev, ino, None))
+    }
+
+    /// The scope to probe `file` with for `pid`: that process, or every
+    /// process once many were probed apart.
+    fn scope_for(&self, set: ProbeSet, dev: u64, ino: u64, pid: u32) -> Option<u32> {
+        let apart = self
+            .probed_processes
+            .get(&(set, dev, ino))
+            .copied()
+            .unwrap_or(0);
+        (apart < MAX_PROCESSES_PROBED_APART).then_some(pid)
+    }
+
+    /// Records that `file` is probed with `scope`.
+    fn mark_probed(&mut self, set: ProbeSet, dev: u64, ino: u64, scope: Option<u32>) {
+        self.probed_files.insert((set, dev, ino, scope));
+        if scope.is_some() {
+            *self.probed_processes.entry((set, dev, ino)).or_default() += 1;
+        }
     }
 
     fn uprobe(&mut self, name: &str) -> anyhow::Result<&mut UProbe> {
@@ -658,16 +716,17 @@ impl Probes {
         };
         for m in candidates {
             let file = (ProbeSet::Lookups, m.dev, m.inode);
-            if self.probed_files.contains(&file) {
+            if self.covers(ProbeSet::Lookups, m.dev, m.inode, pid) {
                 return None;
             }
             if self.unprobeable.contains(&file) {
                 continue;
             }
             let path = format!("/proc/{pid}/root{}", m.path);
-            match self.attach_lookup_probes(&path) {
+            let scope = self.scope_for(ProbeSet::Lookups, m.dev, m.inode, pid);
+            match self.attach_lookup_probes(&path, scope) {
                 Ok(n) => {
-                    self.probed_files.insert(file);
+                    self.mark_probed(ProbeSet::Lookups, m.dev, m.inode, scope);
                     return Some(ProbeNote::Probed(format!(
                         "probing name lookups in {} ({n} functions)",
                         m.path
@@ -694,7 +753,7 @@ impl Probes {
 
     /// Attaches entry and return probes on every lookup function `path`
     /// defines; returns how many. Fails if it has no getaddrinfo.
-    fn attach_lookup_probes(&mut self, path: &str) -> anyhow::Result<usize> {
+    fn attach_lookup_probes(&mut self, path: &str, pid: Option<u32>) -> anyhow::Result<usize> {
         let symbols: Vec<&str> = LOOKUP_PROBES.iter().map(|(s, _)| *s).collect();
         let offsets = elf::function_offsets(Path::new(path), &symbols)?;
         if !offsets.contains_key("getaddrinfo") {
@@ -707,7 +766,7 @@ impl Probes {
             };
             for name in [*entry, LOOKUP_RETURN] {
                 self.uprobe(name)?
-                    .attach(offset, path, UProbeScope::AllProcesses)
+                    .attach(offset, path, scope(pid))
                     .with_context(|| format!("{symbol} in {path}"))?;
             }
             attached += 1;
