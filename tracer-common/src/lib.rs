@@ -19,7 +19,7 @@ pub const MAX_SYSCALL_KEYS: u32 = 16384;
 /// TCP handshakes in flight (SYN sent, no answer yet).
 pub const MAX_PENDING_HANDSHAKES: u32 = 16384;
 /// Ring buffer for single events (connects, handshakes, process lifecycle).
-pub const EVENT_RING_BYTES: u32 = 4 << 20;
+pub const EVENT_RING_BYTES: u32 = 16 << 20;
 
 /// x86_64 syscall numbers the kernel programs look at more closely.
 pub mod sysno {
