@@ -156,9 +156,10 @@ pub struct ReportArgs {
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
 
-    /// The threshold of --events (e.g. 10ms, 500us)
-    #[arg(long, value_name = "DURATION", default_value = "1ms", value_parser = parse_duration, requires = "events")]
-    pub min_latency: Duration,
+    /// Hide targets and call sites whose slowest call is faster than this (e.g. 10ms);
+    /// with --events, the threshold of the stream [default there: 1ms]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub min_latency: Option<Duration>,
 
     /// What shares are shares of: busy time (threads' time minus a server's
     /// waits for new connections) or all wall time

@@ -24,6 +24,8 @@ mod target;
 mod tls;
 mod unwind;
 
+use std::time::Duration;
+
 use clap::Parser as _;
 
 use crate::{
@@ -124,11 +126,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     rows: a.rows as usize,
                     by: a.by,
                     kinds: (!a.kind.is_empty()).then_some(a.kind),
+                    min_latency_ns: a.min_latency.map(|d| d.as_nanos() as u64),
                 },
                 json: a.json,
                 flamegraph: a.flamegraph,
                 folded: a.folded,
-                events: a.events.map(|path| (path, a.min_latency)),
+                events: a
+                    .events
+                    .map(|path| (path, a.min_latency.unwrap_or(Duration::from_millis(1)))),
                 baseline: match &a.baseline {
                     // Read now: a bad file is bad input, found before tracing.
                     Some(path) => Some((

@@ -160,6 +160,8 @@ pub struct TextOptions {
     pub by: By,
     /// Only these kinds of call (all when None).
     pub kinds: Option<Vec<Kind>>,
+    /// Hide targets and call sites whose slowest call is faster.
+    pub min_latency_ns: Option<u64>,
 }
 
 /// The denominator of the shares.
@@ -580,6 +582,7 @@ impl Report {
             rows,
             o.by,
             o.kinds.as_deref(),
+            o.min_latency_ns,
         );
         findings::write(&mut out, self, rows, o.kinds.as_deref());
         compare::write(&mut out, self, self.share_of.words(), rows);
@@ -607,7 +610,7 @@ impl Report {
         if wanted(Kind::Io) {
             self.write_slow_io(&mut out, rows);
         }
-        self.write_call_sites(&mut out, rows, o.kinds.as_deref());
+        self.write_call_sites(&mut out, rows, o.kinds.as_deref(), o.min_latency_ns);
         if wanted(Kind::Connect) {
             section(
                 &mut out,
@@ -729,11 +732,19 @@ impl Report {
         );
     }
 
-    fn write_call_sites(&self, out: &mut String, rows: usize, kinds: Option<&[Kind]>) {
+    fn write_call_sites(
+        &self,
+        out: &mut String,
+        rows: usize,
+        kinds: Option<&[Kind]>,
+        min_latency_ns: Option<u64>,
+    ) {
         let shown: Vec<&CallSiteRow> = self
             .call_sites
             .iter()
             .filter(|r| kinds.is_none_or(|k| k.contains(&Kind::of(r.kind))))
+            // SSL call sites keep no maximum: they stay.
+            .filter(|r| min_latency_ns.is_none_or(|min| r.max_ns.is_none_or(|m| m >= min)))
             .collect();
         if shown.is_empty() {
             return;

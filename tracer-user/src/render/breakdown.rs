@@ -263,12 +263,16 @@ pub fn write_tree(
     rows: usize,
     by: By,
     kinds: Option<&[Kind]>,
+    min_latency_ns: Option<u64>,
 ) {
     let wanted = |kind: &str| kinds.is_none_or(|k| k.contains(&Kind::of(kind)));
+    let slow_enough = |b: &BreakdownRow| {
+        min_latency_ns.is_none_or(|min| b.latency.as_ref().is_none_or(|l| l.max_ns >= min))
+    };
     let shown: Vec<&BreakdownRow> = r
         .breakdown
         .iter()
-        .filter(|b| wanted(b.kind) && b.share >= MIN_SHARE)
+        .filter(|b| wanted(b.kind) && b.share >= MIN_SHARE && slow_enough(b))
         .collect();
     if shown.is_empty() {
         return;
@@ -449,6 +453,7 @@ mod tests {
             rows: 5,
             by: By::Target,
             kinds: Some(vec![Kind::Connect]),
+            min_latency_ns: None,
         });
         let start = text.find("Where the").expect("a tree");
         let end = text.find("Connects by peer").expect("the connect table");
@@ -469,9 +474,18 @@ mod tests {
             rows: 5,
             by: By::Target,
             kinds: Some(vec![Kind::Dns]),
+            min_latency_ns: None,
         });
         assert!(!dns_only.contains("Where the"), "{dns_only}");
         assert!(!dns_only.contains("What to fix"), "{dns_only}");
         assert!(!dns_only.contains("Connects by peer"), "{dns_only}");
+        // --min-latency above the slowest connect (100 ms): nothing to show.
+        let slow_only = report().to_text(&TextOptions {
+            rows: 5,
+            by: By::Target,
+            kinds: None,
+            min_latency_ns: Some(200_000_000),
+        });
+        assert!(!slow_only.contains("Where the"), "{slow_only}");
     }
 }
