@@ -579,10 +579,7 @@ impl Report {
             self,
             self.share_of.words(),
             self.denominator_ns(),
-            rows,
-            o.by,
-            o.kinds.as_deref(),
-            o.min_latency_ns,
+            o,
         );
         findings::write(&mut out, self, rows, o.kinds.as_deref());
         compare::write(&mut out, self, self.share_of.words(), rows);

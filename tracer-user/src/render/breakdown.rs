@@ -260,11 +260,9 @@ pub fn write_tree(
     r: &Report,
     words: &str,
     denominator_ns: u64,
-    rows: usize,
-    by: By,
-    kinds: Option<&[Kind]>,
-    min_latency_ns: Option<u64>,
+    o: &super::TextOptions,
 ) {
+    let (rows, by, kinds, min_latency_ns) = (o.rows, o.by, o.kinds.as_deref(), o.min_latency_ns);
     let wanted = |kind: &str| kinds.is_none_or(|k| k.contains(&Kind::of(kind)));
     let slow_enough = |b: &BreakdownRow| {
         min_latency_ns.is_none_or(|min| b.latency.as_ref().is_none_or(|l| l.max_ns >= min))
