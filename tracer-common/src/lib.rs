@@ -51,9 +51,10 @@ pub mod sysno {
 
 /// DNS servers listen here; traffic to or from it is parsed as DNS.
 pub const DNS_PORT: u16 = 53;
-/// Bytes of a DNS message copied from the process: the header, the question
-/// and the start of the answers (an A/AAAA answer fits whole).
-pub const DNS_CAPTURE: usize = 512;
+/// Bytes of a DNS message copied from the process: enough for the header
+/// (12), the longest name (255) and the type and class (4). The kernel
+/// zeroes everything after the first question before user space sees it.
+pub const DNS_CAPTURE: usize = 272;
 /// Host names are at most 253 characters.
 pub const HOST_MAX: usize = 256;
 pub const SERVICE_MAX: usize = 32;
@@ -581,6 +582,9 @@ pub struct KernelLayout {
     /// A read or write taking at least this long is reported on its own,
     /// with its call site (0: the default, `SLOW_IO_NS`).
     pub slow_io_ns: u64,
+    /// Wake the reader when this many bytes wait in the ring (0: an eighth
+    /// of `EVENT_RING_BYTES`); user space sets an eighth of the real size.
+    pub wakeup_bytes: u64,
 }
 
 /// `KernelLayout::flags`: take no stacks (no call sites; cheaper).

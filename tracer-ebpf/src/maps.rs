@@ -108,7 +108,11 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 /// at once.
 #[inline(always)]
 pub fn submit_flags(urgent: bool) -> u64 {
-    if urgent || EVENTS.query(BPF_RB_AVAIL_DATA) >= u64::from(EVENT_RING_BYTES / 8) {
+    let wakeup = match KERNEL_LAYOUT.get(0) {
+        Some(l) if l.wakeup_bytes > 0 => l.wakeup_bytes,
+        _ => u64::from(EVENT_RING_BYTES / 8),
+    };
+    if urgent || EVENTS.query(BPF_RB_AVAIL_DATA) >= wakeup {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

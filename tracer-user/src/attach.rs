@@ -42,7 +42,8 @@ const TLS_RETURN: &str = "tls_return";
 /// Tells the programs where `task_struct.thread.fsbase` is (from the
 /// kernel's BTF): a Python thread state is found by its thread's fs base;
 /// and whether to take stacks at all.
-fn set_kernel_layout(ebpf: &mut Ebpf, call_sites: bool) {
+fn set_kernel_layout(ebpf: &mut Ebpf, options: ProbeOptions) {
+    let call_sites = options.call_sites;
     let fsbase = btf::Btf::from_sys().and_then(|b| b.offset_of("task_struct.thread.fsbase"));
     let task_fsbase = match fsbase {
         Ok(off) => off,
@@ -67,10 +68,20 @@ fn set_kernel_layout(ebpf: &mut Ebpf, call_sites: bool) {
                     tracer_common::LAYOUT_NO_STACKS
                 },
                 slow_io_ns: tracer_common::SLOW_IO_NS,
+                wakeup_bytes: u64::from(options.ring_bytes / 8),
             },
             0,
         );
     }
+}
+
+/// How the probes are set up, from the command line.
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeOptions {
+    /// Take stacks for call sites (`--no-call-sites` turns it off).
+    pub call_sites: bool,
+    /// Byte size of the event ring buffer (`--ring-size`).
+    pub ring_bytes: u32,
 }
 
 /// A tracepoint whose fields the eBPF programs read at fixed offsets:
@@ -401,7 +412,7 @@ pub fn attach_floor(syscalls: bool, uprobes: &[(String, String)]) -> anyhow::Res
 impl Probes {
     /// Loads the embedded object and attaches every program. Processes to
     /// trace are added with [`Probes::trace_process`].
-    pub fn load_and_attach(call_sites: bool) -> anyhow::Result<Self> {
+    pub fn load_and_attach(options: ProbeOptions) -> anyhow::Result<Self> {
         check_privileges()?;
         let tracefs = ensure_tracefs()?;
         check_tracepoint_layouts(tracefs)?;
@@ -418,6 +429,7 @@ impl Probes {
         };
         let mut ebpf = aya::EbpfLoader::new()
             .override_global(aya_log::LEVEL, &kernel_log_level, true)
+            .map_max_entries("EVENTS", options.ring_bytes)
             .load(object())
             .context("loading the eBPF programs into the kernel")?;
 
@@ -459,7 +471,7 @@ impl Probes {
             prog.load()
                 .with_context(|| format!("the kernel refused program {name}"))?;
         }
-        set_kernel_layout(&mut ebpf, call_sites);
+        set_kernel_layout(&mut ebpf, options);
         Ok(Self {
             ebpf,
             probed_files: HashSet::new(),

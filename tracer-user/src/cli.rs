@@ -91,6 +91,12 @@ pub struct TargetArgs {
     /// connect and SSL call (see the README's Performance section)
     #[arg(long)]
     pub no_call_sites: bool,
+
+    /// Size of the kernel-to-tracer event ring buffer (a power of two from
+    /// 4KiB to 1GiB). Events that find it full are counted as lost and
+    /// reported; in-kernel syscall counts stay exact either way
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_ring_size)]
+    pub ring_size: u32,
 }
 
 #[derive(Debug, Args)]
@@ -205,6 +211,32 @@ fn parse_pid(s: &str) -> Result<u32, String> {
     }
 }
 
+/// A byte size: `65536`, `64KiB` (or `64K`), `16MiB` (or `16M`), `1GiB`.
+/// The kernel wants a ring buffer a power of two of pages long.
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("`{s}`: give a size like 64KiB or 16MiB")),
+    };
+    let bytes = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_shl(shift).filter(|b| b >> shift == n))
+        .ok_or_else(|| format!("`{s}`: give a size like 64KiB or 16MiB"))?;
+    if !bytes.is_power_of_two() || !(4096..=1 << 30).contains(&bytes) {
+        return Err(format!(
+            "`{s}`: the ring buffer must be a power of two from 4KiB to 1GiB"
+        ));
+    }
+    Ok(bytes as u32)
+}
+
 /// Durations as people write them: `10s`, `500ms`, `2m`, `1h30m`. A bare
 /// number is seconds. Zero and more than a year are refused.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -244,6 +276,28 @@ mod tests {
         assert!(parse_duration("0").is_err());
         assert!(parse_duration("abc").is_err());
         assert!(parse_duration("100000000000s").is_err());
+    }
+
+    #[test]
+    fn ring_sizes_people_write() {
+        assert_eq!(
+            parse_ring_size("16MiB"),
+            Ok(tracer_common::EVENT_RING_BYTES)
+        );
+        assert_eq!(parse_ring_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_ring_size("4096"), Ok(4096));
+        assert_eq!(parse_ring_size("1GiB"), Ok(1 << 30));
+        for bad in [
+            "3MiB",
+            "2GiB",
+            "1024",
+            "0",
+            "lots",
+            "16XB",
+            "99999999999999999999G",
+        ] {
+            assert!(parse_ring_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -24,7 +24,7 @@ mod target;
 mod tls;
 mod unwind;
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use clap::Parser as _;
 
@@ -35,7 +35,7 @@ use crate::{
 };
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|err| exit_with_usage(err));
     status::set_quiet(cli.quiet);
     let level = match cli.verbose {
         _ if cli.quiet => log::LevelFilter::Error,
@@ -62,6 +62,37 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Help and version go to stdout as clap writes them; a usage error becomes
+/// one line on stderr (what is wrong, and the hint clap had), exit code 2.
+fn exit_with_usage(err: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        err.exit();
+    }
+    eprintln!("{}", one_line(&err.render().to_string()));
+    std::process::exit(error::EXIT_USAGE);
+}
+
+/// clap's multi-line message as one line: blank lines, the usage line and
+/// "For more information" dropped, the rest joined.
+fn one_line(rendered: &str) -> String {
+    let parts: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more"))
+        .collect();
+    let text = parts.join("; ");
+    format!(
+        "tracer: {}; see tracer --help",
+        text.strip_prefix("error: ").unwrap_or(&text)
+    )
 }
 
 /// `tracer floor`: empty programs attached until SIGINT or SIGTERM.
@@ -92,6 +123,22 @@ fn floor(a: &cli::FloorArgs) -> anyhow::Result<()> {
     })?;
     drop(ebpf);
     Ok(())
+}
+
+/// An output file is checked before tracing, not after: a typo in a path
+/// must not cost the user the trace. Opening for append creates the file
+/// (written at the end) and leaves an existing one as it is until then.
+fn writable(path: Option<PathBuf>, what: &str) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(p) = &path
+        && p.as_os_str() != "-"
+    {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(p)
+            .map_err(|e| UsageError(format!("cannot write {what} to {}: {e}", p.display())))?;
+    }
+    Ok(path)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -128,9 +175,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     kinds: (!a.kind.is_empty()).then_some(a.kind),
                     min_latency_ns: a.min_latency.map(|d| d.as_nanos() as u64),
                 },
-                json: a.json,
-                flamegraph: a.flamegraph,
-                folded: a.folded,
+                json: writable(a.json, "the JSON report")?,
+                flamegraph: writable(a.flamegraph, "the flame graph")?,
+                folded: writable(a.folded, "the folded stacks")?,
                 events: a
                     .events
                     .map(|path| (path, a.min_latency.unwrap_or(Duration::from_millis(1)))),
@@ -147,10 +194,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ),
     };
     // Before the runtime starts: a command is started with fork().
-    let call_sites = !target.no_call_sites;
+    let probe_options = attach::ProbeOptions {
+        call_sites: !target.no_call_sites,
+        ring_bytes: target.ring_size,
+    };
     let targets = Targets::resolve(&target.pids, &target.command)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(session::run(targets, duration, output, call_sites))
+    runtime.block_on(session::run(targets, duration, output, probe_options))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_usage_error_is_one_line_with_its_hint() {
+        let rendered = "error: unexpected argument '-1' found\n\n  tip: to pass '-1' as a value, use '-- -1'\n\nUsage: tracer top [OPTIONS] [-- <CMD>...]\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            super::one_line(rendered),
+            "tracer: unexpected argument '-1' found; tip: to pass '-1' as a value, use '-- -1'; see tracer --help"
+        );
+    }
 }

@@ -94,7 +94,7 @@ pub async fn run(
     targets: Targets,
     duration: Option<Duration>,
     output: Output,
-    call_sites: bool,
+    probe_options: crate::attach::ProbeOptions,
 ) -> anyhow::Result<()> {
     let (mut launched, infos) = match targets {
         Targets::Pids(infos) => (None, infos),
@@ -129,7 +129,7 @@ pub async fn run(
         )),
         _ => None,
     };
-    let mut probes = Probes::load_and_attach(call_sites)?;
+    let mut probes = Probes::load_and_attach(probe_options)?;
     let mut collector = Collector::new(&mut probes)?;
     // Messages of the kernel programs (aya-log), shown with -v.
     let mut kernel_log = match aya_log::EbpfLogger::init(&mut probes.ebpf) {

@@ -10,8 +10,12 @@
 //!                            right after connect(), then waits until done
 //!   connect-unix PATH        one connect to a unix socket path
 //!   sleep MS N               N sleeps of MS milliseconds (clock_nanosleep)
-//!   threads N PORT           N threads, each one blocking connect to PORT
+//!   threads N PORT [M]       N threads, started together, each making M
+//!                            (default 1) blocking connects to PORT
 //!   fork-connect PORT N      fork a child that makes N connects and exits
+//!   fork-many N PORT         fork N children at once, each one connect to
+//!                            PORT then exit; reaps them all
+//!   exec PROGRAM ARGS...     execvp PROGRAM (stdin and stdout stay)
 //!   exit                     exit 0
 //! At start it prints {"ready": PID}.
 
@@ -159,19 +163,29 @@ fn main() {
             }
             Some("threads") => {
                 let (n, port) = (num(1), num(2) as u16);
+                let each = if words.len() > 3 { num(3) } else { 1 };
+                // All threads connect at the same time, not one after another.
+                let start = std::sync::Arc::new(std::sync::Barrier::new(n as usize));
                 let handles: Vec<_> = (0..n)
                     .map(|_| {
+                        let start = start.clone();
                         std::thread::spawn(move || {
                             let tid = unsafe { libc::gettid() };
-                            let (_, e) = blocking_connect(port);
-                            (tid, e)
+                            start.wait();
+                            let failed =
+                                (0..each).filter(|_| blocking_connect(port).1 != 0).count();
+                            (tid, failed)
                         })
                     })
                     .collect();
-                let results: Vec<(i32, i32)> =
+                let results: Vec<(i32, usize)> =
                     handles.into_iter().map(|h| h.join().unwrap()).collect();
                 let tids: Vec<u128> = results.iter().map(|r| r.0 as u128).collect();
-                say(format!("{{\"cmd\":\"threads\",\"tids\":{}}}", list(&tids)));
+                let failed: usize = results.iter().map(|r| r.1).sum();
+                say(format!(
+                    "{{\"cmd\":\"threads\",\"tids\":{},\"failed\":{failed}}}",
+                    list(&tids)
+                ));
             }
             Some("fork-connect") => {
                 let (port, n) = (num(1) as u16, num(2));
@@ -187,6 +201,39 @@ fn main() {
                 let mut status = 0;
                 unsafe { libc::waitpid(pid, &mut status, 0) };
                 say(format!("{{\"cmd\":\"fork-connect\",\"child\":{pid}}}"));
+            }
+            Some("fork-many") => {
+                let (n, port) = (num(1), num(2) as u16);
+                let mut children = Vec::new();
+                for _ in 0..n {
+                    // SAFETY: no other thread runs here; the child connects
+                    // and leaves with _exit.
+                    let pid = unsafe { libc::fork() };
+                    if pid == 0 {
+                        let code = i32::from(blocking_connect(port).1 != 0);
+                        unsafe { libc::_exit(code) };
+                    }
+                    assert!(pid > 0, "fork");
+                    children.push(pid);
+                }
+                let mut failed = 0;
+                for pid in children {
+                    let mut status = 0;
+                    unsafe { libc::waitpid(pid, &mut status, 0) };
+                    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+                        failed += 1;
+                    }
+                }
+                say(format!(
+                    "{{\"cmd\":\"fork-many\",\"children\":{n},\"failed\":{failed}}}"
+                ));
+            }
+            Some("exec") => {
+                use std::os::unix::process::CommandExt as _;
+                let err = std::process::Command::new(words[1])
+                    .args(&words[2..])
+                    .exec();
+                say(format!("{{\"cmd\":\"exec\",\"error\":\"{err}\"}}"));
             }
             Some("exit") => break,
             _ => panic!("unknown command: {line}"),
