@@ -288,6 +288,8 @@ pub fn trace_until_exit(
         "says the target exited: {}",
         done.stderr
     );
+    // What tracer printed, kept next to the JSON for a person to read.
+    let _ = std::fs::write(json.with_extension("txt"), &done.stdout);
     let report = read_report(&json);
     assert_eq!(report["ended"], "target_exited");
     for counter in ["ring_full", "syscall_map_full", "thread_map_full"] {
@@ -510,6 +512,26 @@ pub fn fixture_file(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A fresh self-signed certificate for CN=localhost: (cert, key) paths.
+pub fn self_signed_cert() -> (PathBuf, PathBuf) {
+    let dir = scratch("tls-cert");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let st = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(st.success(), "openssl req");
+    (cert, key)
+}
+
 /// A TLS server on loopback (tests/fixtures/tls_server.py) with a fresh
 /// self-signed certificate: every request gets `records` TLS records of
 /// `size` bytes, `delay_ms` apart.
@@ -521,21 +543,7 @@ pub struct TlsServer {
 
 impl TlsServer {
     pub fn start(records: u32, size: u32, delay_ms: u32) -> Self {
-        let dir = scratch("tls-cert");
-        std::fs::create_dir_all(&dir).unwrap();
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        let st = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            ])
-            .args(["-subj", "/CN=localhost", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl");
-        assert!(st.success(), "openssl req");
+        let (cert, key) = self_signed_cert();
         let mut child = Command::new(python())
             .arg(fixture_file("tls_server.py"))
             .arg(&cert)

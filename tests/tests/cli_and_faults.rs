@@ -35,31 +35,119 @@ fn nonexistent_pid_is_a_one_line_error_with_exit_code_2() {
     assert_nothing_left_loaded();
 }
 
+/// A process that has exited and was not reaped: (its PID, the parent to
+/// reap it).
+#[expect(clippy::zombie_processes, reason = "the parent is returned; the caller reaps it")]
+fn zombie() -> (u32, std::process::Child) {
+    let mut parent = Command::new("sh")
+        .args(["-c", "sleep 0 & exec sleep 60"])
+        .spawn()
+        .unwrap();
+    // sh exec'd sleep 60, which never waits for the `sleep 0` child.
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", parent.id()))
+            .unwrap_or_default();
+        if let Some(pid) = children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+        {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z'))
+            {
+                return (pid, parent);
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = parent.kill();
+            let _ = parent.wait();
+            panic!("no zombie");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
-fn bad_options_are_usage_errors() {
-    for args in [
-        vec!["report", "--pid", "abc"],
-        vec!["report", "--pid", "1", "--duration", "-5s"],
-        vec!["report", "--pid", "1", "--duration", "0"],
-        vec!["report"],
-        vec!["top", "--pid", "1", "--rows", "0"],
-        vec!["frobnicate"],
-    ] {
-        let done = run_tracer(&args, LONG);
-        assert_eq!(done.code, Some(2), "{args:?}: {}", done.stderr);
-        assert!(
-            !done.stderr.contains("panicked"),
-            "{args:?}: {}",
-            done.stderr
-        );
+fn bad_input_is_one_line_naming_the_problem_and_exit_code_2() {
+    require_root();
+    let me = std::process::id().to_string();
+    let (zombie_pid, mut zombie_parent) = zombie();
+    let zombie_pid = zombie_pid.to_string();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = busy.local_addr().unwrap().to_string();
+    let nowhere = "/nonexistent-dir/out";
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["report", "--pid", "abc"], "abc"),
+        (vec!["report", "--pid", "0"], "PID 0"),
+        (vec!["report", "--pid", "-5"], "-5"),
+        (vec!["report", "--pid", "99999999999"], "99999999999"),
+        (vec!["report", "--pid", &me, "--duration", "-5s"], "-5"),
+        (vec!["report", "--pid", &me, "--duration", "0"], "zero"),
+        (
+            vec!["report", "--pid", &me, "--duration", "99999999h"],
+            "longer than a year",
+        ),
+        (vec!["report", "--pid", &me, "--duration", "soon"], "soon"),
+        (vec!["report", "--pid", &me, "--kind", "http"], "http"),
+        (vec!["report", "--pid", &me, "--by", "color"], "color"),
+        (
+            vec!["report", "--pid", &me, "--min-latency", "fast"],
+            "fast",
+        ),
+        (vec!["report", "--pid", &me, "--json", nowhere], nowhere),
+        (
+            vec!["report", "--pid", &me, "--flamegraph", nowhere],
+            nowhere,
+        ),
+        (vec!["report", "--pid", &me, "--folded", nowhere], nowhere),
+        (vec!["report", "--pid", &me, "--events", nowhere], nowhere),
+        (vec!["report", "--pid", &me, "--baseline", nowhere], nowhere),
+        (
+            vec!["report", "--pid", &me, "--ring-size", "3MiB"],
+            "power of two",
+        ),
+        (vec!["report", "--pid", &me, "--ring-size", "1TiB"], "1TiB"),
+        (vec!["report"], "--pid"),
+        (vec!["top", "--pid", &me, "--rows", "0"], "0"),
+        (vec!["top", "--pid", &me, "--interval", "-1s"], "-1"),
+        (vec!["top", "--pid", &me, "--sort", "name"], "name"),
+        (
+            vec!["serve", "--pid", &me, "--listen", "nonsense"],
+            "nonsense",
+        ),
+        (vec!["serve", "--pid", &me, "--listen", &busy], &busy),
+        (vec!["serve", "--pid", &me, "--max-targets", "0"], "0"),
+        (vec!["report", "--pid", "2"], "kernel thread"),
+        (vec!["report", "--pid", &zombie_pid], "zombie"),
+        (vec!["frobnicate"], "frobnicate"),
+    ];
+    for (args, names) in &cases {
+        let done = run_tracer(args, LONG);
+        let what = format!("{args:?}: {}", done.stderr);
+        assert_eq!(done.code, Some(2), "{what}");
+        assert_eq!(done.stderr.lines().count(), 1, "one line: {what}");
+        assert!(done.stderr.starts_with("tracer: "), "{what}");
+        assert!(done.stderr.contains(names), "names {names}: {what}");
+        assert!(!done.stderr.contains("panicked"), "{what}");
+        assert!(done.stdout.is_empty(), "{what}");
     }
-    // A kernel thread has no syscalls to trace.
-    let kthreadd = std::fs::read_to_string("/proc/2/comm").unwrap_or_default();
-    if kthreadd.trim() == "kthreadd" {
-        let done = run_tracer(&["report", "--pid", "2"], LONG);
-        assert_eq!(done.code, Some(2));
-        assert!(done.stderr.contains("kernel thread"), "{}", done.stderr);
-    }
+    assert!(!std::path::Path::new(nowhere).exists());
+    assert_nothing_left_loaded();
+    let _ = zombie_parent.kill();
+    let _ = zombie_parent.wait();
+}
+
+#[test]
+fn pid_1_is_traced_like_any_process() {
+    // In a container, PID 1 is often the very program to trace.
+    require_root();
+    let done = run_tracer(&["report", "--pid", "1", "--duration", "300ms"], LONG);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    assert!(done.stdout.contains("PID 1 ("), "{}", done.stdout);
 }
 
 #[test]

@@ -254,7 +254,7 @@ fn serve_refuses_a_port_in_use_before_attaching() {
         ],
         LONG,
     );
-    assert_ne!(done.code, Some(0));
+    assert_eq!(done.code, Some(2), "{}", done.stderr);
     assert!(done.stderr.contains("--listen"), "{}", done.stderr);
     assert!(!done.stderr.contains("tracing PID"), "{}", done.stderr);
     fixture.exit();

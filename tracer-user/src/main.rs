@@ -15,6 +15,8 @@ mod dns;
 mod elf;
 mod error;
 mod export;
+#[cfg(test)]
+mod fuzz;
 mod python;
 mod render;
 mod session;

@@ -459,6 +459,22 @@ fn line_311(table: &[u8], first: u32, unit: u64) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::{collection::vec, prelude::*};
+
+    proptest! {
+        // Line tables are read from the target's memory: any bytes at all.
+        #[test]
+        fn line_tables_of_any_bytes_never_panic(
+            table in vec(any::<u8>(), 0..400),
+            first in any::<u32>(),
+            at in any::<u64>(),
+        ) {
+            let _ = line_310(&table, first, at % 1024);
+            let _ = line_311(&table, first, at % 1024);
+            let _ = line_311(&table, first, at);
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -5,7 +5,6 @@
 
 use std::{convert::Infallible, net::SocketAddr};
 
-use anyhow::Context as _;
 use http_body_util::Full;
 use hyper::{
     Method, Request, Response, StatusCode,
@@ -29,8 +28,12 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Binds the listener now, so that a port in use is an error before any
 /// probe is attached.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| {
-        format!("listening on {addr} (is another exporter on that port? pick one with --listen)")
+    // A port in use or an address not ours is bad input: exit code 2.
+    TcpListener::bind(addr).await.map_err(|e| {
+        crate::error::UsageError(format!(
+            "cannot listen on {addr}: {e} (is another exporter on that port? pick one with --listen)"
+        ))
+        .into()
     })
 }
 
@@ -39,6 +42,8 @@ pub fn spawn(listener: TcpListener, scrapes: mpsc::Sender<ScrapeRequest>) {
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                // Out of file descriptors, most likely: wait rather than spin.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             };
             let scrapes = scrapes.clone();

@@ -462,4 +462,42 @@ mod tests {
         assert_eq!(capped[2].stats.count, 3);
         assert_eq!(capped[2].stats.total_ns, 6000);
     }
+
+    /// Unescapes a label value as Prometheus's text parser does.
+    fn unescape(v: &str) -> String {
+        let mut out = String::new();
+        let mut chars = v.chars();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                match chars.next() {
+                    Some('n') => out.push('\n'),
+                    Some(o) => out.push(o),
+                    None => {}
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        // Host and process names come from the traced process: whatever
+        // they hold, each sample stays one line and reads back as it was.
+        #[test]
+        fn any_label_value_survives_the_exposition_format(value in "(?s).{0,40}|[\\\\\"\n a-z{}=,]{0,20}", n in 0u32..1000) {
+            let family = counters("tracer_test_total", "test", vec![(vec![("host", value.clone())], n as f64)]);
+            let mut out = Vec::new();
+            TextEncoder::new().encode(&[family], &mut out).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            proptest::prop_assert_eq!(lines.len(), 3, "{}", text);
+            let sample = lines[2];
+            let inner = sample
+                .strip_prefix("tracer_test_total{host=\"")
+                .and_then(|r| r.strip_suffix(&format!("\"}} {n}")))
+                .unwrap_or_else(|| panic!("{sample}"));
+            proptest::prop_assert_eq!(unescape(inner), value);
+        }
+    }
 }

@@ -1,0 +1,364 @@
+//! The fault and load suite: the target misbehaves (200 threads at once,
+//! 1,000 short-lived children, an exec, libssl unmapped and mapped again),
+//! the tracer is killed or doubled, events overflow the ring buffer, a
+//! metrics client stalls. Counts are compared with what the target made.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    os::fd::FromRawFd as _,
+    process::Command,
+    time::Duration,
+};
+
+use tracer_tests::*;
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// connect() calls the report counted to loopback port `port` (the peer
+/// may be shown by a name that resolved to 127.0.0.1, such as localhost).
+fn connects_to(report: &Value, port: u16) -> u64 {
+    let (bare, named) = (format!("127.0.0.1:{port}"), format!(":{port} (127.0.0.1)"));
+    rows(report, "connect_peers", |r| {
+        let peer = r["peer"].as_str().unwrap_or_default();
+        peer == bare || peer.ends_with(&named)
+    })
+    .iter()
+    .map(|r| r["count"].as_u64().unwrap())
+    .sum()
+}
+
+/// A syscall's count from the in-kernel tables, over all traced processes.
+fn syscall_count(report: &Value, name: &str) -> u64 {
+    rows(report, "syscalls", |r| r["syscall"] == name)
+        .iter()
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum()
+}
+
+/// bench-loop in its SSL_read mode: a TLS client and server of its own over
+/// a memory BIO pair, speaking {"ready": PID} and one answer per command.
+fn ssl_loop() -> Fixture {
+    let (cert, key) = self_signed_cert();
+    let mut cmd = Command::new(env!("BENCH_LOOP_BIN"));
+    cmd.arg("ssl_read").arg(cert).arg(key);
+    Fixture::start_command(cmd)
+}
+
+/// Sends `run N` to bench-loop: its answer, with "ssl_calls" so far.
+fn ssl_run(f: &mut Fixture, n: u32) -> Value {
+    f.send(&format!("run {n}"));
+    json(&f.out.wait_for("ssl_calls", LONG))
+}
+
+/// SSL calls of one function, over every TLS peer row.
+fn tls_calls(report: &Value, function: &str) -> u64 {
+    rows(report, "tls_peers", |_| true)
+        .iter()
+        .filter_map(|p| p["functions"][function].as_u64())
+        .sum()
+}
+
+/// Peak resident memory of a process, in KiB (VmHWM).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+/// GET `path` from 127.0.0.1:`port`; the body.
+fn http_body(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to tracer serve");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)
+        .expect("a response within 10 s: collection and serving must not stall");
+    raw.split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string()
+}
+
+/// The sum of a metric's samples whose labels contain every `labels` pair.
+fn metric_sum(body: &str, name: &str, labels: &[&str]) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn two_hundred_threads_calling_at_once_are_all_counted() {
+    let open = OpenListener::start();
+    let fixture = Fixture::start();
+    let pid = fixture.pid;
+    let traced = trace_until_exit("200-threads", fixture, |f| {
+        let r = f.run(&format!("threads 200 {} 10", open.port), LONG);
+        assert_eq!(r["failed"], 0, "{r}");
+    });
+    let report = &traced.report;
+    assert_eq!(
+        connects_to(report, open.port),
+        2000,
+        "{:#}",
+        report["connect_peers"]
+    );
+    assert_eq!(syscall_count(report, "connect"), 2000);
+    let main = &rows(report, "processes", |p| p["pid"] == pid)[0];
+    assert!(main["threads"].as_u64().unwrap() >= 201, "{main}");
+}
+
+#[test]
+fn a_thousand_short_lived_children_are_followed() {
+    let open = OpenListener::start();
+    let fixture = Fixture::start();
+    let pid = fixture.pid;
+    let traced = trace_until_exit("1000-children", fixture, |f| {
+        let r = f.run(&format!("fork-many 1000 {}", open.port), LONG);
+        assert_eq!(r["failed"], 0, "{r}");
+    });
+    let report = &traced.report;
+    let children = rows(report, "processes", |p| p["parent"] == pid);
+    assert_eq!(children.len(), 1000, "every child is a traced process");
+    assert!(children.iter().all(|c| c["exited"] == true));
+    assert_eq!(connects_to(report, open.port), 1000);
+    assert_eq!(syscall_count(report, "connect"), 1000);
+}
+
+#[test]
+fn a_target_that_execs_another_program_is_traced_on() {
+    let open = OpenListener::start();
+    let fixture = Fixture::start();
+    let pid = fixture.pid;
+    let traced = trace_until_exit("exec", fixture, |f| {
+        f.run(&format!("connect-ok {} 3", open.port), LONG);
+        // The same process becomes a Python program that resolves names.
+        f.send(&format!(
+            "exec {} {}",
+            venv_python().display(),
+            fixture_file("resolve.py").display()
+        ));
+        let ready = json(&f.out.wait_for("ready", LONG));
+        assert_eq!(ready["ready"], pid, "exec keeps the PID");
+        for _ in 0..4 {
+            let r = f.run("getaddrinfo localhost", LONG);
+            assert_eq!(r["ret"], 0, "{r}");
+        }
+    });
+    let report = &traced.report;
+    assert_eq!(connects_to(report, open.port), 3, "before the exec");
+    let hosts = rows(report, "dns_hosts", |h| h["host"] == "localhost");
+    assert_eq!(hosts.len(), 1, "{:#}", report["dns_hosts"]);
+    assert_eq!(hosts[0]["count"], 4, "after the exec: {:#}", hosts[0]);
+    let main = &rows(report, "processes", |p| p["pid"] == pid)[0];
+    assert!(
+        main["comm"].as_str().unwrap().starts_with("python"),
+        "named after the program it became: {main}"
+    );
+}
+
+#[test]
+fn libssl_unmapped_and_mapped_again_is_counted_once() {
+    let fixture = ssl_loop();
+    let mut last = Value::Null;
+    let traced = trace_until_exit("ssl-remap", fixture, |f| {
+        ssl_run(f, 500);
+        f.send("remap");
+        f.out.wait_for("remapped", LONG);
+        last = ssl_run(f, 700);
+    });
+    let made = last["ssl_calls"].as_u64().unwrap();
+    assert!(made >= 3200, "{last}");
+    assert_eq!(
+        tls_calls(&traced.report, "SSL_read_ex"),
+        made,
+        "every SSL_read_ex, before and after the remap, once: {:#}",
+        traced.report["tls_peers"]
+    );
+}
+
+#[test]
+fn a_sigkilled_tracer_leaves_no_probe_and_the_target_runs_on() {
+    require_root();
+    let mut fixture = ssl_loop();
+    let pid = fixture.pid.to_string();
+    let mut tracer = Tracer::attached(&["report", "--pid", &pid]);
+    ssl_run(&mut fixture, 200);
+    assert!(!our_programs_loaded().is_empty(), "loaded while tracing");
+    tracer.child.kill().unwrap();
+    let _ = tracer.child.wait();
+    assert_nothing_left_loaded();
+    // Uprobes made through tracefs would be listed here; ours are perf
+    // events, gone with their file descriptors. Either way: none left.
+    let events = std::fs::read_to_string("/sys/kernel/tracing/uprobe_events").unwrap_or_default();
+    assert!(events.trim().is_empty(), "uprobe_events: {events}");
+    // The target never noticed: it goes on calling into libssl.
+    let after = ssl_run(&mut fixture, 300);
+    assert_eq!(after["calls"], 300, "{after}");
+    fixture.exit();
+}
+
+#[test]
+fn two_tracers_on_one_pid_both_count_everything() {
+    require_root();
+    let open = OpenListener::start();
+    let mut fixture = Fixture::start();
+    let pid = fixture.pid.to_string();
+    let paths = [scratch("twin-a"), scratch("twin-b")];
+    let tracers: Vec<Tracer> = paths
+        .iter()
+        .map(|p| Tracer::attached(&["report", "--pid", &pid, "--json", p.to_str().unwrap()]))
+        .collect();
+    fixture.run(&format!("connect-ok {} 25", open.port), LONG);
+    fixture.run("sleep 1 5", LONG);
+    fixture.exit();
+    for (tracer, path) in tracers.into_iter().zip(&paths) {
+        let done = tracer.finish(LONG);
+        assert_eq!(done.code, Some(0), "{}", done.stderr);
+        let report = read_report(path);
+        assert_eq!(connects_to(&report, open.port), 25);
+        assert_eq!(syscall_count(&report, "connect"), 25);
+        assert_eq!(syscall_count(&report, "clock_nanosleep"), 5);
+        assert_eq!(report["lost"]["ring_full"], 0);
+    }
+}
+
+#[test]
+fn a_metrics_client_that_never_reads_does_not_stall_collection() {
+    require_root();
+    let open = OpenListener::start();
+    let mut fixture = Fixture::start();
+    let pid = fixture.pid.to_string();
+    let port = closed_port();
+    let listen = format!("127.0.0.1:{port}");
+    let tracer = Tracer::attached(&["serve", "--pid", &pid, "--listen", &listen]);
+    // Clients that ask and never read, with a tiny receive buffer so the
+    // tracer's writes to them block; and clients that never even ask.
+    let mut stalled = Vec::new();
+    for _ in 0..20 {
+        // SAFETY: plain socket calls; the fd is owned by the TcpStream.
+        let s = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            let small: libc::c_int = 1024;
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&raw const small).cast(),
+                size_of::<libc::c_int>() as u32,
+            );
+            let mut sa: libc::sockaddr_in = std::mem::zeroed();
+            sa.sin_family = libc::AF_INET as u16;
+            sa.sin_port = port.to_be();
+            sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            let rc = libc::connect(
+                fd,
+                (&raw const sa).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            );
+            assert_eq!(rc, 0, "connect to tracer serve");
+            TcpStream::from_raw_fd(fd)
+        };
+        let mut s = s;
+        s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+        for _ in 0..200 {
+            if write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").is_err() {
+                break;
+            }
+        }
+        stalled.push(s);
+    }
+    for _ in 0..20 {
+        stalled.push(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    }
+    fixture.run(&format!("connect-ok {} 30", open.port), LONG);
+    let peer = format!("peer=\"127.0.0.1:{}\"", open.port);
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let body = http_body(port, "/metrics");
+        let ok = metric_sum(&body, "tracer_connects_total", &["result=\"ok\""]);
+        if ok == 30.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tracer_connects_total ok = {ok}, want 30 ({peer}): {body}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop(stalled);
+    tracer.interrupt();
+    let done = tracer.finish(LONG);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    fixture.exit();
+}
+
+#[test]
+fn beyond_capacity_lost_events_are_counted_shown_and_exported() {
+    require_root();
+    let open = OpenListener::start();
+    let mut fixture = Fixture::start();
+    let pid = fixture.pid.to_string();
+    let json_path = scratch("overload");
+    let port = closed_port();
+    let listen = format!("127.0.0.1:{port}");
+    // A 4 KiB ring: a burst of connects with their stacks cannot fit.
+    let report_tracer = Tracer::attached(&[
+        "report",
+        "--pid",
+        &pid,
+        "--ring-size",
+        "4KiB",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    let serve_tracer = Tracer::attached(&[
+        "serve",
+        "--pid",
+        &pid,
+        "--ring-size",
+        "4KiB",
+        "--listen",
+        &listen,
+    ]);
+    let r = fixture.run(&format!("threads 50 {} 20", open.port), LONG);
+    assert_eq!(r["failed"], 0, "{r}");
+
+    let body = http_body(port, "/metrics");
+    let lost = metric_sum(
+        &body,
+        "tracer_events_lost_total",
+        &["reason=\"ring_buffer_full\""],
+    );
+    let said: Vec<&str> = body.lines().filter(|l| l.contains("lost")).collect();
+    assert!(lost > 0.0, "tracer_events_lost_total ring_full: {said:#?}");
+    for t in [&report_tracer, &serve_tracer] {
+        let kib = peak_rss_kib(t.child.id());
+        assert!(kib < 256 * 1024, "peak RSS {kib} KiB");
+    }
+    serve_tracer.interrupt();
+    assert_eq!(serve_tracer.finish(LONG).code, Some(0));
+
+    fixture.exit();
+    let done = report_tracer.finish(LONG);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    let report = read_report(&json_path);
+    let ring_full = report["lost"]["ring_full"].as_u64().unwrap();
+    assert!(ring_full > 0, "{:#}", report["lost"]);
+    let said = done
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("Events lost:"))
+        .unwrap_or_else(|| panic!("the report has an Events lost line: {}", done.stdout));
+    assert!(
+        said.contains(&format!("ring buffer full {ring_full}")),
+        "{said}"
+    );
+    // What is counted in the kernel stays exact.
+    assert_eq!(syscall_count(&report, "connect"), 1000);
+    assert!(connects_to(&report, open.port) <= 1000);
+}
