@@ -37,7 +37,10 @@ fn nonexistent_pid_is_a_one_line_error_with_exit_code_2() {
 
 /// A process that has exited and was not reaped: (its PID, the parent to
 /// reap it).
-#[expect(clippy::zombie_processes, reason = "the parent is returned; the caller reaps it")]
+#[expect(
+    clippy::zombie_processes,
+    reason = "the parent is returned; the caller reaps it"
+)]
 fn zombie() -> (u32, std::process::Child) {
     let mut parent = Command::new("sh")
         .args(["-c", "sleep 0 & exec sleep 60"])

@@ -4,6 +4,7 @@
 //!   cargo xtask test    setup, build, then every check and test
 //!   cargo xtask demo    setup, build, start the bundled workload, trace it
 //!   cargo xtask bench   setup, release build, measure what tracing costs
+//!   cargo xtask soak    setup, release build, the seed under load for 30 min
 
 mod demo;
 mod setup;
@@ -40,6 +41,14 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         rounds: u32,
     },
+    /// Setup, release build, then the seed scenario under continuous load
+    /// with `tracer serve` attached: memory, lost events and counters
+    /// (writes target/soak/results.md)
+    Soak {
+        /// How long
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+    },
     /// Setup, build, start the bundled example workload and trace it
     Demo {
         /// Which workload: `seed` (the slow Flask app of the seed, traced and
@@ -62,6 +71,7 @@ fn main() {
         Cmd::Setup => setup::run(),
         Cmd::Test { filter } => setup::run().and_then(|()| test(filter.as_deref())),
         Cmd::Bench { rounds } => setup::run().and_then(|()| bench(rounds)),
+        Cmd::Soak { minutes } => setup::run().and_then(|()| soak(minutes)),
         Cmd::Demo {
             workload,
             requests,
@@ -117,7 +127,20 @@ fn bench(rounds: u32) -> anyhow::Result<()> {
     if !is_root() {
         bail!("the benchmark loads eBPF programs: run `cargo xtask bench` as root");
     }
-    // Release builds: what a user runs.
+    release_bins()?;
+    run(Command::new(root().join("target/release/bench")).args(["--rounds", &rounds.to_string()]))
+}
+
+fn soak(minutes: u64) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("the soak run loads eBPF programs: run `cargo xtask soak` as root");
+    }
+    release_bins()?;
+    run(Command::new(root().join("target/release/soak")).args(["--minutes", &minutes.to_string()]))
+}
+
+/// Release builds of tracer and the test binaries: what a user runs.
+fn release_bins() -> anyhow::Result<()> {
     run(cargo().args([
         "build",
         "--release",
@@ -126,8 +149,7 @@ fn bench(rounds: u32) -> anyhow::Result<()> {
         "-p",
         "tracer-tests",
         "--bins",
-    ]))?;
-    run(Command::new(root().join("target/release/bench")).args(["--rounds", &rounds.to_string()]))
+    ]))
 }
 
 fn test(filter: Option<&str>) -> anyhow::Result<()> {
