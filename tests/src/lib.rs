@@ -17,6 +17,7 @@ use std::{
 
 pub use serde_json::Value;
 
+pub mod prometheus;
 pub mod seed;
 
 /// Fails the test (never skips it) when not root: a skipped test proves nothing.
@@ -639,4 +640,46 @@ pub fn rows<'a>(report: &'a Value, key: &str, pred: impl Fn(&Value) -> bool) -> 
         .iter()
         .filter(|r| pred(r))
         .collect()
+}
+
+/// A cgroup v2 directory of a test's own, under wherever cgroup2 is mounted
+/// (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid machine).
+pub struct Cgroup {
+    pub path: PathBuf,
+    root: PathBuf,
+}
+
+impl Cgroup {
+    pub fn new(tag: &str) -> Self {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let root = mountinfo
+            .lines()
+            .find_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                (right.split_whitespace().next()? == "cgroup2")
+                    .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+            })
+            .expect("a cgroup v2 hierarchy (node mode scopes by cgroup v2)");
+        let path = root.join(format!("tracer-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Self { path, root }
+    }
+
+    /// Moves a process into it.
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.path.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", self.path.display()));
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // A cgroup with processes cannot be removed: move any left out.
+        let procs = std::fs::read_to_string(self.path.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.split_whitespace() {
+            let _ = std::fs::write(self.root.join("cgroup.procs"), pid);
+        }
+        let _ = std::fs::remove_dir(&self.path);
+    }
 }

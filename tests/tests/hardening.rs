@@ -338,6 +338,7 @@ fn beyond_capacity_lost_events_are_counted_shown_and_exported() {
     assert!(lost > 0.0, "tracer_events_lost_total ring_full: {said:#?}");
     for t in [&report_tracer, &serve_tracer] {
         let kib = peak_rss_kib(t.child.id());
+        eprintln!("overload: tracer peak RSS {kib} KiB, ring_buffer_full {lost} (serve)");
         assert!(kib < 256 * 1024, "peak RSS {kib} KiB");
     }
     serve_tracer.interrupt();
@@ -360,5 +361,11 @@ fn beyond_capacity_lost_events_are_counted_shown_and_exported() {
     );
     // What is counted in the kernel stays exact.
     assert_eq!(syscall_count(&report, "connect"), 1000);
-    assert!(connects_to(&report, open.port) <= 1000);
+    let seen = connects_to(&report, open.port);
+    assert!(seen <= 1000);
+    eprintln!(
+        "overload: 1000 connects made; in-kernel count {}, connect events received {seen}, \
+         ring_buffer_full {ring_full}",
+        syscall_count(&report, "connect")
+    );
 }

@@ -4,129 +4,14 @@
 //! return those counts, and `promtool check metrics` must accept the text.
 
 use std::{
-    io::{Read as _, Write as _},
-    net::TcpStream,
-    process::{Child, Command, Stdio},
-    thread,
-    time::{Duration, Instant},
+    io::Write as _,
+    process::{Command, Stdio},
+    time::Duration,
 };
 
-use tracer_tests::*;
+use tracer_tests::{prometheus::*, *};
 
 const LONG: Duration = Duration::from_secs(60);
-
-/// GET over plain HTTP/1.0: (status code, body).
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("response");
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
-}
-
-fn free_port() -> u16 {
-    closed_port()
-}
-
-/// Percent-encodes a PromQL query for a URL.
-fn encode(q: &str) -> String {
-    q.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A Prometheus server scraping one target every second.
-struct Prometheus {
-    child: Child,
-    port: u16,
-}
-
-impl Prometheus {
-    fn start(target_port: u16) -> Self {
-        let dir = scratch("prometheus");
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
-                 scrape_configs:\n  - job_name: tracer\n    static_configs:\n      \
-                 - targets: ['127.0.0.1:{target_port}']\n"
-            ),
-        )
-        .unwrap();
-        let port = free_port();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus (Debian package `prometheus`, installed by cargo xtask setup)");
-        let p = Self { child, port };
-        let deadline = Instant::now() + LONG;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "prometheus did not start");
-            thread::sleep(Duration::from_millis(100));
-        }
-        p
-    }
-
-    /// The value of an instant query with one series, once Prometheus has it.
-    fn query_until(&self, promql: &str, want: f64) -> f64 {
-        let deadline = Instant::now() + LONG;
-        let mut last = Value::Null;
-        loop {
-            let (code, body) = http_get(
-                self.port,
-                &format!("/api/v1/query?query={}", encode(promql)),
-            );
-            if code == 200 {
-                last = json(&body);
-                let result = &last["data"]["result"];
-                if let Some(v) = result[0]["value"][1]
-                    .as_str()
-                    .and_then(|v| v.parse::<f64>().ok())
-                    && result.as_array().map_or(0, Vec::len) == 1
-                    && v == want
-                {
-                    return v;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{promql}: wanted {want}, Prometheus says {last:#}"
-            );
-            thread::sleep(Duration::from_millis(500));
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn prometheus_scrapes_serve_and_promql_returns_the_connects_we_made() {
@@ -134,7 +19,7 @@ fn prometheus_scrapes_serve_and_promql_returns_the_connects_we_made() {
     let open = OpenListener::start();
     let closed = closed_port();
     let mut fixture = Fixture::start();
-    let port = free_port();
+    let port = closed_port();
     let listen = format!("127.0.0.1:{port}");
     let pid = fixture.pid.to_string();
     let tracer = Tracer::attached(&["serve", "--pid", &pid, "--listen", &listen]);
@@ -178,7 +63,7 @@ fn prometheus_scrapes_serve_and_promql_returns_the_connects_we_made() {
     );
 
     // A real Prometheus scrapes it; PromQL returns what the fixture did.
-    let prometheus = Prometheus::start(port);
+    let prometheus = Prometheus::start(&[(port, "")]);
     prometheus.query_until(
         &format!(
             "tracer_connects_total{{result=\"ok\",peer=\"127.0.0.1:{}\"}}",
@@ -210,7 +95,7 @@ fn prometheus_scrapes_serve_and_promql_returns_the_connects_we_made() {
     let dashboard: Value = serde_json::from_str(
         &std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../contrib/grafana-dashboard.json"),
+                .join("../deploy/grafana-dashboard.json"),
         )
         .unwrap(),
     )

@@ -243,6 +243,9 @@ pub const TASK_NEW_PROCESS: u32 = 2;
 pub const TASK_EXIT_THREAD: u32 = 3;
 /// The last thread of a process exited.
 pub const TASK_EXIT_PROCESS: u32 = 4;
+/// Node mode: a process in scope made its first syscall since the tracer
+/// attached, and is traced from now on (`tgid` = `child` = that process).
+pub const TASK_ADOPTED: u32 = 5;
 
 /// The name-lookup functions probed in libc.
 #[repr(u32)]
@@ -585,10 +588,20 @@ pub struct KernelLayout {
     /// Wake the reader when this many bytes wait in the ring (0: an eighth
     /// of `EVENT_RING_BYTES`); user space sets an eighth of the real size.
     pub wakeup_bytes: u64,
+    /// Node mode (`LAYOUT_ALL`): only processes in this cgroup v2 (its id,
+    /// the inode number) or below it are adopted; 0: every process.
+    pub scope_cgroup: u64,
+    /// The scope cgroup's depth below the cgroup v2 root (root: 0).
+    pub scope_level: u32,
+    /// The tracer's own process, never adopted.
+    pub self_tgid: u32,
 }
 
 /// `KernelLayout::flags`: take no stacks (no call sites; cheaper).
 pub const LAYOUT_NO_STACKS: u32 = 1;
+/// `KernelLayout::flags`: node mode, every process (in the scope cgroup)
+/// is traced from its next syscall.
+pub const LAYOUT_ALL: u32 = 2;
 
 /// A socket a traced process connected was closed: its fd number means
 /// something else from now on.

@@ -19,9 +19,7 @@ use tracer_common::{
 };
 
 use crate::{
-    maps::{
-        DNS_SOCKETS, EVENTS, LOOKUPS, count_lost, is_traced, output, sockaddr_port, submit_flags,
-    },
+    maps::{DNS_SOCKETS, EVENTS, LOOKUPS, count_lost, output, sockaddr_port, submit_flags},
     stacks::{self, UserRegs},
     syscalls::Finished,
 };
@@ -287,7 +285,7 @@ fn scrub_after(data: &mut [u8; DNS_CAPTURE], end: usize) {
 fn lookup_entry(ctx: &ProbeContext, func: LookupFn) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if !is_traced(tgid) {
+    if !crate::tasks::traced_or_adopted(ctx, pid_tgid) {
         return 0;
     }
     let tid = pid_tgid as u32;

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    DnsServer, EVENT_RING_BYTES, FdKey, KernelLayout, LOST_COUNTERS, LatencyStats, LookupState,
-    LostCounter, MAX_CONNECTED_FDS, MAX_DNS_SOCKETS, MAX_IDLE_PROCESSES, MAX_LOOKUPS,
+    DnsServer, EVENT_RING_BYTES, FdKey, KernelLayout, LAYOUT_ALL, LOST_COUNTERS, LatencyStats,
+    LookupState, LostCounter, MAX_CONNECTED_FDS, MAX_DNS_SOCKETS, MAX_IDLE_PROCESSES, MAX_LOOKUPS,
     MAX_PENDING_HANDSHAKES, MAX_PY_PROCS, MAX_SYSCALL_KEYS, MAX_TLS_CALLS, MAX_TLS_SOCKETS,
     MAX_TRACED_PROCESSES, MAX_TRACED_THREADS, PendingHandshake, PyProcess, SyscallKey, ThreadEntry,
     TlsCall,
@@ -93,6 +93,39 @@ pub fn count_lost(what: LostCounter) {
 #[inline(always)]
 pub fn is_traced(tgid: u32) -> bool {
     TRACED_PROCESSES.get_ptr(tgid).is_some()
+}
+
+/// Node mode: is the current process (`tgid`) one to trace that we have
+/// not met yet? If so it joins the traced set. Only for the current task:
+/// the scope is the current task's cgroup.
+#[inline(always)]
+pub fn adopt_current(tgid: u32) -> bool {
+    let Some(layout) = KERNEL_LAYOUT.get(0) else {
+        return false;
+    };
+    if layout.flags & LAYOUT_ALL == 0 || tgid == layout.self_tgid || tgid == 0 {
+        return false;
+    }
+    if layout.scope_cgroup != 0 {
+        // SAFETY: a helper without pointer arguments.
+        let id = unsafe {
+            aya_ebpf::helpers::generated::bpf_get_current_ancestor_cgroup_id(
+                layout.scope_level as i32,
+            )
+        };
+        if id != layout.scope_cgroup {
+            return false;
+        }
+    }
+    // BPF_NOEXIST: another CPU may adopt the same process at once; one wins.
+    if TRACED_PROCESSES.insert(tgid, 1u8, 1).is_err() {
+        if TRACED_PROCESSES.get_ptr(tgid).is_some() {
+            return true;
+        }
+        count_lost(LostCounter::ProcessMapFull);
+        return false;
+    }
+    true
 }
 
 /// `bpf_ringbuf_submit` flags and `bpf_ringbuf_query` fields.

@@ -15,7 +15,7 @@ use tracer_common::{
 
 use crate::{
     connect, dns, idle,
-    maps::{SYSCALL_STATS, THREAD_ENTRIES, ZERO_STATS, count_lost, is_traced},
+    maps::{SYSCALL_STATS, THREAD_ENTRIES, ZERO_STATS, count_lost},
     stacks::{self, UserRegs},
     tls,
 };
@@ -73,7 +73,7 @@ pub fn is_fd_io(nr: u64) -> bool {
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if !is_traced(tgid) {
+    if !crate::tasks::traced_or_adopted(&ctx, pid_tgid) {
         return 0;
     }
     let tid = pid_tgid as u32;

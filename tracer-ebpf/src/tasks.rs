@@ -10,12 +10,13 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use tracer_common::{
-    EventKind, LostCounter, TASK_EXIT_PROCESS, TASK_EXIT_THREAD, TASK_NEW_PROCESS, TASK_NEW_THREAD,
-    TaskEvent,
+    EventKind, LostCounter, TASK_ADOPTED, TASK_EXIT_PROCESS, TASK_EXIT_THREAD, TASK_NEW_PROCESS,
+    TASK_NEW_THREAD, TaskEvent,
 };
 
 use crate::maps::{
-    LOOKUPS, THREAD_ENTRIES, TLS_CALLS, TRACED_PROCESSES, count_lost, is_traced, output_with,
+    LOOKUPS, THREAD_ENTRIES, TLS_CALLS, TRACED_PROCESSES, adopt_current, count_lost, is_traced,
+    output_with,
 };
 
 // task:task_newtask and sched:sched_process_exit field offsets (checked
@@ -42,6 +43,22 @@ fn emit_task(ctx: &impl EbpfContext, what: u32, tgid: u32, tid: u32, child: u32)
         },
         true,
     );
+}
+
+/// Whether the current process is traced, adopting it first in node mode
+/// (and telling user space). For probes that run in the process itself:
+/// syscalls, and the uprobes, whose call may come before any syscall.
+#[inline(always)]
+pub fn traced_or_adopted(ctx: &impl EbpfContext, pid_tgid: u64) -> bool {
+    let tgid = (pid_tgid >> 32) as u32;
+    if is_traced(tgid) {
+        return true;
+    }
+    if !adopt_current(tgid) {
+        return false;
+    }
+    emit_task(ctx, TASK_ADOPTED, tgid, pid_tgid as u32, tgid);
+    true
 }
 
 /// A traced task created a thread or a process: follow new processes from

@@ -17,7 +17,7 @@ use tracer_common::{
 
 use crate::{
     dns::first_polled_fd,
-    maps::{THREAD_ENTRIES, TLS_CALLS, TLS_SOCKETS, count_lost, is_traced, output, output_with},
+    maps::{THREAD_ENTRIES, TLS_CALLS, TLS_SOCKETS, count_lost, output, output_with},
     stacks::{self, UserRegs},
     syscalls::{Finished, is_fd_io},
 };
@@ -54,7 +54,7 @@ fn set_in_tls(tid: u32, on: bool) -> i32 {
 #[uprobe]
 pub fn tls_entry(ctx: ProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_traced((pid_tgid >> 32) as u32) {
+    if !crate::tasks::traced_or_adopted(&ctx, pid_tgid) {
         return 0;
     }
     let tid = pid_tgid as u32;

@@ -11,9 +11,9 @@ use std::{
 
 use serde::Serialize;
 use tracer_common::{
-    ConnectEvent, HandshakeEvent, LatencyStats, SlowIoEvent, SyscallKey, TASK_EXIT_PROCESS,
-    TASK_EXIT_THREAD, TASK_NEW_PROCESS, TASK_NEW_THREAD, TCP_ESTABLISHED, TaskEvent, ThreadEntry,
-    sysno,
+    ConnectEvent, HandshakeEvent, LatencyStats, SlowIoEvent, SyscallKey, TASK_ADOPTED,
+    TASK_EXIT_PROCESS, TASK_EXIT_THREAD, TASK_NEW_PROCESS, TASK_NEW_THREAD, TCP_ESTABLISHED,
+    TaskEvent, ThreadEntry, sysno,
 };
 
 use crate::{
@@ -214,6 +214,9 @@ pub struct Aggregate {
     /// Processes that mapped a file executable since the last look: they
     /// may have loaded a library to probe.
     pub mapped_new_code: BTreeSet<u32>,
+    /// Node mode: processes the kernel started tracing since the last look
+    /// (PID, name); the session lists their threads and probes their code.
+    pub adopted: Vec<(u32, String)>,
     /// Call sites, and the stacks waiting for their events.
     pub sites: Attributor,
     /// Latency per (kind, target, call site) for lookups, connects and
@@ -420,6 +423,7 @@ impl Aggregate {
                     exited_ns: None,
                 });
             }
+            TASK_ADOPTED => self.adopted.push((t.tgid, comm)),
             TASK_EXIT_THREAD | TASK_EXIT_PROCESS => {
                 let Some(p) = self.processes.get_mut(&t.tgid) else {
                     return;

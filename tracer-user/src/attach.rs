@@ -66,9 +66,16 @@ fn set_kernel_layout(ebpf: &mut Ebpf, options: ProbeOptions) {
                     0
                 } else {
                     tracer_common::LAYOUT_NO_STACKS
+                } | if options.node.is_some() {
+                    tracer_common::LAYOUT_ALL
+                } else {
+                    0
                 },
                 slow_io_ns: tracer_common::SLOW_IO_NS,
                 wakeup_bytes: u64::from(options.ring_bytes / 8),
+                scope_cgroup: options.node.map_or(0, |n| n.cgroup_id),
+                scope_level: options.node.map_or(0, |n| n.cgroup_level),
+                self_tgid: std::process::id(),
             },
             0,
         );
@@ -82,6 +89,17 @@ pub struct ProbeOptions {
     pub call_sites: bool,
     /// Byte size of the event ring buffer (`--ring-size`).
     pub ring_bytes: u32,
+    /// Node mode (`--all`, `--cgroup`): which processes the kernel adopts.
+    pub node: Option<NodeScope>,
+}
+
+/// Node mode's scope: every process, or those in one cgroup v2 and below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeScope {
+    /// The cgroup's id (its directory's inode number); 0 for every process.
+    pub cgroup_id: u64,
+    /// Its depth below the cgroup v2 root.
+    pub cgroup_level: u32,
 }
 
 /// A tracepoint whose fields the eBPF programs read at fixed offsets:
@@ -221,6 +239,9 @@ pub struct Probes {
     unprobeable: HashSet<(ProbeSet, u64, u64)>,
     /// Processes already told they have no libc to probe.
     warned: HashSet<u32>,
+    /// Node mode: every file is probed for every process at once (one
+    /// attach per library file), since every process is traced.
+    node_mode: bool,
     /// Files probed for TLS that a traced process maps, for the report.
     pub tls_files: Vec<String>,
     /// Processes found to run CPython.
@@ -478,6 +499,7 @@ impl Probes {
             probed_processes: StdHashMap::new(),
             unprobeable: HashSet::new(),
             warned: HashSet::new(),
+            node_mode: options.node.is_some(),
             tls_files: Vec::new(),
             preprobed_roots: HashSet::new(),
             python_pids: HashSet::new(),
@@ -683,6 +705,11 @@ impl Probes {
         Ok(attached)
     }
 
+    /// Node mode: files are probed for every process.
+    pub fn node_mode(&self) -> bool {
+        self.node_mode
+    }
+
     /// Whether `file` is probed for `pid` already.
     fn covers(&self, set: ProbeSet, dev: u64, ino: u64, pid: u32) -> bool {
         self.probed_files.contains(&(set, dev, ino, Some(pid)))
@@ -692,6 +719,9 @@ impl Probes {
     /// The scope to probe `file` with for `pid`: that process, or every
     /// process once many were probed apart.
     fn scope_for(&self, set: ProbeSet, dev: u64, ino: u64, pid: u32) -> Option<u32> {
+        if self.node_mode {
+            return None;
+        }
         let apart = self
             .probed_processes
             .get(&(set, dev, ino))

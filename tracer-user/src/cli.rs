@@ -58,7 +58,7 @@ pub enum Command {
         tracer_dns_queries_total{type,rcode,server}, tracer_tls_bytes_total{direction,peer}, \
         tracer_connects_total{peer,result}, tracer_events_lost_total{reason}, \
         tracer_thread_seconds_total{state}, tracer_traced_processes, tracer_build_info. \
-        Prometheus scrape config and a Grafana dashboard: contrib/ in the repository.")]
+        Prometheus configs, alert rules, Kubernetes manifests and a Grafana dashboard: deploy/ in the repository.")]
     Serve(ServeArgs),
     /// Benchmark only: attach empty programs to the same points, until Ctrl-C
     #[command(hide = true)]
@@ -80,11 +80,21 @@ pub struct TargetArgs {
     /// Process to trace (all its threads, and children it forks while traced);
     /// repeat or separate with commas for several
     #[arg(short, long = "pid", value_name = "PID", value_delimiter = ',',
-          required_unless_present = "command", value_parser = parse_pid)]
+          required_unless_present_any = ["command", "all", "cgroup"], value_parser = parse_pid)]
     pub pids: Vec<u32>,
 
+    /// Node mode: every process on the machine, each traced from its next
+    /// syscall, as processes come and go (the tracer itself excepted)
+    #[arg(long, conflicts_with_all = ["pids", "command"])]
+    pub all: bool,
+
+    /// Node mode for one cgroup v2 directory (e.g. a container's or a
+    /// systemd service's): the processes in it and in the cgroups below it
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["pids", "command"])]
+    pub cgroup: Option<std::path::PathBuf>,
+
     /// Start this command and trace it from its first syscall
-    #[arg(last = true, value_name = "CMD", conflicts_with = "pids")]
+    #[arg(last = true, value_name = "CMD", conflicts_with_all = ["pids", "all", "cgroup"])]
     pub command: Vec<String>,
 
     /// Take no stacks: no call sites, a little less overhead per lookup,

@@ -196,11 +196,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ),
     };
     // Before the runtime starts: a command is started with fork().
+    let node = match (&target.cgroup, target.all) {
+        (Some(path), _) => Some((
+            target::cgroup_scope(path)?,
+            format!("every process in cgroup {}", path.display()),
+        )),
+        (None, true) => Some((
+            attach::NodeScope {
+                cgroup_id: 0,
+                cgroup_level: 0,
+            },
+            "every process".to_string(),
+        )),
+        (None, false) => None,
+    };
     let probe_options = attach::ProbeOptions {
         call_sites: !target.no_call_sites,
         ring_bytes: target.ring_size,
+        node: node.as_ref().map(|(scope, _)| *scope),
     };
-    let targets = Targets::resolve(&target.pids, &target.command)?;
+    let targets = Targets::resolve(&target.pids, &target.command, node.map(|(_, what)| what))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

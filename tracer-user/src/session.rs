@@ -29,12 +29,22 @@ use crate::{
 pub enum Targets {
     Pids(Vec<ProcessInfo>),
     Command(LaunchedCommand, Vec<String>),
+    /// Node mode: processes are adopted by the kernel as they make syscalls.
+    Node(String),
 }
 
 impl Targets {
     /// Validates PIDs, or starts the command (held before exec). Runs before
     /// the async runtime exists, because starting a command forks.
-    pub fn resolve(pids: &[u32], command: &[String]) -> Result<Self, anyhow::Error> {
+    pub fn resolve(
+        pids: &[u32],
+        command: &[String],
+        node: Option<String>,
+    ) -> Result<Self, anyhow::Error> {
+        if let Some(what) = node {
+            attach::check_privileges()?;
+            return Ok(Targets::Node(what));
+        }
         if !command.is_empty() {
             // Refuse early, before the command exists, if we cannot trace it.
             attach::check_privileges()?;
@@ -96,8 +106,13 @@ pub async fn run(
     output: Output,
     probe_options: crate::attach::ProbeOptions,
 ) -> anyhow::Result<()> {
+    let node_mode = match &targets {
+        Targets::Node(what) => Some(what.clone()),
+        _ => None,
+    };
     let (mut launched, infos) = match targets {
         Targets::Pids(infos) => (None, infos),
+        Targets::Node(_) => (None, Vec::new()),
         Targets::Command(cmd, argv) => {
             let info = ProcessInfo {
                 pid: cmd.pid,
@@ -159,15 +174,25 @@ pub async fn run(
         agg.add_target(info.pid, info.comm.clone(), &target::threads_of(info.pid));
         probe_libraries(&mut probes, &mut agg, info.pid, false);
     }
+    if node_mode.is_some() {
+        // The libraries the tracer maps (libc) are the system's: probed for
+        // every process now, so short-lived processes are covered from
+        // their first call.
+        probe_libraries(&mut probes, &mut agg, std::process::id(), false);
+    }
     let names: Vec<String> = infos
         .iter()
         .map(|i| format!("{} ({})", i.pid, i.comm))
         .collect();
     let until = match duration {
         Some(d) => format!("for {}", humantime::format_duration(d)),
+        None if node_mode.is_some() => "until Ctrl-C".to_string(),
         None => "until Ctrl-C or exit".to_string(),
     };
-    status!("tracer: tracing PID {} {until}", names.join(", "));
+    match &node_mode {
+        Some(what) => status!("tracer: tracing {what}, each from its next syscall, {until}"),
+        None => status!("tracer: tracing PID {} {until}", names.join(", ")),
+    }
     if let Output::Serve { listen, .. } = &output {
         status!("tracer: serving metrics on http://{listen}/metrics");
     }
@@ -203,7 +228,7 @@ pub async fn run(
             r = collector.readable() => {
                 r?;
                 drain(&mut collector, &mut agg, &mut probes, events_out.as_mut());
-                if agg.live_pids().is_empty() {
+                if node_mode.is_none() && agg.live_pids().is_empty() {
                     break EndReason::TargetExited;
                 }
             }
@@ -221,7 +246,10 @@ pub async fn run(
                     collector.forget_exited(&agg.live_pids());
                 }
                 for pid in agg.live_pids() {
-                    if rescan {
+                    // Node mode learns of new code from the kernel's mmap
+                    // records only: rescanning every process would cost
+                    // with their number.
+                    if rescan && node_mode.is_none() {
                         probe_libraries(&mut probes, &mut agg, pid, true);
                     }
                     if !target::is_alive(pid) {
@@ -230,7 +258,7 @@ pub async fn run(
                         agg.mark_exited(pid, now);
                     }
                 }
-                if agg.live_pids().is_empty() {
+                if node_mode.is_none() && agg.live_pids().is_empty() {
                     break EndReason::TargetExited;
                 }
                 if let Output::Top { rows, interval, sort, .. } = &output {
@@ -389,6 +417,11 @@ fn drain(
 ) {
     collector.drain(|batch| agg.apply_batch(batch));
     write_events(agg, events_out);
+    // Node mode: processes the kernel adopted, with the threads they had.
+    for (pid, comm) in std::mem::take(&mut agg.adopted) {
+        agg.add_target(pid, comm, &target::threads_of(pid));
+        agg.mapped_new_code.insert(pid);
+    }
     for pid in std::mem::take(&mut agg.mapped_new_code) {
         probe_libraries(probes, agg, pid, true);
     }
@@ -446,9 +479,13 @@ fn write_flame_graphs(report: &Report, svg: Option<&Path>, folded: Option<&Path>
 /// Probes the libraries `pid` maps that we have not probed yet; tells the
 /// user about late loads and problems, and about the rest with -v.
 fn probe_libraries(probes: &mut Probes, agg: &mut Aggregate, pid: u32, late: bool) {
+    // In node mode processes come and go by the hundred: what is said of
+    // each one is for -v.
+    let node_mode = probes.node_mode();
     for note in probes.probe_process(pid, late) {
         match note {
             ProbeNote::Probed(m) => info!("{m}"),
+            ProbeNote::ProbedLate(m) | ProbeNote::Warning(m) if node_mode => info!("{m}"),
             ProbeNote::ProbedLate(m) => status!("tracer: {m}"),
             ProbeNote::Warning(m) => status!("tracer: warning: {m}"),
             ProbeNote::Python(pid, interp) => {

@@ -293,8 +293,56 @@ fn is_executable(p: &Path) -> bool {
     fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// The node-mode scope of `--cgroup PATH`: the id and depth of a cgroup v2
+/// directory, found from where cgroup2 is mounted (/proc/self/mountinfo).
+pub fn cgroup_scope(path: &Path) -> Result<crate::attach::NodeScope, UsageError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let bad = |why: String| UsageError(format!("--cgroup {}: {why}", path.display()));
+    let real = fs::canonicalize(path).map_err(|e| bad(e.to_string()))?;
+    let meta = fs::metadata(&real).map_err(|e| bad(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(bad("not a directory".into()));
+    }
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(|e| bad(e.to_string()))?;
+    let mounts = cgroup2_mounts(&mountinfo);
+    let Some(below) = mounts.iter().find_map(|m| real.strip_prefix(m).ok()) else {
+        let hint = match mounts.first() {
+            Some(m) => format!("cgroup v2 is mounted at {}", m.display()),
+            None => "no cgroup v2 hierarchy is mounted".into(),
+        };
+        return Err(bad(format!("not a cgroup v2 directory ({hint})")));
+    };
+    Ok(crate::attach::NodeScope {
+        cgroup_id: meta.ino(),
+        cgroup_level: below.components().count() as u32,
+    })
+}
+
+/// Mount points of cgroup2 file systems, from mountinfo's text.
+fn cgroup2_mounts(mountinfo: &str) -> Vec<std::path::PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4).map(std::path::PathBuf::from))?
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn finds_cgroup2_mounts_in_mountinfo() {
+        let info = "30 23 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
+                    35 30 0:31 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw\n\
+                    36 30 0:32 / /sys/fs/cgroup/cpu rw,nosuid - cgroup cgroup rw,cpu\n";
+        assert_eq!(
+            cgroup2_mounts(info),
+            vec![std::path::PathBuf::from("/sys/fs/cgroup/unified")]
+        );
+    }
     use super::*;
 
     #[test]

@@ -42,6 +42,8 @@ const PIP_PACKAGES: &[&str] = &[
     "flask>=3.0,<4",
     "flask-login>=0.6.3,<0.7",
     "pymysql>=1.1,<2",
+    // validates deploy/kubernetes against the Kubernetes schemas
+    "kubernetes-validate>=1.31,<2",
 ];
 
 /// Pinned: later releases may need a newer rustc (see PLATFORM.md).
@@ -149,7 +151,7 @@ pub fn venv_python() -> PathBuf {
 
 fn python_venv() -> anyhow::Result<()> {
     let python = venv_python();
-    let imports = "import requests, flask, flask_login, pymysql";
+    let imports = "import requests, flask, flask_login, pymysql, kubernetes_validate";
     let have = Command::new(&python)
         .args(["-c", imports])
         .stderr(Stdio::null())

@@ -1,0 +1,215 @@
+//! Node mode (`tracer serve --all`, `--cgroup`): processes are traced as
+//! they come, without naming them; and a fleet of three simulated nodes,
+//! each a network namespace and a cgroup with its own workload and its own
+//! `tracer serve`, scraped by one real Prometheus.
+
+use std::time::{Duration, Instant};
+
+use tracer_tests::{prometheus::*, *};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// The sum of a metric's samples whose line contains every one of `parts`.
+fn metric_sum(body: &str, name: &str, parts: &[&str]) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Scrapes until `name{parts}` sums to `want` (the tracer drains its ring
+/// buffer on a timer), or fails with what it last saw.
+fn wait_for_metric(port: u16, name: &str, parts: &[&str], want: f64) -> String {
+    let deadline = Instant::now() + LONG;
+    loop {
+        let (_, body) = http_get(port, "/metrics");
+        let got = metric_sum(&body, name, parts);
+        if got == want {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} {parts:?} = {got}, want {want}:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn a_cgroup_is_traced_whole_and_nothing_outside_it() {
+    require_root();
+    let (inside_port, outside_port) = (OpenListener::start(), OpenListener::start());
+    let cgroup = Cgroup::new("node");
+    // One process in the cgroup before the tracer starts, one after; one
+    // outside it all along.
+    let mut early = Fixture::start();
+    cgroup.add(early.pid);
+    let mut outside = Fixture::start();
+    let port = closed_port();
+    let listen = format!("127.0.0.1:{port}");
+    let tracer = Tracer::start(&[
+        "serve",
+        "--cgroup",
+        cgroup.path.to_str().unwrap(),
+        "--listen",
+        &listen,
+    ]);
+    let mut tracer = tracer;
+    tracer.stderr.wait_for("serving metrics", LONG);
+    let mut late = Fixture::start();
+    cgroup.add(late.pid);
+
+    early.run(&format!("connect-ok {} 7", inside_port.port), LONG);
+    early.run(&format!("fork-connect {} 3", inside_port.port), LONG);
+    late.run(&format!("connect-ok {} 4", inside_port.port), LONG);
+    outside.run(&format!("connect-ok {} 5", outside_port.port), LONG);
+
+    let inside = format!("peer=\"127.0.0.1:{}\"", inside_port.port);
+    let body = wait_for_metric(
+        port,
+        "tracer_connects_total",
+        &[&inside, "result=\"ok\""],
+        14.0,
+    );
+    let away = format!("peer=\"127.0.0.1:{}\"", outside_port.port);
+    assert_eq!(
+        metric_sum(&body, "tracer_connects_total", &[&away]),
+        0.0,
+        "a process outside the cgroup is not traced:\n{body}"
+    );
+    assert!(
+        metric_sum(&body, "tracer_traced_processes", &[]) >= 2.0,
+        "{body}"
+    );
+    tracer.interrupt();
+    let done = tracer.finish(LONG);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    for f in [early, late, outside] {
+        f.exit();
+    }
+    assert_nothing_left_loaded();
+}
+
+#[test]
+fn all_traces_processes_it_was_never_told_about() {
+    require_root();
+    let open = OpenListener::start();
+    let json_path = scratch("all");
+    let mut tracer = Tracer::start(&[
+        "report",
+        "--all",
+        "--duration",
+        "6s",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    tracer.stderr.wait_for("tracing every process", LONG);
+    std::thread::sleep(Duration::from_millis(500));
+    // Started after the tracer, never named to it.
+    let mut fixture = Fixture::start();
+    fixture.run(&format!("connect-ok {} 6", open.port), LONG);
+    let pid = fixture.pid;
+    fixture.exit();
+    let done = tracer.finish(LONG);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    let report = read_report(&json_path);
+    let peer = format!("127.0.0.1:{}", open.port);
+    let seen: u64 = rows(&report, "connect_peers", |r| r["peer"] == peer.as_str())
+        .iter()
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(seen, 6);
+    let me = rows(&report, "processes", |p| p["pid"] == pid);
+    assert_eq!(me.len(), 1, "the fixture is listed");
+    let own = std::process::id();
+    let tracer_pid = rows(&report, "processes", |p| p["comm"] == "tracer");
+    assert!(tracer_pid.is_empty(), "the tracer does not trace itself");
+    let _ = own;
+}
+
+/// One simulated node: a network namespace with its own DNS server, a
+/// cgroup, a resolving client in both, and `tracer serve` for the cgroup.
+struct Node {
+    name: &'static str,
+    _ns: NetNs,
+    _dns: DnsServer,
+    cgroup: Cgroup,
+    client: Fixture,
+    tracer: Tracer,
+    port: u16,
+}
+
+impl Node {
+    fn start(name: &'static str, dns_delay_ms: u32) -> Self {
+        let ns = NetNs::new(name, "nameserver 127.0.0.1\noptions attempts:1 timeout:2\n");
+        let delay = dns_delay_ms.to_string();
+        let dns = DnsServer::start(&ns, &["--delay-ms", &delay]);
+        let cgroup = Cgroup::new(name);
+        let port = closed_port();
+        let mut tracer = Tracer::start(&[
+            "serve",
+            "--cgroup",
+            cgroup.path.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ]);
+        tracer.stderr.wait_for("serving metrics", LONG);
+        let client = Fixture::start_command(ns.command(env!("RESOLVE_BIN")));
+        cgroup.add(client.pid);
+        Self {
+            name,
+            _ns: ns,
+            _dns: dns,
+            cgroup,
+            client,
+            tracer,
+            port,
+        }
+    }
+}
+
+#[test]
+fn a_fleet_of_three_nodes_names_the_node_and_host_with_slow_dns() {
+    require_root();
+    let mut nodes: Vec<Node> = [("node-a", 0), ("node-b", 120), ("node-c", 0)]
+        .into_iter()
+        .map(|(name, delay)| Node::start(name, delay))
+        .collect();
+    let targets: Vec<(u16, &str)> = nodes.iter().map(|n| (n.port, n.name)).collect();
+    let prometheus = Prometheus::start(&targets);
+    for node in &mut nodes {
+        for host in ["api.shop.test", "cache.shop.test"] {
+            for _ in 0..5 {
+                let r = node.client.run(&format!("getaddrinfo {host}"), LONG);
+                assert_eq!(r["ret"], 0, "{}: {r}", node.name);
+            }
+        }
+    }
+    // Each node's tracer saw its own 10 lookups: wait until Prometheus has
+    // scraped them all.
+    prometheus.query_until(
+        "count(tracer_call_duration_seconds_count{kind=\"dns\"} == 5)",
+        6.0,
+    );
+    let query = "topk(1, sum by (node, target) (tracer_call_duration_seconds_sum{kind=\"dns\"}) \
+                 / sum by (node, target) (tracer_call_duration_seconds_count{kind=\"dns\"}))";
+    let answer = prometheus.query(query);
+    let _ = std::fs::write(scratch("fleet-promql"), format!("{query}\n{answer:#}\n"));
+    let top = &answer[0];
+    assert_eq!(top["metric"]["node"], "node-b", "{answer:#}");
+    assert!(
+        ["api.shop.test", "cache.shop.test"]
+            .contains(&top["metric"]["target"].as_str().unwrap_or("")),
+        "{answer:#}"
+    );
+    let mean: f64 = top["value"][1].as_str().unwrap().parse().unwrap();
+    assert!(mean >= 0.120, "the slow node's mean lookup {mean} s");
+    for node in nodes {
+        node.client.exit();
+        node.tracer.interrupt();
+        let done = node.tracer.finish(LONG);
+        assert_eq!(done.code, Some(0), "{}: {}", node.name, done.stderr);
+        drop(node.cgroup);
+    }
+}
