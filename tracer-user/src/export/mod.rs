@@ -30,6 +30,10 @@ pub const LE_SECONDS: &[f64] = &[
 /// Target label of the series folded together past the cap.
 pub const OTHER: &str = "other";
 
+/// Process names joined in one label, at most; past it, `MANY_PROCESSES`.
+const MAX_JOINED_NAMES: usize = 4;
+const MANY_PROCESSES: &str = "(many)";
+
 /// One latency series: its labels and statistics.
 struct Series {
     labels: Vec<(&'static str, String)>,
@@ -60,11 +64,17 @@ fn families(
     max_targets: usize,
 ) -> Vec<MetricFamily> {
     // The DNS, connect and TLS aggregates span every traced process: their
-    // series carry the traced processes' names together.
+    // series carry the traced processes' names together, up to a few (node
+    // mode sees hundreds, and a label that grows with each new name would
+    // start a new series every time).
     let mut roots: Vec<&str> = report.processes.iter().map(|p| p.comm.as_str()).collect();
     roots.sort_unstable();
     roots.dedup();
-    let all = roots.join(",");
+    let all = if roots.len() <= MAX_JOINED_NAMES {
+        roots.join(",")
+    } else {
+        MANY_PROCESSES.to_string()
+    };
 
     let mut calls: Vec<(&'static str, Vec<Series>)> = Vec::new();
     // Syscalls, per process name.
