@@ -651,6 +651,11 @@ pub struct Cgroup {
 
 impl Cgroup {
     pub fn new(tag: &str) -> Self {
+        Self::named(&format!("tracer-{tag}-{}", std::process::id()))
+    }
+
+    /// One with exactly this name (to look like a container runtime's).
+    pub fn named(name: &str) -> Self {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let root = mountinfo
             .lines()
@@ -660,7 +665,7 @@ impl Cgroup {
                     .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
             })
             .expect("a cgroup v2 hierarchy (node mode scopes by cgroup v2)");
-        let path = root.join(format!("tracer-{tag}-{}", std::process::id()));
+        let path = root.join(name);
         let _ = std::fs::remove_dir(&path);
         std::fs::create_dir_all(&path).unwrap();
         Self { path, root }

@@ -48,7 +48,11 @@ fn kubernetes_manifests_match_the_kubernetes_schemas() {
 #[test]
 fn prometheus_config_and_rules_pass_promtool() {
     for file in ["prometheus/prometheus.yml", "prometheus/single-process.yml"] {
-        run_ok(Command::new("promtool").args(["check", "config"]).arg(deploy(file)));
+        run_ok(
+            Command::new("promtool")
+                .args(["check", "config"])
+                .arg(deploy(file)),
+        );
     }
     let text = run_ok(
         Command::new("promtool")
@@ -82,7 +86,9 @@ fn the_daemonset_arguments_run_and_answer_the_readiness_probe() {
     args.extend(["--duration".into(), "20s".into()]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut tracer = Tracer::start(&refs);
-    tracer.stderr.wait_for("serving metrics", Duration::from_secs(60));
+    tracer
+        .stderr
+        .wait_for("serving metrics", Duration::from_secs(60));
     let (code, body) = http_get(port, "/healthz");
     assert_eq!((code, body.trim()), (200, "ok"));
     let (code, metrics) = http_get(port, "/metrics");

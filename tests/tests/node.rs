@@ -128,6 +128,42 @@ fn all_traces_processes_it_was_never_told_about() {
     let _ = own;
 }
 
+#[test]
+fn a_container_is_found_by_its_id_and_labelled() {
+    require_root();
+    let open = OpenListener::start();
+    // A cgroup named as Docker's systemd driver names a container's.
+    let id = format!("{:016x}{:048x}", std::process::id(), 0xc0ffee_u64);
+    let cgroup = Cgroup::named(&format!("docker-{id}.scope"));
+    let mut fixture = Fixture::start();
+    cgroup.add(fixture.pid);
+    let port = closed_port();
+    let mut tracer = Tracer::start(&[
+        "serve",
+        "--container",
+        &id[..12],
+        "--labels",
+        "container",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    let said = tracer
+        .stderr
+        .wait_for("tracing every process in container", LONG);
+    assert!(said.contains(&id[..12]), "{said}");
+    fixture.run(&format!("connect-ok {} 3", open.port), LONG);
+    let container = format!("container=\"{}\"", &id[..12]);
+    wait_for_metric(
+        port,
+        "tracer_call_duration_seconds_count",
+        &["kind=\"syscall\"", "target=\"connect\"", &container],
+        3.0,
+    );
+    tracer.interrupt();
+    assert_eq!(tracer.finish(LONG).code, Some(0));
+    fixture.exit();
+}
+
 /// One simulated node: a network namespace with its own DNS server, a
 /// cgroup, a resolving client in both, and `tracer serve` for the cgroup.
 struct Node {

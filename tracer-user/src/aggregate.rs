@@ -182,6 +182,8 @@ pub struct ProcessState {
     pub parent: Option<u32>,
     pub threads: HashMap<u32, ThreadSpan>,
     pub exited_ns: Option<u64>,
+    /// Its container and pod, from its cgroup (children inherit them).
+    pub container: crate::container::ContainerInfo,
 }
 
 #[derive(Debug, Default)]
@@ -286,6 +288,7 @@ impl Aggregate {
             parent: None,
             threads: HashMap::new(),
             exited_ns: None,
+            container: crate::container::of_process(pid),
         });
         for &tid in threads {
             proc.threads.entry(tid).or_insert(ThreadSpan {
@@ -416,11 +419,17 @@ impl Aggregate {
                         end_ns: None,
                     },
                 );
+                let container = self
+                    .processes
+                    .get(&t.tgid)
+                    .map(|p| p.container.clone())
+                    .unwrap_or_default();
                 self.processes.entry(t.child).or_insert(ProcessState {
                     comm,
                     parent: Some(t.tgid),
                     threads,
                     exited_ns: None,
+                    container,
                 });
             }
             TASK_ADOPTED => self.adopted.push((t.tgid, comm)),

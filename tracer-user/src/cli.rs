@@ -80,7 +80,7 @@ pub struct TargetArgs {
     /// Process to trace (all its threads, and children it forks while traced);
     /// repeat or separate with commas for several
     #[arg(short, long = "pid", value_name = "PID", value_delimiter = ',',
-          required_unless_present_any = ["command", "all", "cgroup"], value_parser = parse_pid)]
+          required_unless_present_any = ["command", "all", "cgroup", "container"], value_parser = parse_pid)]
     pub pids: Vec<u32>,
 
     /// Node mode: every process on the machine, each traced from its next
@@ -93,8 +93,14 @@ pub struct TargetArgs {
     #[arg(long, value_name = "PATH", conflicts_with_all = ["pids", "command"])]
     pub cgroup: Option<std::path::PathBuf>,
 
+    /// Node mode for one container (Docker, containerd, CRI-O): its id, or
+    /// the first 12 or more hex digits of it, as `docker ps` or `crictl ps`
+    /// show it
+    #[arg(long, value_name = "ID", conflicts_with_all = ["pids", "command", "cgroup", "all"])]
+    pub container: Option<String>,
+
     /// Start this command and trace it from its first syscall
-    #[arg(last = true, value_name = "CMD", conflicts_with_all = ["pids", "all", "cgroup"])]
+    #[arg(last = true, value_name = "CMD", conflicts_with_all = ["pids", "all", "cgroup", "container"])]
     pub command: Vec<String>,
 
     /// Take no stacks: no call sites, a little less overhead per lookup,
@@ -209,6 +215,11 @@ pub struct ServeArgs {
     /// the rest add up under target="other"
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10000))]
     pub max_targets: u32,
+
+    /// Add these labels to the syscall series: the container id (12
+    /// digits) and the Kubernetes pod UID of each process
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "LABEL")]
+    pub labels: Vec<crate::container::ExtraLabel>,
 }
 
 fn parse_pid(s: &str) -> Result<u32, String> {

@@ -11,6 +11,7 @@ mod attribute;
 mod btf;
 mod cli;
 mod collect;
+mod container;
 mod dns;
 mod elf;
 mod error;
@@ -165,6 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Output::Serve {
                 listen: a.listen,
                 max_targets: a.max_targets as usize,
+                labels: a.labels,
             },
         ),
         Command::Report(a) => (
@@ -196,10 +198,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ),
     };
     // Before the runtime starts: a command is started with fork().
-    let node = match (&target.cgroup, target.all) {
+    let cgroup = match &target.container {
+        Some(id) => {
+            let root = target::cgroup2_root().ok_or_else(|| {
+                UsageError("--container: no cgroup v2 hierarchy is mounted".into())
+            })?;
+            Some(container::cgroup_dir_of_container(id, &root).map_err(UsageError)?)
+        }
+        None => target.cgroup.clone(),
+    };
+    let node = match (&cgroup, target.all) {
         (Some(path), _) => Some((
             target::cgroup_scope(path)?,
-            format!("every process in cgroup {}", path.display()),
+            match &target.container {
+                Some(id) => format!("every process in container {id}"),
+                None => format!("every process in cgroup {}", path.display()),
+            },
         )),
         (None, true) => Some((
             attach::NodeScope {

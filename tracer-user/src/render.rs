@@ -44,6 +44,10 @@ pub struct ProcessRow {
     pub threads: usize,
     pub wall_ns: u64,
     pub exited: bool,
+    /// The container id (from the cgroup), if it runs in one.
+    pub container: Option<String>,
+    /// The Kubernetes pod UID, if any.
+    pub pod: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -312,6 +316,8 @@ impl Report {
                 threads: p.threads.len(),
                 wall_ns: agg.wall_ns(pid, now_ns),
                 exited: p.exited_ns.is_some(),
+                container: p.container.id.clone(),
+                pod: p.container.pod_uid.clone(),
             })
             .collect();
         let total_wall_ns: u64 = processes.iter().map(|p| p.wall_ns).sum();
@@ -823,7 +829,16 @@ impl Report {
             .processes
             .iter()
             .filter(|p| p.parent.is_none())
-            .map(|p| format!("{} ({})", p.pid, p.comm))
+            .map(|p| match &p.container {
+                // As docker ps and crictl ps show it: 12 digits.
+                Some(id) => format!(
+                    "{} ({}, container {})",
+                    p.pid,
+                    p.comm,
+                    &id[..12.min(id.len())]
+                ),
+                None => format!("{} ({})", p.pid, p.comm),
+            })
             .collect();
         let children = self.processes.iter().filter(|p| p.parent.is_some()).count();
         let threads: usize = self.processes.iter().map(|p| p.threads).sum();

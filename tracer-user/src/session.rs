@@ -88,6 +88,8 @@ pub enum Output {
     Serve {
         listen: std::net::SocketAddr,
         max_targets: usize,
+        /// `--labels`: container and pod labels on syscall series.
+        labels: Vec<crate::container::ExtraLabel>,
     },
 }
 
@@ -291,7 +293,7 @@ pub async fn run(
                 guard.clear_ready();
             }
             Some(reply) = scrapes.recv() => {
-                if let Output::Serve { max_targets, .. } = &output {
+                if let Output::Serve { max_targets, labels, .. } = &output {
                     let report = snapshot(
                         &mut agg,
                         &mut collector,
@@ -301,7 +303,7 @@ pub async fn run(
                         ShareOf::Busy,
                     );
                     let lost = collector.lost();
-                    let _ = reply.send(export::exposition(&agg, &report, &lost, *max_targets));
+                    let _ = reply.send(export::exposition(&agg, &report, &lost, *max_targets, labels));
                 }
             }
             Some(key) = async {

@@ -318,6 +318,12 @@ pub fn cgroup_scope(path: &Path) -> Result<crate::attach::NodeScope, UsageError>
     })
 }
 
+/// Where the (first) cgroup v2 hierarchy is mounted.
+pub fn cgroup2_root() -> Option<std::path::PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    cgroup2_mounts(&mountinfo).into_iter().next()
+}
+
 /// Mount points of cgroup2 file systems, from mountinfo's text.
 fn cgroup2_mounts(mountinfo: &str) -> Vec<std::path::PathBuf> {
     mountinfo

@@ -19,7 +19,10 @@ use prometheus::{
 };
 use tracer_common::{LatencyStats, histogram::bucket_bounds};
 
-use crate::{aggregate::Aggregate, collect::LostCounts, render::Report, syscall_names, tls};
+use crate::{
+    aggregate::Aggregate, collect::LostCounts, container::ExtraLabel, render::Report,
+    syscall_names, tls,
+};
 
 /// Upper bounds of the exported buckets, in seconds: 1 µs to 10 s.
 pub const LE_SECONDS: &[f64] = &[
@@ -46,8 +49,9 @@ pub fn exposition(
     report: &Report,
     lost: &LostCounts,
     max_targets: usize,
+    labels: &[ExtraLabel],
 ) -> String {
-    let mut families = families(agg, report, lost, max_targets);
+    let mut families = families(agg, report, lost, max_targets, labels);
     // The encoder refuses a family without series (no DNS seen yet, say).
     families.retain(|f| !f.get_metric().is_empty());
     let mut out = Vec::new();
@@ -62,6 +66,7 @@ fn families(
     report: &Report,
     lost: &LostCounts,
     max_targets: usize,
+    labels: &[ExtraLabel],
 ) -> Vec<MetricFamily> {
     // The DNS, connect and TLS aggregates span every traced process: their
     // series carry the traced processes' names together, up to a few (node
@@ -77,16 +82,29 @@ fn families(
     };
 
     let mut calls: Vec<(&'static str, Vec<Series>)> = Vec::new();
-    // Syscalls, per process name.
-    let mut by_name: BTreeMap<(String, String), LatencyStats> = BTreeMap::new();
+    // Syscalls, per process name (and container and pod, if asked).
+    let with_container = labels.contains(&ExtraLabel::Container);
+    let with_pod = labels.contains(&ExtraLabel::Pod);
+    let mut by_name: BTreeMap<(String, String, String, String), LatencyStats> = BTreeMap::new();
     for (key, stats) in &agg.syscalls {
-        let comm = agg
-            .processes
-            .get(&key.tgid)
-            .map(|p| p.comm.clone())
-            .unwrap_or_default();
+        let (comm, container, pod) = match agg.processes.get(&key.tgid) {
+            Some(p) => (
+                p.comm.clone(),
+                p.container
+                    .short_id()
+                    .filter(|_| with_container)
+                    .unwrap_or_default()
+                    .to_string(),
+                p.container
+                    .pod_uid
+                    .clone()
+                    .filter(|_| with_pod)
+                    .unwrap_or_default(),
+            ),
+            None => Default::default(),
+        };
         by_name
-            .entry((comm, syscall_names::name(key.nr)))
+            .entry((comm, container, pod, syscall_names::name(key.nr)))
             .or_insert(LatencyStats::ZERO)
             .merge(stats);
     }
@@ -94,9 +112,15 @@ fn families(
         "syscall",
         by_name
             .into_iter()
-            .map(|((comm, name), stats)| Series {
-                labels: vec![("process", comm), ("target", name)],
-                stats,
+            .map(|((comm, container, pod, name), stats)| {
+                let mut labels = vec![("process", comm), ("target", name)];
+                if with_container {
+                    labels.push(("container", container));
+                }
+                if with_pod {
+                    labels.push(("pod", pod));
+                }
+                Series { labels, stats }
             })
             .collect(),
     ));
