@@ -181,6 +181,11 @@ pub struct ProcessState {
     /// The traced process that forked this one, if it was not named by the user.
     pub parent: Option<u32>,
     pub threads: HashMap<u32, ThreadSpan>,
+    /// Threads that exited while the process went on, folded: how many,
+    /// and their time while traced (a server that starts a thread per
+    /// request would otherwise grow one entry per request).
+    pub exited_threads: usize,
+    pub exited_threads_ns: u64,
     pub exited_ns: Option<u64>,
     /// Its container and pod, from its cgroup (children inherit them).
     pub container: crate::container::ContainerInfo,
@@ -246,6 +251,31 @@ pub struct ThreadTime {
     pub kinds: BTreeMap<&'static str, (u64, u64)>,
 }
 
+/// Per-thread rows kept before an exited thread's row is folded into its
+/// process's `(exited threads)` row (tid 0): enough for `--by thread`,
+/// bounded for a tracer that runs for days.
+const MAX_THREAD_ROWS: usize = 1024;
+
+/// Folds the row of a thread that exited into its process's `(exited
+/// threads)` row, once there are many rows.
+fn fold_thread_time(rows: &mut BTreeMap<(u32, u32), ThreadTime>, pid: u32, tid: u32) {
+    if rows.len() <= MAX_THREAD_ROWS {
+        return;
+    }
+    let Some(gone) = rows.remove(&(pid, tid)) else {
+        return;
+    };
+    let folded = rows.entry((pid, 0)).or_insert_with(|| ThreadTime {
+        name: "(exited threads)".to_string(),
+        kinds: BTreeMap::new(),
+    });
+    for (kind, (n, ns)) in gone.kinds {
+        let k = folded.kinds.entry(kind).or_default();
+        k.0 += n;
+        k.1 += ns;
+    }
+}
+
 /// One call at or over the `--events` threshold: a line of the event stream.
 #[derive(Debug, Clone, Serialize)]
 pub struct SlowCall {
@@ -287,6 +317,8 @@ impl Aggregate {
             comm,
             parent: None,
             threads: HashMap::new(),
+            exited_threads: 0,
+            exited_threads_ns: 0,
             exited_ns: None,
             container: crate::container::of_process(pid),
         });
@@ -428,6 +460,8 @@ impl Aggregate {
                     comm,
                     parent: Some(t.tgid),
                     threads,
+                    exited_threads: 0,
+                    exited_threads_ns: 0,
                     exited_ns: None,
                     container,
                 });
@@ -441,7 +475,15 @@ impl Aggregate {
                 if !comm.is_empty() {
                     p.comm = comm;
                 }
-                if let Some(span) = p.threads.get_mut(&t.tid) {
+                if t.what == TASK_EXIT_THREAD {
+                    if let Some(span) = p.threads.remove(&t.tid) {
+                        let start = span.start_ns.max(self.start_ns);
+                        let end = span.end_ns.unwrap_or(t.ts_ns);
+                        p.exited_threads += 1;
+                        p.exited_threads_ns += end.saturating_sub(start);
+                    }
+                    fold_thread_time(&mut self.by_thread, t.tgid, t.tid);
+                } else if let Some(span) = p.threads.get_mut(&t.tid) {
                     span.end_ns.get_or_insert(t.ts_ns);
                 }
                 self.dns.forget_thread(t.tid);
@@ -835,13 +877,14 @@ impl Aggregate {
         let Some(p) = self.processes.get(&pid) else {
             return 0;
         };
-        p.threads
-            .values()
-            .map(|s| {
-                let start = s.start_ns.max(self.start_ns);
-                s.end_ns.unwrap_or(now_ns).min(now_ns).saturating_sub(start)
-            })
-            .sum()
+        p.exited_threads_ns
+            + p.threads
+                .values()
+                .map(|s| {
+                    let start = s.start_ns.max(self.start_ns);
+                    s.end_ns.unwrap_or(now_ns).min(now_ns).saturating_sub(start)
+                })
+                .sum::<u64>()
     }
 }
 
@@ -997,5 +1040,9 @@ mod tests {
         }));
         // thread 10: 1000..5000, 11: 1000..3000, 12: 2000..5000
         assert_eq!(agg.wall_ns(10, 5_000), 4_000 + 2_000 + 3_000);
+        // The exited thread is folded: its time stays, its entry goes.
+        let p = &agg.processes[&10];
+        assert_eq!((p.threads.len(), p.exited_threads), (2, 1));
+        assert!(!p.threads.contains_key(&11));
     }
 }

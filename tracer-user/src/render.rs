@@ -313,7 +313,7 @@ impl Report {
                 pid,
                 comm: p.comm.clone(),
                 parent: p.parent,
-                threads: p.threads.len(),
+                threads: p.threads.len() + p.exited_threads,
                 wall_ns: agg.wall_ns(pid, now_ns),
                 exited: p.exited_ns.is_some(),
                 container: p.container.id.clone(),
