@@ -271,15 +271,23 @@ pub struct Traced {
 /// Attaches `tracer report` to `client`, lets `drive` tell it what to do,
 /// makes it exit, and returns the report. Fails unless tracer ended by
 /// itself with exit code 0, saying the target exited, with nothing lost.
-pub fn trace_until_exit(
+pub fn trace_until_exit(name: &str, client: Fixture, drive: impl FnOnce(&mut Fixture)) -> Traced {
+    trace_until_exit_with(name, client, &[], drive)
+}
+
+/// The same, with more arguments for tracer.
+pub fn trace_until_exit_with(
     name: &str,
     mut client: Fixture,
+    extra: &[&str],
     drive: impl FnOnce(&mut Fixture),
 ) -> Traced {
     require_root();
     let json = scratch(name);
     let pid = client.pid.to_string();
-    let tracer = Tracer::attached(&["report", "--pid", &pid, "--json", json.to_str().unwrap()]);
+    let mut args = vec!["report", "--pid", &pid, "--json", json.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let tracer = Tracer::attached(&args);
     drive(&mut client);
     client.exit();
     let done = tracer.finish(Duration::from_secs(60));
