@@ -261,6 +261,17 @@ impl Tracer {
     }
 }
 
+/// A test that fails midway must not leave a tracer running (it would keep
+/// its programs loaded for every later test).
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// What a traced fixture run left: the JSON report and what tracer printed.
 pub struct Traced {
     pub report: Value,
