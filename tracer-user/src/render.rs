@@ -825,6 +825,7 @@ impl Report {
     }
 
     fn write_header(&self, out: &mut String) {
+        const MAX_NAMED_PROCESSES: usize = 8;
         let names: Vec<String> = self
             .processes
             .iter()
@@ -851,7 +852,16 @@ impl Report {
         let _ = writeln!(
             out,
             "tracer: PID {}{}; {} threads; traced {} ({ended})",
-            names.join(", "),
+            // Node mode traces hundreds: name a few.
+            if names.len() > MAX_NAMED_PROCESSES {
+                format!(
+                    "{}, and {} more",
+                    names[..MAX_NAMED_PROCESSES].join(", "),
+                    names.len() - MAX_NAMED_PROCESSES
+                )
+            } else {
+                names.join(", ")
+            },
             if children > 0 {
                 format!(" and {children} child process(es)")
             } else {
