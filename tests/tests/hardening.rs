@@ -59,6 +59,17 @@ fn tls_calls(report: &Value, function: &str) -> u64 {
         .sum()
 }
 
+/// How many entries a kernel map of ours holds now (bpftool).
+fn kernel_map_entries(name: &str) -> usize {
+    let out = Command::new("bpftool")
+        .args(["map", "dump", "name", name, "--json"])
+        .output()
+        .expect("bpftool");
+    assert!(out.status.success(), "bpftool map dump {name}: {out:?}");
+    let dump: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    dump.as_array().map_or(0, Vec::len)
+}
+
 /// Peak resident memory of a process, in KiB (VmHWM).
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -124,6 +135,20 @@ fn a_thousand_short_lived_children_are_followed() {
     let traced = trace_until_exit("1000-children", fixture, |f| {
         let r = f.run(&format!("fork-many 1000 {}", open.port), LONG);
         assert_eq!(r["failed"], 0, "{r}");
+        // Exited children's syscall stats leave the kernel map (the tracer
+        // keeps them): its size follows the live processes.
+        let deadline = std::time::Instant::now() + LONG;
+        loop {
+            let entries = kernel_map_entries("SYSCALL_STATS");
+            if entries < 200 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{entries} entries left in the kernel's syscall map"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
     });
     let report = &traced.report;
     let children = rows(report, "processes", |p| p["parent"] == pid);

@@ -668,6 +668,15 @@ impl Aggregate {
         agrees.then_some(host)
     }
 
+    /// Processes that have exited.
+    pub fn exited_pids(&self) -> std::collections::HashSet<u32> {
+        self.processes
+            .iter()
+            .filter(|(_, p)| p.exited_ns.is_some())
+            .map(|(&pid, _)| pid)
+            .collect()
+    }
+
     /// The process of each live thread.
     pub fn thread_owners(&self) -> HashMap<u32, u32> {
         self.processes

@@ -97,6 +97,10 @@ pub struct Collector {
     tls_sockets: HashMap<MapData, FdKey, u8>,
     idle: HashMap<MapData, u32, u64>,
     lost: PerCpuArray<MapData, u64>,
+    /// Syscall stats of processes that exited, moved out of the kernel map
+    /// so that its size bounds the live processes, not all there ever were
+    /// (node mode runs for days).
+    retired: BTreeMap<SyscallKey, LatencyStats>,
     undecodable: u64,
     /// Ring buffer records taken so far.
     pub events_seen: u64,
@@ -129,6 +133,7 @@ impl Collector {
             tls_sockets: take(probes, "TLS_SOCKETS")?,
             idle: take(probes, "IDLE_NS")?,
             lost: take(probes, "LOST")?,
+            retired: BTreeMap::new(),
             undecodable: 0,
             events_seen: 0,
         })
@@ -162,7 +167,32 @@ impl Collector {
 
     /// The kernel's per-(process, syscall) aggregates.
     pub fn syscall_stats(&self) -> BTreeMap<SyscallKey, LatencyStats> {
-        self.syscall_stats.iter().filter_map(Result::ok).collect()
+        let mut all = self.retired.clone();
+        for (key, stats) in self.syscall_stats.iter().filter_map(Result::ok) {
+            all.entry(key).or_insert(LatencyStats::ZERO).merge(&stats);
+        }
+        all
+    }
+
+    /// Moves the kernel's syscall stats of processes that have exited into
+    /// user space. Only for exited processes: a live one could update an
+    /// entry between its read and its deletion.
+    pub fn retire(&mut self, exited: &std::collections::HashSet<u32>) {
+        let keys: Vec<SyscallKey> = self
+            .syscall_stats
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| exited.contains(&k.tgid))
+            .collect();
+        for key in keys {
+            if let Ok(stats) = self.syscall_stats.get(&key, 0) {
+                self.retired
+                    .entry(key)
+                    .or_insert(LatencyStats::ZERO)
+                    .merge(&stats);
+            }
+            let _ = self.syscall_stats.remove(&key);
+        }
     }
 
     /// Syscalls in progress right now: (tid, entry) of threads inside one.

@@ -246,6 +246,7 @@ pub async fn run(
                 if rescan {
                     last_scan_ns = now;
                     collector.forget_exited(&agg.live_pids());
+                    collector.retire(&agg.exited_pids());
                 }
                 for pid in agg.live_pids() {
                     // Node mode learns of new code from the kernel's mmap
