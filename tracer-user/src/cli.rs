@@ -53,7 +53,8 @@ pub enum Command {
     /// Serve what is traced as Prometheus metrics on /metrics, until Ctrl-C or the target exits
     #[command(after_help = "Example:\n  \
         tracer serve --pid 4242 --listen 127.0.0.1:9464\n  \
-        curl -s http://127.0.0.1:9464/metrics | grep tracer_call_duration_seconds_count\n\n\
+        curl -s http://127.0.0.1:9464/metrics | grep tracer_call_duration_seconds_count\n  \
+        tracer serve --all --listen 0.0.0.0:9464   # node agent: every process on the machine\n\n\
         Metrics: tracer_call_duration_seconds{kind,target,process} (histogram), \
         tracer_dns_queries_total{type,rcode,server}, tracer_tls_bytes_total{direction,peer}, \
         tracer_connects_total{peer,result}, tracer_events_lost_total{reason}, \
