@@ -635,6 +635,16 @@ pub fn assert_nothing_left_loaded() {
     }
 }
 
+/// A memory figure of a process from /proc/PID/status, in KiB (`field`
+/// such as "VmRSS" or "VmHWM"); None once the process is gone.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// Reads a JSON report the tracer wrote.
 pub fn read_report(path: &std::path::Path) -> Value {
     let text = std::fs::read_to_string(path)

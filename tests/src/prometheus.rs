@@ -13,13 +13,19 @@ use crate::{Value, closed_port, json, scratch};
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// GET over plain HTTP/1.0: (status code, body).
+/// GET over plain HTTP/1.0: (status code, body); fails on a connection
+/// refused or no whole answer within 10 s.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    try_http_get(port, path).unwrap_or_else(|e| panic!("GET 127.0.0.1:{port}{path}: {e}"))
+}
+
+/// The same, for callers that wait for a server to come up.
+pub fn try_http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
     let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("response");
+    s.read_to_string(&mut raw)?;
     let status = raw
         .split_whitespace()
         .nth(1)
@@ -29,7 +35,17 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
         .split_once("\r\n\r\n")
         .map_or("", |(_, b)| b)
         .to_string();
-    (status, body)
+    Ok((status, body))
+}
+
+/// The sum of the samples of `name` in an exposition whose line contains
+/// every one of `parts` (label pairs such as `result="ok"`).
+pub fn metric_sum(body: &str, name: &str, parts: &[&str]) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Percent-encodes a PromQL query for a URL.

@@ -45,6 +45,18 @@ impl Paths {
         }
     }
 
+    /// For a program of this crate (seed-demo, soak): the binaries beside
+    /// it, its working files under `target/<dir>`.
+    pub fn for_this_program(dir: &str) -> Result<Self> {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("repo root")
+            .to_path_buf();
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let bin_dir = exe.parent().expect("bin dir");
+        Ok(Self::new(&repo, bin_dir, &repo.join("target").join(dir)))
+    }
+
     pub fn profiles(&self) -> PathBuf {
         self.workdir.join("profiles")
     }

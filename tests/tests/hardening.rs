@@ -4,14 +4,10 @@
 //! metrics client stalls. Counts are compared with what the target made.
 
 use std::{
-    io::{Read as _, Write as _},
-    net::TcpStream,
-    os::fd::FromRawFd as _,
-    process::Command,
-    time::Duration,
+    io::Write as _, net::TcpStream, os::fd::FromRawFd as _, process::Command, time::Duration,
 };
 
-use tracer_tests::*;
+use tracer_tests::{prometheus::*, *};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -70,36 +66,10 @@ fn kernel_map_entries(name: &str) -> usize {
     dump.as_array().map_or(0, Vec::len)
 }
 
-/// Peak resident memory of a process, in KiB (VmHWM).
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status")
-}
-
-/// GET `path` from 127.0.0.1:`port`; the body.
+/// The body of GET `path`: a whole answer within 10 s, or the test fails
+/// (collection and serving must not stall).
 fn http_body(port: u16, path: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to tracer serve");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)
-        .expect("a response within 10 s: collection and serving must not stall");
-    raw.split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string()
-}
-
-/// The sum of a metric's samples whose labels contain every `labels` pair.
-fn metric_sum(body: &str, name: &str, labels: &[&str]) -> f64 {
-    body.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    http_get(port, path).1
 }
 
 #[test]
@@ -366,7 +336,7 @@ fn beyond_capacity_lost_events_are_counted_shown_and_exported() {
     let said: Vec<&str> = body.lines().filter(|l| l.contains("lost")).collect();
     assert!(lost > 0.0, "tracer_events_lost_total ring_full: {said:#?}");
     for t in [&report_tracer, &serve_tracer] {
-        let kib = peak_rss_kib(t.child.id());
+        let kib = proc_status_kib(t.child.id(), "VmHWM").expect("VmHWM in /proc/PID/status");
         eprintln!("overload: tracer peak RSS {kib} KiB, ring_buffer_full {lost} (serve)");
         assert!(kib < 256 * 1024, "peak RSS {kib} KiB");
     }

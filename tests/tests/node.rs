@@ -9,15 +9,6 @@ use tracer_tests::{prometheus::*, *};
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// The sum of a metric's samples whose line contains every one of `parts`.
-fn metric_sum(body: &str, name: &str, parts: &[&str]) -> f64 {
-    body.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| parts.iter().all(|p| l.contains(p)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Scrapes until `name{parts}` sums to `want` (the tracer drains its ring
 /// buffer on a timer), or fails with what it last saw.
 fn wait_for_metric(port: u16, name: &str, parts: &[&str], want: f64) -> String {

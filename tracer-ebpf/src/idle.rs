@@ -11,21 +11,8 @@ use tracer_common::{EventKind, FdKey, SLOW_IO_NS, STACK_FOR_IO, SlowIoEvent, Thr
 use crate::{
     maps::{DNS_SOCKETS, IDLE_NS, KERNEL_LAYOUT, output},
     stacks::{self, UserRegs},
-    syscalls::Finished,
+    syscalls::{Finished, atomic_add},
 };
-
-/// `*p += v` as one eBPF atomic instruction.
-#[inline(always)]
-unsafe fn atomic_add(p: *mut u64, v: u64) {
-    unsafe {
-        core::arch::asm!(
-            "lock *(u64 *)({p} + 0) += {v}",
-            p = in(reg) p,
-            v = in(reg) v,
-            options(nostack),
-        )
-    };
-}
 
 fn add_idle(tgid: u32, ns: u64) {
     if ns == 0 {

@@ -236,7 +236,7 @@ fn record_syscall(key: &SyscallKey, duration: u64) {
 
 /// `*p += v` as one eBPF atomic instruction (BPF_ATOMIC | BPF_ADD).
 #[inline(always)]
-unsafe fn atomic_add(p: *mut u64, v: u64) {
+pub unsafe fn atomic_add(p: *mut u64, v: u64) {
     unsafe {
         core::arch::asm!(
             "lock *(u64 *)({p} + 0) += {v}",

@@ -175,7 +175,7 @@ pub struct ThreadSpan {
     pub end_ns: Option<u64>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ProcessState {
     pub comm: String,
     /// The traced process that forked this one, if it was not named by the user.
@@ -315,12 +315,8 @@ impl Aggregate {
         let start = self.start_ns;
         let proc = self.processes.entry(pid).or_insert_with(|| ProcessState {
             comm,
-            parent: None,
-            threads: HashMap::new(),
-            exited_threads: 0,
-            exited_threads_ns: 0,
-            exited_ns: None,
             container: crate::container::of_process(pid),
+            ..Default::default()
         });
         for &tid in threads {
             proc.threads.entry(tid).or_insert(ThreadSpan {
@@ -460,10 +456,8 @@ impl Aggregate {
                     comm,
                     parent: Some(t.tgid),
                     threads,
-                    exited_threads: 0,
-                    exited_threads_ns: 0,
-                    exited_ns: None,
                     container,
+                    ..Default::default()
                 });
             }
             TASK_ADOPTED => self.adopted.push((t.tgid, comm)),

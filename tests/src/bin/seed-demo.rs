@@ -6,7 +6,7 @@
 //!
 //!   seed-demo [--requests N] [--dns-delay-ms MS]
 
-use std::{path::Path, process::ExitCode};
+use std::process::ExitCode;
 
 use tracer_tests::seed::{self, Paths, Seed};
 
@@ -50,14 +50,8 @@ fn sections(text: &str, titles: &[&str]) -> String {
 }
 
 fn run(o: &Options) -> Result<(), String> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf();
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let bin_dir = exe.parent().expect("bin dir");
-    let workdir = repo.join("target/demo");
-    let paths = Paths::new(&repo, bin_dir, &workdir);
+    let paths = Paths::for_this_program("demo")?;
+    let workdir = paths.workdir.clone();
     let before = workdir.join("before.json");
     let after = workdir.join("after.json");
     let flamegraph = workdir.join("flamegraph.svg");

@@ -9,60 +9,31 @@
 //!   soak [--minutes N] [--dns-delay-ms MS]
 
 use std::{
-    io::{Read as _, Write as _},
-    net::TcpStream,
-    path::Path,
     process::{Command, ExitCode, Stdio},
     time::{Duration, Instant},
 };
 
-use tracer_tests::seed::{Paths, Seed};
+use tracer_tests::{
+    proc_status_kib,
+    prometheus::{metric_sum, try_http_get},
+    seed::{Paths, Seed},
+};
 
 type Result<T> = std::result::Result<T, String>;
 
 fn scrape(port: u16) -> Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("scrape: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)
-        .map_err(|e| format!("scrape: {e}"))?;
-    Ok(raw
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string())
-}
-
-/// Sum of the samples of `name` whose label text has every one of `parts`.
-fn sum(body: &str, name: &str, parts: &[&str]) -> f64 {
-    body.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| parts.iter().all(|p| l.contains(p)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    try_http_get(port, "/metrics")
+        .map(|(_, body)| body)
+        .map_err(|e| format!("scrape: {e}"))
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    proc_status_kib(pid, "VmRSS").unwrap_or(0)
 }
 
 fn run(minutes: u64, dns_delay_ms: u32) -> Result<bool> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf();
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let bin_dir = exe.parent().expect("bin dir");
-    let workdir = repo.join("target/soak");
-    let paths = Paths::new(&repo, bin_dir, &workdir);
+    let paths = Paths::for_this_program("soak")?;
+    let workdir = paths.workdir.clone();
     // No profiler: it would write a file per request for half an hour.
     let mut seed = Seed::start_unprofiled(&paths, dns_delay_ms)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -101,7 +72,7 @@ fn run(minutes: u64, dns_delay_ms: u32) -> Result<bool> {
                 minute,
                 requests,
                 rss_kib(tracer.id()),
-                sum(&body, "tracer_events_lost_total", &[]),
+                metric_sum(&body, "tracer_events_lost_total", &[]),
             );
             eprintln!(
                 "soak: minute {:>3}: {} requests, tracer RSS {} KiB, lost {}",
@@ -118,12 +89,12 @@ fn run(minutes: u64, dns_delay_ms: u32) -> Result<bool> {
         minutes,
         requests,
         rss_kib(tracer.id()),
-        sum(&body, "tracer_events_lost_total", &[]),
+        metric_sum(&body, "tracer_events_lost_total", &[]),
     ));
     let seconds = start.elapsed().as_secs_f64();
 
     let count = |kind: &str, target: &str| {
-        sum(
+        metric_sum(
             &body,
             "tracer_call_duration_seconds_count",
             &[&format!("kind=\"{kind}\""), target],
