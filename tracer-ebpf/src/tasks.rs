@@ -15,8 +15,8 @@ use tracer_common::{
 };
 
 use crate::maps::{
-    LOOKUPS, THREAD_ENTRIES, TLS_CALLS, TRACED_PROCESSES, adopt_current, count_lost, is_traced,
-    output_with,
+    LOOKUPS, PY_PROCS, THREAD_ENTRIES, TLS_CALLS, TRACED_PROCESSES, adopt_current, count_lost,
+    is_traced, output_with,
 };
 
 // task:task_newtask and sched:sched_process_exit field offsets (checked
@@ -106,6 +106,8 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let group_dead: u8 = unsafe { ctx.read_at(EXIT_GROUP_DEAD) }.unwrap_or(0);
     if group_dead != 0 {
         let _ = TRACED_PROCESSES.remove(tgid);
+        // Its PID may come back for a process that is not Python.
+        let _ = PY_PROCS.remove(tgid);
         emit_task(&ctx, TASK_EXIT_PROCESS, tgid, tid, 0);
     } else {
         emit_task(&ctx, TASK_EXIT_THREAD, tgid, tid, 0);

@@ -27,6 +27,13 @@ use crate::{
 const EARLY_HANDSHAKE_TTL_NS: u64 = 60_000_000_000;
 /// How many individual connects are kept for the "slowest" list.
 const SLOWEST_KEPT: usize = 200;
+/// Exited processes kept as rows of their own. Past this, exited processes
+/// fold into one row per name and container (a node starts millions of
+/// processes over its life: a row each would grow without end).
+pub const MAX_EXITED_PROCESS_ROWS: usize = 256;
+/// Rows of folded processes are keyed from here up: above any PID (the
+/// kernel's PID_MAX_LIMIT is 2^22), so a new process never takes one's key.
+pub const FOLDED_ROW_BASE: u32 = 1 << 31;
 
 const EINPROGRESS: i64 = 115;
 
@@ -189,6 +196,16 @@ pub struct ProcessState {
     pub exited_ns: Option<u64>,
     /// Its container and pod, from its cgroup (children inherit them).
     pub container: crate::container::ContainerInfo,
+    /// For a row of folded processes (keyed `FOLDED_ROW_BASE` and up): how
+    /// many exited processes it stands for; 0 for a process.
+    pub folded: usize,
+}
+
+impl ProcessState {
+    /// How many processes the row stands for.
+    pub fn count(&self) -> usize {
+        self.folded.max(1)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -242,6 +259,8 @@ pub struct Aggregate {
     /// Calls and time per thread and kind of call (lookups, connects, SSL
     /// calls, slow reads and writes), for `--by thread`.
     pub by_thread: BTreeMap<(u32, u32), ThreadTime>,
+    /// The row exited processes of each name and container fold into.
+    folded_rows: HashMap<(String, crate::container::ContainerInfo), u32>,
 }
 
 /// One thread's calls: its name when first seen, and per kind (count, ns).
@@ -265,6 +284,11 @@ fn fold_thread_time(rows: &mut BTreeMap<(u32, u32), ThreadTime>, pid: u32, tid: 
     let Some(gone) = rows.remove(&(pid, tid)) else {
         return;
     };
+    merge_thread_time(rows, pid, gone);
+}
+
+/// Adds a thread's row to its process's `(exited threads)` row (tid 0).
+fn merge_thread_time(rows: &mut BTreeMap<(u32, u32), ThreadTime>, pid: u32, gone: ThreadTime) {
     let folded = rows.entry((pid, 0)).or_insert_with(|| ThreadTime {
         name: "(exited threads)".to_string(),
         kinds: BTreeMap::new(),
@@ -671,6 +695,63 @@ impl Aggregate {
             .collect()
     }
 
+    /// Once more than `MAX_EXITED_PROCESS_ROWS` exited processes have rows,
+    /// folds every exited process into the row of its name and container:
+    /// thread time, idle time, per-thread rows and TLS connections move
+    /// there, and what is kept per PID is dropped. Returns which PID went
+    /// to which row, for the syscall stats and idle time kept elsewhere.
+    pub fn fold_exited_processes(&mut self) -> HashMap<u32, u32> {
+        let exited: Vec<u32> = self
+            .processes
+            .iter()
+            .filter(|&(&pid, p)| pid < FOLDED_ROW_BASE && p.exited_ns.is_some())
+            .map(|(&pid, _)| pid)
+            .collect();
+        let mut moved = HashMap::new();
+        if exited.len() <= MAX_EXITED_PROCESS_ROWS {
+            return moved;
+        }
+        for pid in exited {
+            let Some(end_ns) = self.processes.get(&pid).and_then(|p| p.exited_ns) else {
+                continue;
+            };
+            let wall_ns = self.wall_ns(pid, end_ns);
+            let Some(p) = self.processes.remove(&pid) else {
+                continue;
+            };
+            let next = FOLDED_ROW_BASE + self.folded_rows.len() as u32;
+            let row = *self
+                .folded_rows
+                .entry((p.comm.clone(), p.container.clone()))
+                .or_insert(next);
+            let folded = self.processes.entry(row).or_insert_with(|| ProcessState {
+                comm: p.comm.clone(),
+                parent: p.parent,
+                container: p.container.clone(),
+                ..Default::default()
+            });
+            folded.folded += 1;
+            folded.exited_threads += p.threads.len() + p.exited_threads;
+            folded.exited_threads_ns += wall_ns;
+            folded.exited_ns = folded.exited_ns.max(p.exited_ns);
+            let tids: Vec<u32> = self
+                .by_thread
+                .range((pid, 0)..=(pid, u32::MAX))
+                .map(|(&(_, tid), _)| tid)
+                .collect();
+            for tid in tids {
+                if let Some(gone) = self.by_thread.remove(&(pid, tid)) {
+                    merge_thread_time(&mut self.by_thread, row, gone);
+                }
+            }
+            self.tls.forget_process(pid);
+            self.fd_peers.retain(|&(owner, _), _| owner != pid);
+            self.sites.forget_process(pid);
+            moved.insert(pid, row);
+        }
+        moved
+    }
+
     /// The process of each live thread.
     pub fn thread_owners(&self) -> HashMap<u32, u32> {
         self.processes
@@ -1047,5 +1128,63 @@ mod tests {
         let p = &agg.processes[&10];
         assert_eq!((p.threads.len(), p.exited_threads), (2, 1));
         assert!(!p.threads.contains_key(&11));
+    }
+
+    #[test]
+    fn exited_processes_fold_by_name_once_there_are_many() {
+        let task = |what, tgid, tid, child, ts_ns, name: &str| {
+            let mut comm = [0u8; 16];
+            comm[..name.len()].copy_from_slice(name.as_bytes());
+            Event::Task(TaskEvent {
+                kind: 3,
+                what,
+                tgid,
+                tid,
+                child,
+                _pad: 0,
+                ts_ns,
+                comm,
+            })
+        };
+        let mut agg = Aggregate::new(0);
+        agg.add_target(1, "shell".into(), &[1]);
+        let children = MAX_EXITED_PROCESS_ROWS as u32 + 44;
+        for i in 0..children {
+            let (pid, name) = (100 + i, if i % 2 == 0 { "sh" } else { "curl" });
+            agg.apply(task(TASK_NEW_PROCESS, 1, 1, pid, 1_000, name));
+            agg.apply(task(TASK_EXIT_PROCESS, pid, pid, 0, 1_500, name));
+        }
+        // Under the limit nothing folds: each child keeps its row.
+        let mut few = Aggregate::new(0);
+        few.add_target(1, "shell".into(), &[1]);
+        few.apply(task(TASK_NEW_PROCESS, 1, 1, 7, 1_000, "sh"));
+        few.apply(task(TASK_EXIT_PROCESS, 7, 7, 0, 1_500, "sh"));
+        assert!(few.fold_exited_processes().is_empty());
+        assert!(few.processes.contains_key(&7));
+
+        let moved = agg.fold_exited_processes();
+        assert_eq!(moved.len(), children as usize);
+        // The live shell, and one row per name.
+        assert_eq!(agg.processes.len(), 3);
+        let rows: Vec<&ProcessState> = agg
+            .processes
+            .range(FOLDED_ROW_BASE..)
+            .map(|(_, p)| p)
+            .collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            rows.iter().map(|p| p.folded).sum::<usize>(),
+            children as usize
+        );
+        // Each child lived 500 ns with one thread: the time is all kept.
+        let folded_ns: u64 = agg
+            .processes
+            .range(FOLDED_ROW_BASE..)
+            .map(|(&row, _)| agg.wall_ns(row, 10_000))
+            .sum();
+        assert_eq!(folded_ns, 500 * children as u64);
+        assert!(moved.values().all(|&row| row >= FOLDED_ROW_BASE));
+        // Folding again finds nothing new.
+        assert!(agg.fold_exited_processes().is_empty());
     }
 }

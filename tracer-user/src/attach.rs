@@ -562,6 +562,16 @@ impl Probes {
         }
     }
 
+    /// Forgets a process that exited and was folded into its name's row:
+    /// what is kept per PID here would otherwise grow with every process a
+    /// node starts (the kernel drops its interpreter entry at exit).
+    pub fn forget_process(&mut self, pid: u32) {
+        self.warned.remove(&pid);
+        self.python_pids.remove(&pid);
+        self.python_checked.remove(&pid);
+        self.preprobed_roots.retain(|&(_, _, owner)| owner != pid);
+    }
+
     /// Probes the libssl files of a process's file system before the
     /// process loads one: Python loads libssl on `import ssl` and may start
     /// a handshake a millisecond later, sooner than a probe attached on

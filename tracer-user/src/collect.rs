@@ -95,12 +95,16 @@ pub struct Collector {
     lookups: HashMap<MapData, u32, LookupState>,
     dns_sockets: HashMap<MapData, FdKey, DnsServer>,
     tls_sockets: HashMap<MapData, FdKey, u8>,
+    connected_fds: HashMap<MapData, FdKey, u8>,
     idle: HashMap<MapData, u32, u64>,
     lost: PerCpuArray<MapData, u64>,
     /// Syscall stats of processes that exited, moved out of the kernel map
     /// so that its size bounds the live processes, not all there ever were
     /// (node mode runs for days).
     retired: BTreeMap<SyscallKey, LatencyStats>,
+    /// Idle time of processes that exited, moved out of the kernel map
+    /// likewise.
+    retired_idle: std::collections::HashMap<u32, u64>,
     undecodable: u64,
     /// Ring buffer records taken so far.
     pub events_seen: u64,
@@ -131,9 +135,11 @@ impl Collector {
             lookups: take(probes, "LOOKUPS")?,
             dns_sockets: take(probes, "DNS_SOCKETS")?,
             tls_sockets: take(probes, "TLS_SOCKETS")?,
+            connected_fds: take(probes, "CONNECTED_FDS")?,
             idle: take(probes, "IDLE_NS")?,
             lost: take(probes, "LOST")?,
             retired: BTreeMap::new(),
+            retired_idle: Default::default(),
             undecodable: 0,
             events_seen: 0,
         })
@@ -193,6 +199,43 @@ impl Collector {
             }
             let _ = self.syscall_stats.remove(&key);
         }
+        for pid in exited {
+            if let Ok(ns) = self.idle.get(pid, 0) {
+                *self.retired_idle.entry(*pid).or_default() += ns;
+                let _ = self.idle.remove(pid);
+            }
+        }
+    }
+
+    /// Moves what was retired of each folded process to its row (see
+    /// `Aggregate::fold_exited_processes`).
+    pub fn fold(&mut self, moved: &std::collections::HashMap<u32, u32>) {
+        if moved.is_empty() {
+            return;
+        }
+        let keys: Vec<SyscallKey> = self
+            .retired
+            .keys()
+            .filter(|k| moved.contains_key(&k.tgid))
+            .copied()
+            .collect();
+        for key in keys {
+            if let Some(stats) = self.retired.remove(&key) {
+                let row = SyscallKey {
+                    tgid: moved[&key.tgid],
+                    ..key
+                };
+                self.retired
+                    .entry(row)
+                    .or_insert(LatencyStats::ZERO)
+                    .merge(&stats);
+            }
+        }
+        for (pid, row) in moved {
+            if let Some(ns) = self.retired_idle.remove(pid) {
+                *self.retired_idle.entry(*row).or_default() += ns;
+            }
+        }
     }
 
     /// Syscalls in progress right now: (tid, entry) of threads inside one.
@@ -229,11 +272,16 @@ impl Collector {
     pub fn forget_exited(&mut self, live: &[u32]) {
         forget_fds_of_exited(&mut self.dns_sockets, live);
         forget_fds_of_exited(&mut self.tls_sockets, live);
+        forget_fds_of_exited(&mut self.connected_fds, live);
     }
 
     /// Idle time (listener threads waiting for work) per process.
     pub fn idle_ns(&self) -> std::collections::HashMap<u32, u64> {
-        self.idle.iter().filter_map(Result::ok).collect()
+        let mut all = self.retired_idle.clone();
+        for (pid, ns) in self.idle.iter().filter_map(Result::ok) {
+            *all.entry(pid).or_default() += ns;
+        }
+        all
     }
 
     /// Lookups in progress right now: (tid, state) of threads inside one.

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 /// A process's container, as far as its cgroup tells.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ContainerInfo {
     /// The container id (64 hex digits).
     pub id: Option<String>,

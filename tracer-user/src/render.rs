@@ -48,6 +48,9 @@ pub struct ProcessRow {
     pub container: Option<String>,
     /// The Kubernetes pod UID, if any.
     pub pod: Option<String>,
+    /// For a row of exited processes folded by name and container (its
+    /// `pid` is a row id, not a PID): how many; 0 for a process.
+    pub folded: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -318,6 +321,7 @@ impl Report {
                 exited: p.exited_ns.is_some(),
                 container: p.container.id.clone(),
                 pod: p.container.pod_uid.clone(),
+                folded: p.folded,
             })
             .collect();
         let total_wall_ns: u64 = processes.iter().map(|p| p.wall_ns).sum();
@@ -829,7 +833,7 @@ impl Report {
         let names: Vec<String> = self
             .processes
             .iter()
-            .filter(|p| p.parent.is_none())
+            .filter(|p| p.parent.is_none() && p.folded == 0)
             .map(|p| match &p.container {
                 // As docker ps and crictl ps show it: 12 digits.
                 Some(id) => format!(
@@ -841,7 +845,12 @@ impl Report {
                 None => format!("{} ({})", p.pid, p.comm),
             })
             .collect();
-        let children = self.processes.iter().filter(|p| p.parent.is_some()).count();
+        let children = self
+            .processes
+            .iter()
+            .filter(|p| p.parent.is_some() && p.folded == 0)
+            .count();
+        let folded: usize = self.processes.iter().map(|p| p.folded).sum();
         let threads: usize = self.processes.iter().map(|p| p.threads).sum();
         let ended = match self.ended {
             EndReason::Duration => "duration reached",
@@ -862,10 +871,10 @@ impl Report {
             } else {
                 names.join(", ")
             },
-            if children > 0 {
-                format!(" and {children} child process(es)")
-            } else {
-                String::new()
+            match (children, folded) {
+                (0, 0) => String::new(),
+                (c, 0) => format!(" and {c} child process(es)"),
+                (c, f) => format!(" and {c} child process(es), {f} more exited (counted by name)"),
             },
             threads,
             fmt_ns(self.traced_ns),
@@ -917,7 +926,9 @@ impl Report {
 
 fn group_syscalls(agg: &Aggregate, wall_ns: u64, total_wall_ns: u64) -> Vec<SyscallGroupRow> {
     struct Group {
-        pids: std::collections::BTreeSet<u32>,
+        /// Process (or folded) rows counted in.
+        rows: std::collections::BTreeSet<u32>,
+        processes: usize,
         stats: LatencyStats,
         in_flight_ns: u64,
     }
@@ -934,12 +945,14 @@ fn group_syscalls(agg: &Aggregate, wall_ns: u64, total_wall_ns: u64) -> Vec<Sysc
         let g = groups
             .entry((comm(key.tgid), key.nr))
             .or_insert_with(|| Group {
-                pids: Default::default(),
+                rows: Default::default(),
+                processes: 0,
                 stats: LatencyStats::ZERO,
                 in_flight_ns: 0,
             });
         // A key in both maps is visited twice: count each part once.
-        if g.pids.insert(key.tgid) {
+        if g.rows.insert(key.tgid) {
+            g.processes += agg.processes.get(&key.tgid).map_or(1, |p| p.count());
             g.stats.merge(agg.syscalls.get(key).unwrap_or(&empty));
             g.in_flight_ns += agg.in_flight.get(key).copied().unwrap_or(0);
         }
@@ -948,7 +961,7 @@ fn group_syscalls(agg: &Aggregate, wall_ns: u64, total_wall_ns: u64) -> Vec<Sysc
         .into_iter()
         .map(|((comm, nr), g)| SyscallGroupRow {
             comm,
-            processes: g.pids.len(),
+            processes: g.processes,
             syscall: syscall_names::name(nr),
             nr,
             waiting: syscall_names::is_waiting(nr),

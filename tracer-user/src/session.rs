@@ -247,6 +247,11 @@ pub async fn run(
                     last_scan_ns = now;
                     collector.forget_exited(&agg.live_pids());
                     collector.retire(&agg.exited_pids());
+                    let folded = agg.fold_exited_processes();
+                    collector.fold(&folded);
+                    for pid in folded.keys() {
+                        probes.forget_process(*pid);
+                    }
                 }
                 for pid in agg.live_pids() {
                     // Node mode learns of new code from the kernel's mmap
@@ -467,7 +472,7 @@ fn write_flame_graphs(report: &Report, svg: Option<&Path>, folded: Option<&Path>
             report
                 .processes
                 .iter()
-                .filter(|p| p.parent.is_none())
+                .filter(|p| p.parent.is_none() && p.folded == 0)
                 .map(|p| p.pid.to_string())
                 .collect::<Vec<_>>()
                 .join(",")

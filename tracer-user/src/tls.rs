@@ -178,6 +178,21 @@ impl TlsState {
         }
     }
 
+    /// A process exited: its connections are over (the kernel closed its
+    /// sockets without a close() to tell us).
+    pub fn forget_process(&mut self, pid: u32) {
+        let ssls: Vec<u64> = self
+            .connections
+            .keys()
+            .filter(|&&(owner, _)| owner == pid)
+            .map(|&(_, ssl)| ssl)
+            .collect();
+        for ssl in ssls {
+            self.retire(pid, ssl);
+        }
+        self.by_fd.retain(|&(owner, _), _| owner != pid);
+    }
+
     /// Moves a connection that is over into its peer's totals.
     fn retire(&mut self, pid: u32, ssl: u64) {
         if let Some(conn) = self.connections.remove(&(pid, ssl)) {
