@@ -874,6 +874,7 @@ impl Report {
             match (children, folded) {
                 (0, 0) => String::new(),
                 (c, 0) => format!(" and {c} child process(es)"),
+                (0, f) => format!(" and {f} exited processes (counted by name)"),
                 (c, f) => format!(" and {c} child process(es), {f} more exited (counted by name)"),
             },
             threads,
