@@ -157,6 +157,69 @@ fn a_container_is_found_by_its_id_and_labelled() {
     fixture.exit();
 }
 
+#[test]
+fn connects_of_two_containers_to_one_peer_are_two_series() {
+    require_root();
+    let open = OpenListener::start();
+    let peer = format!("target=\"127.0.0.1:{}\"", open.port);
+    let mut containers: Vec<(String, Cgroup, Fixture)> = [0xa_u64, 0xb]
+        .into_iter()
+        .map(|n| {
+            // Distinct in the 12 digits labels show.
+            let id = format!("{n:012x}{:052x}", std::process::id());
+            let cgroup = Cgroup::named(&format!("docker-{id}.scope"));
+            let fixture = Fixture::start();
+            cgroup.add(fixture.pid);
+            (id, cgroup, fixture)
+        })
+        .collect();
+    let port = closed_port();
+    let mut tracer = Tracer::start(&[
+        "serve",
+        "--all",
+        "--labels",
+        "container",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    tracer.stderr.wait_for("tracing every process", LONG);
+    // 3 connects from the first container, 5 from the second, to one peer.
+    for ((_, _, fixture), n) in containers.iter_mut().zip([3, 5]) {
+        fixture.run(&format!("connect-ok {} {n}", open.port), LONG);
+    }
+    for ((id, _, _), n) in containers.iter().zip([3.0, 5.0]) {
+        let container = format!("container=\"{}\"", &id[..12]);
+        wait_for_metric(
+            port,
+            "tracer_call_duration_seconds_count",
+            &["kind=\"connect\"", &peer, &container],
+            n,
+        );
+    }
+    // Each series is one process name's, not the node's names together.
+    let (_, body) = http_get(port, "/metrics");
+    let connect_series: Vec<&str> = body
+        .lines()
+        .filter(|l| {
+            l.starts_with("tracer_call_duration_seconds_count{")
+                && l.contains("kind=\"connect\"")
+                && l.contains(&peer)
+        })
+        .collect();
+    assert_eq!(connect_series.len(), 2, "{connect_series:#?}");
+    assert!(
+        connect_series
+            .iter()
+            .all(|l| l.contains("process=\"netfixture\"")),
+        "{connect_series:#?}"
+    );
+    tracer.interrupt();
+    assert_eq!(tracer.finish(LONG).code, Some(0));
+    for (_, _, fixture) in containers {
+        fixture.exit();
+    }
+}
+
 /// One simulated node: a network namespace with its own DNS server, a
 /// cgroup, a resolving client in both, and `tracer serve` for the cgroup.
 struct Node {

@@ -259,8 +259,27 @@ pub struct Aggregate {
     /// Calls and time per thread and kind of call (lookups, connects, SSL
     /// calls, slow reads and writes), for `--by thread`.
     pub by_thread: BTreeMap<(u32, u32), ThreadTime>,
+    /// With `serve --labels container|pod`: latency per kind, target,
+    /// process name and container, the series those labels split (`None`
+    /// unless asked: they multiply the series by the containers).
+    pub by_owner: Option<BTreeMap<OwnedTarget, LatencyStats>>,
+    /// Exited processes folded because a new process took their PID, for
+    /// the next `fold_exited_processes` to report.
+    reused_pids_folded: HashMap<u32, u32>,
     /// The row exited processes of each name and container fold into.
     folded_rows: HashMap<(String, crate::container::ContainerInfo), u32>,
+}
+
+/// A lookup, connect, SSL call or slow read or write series of one process
+/// name in one container.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OwnedTarget {
+    /// As in the metrics: dns, connect, tls_read, tls_write,
+    /// tls_handshake, slow_read, slow_write.
+    pub kind: &'static str,
+    pub target: String,
+    pub comm: String,
+    pub container: crate::container::ContainerInfo,
 }
 
 /// One thread's calls: its name when first seen, and per kind (count, ns).
@@ -336,6 +355,7 @@ impl Aggregate {
 
     /// Registers a process named by the user, with the threads it has now.
     pub fn add_target(&mut self, pid: u32, comm: String, threads: &[u32]) {
+        self.make_room_for(pid);
         let start = self.start_ns;
         let proc = self.processes.entry(pid).or_insert_with(|| ProcessState {
             comm,
@@ -376,6 +396,12 @@ impl Aggregate {
                 let label = site.map(|id| self.sites.site(id).label());
                 let record = self.dns.on_lookup(&l, label);
                 self.add_thread_time(record.pid, record.tid, "dns", record.duration_ns);
+                self.count_for_owner(
+                    record.pid,
+                    "dns",
+                    |_| record.host.to_lowercase(),
+                    record.duration_ns,
+                );
                 self.note_slow(record.duration_ns, |this| SlowCall {
                     start_ns: record.start_ns,
                     pid: record.pid,
@@ -417,6 +443,18 @@ impl Aggregate {
                 self.tls = tls;
                 if let Some(func) = tracer_common::TlsFn::from_u32(t.func) {
                     self.add_thread_time(t.tgid, t.tid, crate::tls::call_kind(func), t.duration_ns);
+                    let kind = if func.is_read() {
+                        "tls_read"
+                    } else if func.is_write() {
+                        "tls_write"
+                    } else {
+                        "tls_handshake"
+                    };
+                    let peer = |this: &Self| match this.tls.connections.get(&(t.tgid, t.ssl)) {
+                        Some(conn) => crate::tls::peer_key(conn),
+                        None => format!("pid {} (socket unknown)", t.tgid),
+                    };
+                    self.count_for_owner(t.tgid, kind, peer, t.duration_ns);
                     self.note_slow(t.duration_ns, |this| SlowCall {
                         start_ns: t.start_ns,
                         pid: t.tgid,
@@ -463,6 +501,7 @@ impl Aggregate {
                 }
             }
             TASK_NEW_PROCESS => {
+                self.make_room_for(t.child);
                 let mut threads = HashMap::new();
                 threads.insert(
                     t.child,
@@ -484,7 +523,13 @@ impl Aggregate {
                     ..Default::default()
                 });
             }
-            TASK_ADOPTED => self.adopted.push((t.tgid, comm)),
+            TASK_ADOPTED => {
+                // Known at once (the calls behind this record in the batch
+                // are counted under its name and container); its threads
+                // are listed by the session.
+                self.add_target(t.tgid, comm.clone(), &[]);
+                self.adopted.push((t.tgid, comm));
+            }
             TASK_EXIT_THREAD | TASK_EXIT_PROCESS => {
                 let Some(p) = self.processes.get_mut(&t.tgid) else {
                     return;
@@ -555,6 +600,8 @@ impl Aggregate {
         stats.bytes += io.ret.max(0) as u64;
         let site = self.sites.take(io.tid, io.start_ns);
         self.add_thread_time(io.tgid, io.tid, "io", io.duration_ns);
+        let kind = if is_write { "slow_write" } else { "slow_read" };
+        self.count_for_owner(io.tgid, kind, |_| target.clone(), io.duration_ns);
         self.note_slow(io.duration_ns, |this| SlowCall {
             start_ns: io.start_ns,
             pid: io.tgid,
@@ -578,6 +625,37 @@ impl Aggregate {
     }
 
     /// Counts a call in its thread's totals.
+    /// Counts a call in its process name's and container's series, when
+    /// those are kept (`by_owner`).
+    fn count_for_owner(
+        &mut self,
+        pid: u32,
+        kind: &'static str,
+        target: impl FnOnce(&Self) -> String,
+        ns: u64,
+    ) {
+        if self.by_owner.is_none() {
+            return;
+        }
+        let key = OwnedTarget {
+            kind,
+            target: target(self),
+            comm: self
+                .processes
+                .get(&pid)
+                .map(|p| p.comm.clone())
+                .unwrap_or_default(),
+            container: self
+                .processes
+                .get(&pid)
+                .map(|p| p.container.clone())
+                .unwrap_or_default(),
+        };
+        if let Some(series) = self.by_owner.as_mut() {
+            series.entry(key).or_insert(LatencyStats::ZERO).record(ns);
+        }
+    }
+
     fn add_thread_time(&mut self, pid: u32, tid: u32, kind: &'static str, ns: u64) {
         let t = self
             .by_thread
@@ -707,49 +785,67 @@ impl Aggregate {
             .filter(|&(&pid, p)| pid < FOLDED_ROW_BASE && p.exited_ns.is_some())
             .map(|(&pid, _)| pid)
             .collect();
-        let mut moved = HashMap::new();
+        let mut moved = std::mem::take(&mut self.reused_pids_folded);
         if exited.len() <= MAX_EXITED_PROCESS_ROWS {
             return moved;
         }
         for pid in exited {
-            let Some(end_ns) = self.processes.get(&pid).and_then(|p| p.exited_ns) else {
-                continue;
-            };
-            let wall_ns = self.wall_ns(pid, end_ns);
-            let Some(p) = self.processes.remove(&pid) else {
-                continue;
-            };
-            let next = FOLDED_ROW_BASE + self.folded_rows.len() as u32;
-            let row = *self
-                .folded_rows
-                .entry((p.comm.clone(), p.container.clone()))
-                .or_insert(next);
-            let folded = self.processes.entry(row).or_insert_with(|| ProcessState {
-                comm: p.comm.clone(),
-                parent: p.parent,
-                container: p.container.clone(),
-                ..Default::default()
-            });
-            folded.folded += 1;
-            folded.exited_threads += p.threads.len() + p.exited_threads;
-            folded.exited_threads_ns += wall_ns;
-            folded.exited_ns = folded.exited_ns.max(p.exited_ns);
-            let tids: Vec<u32> = self
-                .by_thread
-                .range((pid, 0)..=(pid, u32::MAX))
-                .map(|(&(_, tid), _)| tid)
-                .collect();
-            for tid in tids {
-                if let Some(gone) = self.by_thread.remove(&(pid, tid)) {
-                    merge_thread_time(&mut self.by_thread, row, gone);
-                }
+            if let Some(row) = self.fold_process(pid) {
+                moved.insert(pid, row);
             }
-            self.tls.forget_process(pid);
-            self.fd_peers.retain(|&(owner, _), _| owner != pid);
-            self.sites.forget_process(pid);
-            moved.insert(pid, row);
         }
         moved
+    }
+
+    /// Folds one exited process into the row of its name and container;
+    /// returns the row.
+    fn fold_process(&mut self, pid: u32) -> Option<u32> {
+        let end_ns = self.processes.get(&pid)?.exited_ns?;
+        let wall_ns = self.wall_ns(pid, end_ns);
+        let p = self.processes.remove(&pid)?;
+        let next = FOLDED_ROW_BASE + self.folded_rows.len() as u32;
+        let row = *self
+            .folded_rows
+            .entry((p.comm.clone(), p.container.clone()))
+            .or_insert(next);
+        let folded = self.processes.entry(row).or_insert_with(|| ProcessState {
+            comm: p.comm.clone(),
+            parent: p.parent,
+            container: p.container.clone(),
+            ..Default::default()
+        });
+        folded.folded += 1;
+        folded.exited_threads += p.threads.len() + p.exited_threads;
+        folded.exited_threads_ns += wall_ns;
+        folded.exited_ns = folded.exited_ns.max(p.exited_ns);
+        let tids: Vec<u32> = self
+            .by_thread
+            .range((pid, 0)..=(pid, u32::MAX))
+            .map(|(&(_, tid), _)| tid)
+            .collect();
+        for tid in tids {
+            if let Some(gone) = self.by_thread.remove(&(pid, tid)) {
+                merge_thread_time(&mut self.by_thread, row, gone);
+            }
+        }
+        self.tls.forget_process(pid);
+        self.fd_peers.retain(|&(owner, _), _| owner != pid);
+        self.sites.forget_process(pid);
+        Some(row)
+    }
+
+    /// A new process took the PID of one that exited and still has its
+    /// row: that row folds away first (the collector moves its syscall
+    /// stats with the next `fold_exited_processes`).
+    fn make_room_for(&mut self, pid: u32) {
+        if self
+            .processes
+            .get(&pid)
+            .is_some_and(|p| p.exited_ns.is_some())
+            && let Some(row) = self.fold_process(pid)
+        {
+            self.reused_pids_folded.insert(pid, row);
+        }
     }
 
     /// The process of each live thread.
@@ -860,6 +956,14 @@ impl Aggregate {
     fn finish_connect(&mut self, record: ConnectRecord) {
         self.connects_total += 1;
         self.add_thread_time(record.pid, record.tid, "connect", record.latency_ns());
+        if let Some(peer) = &record.peer {
+            self.count_for_owner(
+                record.pid,
+                "connect",
+                |this| this.name_peer(peer),
+                record.latency_ns(),
+            );
+        }
         self.note_slow(record.latency_ns(), |this| SlowCall {
             start_ns: record.start_ns,
             pid: record.pid,
@@ -1186,5 +1290,14 @@ mod tests {
         assert!(moved.values().all(|&row| row >= FOLDED_ROW_BASE));
         // Folding again finds nothing new.
         assert!(agg.fold_exited_processes().is_empty());
+
+        // A PID that comes back is a new, live process; the one that had
+        // it folds away at once.
+        few.apply(task(TASK_NEW_PROCESS, 1, 1, 7, 2_000, "sh"));
+        assert_eq!(few.processes[&7].exited_ns, None);
+        let moved = few.fold_exited_processes();
+        let row = moved[&7];
+        assert_eq!(few.processes[&row].folded, 1);
+        assert_eq!(few.wall_ns(row, 10_000), 500);
     }
 }

@@ -217,8 +217,9 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10000))]
     pub max_targets: u32,
 
-    /// Add these labels to the syscall series: the container id (12
-    /// digits) and the Kubernetes pod UID of each process
+    /// Add these labels to every call series: the container id (12 digits)
+    /// and the Kubernetes pod UID of the calling process (lookup, connect
+    /// and TLS series are then split per process name and container too)
     #[arg(long, value_enum, value_delimiter = ',', value_name = "LABEL")]
     pub labels: Vec<crate::container::ExtraLabel>,
 }

@@ -88,7 +88,7 @@ pub enum Output {
     Serve {
         listen: std::net::SocketAddr,
         max_targets: usize,
-        /// `--labels`: container and pod labels on syscall series.
+        /// `--labels`: container and pod labels on every call series.
         labels: Vec<crate::container::ExtraLabel>,
     },
 }
@@ -162,6 +162,11 @@ pub async fn run(
         }
     };
     let mut agg = Aggregate::new(monotonic_ns());
+    if let Output::Serve { labels, .. } = &output
+        && !labels.is_empty()
+    {
+        agg.by_owner = Some(Default::default());
+    }
     if let Output::Report {
         events: Some((_, min)),
         ..

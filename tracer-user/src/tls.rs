@@ -408,7 +408,7 @@ fn fmt_ratio(v: f64) -> String {
 }
 
 /// The peer a connection is counted under (as named when first seen).
-fn peer_key(c: &Connection) -> String {
+pub fn peer_key(c: &Connection) -> String {
     match &c.peer {
         Some(peer) => peer.clone(),
         None => format!("pid {} (socket unknown)", c.pid),

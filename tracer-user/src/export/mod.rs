@@ -20,7 +20,10 @@ use prometheus::{
 use tracer_common::{LatencyStats, histogram::bucket_bounds};
 
 use crate::{
-    aggregate::Aggregate, collect::LostCounts, container::ExtraLabel, render::Report,
+    aggregate::{Aggregate, OwnedTarget},
+    collect::LostCounts,
+    container::ExtraLabel,
+    render::Report,
     syscall_names, tls,
 };
 
@@ -128,57 +131,13 @@ fn families(
         labels: vec![("process", all.clone()), ("target", target)],
         stats: *stats,
     };
-    calls.push((
-        "dns",
-        agg.dns
-            .hosts
-            .iter()
-            .map(|(host, h)| series(host.clone(), &h.latency))
-            .collect(),
-    ));
-    calls.push((
-        "connect",
-        agg.peers
-            .iter()
-            .map(|(peer, p)| series(agg.name_peer(peer), &p.latency))
-            .collect(),
-    ));
     let tls_peers = tls::by_peer(&agg.tls);
-    calls.push((
-        "tls_read",
-        tls_peers
-            .iter()
-            .map(|(peer, p)| series(peer.clone(), &p.reads.latency))
-            .collect(),
-    ));
-    calls.push((
-        "tls_write",
-        tls_peers
-            .iter()
-            .map(|(peer, p)| series(peer.clone(), &p.writes.latency))
-            .collect(),
-    ));
-    calls.push((
-        "tls_handshake",
-        tls_peers
-            .iter()
-            .filter_map(|(peer, p)| Some(series(peer.clone(), p.handshakes.as_ref()?)))
-            .collect(),
-    ));
-    calls.push((
-        "slow_read",
-        agg.slow_io
-            .iter()
-            .map(|(target, s)| series(target.clone(), &s.reads))
-            .collect(),
-    ));
-    calls.push((
-        "slow_write",
-        agg.slow_io
-            .iter()
-            .map(|(target, s)| series(target.clone(), &s.writes))
-            .collect(),
-    ));
+    match &agg.by_owner {
+        Some(owned) if with_container || with_pod => {
+            calls.extend(owned_series(owned, with_container, with_pod));
+        }
+        _ => node_wide_series(agg, &tls_peers, series, &mut calls),
+    }
 
     let mut duration = family(
         "tracer_call_duration_seconds",
@@ -340,28 +299,171 @@ fn families(
     families
 }
 
-/// Keeps the `max` busiest series of a kind; adds the rest up as `other`.
-fn cap(mut list: Vec<Series>, max: usize) -> Vec<Series> {
-    if list.len() <= max {
-        return list;
+/// The lookup, connect, TLS and slow I/O series for all traced processes
+/// together, one per target.
+fn node_wide_series(
+    agg: &Aggregate,
+    tls_peers: &BTreeMap<String, tls::PeerTls>,
+    series: impl Fn(String, &LatencyStats) -> Series,
+    calls: &mut Vec<(&'static str, Vec<Series>)>,
+) {
+    calls.push((
+        "dns",
+        agg.dns
+            .hosts
+            .iter()
+            .map(|(host, h)| series(host.clone(), &h.latency))
+            .collect(),
+    ));
+    calls.push((
+        "connect",
+        agg.peers
+            .iter()
+            .map(|(peer, p)| series(agg.name_peer(peer), &p.latency))
+            .collect(),
+    ));
+    calls.push((
+        "tls_read",
+        tls_peers
+            .iter()
+            .map(|(peer, p)| series(peer.clone(), &p.reads.latency))
+            .collect(),
+    ));
+    calls.push((
+        "tls_write",
+        tls_peers
+            .iter()
+            .map(|(peer, p)| series(peer.clone(), &p.writes.latency))
+            .collect(),
+    ));
+    calls.push((
+        "tls_handshake",
+        tls_peers
+            .iter()
+            .filter_map(|(peer, p)| Some(series(peer.clone(), p.handshakes.as_ref()?)))
+            .collect(),
+    ));
+    calls.push((
+        "slow_read",
+        agg.slow_io
+            .iter()
+            .map(|(target, s)| series(target.clone(), &s.reads))
+            .collect(),
+    ));
+    calls.push((
+        "slow_write",
+        agg.slow_io
+            .iter()
+            .map(|(target, s)| series(target.clone(), &s.writes))
+            .collect(),
+    ));
+}
+
+/// The same series per process name and container (`--labels`): one per
+/// target, process name and the container or pod labels asked for.
+fn owned_series(
+    owned: &BTreeMap<OwnedTarget, LatencyStats>,
+    with_container: bool,
+    with_pod: bool,
+) -> Vec<(&'static str, Vec<Series>)> {
+    let mut merged: BTreeMap<(&'static str, String, String, String, String), LatencyStats> =
+        BTreeMap::new();
+    for (key, stats) in owned {
+        let container = key
+            .container
+            .short_id()
+            .filter(|_| with_container)
+            .unwrap_or_default()
+            .to_string();
+        let pod = key
+            .container
+            .pod_uid
+            .clone()
+            .filter(|_| with_pod)
+            .unwrap_or_default();
+        merged
+            .entry((
+                key.kind,
+                key.target.clone(),
+                key.comm.clone(),
+                container,
+                pod,
+            ))
+            .or_insert(LatencyStats::ZERO)
+            .merge(stats);
     }
-    list.sort_by_key(|s| std::cmp::Reverse(s.stats.total_ns));
-    let rest = list.split_off(max.saturating_sub(1));
-    let mut other = LatencyStats::ZERO;
-    for s in &rest {
-        other.merge(&s.stats);
-    }
-    let mut labels = rest[0].labels.clone();
-    for (name, value) in labels.iter_mut() {
-        if *name == "target" {
-            *value = OTHER.to_string();
+    let mut calls: Vec<(&'static str, Vec<Series>)> = Vec::new();
+    for ((kind, target, comm, container, pod), stats) in merged {
+        let mut labels = vec![("process", comm), ("target", target)];
+        if with_container {
+            labels.push(("container", container));
+        }
+        if with_pod {
+            labels.push(("pod", pod));
+        }
+        let series = Series { labels, stats };
+        match calls.last_mut() {
+            Some((k, list)) if *k == kind => list.push(series),
+            _ => calls.push((kind, vec![series])),
         }
     }
-    list.push(Series {
-        labels,
-        stats: other,
-    });
-    list
+    calls
+}
+
+/// Keeps the `max` busiest targets of a kind (by their total time over all
+/// their series); the series of the rest add up under `target="other"`.
+fn cap(list: Vec<Series>, max: usize) -> Vec<Series> {
+    let target_of = |s: &Series| {
+        s.labels
+            .iter()
+            .find(|(name, _)| *name == "target")
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default()
+    };
+    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    for s in &list {
+        *totals.entry(target_of(s)).or_default() += s.stats.total_ns;
+    }
+    if totals.len() <= max {
+        return list;
+    }
+    let mut ranked: Vec<(String, u64)> = totals.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let kept: std::collections::HashSet<String> = ranked
+        .into_iter()
+        .take(max.saturating_sub(1))
+        .map(|(target, _)| target)
+        .collect();
+    let mut out = Vec::new();
+    // The rest, per set of the other labels (a process, a container).
+    let mut other: BTreeMap<Vec<(&'static str, String)>, LatencyStats> = BTreeMap::new();
+    for s in list {
+        if kept.contains(&target_of(&s)) {
+            out.push(s);
+            continue;
+        }
+        let labels = s
+            .labels
+            .into_iter()
+            .map(|(name, value)| {
+                if name == "target" {
+                    (name, OTHER.to_string())
+                } else {
+                    (name, value)
+                }
+            })
+            .collect();
+        other
+            .entry(labels)
+            .or_insert(LatencyStats::ZERO)
+            .merge(&s.stats);
+    }
+    out.extend(
+        other
+            .into_iter()
+            .map(|(labels, stats)| Series { labels, stats }),
+    );
+    out
 }
 
 /// The same for plain values: the `max` largest by `weight`, the rest
@@ -492,9 +594,42 @@ mod tests {
             .collect();
         let capped = cap(list, 3);
         let names: Vec<&str> = capped.iter().map(|s| s.labels[0].1.as_str()).collect();
-        assert_eq!(names, ["t5", "t4", OTHER]);
+        assert_eq!(names, ["t4", "t5", OTHER]);
         assert_eq!(capped[2].stats.count, 3);
         assert_eq!(capped[2].stats.total_ns, 6000);
+    }
+
+    #[test]
+    fn the_cap_counts_targets_and_keeps_other_per_process() {
+        // Two processes call the same three targets; t3 is the least busy.
+        let mut list = Vec::new();
+        for (process, scale) in [("api", 1), ("worker", 10)] {
+            for (i, target) in ["t1", "t2", "t3"].into_iter().enumerate() {
+                let mut stats = LatencyStats::ZERO;
+                stats.record(scale * (3 - i as u64) * 1000);
+                list.push(Series {
+                    labels: vec![("process", process.into()), ("target", target.into())],
+                    stats,
+                });
+            }
+        }
+        let capped = cap(list, 2);
+        let labels: Vec<(String, String)> = capped
+            .iter()
+            .map(|s| (s.labels[0].1.clone(), s.labels[1].1.clone()))
+            .collect();
+        let pair = |p: &str, t: &str| (p.to_string(), t.to_string());
+        assert_eq!(
+            labels,
+            [
+                pair("api", "t1"),
+                pair("worker", "t1"),
+                pair("api", OTHER),
+                pair("worker", OTHER)
+            ]
+        );
+        // worker's t2 (20 µs) and t3 (10 µs) add up in its `other`.
+        assert_eq!(capped[3].stats.total_ns, 30_000);
     }
 
     /// Unescapes a label value as Prometheus's text parser does.
