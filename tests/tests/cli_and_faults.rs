@@ -124,6 +124,16 @@ fn bad_input_is_one_line_naming_the_problem_and_exit_code_2() {
         ),
         (vec!["serve", "--pid", &me, "--listen", &busy], &busy),
         (vec!["serve", "--pid", &me, "--max-targets", "0"], "0"),
+        (
+            vec!["report", "--netns", "/etc/hostname"],
+            "not a network namespace",
+        ),
+        (vec!["report", "--netns", nowhere], nowhere),
+        (
+            vec!["report", "--cgroup", "/etc"],
+            "not a cgroup v2 directory",
+        ),
+        (vec!["report", "--container", "xyz"], "xyz"),
         (vec!["report", "--pid", "2"], "kernel thread"),
         (vec!["report", "--pid", &zombie_pid], "zombie"),
         (vec!["frobnicate"], "frobnicate"),

@@ -1,7 +1,7 @@
-//! Node mode (`tracer serve --all`, `--cgroup`): processes are traced as
-//! they come, without naming them; and a fleet of three simulated nodes,
-//! each a network namespace and a cgroup with its own workload and its own
-//! `tracer serve`, scraped by one real Prometheus.
+//! Node mode (`tracer serve --all`, `--cgroup`, `--container`, `--netns`):
+//! processes are traced as they come, without naming them; and a fleet of
+//! three simulated nodes, each a network namespace with its own workload
+//! and its own `tracer serve --netns`, scraped by one real Prometheus.
 
 use std::time::{Duration, Instant};
 
@@ -221,12 +221,11 @@ fn connects_of_two_containers_to_one_peer_are_two_series() {
 }
 
 /// One simulated node: a network namespace with its own DNS server, a
-/// cgroup, a resolving client in both, and `tracer serve` for the cgroup.
+/// resolving client in it, and `tracer serve` for the namespace.
 struct Node {
     name: &'static str,
     _ns: NetNs,
     _dns: DnsServer,
-    cgroup: Cgroup,
     client: Fixture,
     tracer: Tracer,
     port: u16,
@@ -237,23 +236,21 @@ impl Node {
         let ns = NetNs::new(name, "nameserver 127.0.0.1\noptions attempts:1 timeout:2\n");
         let delay = dns_delay_ms.to_string();
         let dns = DnsServer::start(&ns, &["--delay-ms", &delay]);
-        let cgroup = Cgroup::new(name);
         let port = closed_port();
+        let netns = format!("/run/netns/{}", ns.name);
         let mut tracer = Tracer::start(&[
             "serve",
-            "--cgroup",
-            cgroup.path.to_str().unwrap(),
+            "--netns",
+            &netns,
             "--listen",
             &format!("127.0.0.1:{port}"),
         ]);
         tracer.stderr.wait_for("serving metrics", LONG);
         let client = Fixture::start_command(ns.command(env!("RESOLVE_BIN")));
-        cgroup.add(client.pid);
         Self {
             name,
             _ns: ns,
             _dns: dns,
-            cgroup,
             client,
             tracer,
             port,
@@ -278,7 +275,8 @@ fn a_fleet_of_three_nodes_names_the_node_and_host_with_slow_dns() {
             }
         }
     }
-    // Each node's tracer saw its own 10 lookups: wait until Prometheus has
+    // Each node's tracer saw its own 10 lookups and none of the other
+    // nodes' (they would make its counts 15): wait until Prometheus has
     // scraped them all.
     prometheus.query_until(
         "count(tracer_call_duration_seconds_count{kind=\"dns\"} == 5)",
@@ -302,6 +300,5 @@ fn a_fleet_of_three_nodes_names_the_node_and_host_with_slow_dns() {
         node.tracer.interrupt();
         let done = node.tracer.finish(LONG);
         assert_eq!(done.code, Some(0), "{}: {}", node.name, done.stderr);
-        drop(node.cgroup);
     }
 }

@@ -595,6 +595,14 @@ pub struct KernelLayout {
     pub scope_level: u32,
     /// The tracer's own process, never adopted.
     pub self_tgid: u32,
+    /// Node mode: only processes in this network namespace (its inode
+    /// number, as `stat` shows for /run/netns/NAME) are adopted; 0: any.
+    pub scope_netns: u32,
+    /// Offsets (from BTF) of `task_struct.nsproxy`, `nsproxy.net_ns` and
+    /// `net.ns.inum`: the path from a task to its network namespace.
+    pub task_nsproxy: u32,
+    pub nsproxy_net_ns: u32,
+    pub net_inum: u32,
 }
 
 /// `KernelLayout::flags`: take no stacks (no call sites; cheaper).

@@ -1,7 +1,7 @@
 //! Maps shared by the programs, and the small helpers every program uses.
 
 use aya_ebpf::{
-    helpers::bpf_probe_read_user_buf,
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_user_buf},
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
@@ -95,6 +95,36 @@ pub fn is_traced(tgid: u32) -> bool {
     TRACED_PROCESSES.get_ptr(tgid).is_some()
 }
 
+/// The inode number of the current task's network namespace: task ->
+/// nsproxy -> net_ns -> ns.inum, at offsets user space found in BTF (no
+/// helper gives it). 0 if a read fails (a task exiting has no nsproxy).
+#[inline(always)]
+fn current_netns(layout: &KernelLayout) -> u32 {
+    // SAFETY: the current task is valid while its program runs; every
+    // read goes through the checked helper.
+    unsafe {
+        let task = aya_ebpf::helpers::bpf_get_current_task() as *const u8;
+        let Ok(nsproxy) =
+            bpf_probe_read_kernel(task.add(layout.task_nsproxy as usize) as *const u64)
+        else {
+            return 0;
+        };
+        if nsproxy == 0 {
+            return 0;
+        }
+        let Ok(net) = bpf_probe_read_kernel(
+            (nsproxy as *const u8).add(layout.nsproxy_net_ns as usize) as *const u64,
+        ) else {
+            return 0;
+        };
+        if net == 0 {
+            return 0;
+        }
+        bpf_probe_read_kernel((net as *const u8).add(layout.net_inum as usize) as *const u32)
+            .unwrap_or(0)
+    }
+}
+
 /// Node mode: is the current process (`tgid`) one to trace that we have
 /// not met yet? If so it joins the traced set. Only for the current task:
 /// the scope is the current task's cgroup.
@@ -104,6 +134,9 @@ pub fn adopt_current(tgid: u32) -> bool {
         return false;
     };
     if layout.flags & LAYOUT_ALL == 0 || tgid == layout.self_tgid || tgid == 0 {
+        return false;
+    }
+    if layout.scope_netns != 0 && current_netns(layout) != layout.scope_netns {
         return false;
     }
     if layout.scope_cgroup != 0 {

@@ -42,9 +42,34 @@ const TLS_RETURN: &str = "tls_return";
 /// Tells the programs where `task_struct.thread.fsbase` is (from the
 /// kernel's BTF): a Python thread state is found by its thread's fs base;
 /// and whether to take stacks at all.
-fn set_kernel_layout(ebpf: &mut Ebpf, options: ProbeOptions) {
+fn set_kernel_layout(ebpf: &mut Ebpf, options: ProbeOptions) -> anyhow::Result<()> {
     let call_sites = options.call_sites;
-    let fsbase = btf::Btf::from_sys().and_then(|b| b.offset_of("task_struct.thread.fsbase"));
+    let btf = btf::Btf::from_sys();
+    let fsbase = btf
+        .as_ref()
+        .map_err(|e| anyhow!("{e:#}"))
+        .and_then(|b| b.offset_of("task_struct.thread.fsbase"));
+    let scope_netns = options.node.map_or(0, |n| n.netns);
+    // A network namespace scope needs the path from a task to its
+    // namespace: without it, no process could be told in or out.
+    let netns_path = if scope_netns == 0 {
+        [0; 3]
+    } else {
+        let btf = btf.as_ref().map_err(|e| {
+            anyhow!("--netns needs the kernel's BTF to find a task's namespace: {e:#}")
+        })?;
+        let mut offsets = [0; 3];
+        for (slot, path) in
+            offsets
+                .iter_mut()
+                .zip(["task_struct.nsproxy", "nsproxy.net_ns", "net.ns.inum"])
+        {
+            *slot = btf
+                .offset_of(path)
+                .with_context(|| format!("--netns: {path} not found in the kernel's BTF"))?;
+        }
+        offsets
+    };
     let task_fsbase = match fsbase {
         Ok(off) => off,
         Err(e) => {
@@ -55,7 +80,7 @@ fn set_kernel_layout(ebpf: &mut Ebpf, options: ProbeOptions) {
         }
     };
     let Some(map) = ebpf.map_mut("KERNEL_LAYOUT") else {
-        return;
+        bail!("map KERNEL_LAYOUT missing from the eBPF object");
     };
     if let Ok(mut layout) = aya::maps::Array::<_, KernelLayout>::try_from(map) {
         let _ = layout.set(
@@ -76,10 +101,15 @@ fn set_kernel_layout(ebpf: &mut Ebpf, options: ProbeOptions) {
                 scope_cgroup: options.node.map_or(0, |n| n.cgroup_id),
                 scope_level: options.node.map_or(0, |n| n.cgroup_level),
                 self_tgid: std::process::id(),
+                scope_netns,
+                task_nsproxy: netns_path[0],
+                nsproxy_net_ns: netns_path[1],
+                net_inum: netns_path[2],
             },
             0,
         );
     }
+    Ok(())
 }
 
 /// How the probes are set up, from the command line.
@@ -100,6 +130,8 @@ pub struct NodeScope {
     pub cgroup_id: u64,
     /// Its depth below the cgroup v2 root.
     pub cgroup_level: u32,
+    /// The network namespace's inode number; 0 for any.
+    pub netns: u32,
 }
 
 /// A tracepoint whose fields the eBPF programs read at fixed offsets:
@@ -492,7 +524,7 @@ impl Probes {
             prog.load()
                 .with_context(|| format!("the kernel refused program {name}"))?;
         }
-        set_kernel_layout(&mut ebpf, options);
+        set_kernel_layout(&mut ebpf, options)?;
         Ok(Self {
             ebpf,
             probed_files: HashSet::new(),

@@ -81,7 +81,7 @@ pub struct TargetArgs {
     /// Process to trace (all its threads, and children it forks while traced);
     /// repeat or separate with commas for several
     #[arg(short, long = "pid", value_name = "PID", value_delimiter = ',',
-          required_unless_present_any = ["command", "all", "cgroup", "container"], value_parser = parse_pid)]
+          required_unless_present_any = ["command", "all", "cgroup", "container", "netns"], value_parser = parse_pid)]
     pub pids: Vec<u32>,
 
     /// Node mode: every process on the machine, each traced from its next
@@ -94,6 +94,12 @@ pub struct TargetArgs {
     #[arg(long, value_name = "PATH", conflicts_with_all = ["pids", "command"])]
     pub cgroup: Option<std::path::PathBuf>,
 
+    /// Node mode for one network namespace: its file, as `ip netns add`
+    /// makes it (/run/netns/NAME) or /proc/PID/ns/net; with --cgroup or
+    /// --container, only processes in both
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["pids", "command"])]
+    pub netns: Option<std::path::PathBuf>,
+
     /// Node mode for one container (Docker, containerd, CRI-O): its id, or
     /// the first 12 or more hex digits of it, as `docker ps` or `crictl ps`
     /// show it
@@ -101,7 +107,7 @@ pub struct TargetArgs {
     pub container: Option<String>,
 
     /// Start this command and trace it from its first syscall
-    #[arg(last = true, value_name = "CMD", conflicts_with_all = ["pids", "all", "cgroup", "container"])]
+    #[arg(last = true, value_name = "CMD", conflicts_with_all = ["pids", "all", "cgroup", "container", "netns"])]
     pub command: Vec<String>,
 
     /// Take no stacks: no call sites, a little less overhead per lookup,

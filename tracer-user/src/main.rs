@@ -207,7 +207,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => target.cgroup.clone(),
     };
-    let node = match (&cgroup, target.all) {
+    let mut node = match (&cgroup, target.all || target.netns.is_some()) {
         (Some(path), _) => Some((
             target::cgroup_scope(path)?,
             match &target.container {
@@ -219,11 +219,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             attach::NodeScope {
                 cgroup_id: 0,
                 cgroup_level: 0,
+                netns: 0,
             },
             "every process".to_string(),
         )),
         (None, false) => None,
     };
+    if let (Some(path), Some((scope, what))) = (&target.netns, node.as_mut()) {
+        scope.netns = target::netns_scope(path)?;
+        what.push_str(&format!(" in network namespace {}", path.display()));
+    }
     let probe_options = attach::ProbeOptions {
         call_sites: !target.no_call_sites,
         ring_bytes: target.ring_size,

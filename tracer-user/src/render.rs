@@ -858,25 +858,30 @@ impl Report {
             EndReason::TargetExited => "target exited",
             EndReason::Running => "running",
         };
+        // Node mode traces hundreds: name a few.
+        let mut who = Vec::new();
+        if names.len() > MAX_NAMED_PROCESSES {
+            who.push(format!(
+                "PID {}, and {} more",
+                names[..MAX_NAMED_PROCESSES].join(", "),
+                names.len() - MAX_NAMED_PROCESSES
+            ));
+        } else if !names.is_empty() {
+            who.push(format!("PID {}", names.join(", ")));
+        }
+        if children > 0 {
+            who.push(format!("{children} child process(es)"));
+        }
+        if folded > 0 {
+            who.push(format!("{folded} exited processes (counted by name)"));
+        }
+        if who.is_empty() {
+            who.push("no process made a call in scope".to_string());
+        }
         let _ = writeln!(
             out,
-            "tracer: PID {}{}; {} threads; traced {} ({ended})",
-            // Node mode traces hundreds: name a few.
-            if names.len() > MAX_NAMED_PROCESSES {
-                format!(
-                    "{}, and {} more",
-                    names[..MAX_NAMED_PROCESSES].join(", "),
-                    names.len() - MAX_NAMED_PROCESSES
-                )
-            } else {
-                names.join(", ")
-            },
-            match (children, folded) {
-                (0, 0) => String::new(),
-                (c, 0) => format!(" and {c} child process(es)"),
-                (0, f) => format!(" and {f} exited processes (counted by name)"),
-                (c, f) => format!(" and {c} child process(es), {f} more exited (counted by name)"),
-            },
+            "tracer: {}; {} threads; traced {} ({ended})",
+            who.join(" and "),
             threads,
             fmt_ns(self.traced_ns),
         );

@@ -315,7 +315,30 @@ pub fn cgroup_scope(path: &Path) -> Result<crate::attach::NodeScope, UsageError>
     Ok(crate::attach::NodeScope {
         cgroup_id: meta.ino(),
         cgroup_level: below.components().count() as u32,
+        netns: 0,
     })
+}
+
+/// The node-mode scope of `--netns PATH`: the inode number of a network
+/// namespace file (/run/netns/NAME, /proc/PID/ns/net), checked to be one.
+pub fn netns_scope(path: &Path) -> Result<u32, UsageError> {
+    use std::os::{fd::AsRawFd as _, unix::fs::MetadataExt as _};
+    let bad = |why: String| {
+        UsageError(format!(
+            "--netns {}: {why} (give /run/netns/NAME or /proc/PID/ns/net)",
+            path.display()
+        ))
+    };
+    let file = fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    // NS_GET_NSTYPE (_IO(0xb7, 0x3)): the kind of namespace a file is.
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: an ioctl without an argument on a descriptor we own.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
+    if kind != libc::CLONE_NEWNET {
+        return Err(bad("not a network namespace".into()));
+    }
+    let inode = file.metadata().map_err(|e| bad(e.to_string()))?.ino();
+    u32::try_from(inode).map_err(|_| bad(format!("inode {inode} out of range")))
 }
 
 /// Where the (first) cgroup v2 hierarchy is mounted.
