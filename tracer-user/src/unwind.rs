@@ -35,7 +35,28 @@ pub struct NativeFrame {
     pub source: Option<(String, u32)>,
 }
 
-type SectionData = Arc<[u8]>;
+/// A section's bytes, in a read-only mapping of its file: a file is
+/// never copied onto the heap (one librustc_driver is 150 MB, and node mode
+/// meets every program on the machine); the pages are the page cache's,
+/// read in as unwinding touches them.
+/// (The default, no file, is empty: framehop builds its section table
+/// from a default.)
+#[derive(Clone, Default)]
+struct SectionData {
+    file: Option<Arc<memmap2::Mmap>>,
+    range: Range<usize>,
+}
+
+impl std::ops::Deref for SectionData {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.file {
+            Some(file) => &file[self.range.clone()],
+            None => &[],
+        }
+    }
+}
 
 /// What a code address resolved to: the function, and the source line.
 type Symbol = (Option<String>, Option<(String, u32)>);
@@ -67,14 +88,31 @@ pub fn open_mapped_file(pid: u32, m: &Mapping) -> anyhow::Result<(PathBuf, std::
     Ok((plain, f))
 }
 
-fn load_module_file(path: &Path) -> anyhow::Result<ModuleFile> {
-    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let obj = object::File::parse(&*data).with_context(|| format!("parsing {}", path.display()))?;
+fn load_module_file(handle: &std::fs::File, path: &Path) -> anyhow::Result<ModuleFile> {
+    // SAFETY: a read-only private mapping of a file we only read. A library
+    // is replaced by a new file (a new inode), not rewritten in place; one
+    // truncated under us would fault the read, as for any reader.
+    let data = Arc::new(
+        unsafe { memmap2::Mmap::map(handle) }
+            .with_context(|| format!("mapping {}", path.display()))?,
+    );
+    let obj =
+        object::File::parse(&**data).with_context(|| format!("parsing {}", path.display()))?;
+    // The bytes of a file range, where the file has them.
+    let bytes = |range: Option<(u64, u64)>| -> Option<SectionData> {
+        let (start, size) = range?;
+        let start = usize::try_from(start).ok()?;
+        let end = start.checked_add(usize::try_from(size).ok()?)?;
+        (end <= data.len()).then(|| SectionData {
+            file: Some(data.clone()),
+            range: start..end,
+        })
+    };
     let section = |name: &str| -> (Option<Range<u64>>, Option<SectionData>) {
         match obj.section_by_name(name) {
             Some(s) => (
                 Some(s.address()..s.address() + s.size()),
-                s.data().ok().map(Arc::from),
+                bytes(s.file_range()),
             ),
             None => (None, None),
         }
@@ -95,7 +133,7 @@ fn load_module_file(path: &Path) -> anyhow::Result<ModuleFile> {
     let (text_segment_svma, text_segment) = match exec_segment {
         Some(s) => (
             Some(s.address()..s.address() + s.size()),
-            s.data().ok().map(Arc::from),
+            bytes(Some(s.file_range())),
         ),
         None => (None, None),
     };
@@ -165,7 +203,7 @@ impl NativeUnwinder {
                 let key = (m.dev, m.inode);
                 if !self.files.contains_key(&key) {
                     let loaded = open_mapped_file(pid, m).and_then(|(path, handle)| {
-                        let file = load_module_file(&path)?;
+                        let file = load_module_file(&handle, &path)?;
                         self.open_files.insert(key, handle);
                         Ok(file)
                     });
