@@ -166,9 +166,18 @@ fn node_with_openssl_inside_its_executable_is_traced() {
         "read {read} for a {body}-byte body"
     );
     assert_eq!(p["connections"], 1);
-    // Node drives the handshake inside SSL_read/SSL_write (memory BIOs):
-    // its data calls are what can be seen.
+    // Node never calls SSL_do_handshake: it drives the handshake inside
+    // SSL_read (memory BIOs). The probe on OpenSSL's state machine tells
+    // those calls apart: one handshake, within the request's own time.
     assert!(p["functions"]["SSL_read"].as_u64().unwrap() > 0, "{p:#}");
+    assert!(p["functions"].get("SSL_do_handshake").is_none(), "{p:#}");
+    assert_eq!(p["handshakes"], 1, "{p:#}");
+    let handshake_ns = p["handshake_ns"].as_u64().unwrap();
+    let request_ns = truth["micros"].as_u64().unwrap() * 1000;
+    assert!(
+        handshake_ns > 0 && handshake_ns < request_ns,
+        "handshake {handshake_ns} ns in a {request_ns} ns request: {p:#}"
+    );
 }
 
 #[test]

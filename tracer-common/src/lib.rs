@@ -392,10 +392,17 @@ pub enum TlsFn {
     DoHandshake = 5,
     Connect = 6,
     Accept = 7,
+    /// OpenSSL's internal handshake state machine (client, server): called
+    /// by the handshake functions and by SSL_read/SSL_write while a
+    /// handshake is under way. Node.js never calls SSL_do_handshake: its
+    /// handshakes happen inside SSL_read. Probed only where the symbol
+    /// table has it; never reported as a call of its own.
+    StatemConnect = 8,
+    StatemAccept = 9,
 }
 
 impl TlsFn {
-    pub const ALL: [TlsFn; 7] = [
+    pub const ALL: [TlsFn; 9] = [
         Self::Read,
         Self::ReadEx,
         Self::Write,
@@ -403,6 +410,8 @@ impl TlsFn {
         Self::DoHandshake,
         Self::Connect,
         Self::Accept,
+        Self::StatemConnect,
+        Self::StatemAccept,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -418,7 +427,14 @@ impl TlsFn {
             Self::DoHandshake => "SSL_do_handshake",
             Self::Connect => "SSL_connect",
             Self::Accept => "SSL_accept",
+            Self::StatemConnect => "ossl_statem_connect",
+            Self::StatemAccept => "ossl_statem_accept",
         }
+    }
+
+    /// The state machine: a mark on the call it runs in.
+    pub fn is_handshake_step(self) -> bool {
+        matches!(self, Self::StatemConnect | Self::StatemAccept)
     }
 
     pub fn is_read(self) -> bool {
@@ -430,7 +446,14 @@ impl TlsFn {
     }
 
     pub fn is_handshake(self) -> bool {
-        matches!(self, Self::DoHandshake | Self::Connect | Self::Accept)
+        matches!(
+            self,
+            Self::DoHandshake
+                | Self::Connect
+                | Self::Accept
+                | Self::StatemConnect
+                | Self::StatemAccept
+        )
     }
 }
 
@@ -453,6 +476,9 @@ pub struct TlsCall {
     pub fd: i32,
     /// The thread's last read/write fd when the call began (a hint).
     pub hint_fd: i32,
+    /// 1 if OpenSSL's handshake state machine ran inside the call.
+    pub handshake_step: u32,
+    pub _pad: u32,
     /// When this thread's last SSL call stack was taken, per kind of call
     /// (read, write, handshake): stacks of SSL calls are sampled, one per
     /// thread and kind per `TLS_STACK_EVERY_NS`.
@@ -498,6 +524,10 @@ pub struct TlsEvent {
     pub nested_syscalls: u32,
     pub fd: i32,
     pub hint_fd: i32,
+    /// 1 if OpenSSL's handshake state machine ran inside the call (a
+    /// handshake done by SSL_read, as Node.js does).
+    pub handshake_step: u32,
+    pub _pad: u32,
 }
 
 /// A poll() on a socket that carries TLS: the time a TLS client with a

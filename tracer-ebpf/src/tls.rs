@@ -63,16 +63,25 @@ pub fn tls_entry(ctx: ProbeContext) -> u32 {
     let func = unsafe { generated::bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
     let mut last_stack_ns = [0u64; 3];
     let mut last_stack_ssl = [0u64; 3];
+    let step = TlsFn::from_u32(func).is_some_and(TlsFn::is_handshake_step);
     if let Some(call) = TLS_CALLS.get_ptr_mut(tid) {
         // SAFETY: this thread's own map value.
         let call = unsafe { &mut *call };
         if call.depth > 0 && now.saturating_sub(call.start_ns) < STALE_CALL_NS {
             // SSL_connect calls SSL_do_handshake: report the outer call.
+            // The state machine marks the call it runs in as handshake work.
             call.depth += 1;
+            if step {
+                call.handshake_step = 1;
+            }
             return 0;
         }
         last_stack_ns = call.last_stack_ns;
         last_stack_ssl = call.last_stack_ssl;
+    }
+    if step {
+        // Outside any probed call (SSL_peek, say): not a call to report.
+        return 0;
     }
     // The call site of a thread's SSL calls, sampled: a response can take
     // a thousand reads from one line of code. A call on another connection
@@ -121,6 +130,8 @@ pub fn tls_entry(ctx: ProbeContext) -> u32 {
         nested_syscalls: 0,
         fd: -1,
         hint_fd,
+        handshake_step: 0,
+        _pad: 0,
         last_stack_ns,
         last_stack_ssl,
     };
@@ -189,6 +200,8 @@ pub fn tls_return(ctx: RetProbeContext) -> u32 {
         nested_syscalls: call.nested_syscalls,
         fd: call.fd,
         hint_fd: call.hint_fd,
+        handshake_step: call.handshake_step,
+        _pad: 0,
     });
     0
 }

@@ -422,8 +422,7 @@ impl Aggregate {
             Event::DnsPacket(p) => self.dns.on_packet(&p),
             Event::DnsWait(w) => self.dns.on_wait(&w),
             Event::Tls(t) => {
-                let class =
-                    tracer_common::TlsFn::from_u32(t.func).map_or(0, tracer_common::TlsFn::class);
+                let class = crate::tls::work_of(&t).map_or(0, tracer_common::TlsFn::class);
                 let site = self.sites.take_tls(t.tid, t.start_ns, t.ssl, class);
                 // A socket: one we saw connected and not closed, or one
                 // /proc says is a socket; named now, as its fd number may
@@ -441,7 +440,7 @@ impl Aggregate {
                     }
                 });
                 self.tls = tls;
-                if let Some(func) = tracer_common::TlsFn::from_u32(t.func) {
+                if let Some(func) = crate::tls::work_of(&t) {
                     self.add_thread_time(t.tgid, t.tid, crate::tls::call_kind(func), t.duration_ns);
                     let kind = if func.is_read() {
                         "tls_read"

@@ -115,13 +115,14 @@ impl TlsState {
         site: Option<u32>,
         name_socket: impl Fn(u32, i32) -> Option<String>,
     ) {
-        let Some(func) = TlsFn::from_u32(ev.func) else {
+        let Some(called) = TlsFn::from_u32(ev.func) else {
             return;
         };
+        let func = work_of(ev).unwrap_or(called);
         self.calls_total += 1;
         // A freed `SSL *` comes back for the next connection: a handshake
         // on a connection that already carried data starts a new one.
-        if func.is_handshake()
+        if called.is_handshake()
             && let Some(old) = self.connections.get(&(ev.tgid, ev.ssl))
             && old.handshakes.count > 0
             && old.reads.latency.count + old.writes.latency.count > 0
@@ -142,7 +143,7 @@ impl TlsState {
             conn.peer = Some(name);
             self.by_fd.insert((ev.tgid, fd), ev.ssl);
         }
-        *conn.functions.entry(func.symbol()).or_default() += 1;
+        *conn.functions.entry(called.symbol()).or_default() += 1;
         if let Some(site) = site {
             let s = conn.sites.entry((call_kind(func), site)).or_default();
             s.0 += 1;
@@ -219,6 +220,20 @@ impl TlsState {
 }
 
 /// The kind of an SSL call, as call-site rows name it.
+/// What a call did: a read or write that ran OpenSSL's handshake state
+/// machine and moved no data did handshake work (Node.js handshakes inside
+/// SSL_read; a read that also returned data counts as the read it was).
+pub fn work_of(ev: &TlsEvent) -> Option<TlsFn> {
+    let func = TlsFn::from_u32(ev.func)?;
+    Some(
+        if ev.handshake_step != 0 && ev.bytes == 0 && !func.is_handshake() {
+            TlsFn::StatemConnect
+        } else {
+            func
+        },
+    )
+}
+
 pub fn call_kind(func: TlsFn) -> &'static str {
     if func.is_read() {
         "tls read"
@@ -445,7 +460,34 @@ mod tests {
             nested_syscalls: u32::from(blocked > 0),
             fd,
             hint_fd: -1,
+            handshake_step: 0,
+            _pad: 0,
         }
+    }
+
+    #[test]
+    fn reads_that_run_the_handshake_are_handshake_calls() {
+        // Node.js: no SSL_do_handshake; SSL_read drives the handshake (no
+        // data), then a read brings the session ticket and data at once.
+        let mut s = TlsState::default();
+        let socket = |_, fd| (fd == 3).then(|| "peer".to_string());
+        let step = |bytes| {
+            let mut ev = call(TlsFn::Read, 1, 3, bytes, 1_000, 0);
+            ev.handshake_step = 1;
+            ev
+        };
+        s.on_call(&step(0), None, socket);
+        s.on_call(&step(0), None, socket);
+        s.on_call(&call(TlsFn::Write, 1, 3, 80, 500, 0), None, socket);
+        s.on_call(&step(120), None, socket);
+        s.on_call(&call(TlsFn::Read, 1, 3, 60, 500, 0), None, socket);
+        let peers = by_peer(&s);
+        let p = &peers["peer"];
+        assert_eq!(p.connections, 1, "the ticket's read is no new connection");
+        assert_eq!(p.handshaken, 1);
+        assert_eq!(p.handshakes.unwrap().count, 2);
+        assert_eq!((p.reads.latency.count, p.reads.bytes), (2, 180));
+        assert_eq!(s.connections[&(7, 1)].functions["SSL_read"], 4);
     }
 
     #[test]
