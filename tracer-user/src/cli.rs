@@ -223,6 +223,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10000))]
     pub max_targets: u32,
 
+    /// At most this many process names per kind of call (node mode runs
+    /// hundreds of programs); the rest add up under process="other"
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub max_processes: u32,
+
     /// Add these labels to every call series: the container id (12 digits)
     /// and the Kubernetes pod UID of the calling process (lookup, connect
     /// and TLS series are then split per process name and container too)

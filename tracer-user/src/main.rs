@@ -148,6 +148,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Floor(a) = &cli.command {
         return floor(a);
     }
+    raise_open_file_limit();
     let (target, duration, output) = match cli.command {
         Command::Floor(_) => unreachable!("handled above"),
         Command::Top(a) => (
@@ -165,7 +166,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             a.duration,
             Output::Serve {
                 listen: a.listen,
-                max_targets: a.max_targets as usize,
+                caps: export::SeriesCaps {
+                    targets: a.max_targets as usize,
+                    processes: a.max_processes as usize,
+                },
                 labels: a.labels,
             },
         ),
@@ -239,6 +243,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(session::run(targets, duration, output, probe_options))
+}
+
+/// Raises the soft limit on open files to the hard one, as bcc and
+/// bpftrace do: every probe, map and traced program file holds a
+/// descriptor, and node mode meets every program on the machine.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                log::debug!("could not raise the open-file limit");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -87,7 +87,7 @@ pub enum Output {
     },
     Serve {
         listen: std::net::SocketAddr,
-        max_targets: usize,
+        caps: crate::export::SeriesCaps,
         /// `--labels`: container and pod labels on every call series.
         labels: Vec<crate::container::ExtraLabel>,
     },
@@ -304,7 +304,7 @@ pub async fn run(
                 guard.clear_ready();
             }
             Some(reply) = scrapes.recv() => {
-                if let Output::Serve { max_targets, labels, .. } = &output {
+                if let Output::Serve { caps, labels, .. } = &output {
                     let report = snapshot(
                         &mut agg,
                         &mut collector,
@@ -314,7 +314,7 @@ pub async fn run(
                         ShareOf::Busy,
                     );
                     let lost = collector.lost();
-                    let _ = reply.send(export::exposition(&agg, &report, &lost, *max_targets, labels));
+                    let _ = reply.send(export::exposition(&agg, &report, &lost, *caps, labels));
                 }
             }
             Some(key) = async {

@@ -5,8 +5,9 @@
 //! observed one by one: a bucket counts under the first `le` bound at or
 //! above its midpoint, which puts a call at most half a bucket (6.25%) off.
 //!
-//! Cardinality stays bounded: no PID or call-site label, and at most
-//! `max_targets` targets per kind, the busiest; the rest add up under
+//! Cardinality stays bounded: no PID or call-site label, at most
+//! `SeriesCaps::processes` process names and `SeriesCaps::targets` targets
+//! per kind, the busiest; the rest add up under `process="other"` and
 //! `target="other"`.
 
 pub mod http;
@@ -41,9 +42,18 @@ const MAX_JOINED_NAMES: usize = 4;
 const MANY_PROCESSES: &str = "(many)";
 
 /// One latency series: its labels and statistics.
+#[derive(Clone)]
 struct Series {
     labels: Vec<(&'static str, String)>,
     stats: LatencyStats,
+}
+
+/// How many values the unbounded labels may take per kind of call
+/// (`--max-targets`, `--max-processes`).
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesCaps {
+    pub targets: usize,
+    pub processes: usize,
 }
 
 /// The exposition of everything traced so far.
@@ -51,10 +61,10 @@ pub fn exposition(
     agg: &Aggregate,
     report: &Report,
     lost: &LostCounts,
-    max_targets: usize,
+    caps: SeriesCaps,
     labels: &[ExtraLabel],
 ) -> String {
-    let mut families = families(agg, report, lost, max_targets, labels);
+    let mut families = families(agg, report, lost, caps, labels);
     // The encoder refuses a family without series (no DNS seen yet, say).
     families.retain(|f| !f.get_metric().is_empty());
     let mut out = Vec::new();
@@ -68,9 +78,10 @@ fn families(
     agg: &Aggregate,
     report: &Report,
     lost: &LostCounts,
-    max_targets: usize,
+    caps: SeriesCaps,
     labels: &[ExtraLabel],
 ) -> Vec<MetricFamily> {
+    let max_targets = caps.targets;
     // The DNS, connect and TLS aggregates span every traced process: their
     // series carry the traced processes' names together, up to a few (node
     // mode sees hundreds, and a label that grows with each new name would
@@ -146,7 +157,8 @@ fn families(
         MetricType::HISTOGRAM,
     );
     for (kind, list) in calls {
-        for s in cap(list, max_targets) {
+        let list = cap(list, "process", caps.processes);
+        for s in cap(list, "target", max_targets) {
             if s.stats.count == 0 {
                 continue;
             }
@@ -410,13 +422,14 @@ fn owned_series(
     calls
 }
 
-/// Keeps the `max` busiest targets of a kind (by their total time over all
-/// their series); the series of the rest add up under `target="other"`.
-fn cap(list: Vec<Series>, max: usize) -> Vec<Series> {
+/// Keeps the `max` busiest values of `label` (targets, process names) in
+/// a kind's series, by their total time over all their series; the series
+/// of the rest add up under `label="other"`, one per set of other labels.
+fn cap(list: Vec<Series>, label: &str, max: usize) -> Vec<Series> {
     let target_of = |s: &Series| {
         s.labels
             .iter()
-            .find(|(name, _)| *name == "target")
+            .find(|(name, _)| *name == label)
             .map(|(_, value)| value.clone())
             .unwrap_or_default()
     };
@@ -446,7 +459,7 @@ fn cap(list: Vec<Series>, max: usize) -> Vec<Series> {
             .labels
             .into_iter()
             .map(|(name, value)| {
-                if name == "target" {
+                if name == label {
                     (name, OTHER.to_string())
                 } else {
                     (name, value)
@@ -592,7 +605,7 @@ mod tests {
                 }
             })
             .collect();
-        let capped = cap(list, 3);
+        let capped = cap(list, "target", 3);
         let names: Vec<&str> = capped.iter().map(|s| s.labels[0].1.as_str()).collect();
         assert_eq!(names, ["t4", "t5", OTHER]);
         assert_eq!(capped[2].stats.count, 3);
@@ -613,7 +626,7 @@ mod tests {
                 });
             }
         }
-        let capped = cap(list, 2);
+        let capped = cap(list, "target", 2);
         let labels: Vec<(String, String)> = capped
             .iter()
             .map(|s| (s.labels[0].1.clone(), s.labels[1].1.clone()))
@@ -630,6 +643,16 @@ mod tests {
         );
         // worker's t2 (20 µs) and t3 (10 µs) add up in its `other`.
         assert_eq!(capped[3].stats.total_ns, 30_000);
+        // Two process names fit a cap of two; a cap of one is `other`
+        // alone, its series added up per target.
+        assert_eq!(cap(capped.clone(), "process", 2).len(), 4);
+        let by_process = cap(capped, "process", 1);
+        let labels: Vec<(String, String)> = by_process
+            .iter()
+            .map(|s| (s.labels[0].1.clone(), s.labels[1].1.clone()))
+            .collect();
+        assert_eq!(labels, [pair(OTHER, OTHER), pair(OTHER, "t1")]);
+        assert_eq!(by_process[1].stats.total_ns, 3_000 + 30_000);
     }
 
     /// Unescapes a label value as Prometheus's text parser does.
