@@ -717,3 +717,14 @@ impl Drop for Cgroup {
         let _ = std::fs::remove_dir(&self.path);
     }
 }
+
+/// How many entries a kernel map of ours holds now (bpftool).
+pub fn kernel_map_entries(name: &str) -> usize {
+    let out = Command::new("bpftool")
+        .args(["map", "dump", "name", name, "--json"])
+        .output()
+        .expect("bpftool");
+    assert!(out.status.success(), "bpftool map dump {name}: {out:?}");
+    let dump: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
+    dump.as_array().map_or(0, Vec::len)
+}

@@ -55,17 +55,6 @@ fn tls_calls(report: &Value, function: &str) -> u64 {
         .sum()
 }
 
-/// How many entries a kernel map of ours holds now (bpftool).
-fn kernel_map_entries(name: &str) -> usize {
-    let out = Command::new("bpftool")
-        .args(["map", "dump", "name", name, "--json"])
-        .output()
-        .expect("bpftool");
-    assert!(out.status.success(), "bpftool map dump {name}: {out:?}");
-    let dump: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    dump.as_array().map_or(0, Vec::len)
-}
-
 /// The body of GET `path`: a whole answer within 10 s, or the test fails
 /// (collection and serving must not stall).
 fn http_body(port: u16, path: &str) -> String {

@@ -220,6 +220,49 @@ fn connects_of_two_containers_to_one_peer_are_two_series() {
     }
 }
 
+#[test]
+fn node_mode_keeps_syscall_stats_per_program_not_per_process() {
+    require_root();
+    let open = OpenListener::start();
+    let cgroup = Cgroup::new("rows");
+    let mut fixture = Fixture::start();
+    cgroup.add(fixture.pid);
+    let port = closed_port();
+    let mut tracer = Tracer::start(&[
+        "serve",
+        "--cgroup",
+        cgroup.path.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    tracer.stderr.wait_for("serving metrics", LONG);
+    // 301 live processes of one program in one cgroup, each of them having
+    // made syscalls: kept per process, that is two or more kernel entries
+    // each; per program and cgroup, one per syscall.
+    let held = fixture.run(&format!("fork-hold 300 {}", open.port), LONG);
+    assert_eq!(held["connected"], 300, "{held}");
+    wait_for_metric(
+        port,
+        "tracer_call_duration_seconds_count",
+        &[
+            "kind=\"syscall\"",
+            "target=\"connect\"",
+            "process=\"netfixture\"",
+        ],
+        300.0,
+    );
+    let entries = kernel_map_entries("SYSCALL_STATS");
+    eprintln!("{entries} kernel syscall entries for 301 live processes of one program");
+    assert!(
+        entries < 100,
+        "{entries} kernel entries for 301 live processes of one program"
+    );
+    fixture.run("release", LONG);
+    tracer.interrupt();
+    assert_eq!(tracer.finish(LONG).code, Some(0));
+    fixture.exit();
+}
+
 /// One simulated node: a network namespace with its own DNS server, a
 /// resolving client in it, and `tracer serve` for the namespace.
 struct Node {

@@ -16,6 +16,49 @@ pub const MAX_TRACED_THREADS: u32 = 65536;
 pub const MAX_IDLE_PROCESSES: u32 = 8192;
 /// Distinct (process, syscall) pairs aggregated in the kernel.
 pub const MAX_SYSCALL_KEYS: u32 = 16384;
+/// Process names (and cgroups) whose syscalls node mode keeps together.
+pub const MAX_NAME_ROWS: u32 = 16384;
+
+/// Rows of processes by name and cgroup are keyed from here up, above any
+/// PID (the kernel's PID_MAX_LIMIT is 2^22). In node mode the kernel keeps
+/// syscall stats under these keys, so that their number follows the
+/// programs a node runs, not its processes; user space folds exited
+/// processes into the same rows in every mode.
+pub const NAME_ROW_BASE: u32 = 1 << 31;
+
+/// What a name row stands for: the process name (its main thread's) and
+/// the cgroup v2 id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RowName {
+    pub comm: [u8; 16],
+    pub cgroup_id: u64,
+}
+
+/// The key of the row of a process name and cgroup: FNV-1a over the name
+/// (up to its NUL) and the cgroup id, in `NAME_ROW_BASE..`. The kernel and
+/// user space compute it alike; two names sharing a key (one chance in
+/// two billion per pair) share a row.
+#[inline(always)]
+pub fn name_row(comm: &[u8; 16], cgroup_id: u64) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    let mut i = 0;
+    while i < 16 {
+        let byte = comm[i];
+        if byte == 0 {
+            break;
+        }
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+        i += 1;
+    }
+    let cgroup = cgroup_id.to_le_bytes();
+    let mut j = 0;
+    while j < 8 {
+        hash = (hash ^ u32::from(cgroup[j])).wrapping_mul(0x0100_0193);
+        j += 1;
+    }
+    hash | NAME_ROW_BASE
+}
 /// TCP handshakes in flight (SYN sent, no answer yet).
 pub const MAX_PENDING_HANDSHAKES: u32 = 16384;
 /// Ring buffer for single events (connects, handshakes, process lifecycle).
@@ -633,6 +676,10 @@ pub struct KernelLayout {
     pub task_nsproxy: u32,
     pub nsproxy_net_ns: u32,
     pub net_inum: u32,
+    /// Offsets of `task_struct.group_leader` and `task_struct.comm`: node
+    /// mode keys syscall stats by the main thread's name (0: per process).
+    pub task_group_leader: u32,
+    pub task_comm: u32,
 }
 
 /// `KernelLayout::flags`: take no stacks (no call sites; cheaper).
@@ -741,4 +788,5 @@ mod pod {
     unsafe impl aya::Pod for TlsCall {}
     unsafe impl aya::Pod for PyProcess {}
     unsafe impl aya::Pod for KernelLayout {}
+    unsafe impl aya::Pod for RowName {}
 }

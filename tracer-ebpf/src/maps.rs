@@ -8,9 +8,9 @@ use aya_ebpf::{
 use tracer_common::{
     DnsServer, EVENT_RING_BYTES, FdKey, KernelLayout, LAYOUT_ALL, LOST_COUNTERS, LatencyStats,
     LookupState, LostCounter, MAX_CONNECTED_FDS, MAX_DNS_SOCKETS, MAX_IDLE_PROCESSES, MAX_LOOKUPS,
-    MAX_PENDING_HANDSHAKES, MAX_PY_PROCS, MAX_SYSCALL_KEYS, MAX_TLS_CALLS, MAX_TLS_SOCKETS,
-    MAX_TRACED_PROCESSES, MAX_TRACED_THREADS, PendingHandshake, PyProcess, SyscallKey, ThreadEntry,
-    TlsCall,
+    MAX_NAME_ROWS, MAX_PENDING_HANDSHAKES, MAX_PY_PROCS, MAX_SYSCALL_KEYS, MAX_TLS_CALLS,
+    MAX_TLS_SOCKETS, MAX_TRACED_PROCESSES, MAX_TRACED_THREADS, PendingHandshake, PyProcess,
+    RowName, SyscallKey, ThreadEntry, TlsCall, name_row,
 };
 
 /// Processes (tgids) being traced. User space seeds it; forks add to it.
@@ -71,6 +71,10 @@ pub static IDLE_NS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_IDLE_PROCE
 #[map]
 pub static PY_PROCS: HashMap<u32, PyProcess> = HashMap::with_max_entries(MAX_PY_PROCS, 0);
 
+/// Node mode: the name and cgroup of each row syscall stats are kept under.
+#[map]
+pub static ROW_NAMES: HashMap<u32, RowName> = HashMap::with_max_entries(MAX_NAME_ROWS, 0);
+
 /// Kernel struct offsets user space found in BTF.
 #[map]
 pub static KERNEL_LAYOUT: Array<KernelLayout> = Array::with_max_entries(1, 0);
@@ -123,6 +127,40 @@ fn current_netns(layout: &KernelLayout) -> u32 {
         bpf_probe_read_kernel((net as *const u8).add(layout.net_inum as usize) as *const u32)
             .unwrap_or(0)
     }
+}
+
+/// Whose syscall stats a call of the current process counts in: in node
+/// mode the row of its name and cgroup (the number of rows follows the
+/// programs a node runs, not its processes), whose name it writes into
+/// `name` for the row table; else the process itself.
+#[inline(always)]
+pub fn stats_owner(tgid: u32, name: &mut RowName) -> u32 {
+    let Some(layout) = KERNEL_LAYOUT.get(0) else {
+        return tgid;
+    };
+    if layout.flags & LAYOUT_ALL == 0 || layout.task_group_leader == 0 {
+        return tgid;
+    }
+    // SAFETY: the current task is valid while its program runs; the reads
+    // go through the checked helper.
+    unsafe {
+        let task = aya_ebpf::helpers::bpf_get_current_task() as *const u8;
+        let Ok(leader) =
+            bpf_probe_read_kernel(task.add(layout.task_group_leader as usize) as *const u64)
+        else {
+            return tgid;
+        };
+        if aya_ebpf::helpers::bpf_probe_read_kernel_buf(
+            (leader as *const u8).add(layout.task_comm as usize),
+            &mut name.comm,
+        )
+        .is_err()
+        {
+            return tgid;
+        }
+        name.cgroup_id = aya_ebpf::helpers::bpf_get_current_cgroup_id();
+    }
+    name_row(&name.comm, name.cgroup_id)
 }
 
 /// Node mode: is the current process (`tgid`) one to trace that we have

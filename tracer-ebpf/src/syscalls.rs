@@ -9,13 +9,13 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use tracer_common::{
-    HIST_BUCKETS, LatencyStats, LostCounter, STACK_FOR_CONNECT, SyscallKey, ThreadEntry,
+    HIST_BUCKETS, LatencyStats, LostCounter, RowName, STACK_FOR_CONNECT, SyscallKey, ThreadEntry,
     histogram::bucket_of, sysno,
 };
 
 use crate::{
     connect, dns, idle,
-    maps::{SYSCALL_STATS, THREAD_ENTRIES, ZERO_STATS, count_lost},
+    maps::{ROW_NAMES, SYSCALL_STATS, THREAD_ENTRIES, ZERO_STATS, count_lost},
     stacks::{self, UserRegs},
     tls,
 };
@@ -144,11 +144,13 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let start_ns = entry.start_ns;
     entry.start_ns = 0;
     let tgid = (pid_tgid >> 32) as u32;
+    let mut row_name = RowName::default();
+    let owner = crate::maps::stats_owner(tgid, &mut row_name);
     let key = SyscallKey {
-        tgid,
+        tgid: owner,
         nr: entry.nr as u32,
     };
-    record_syscall(&key, duration);
+    record_syscall(&key, duration, (owner != tgid).then_some(&row_name));
     let ret: i64 = ctx.arg(1);
     if is_fd_io(entry.nr) && ret >= 0 {
         entry.last_io_fd = entry.args[0] as i32;
@@ -206,7 +208,7 @@ pub struct Finished<'a> {
 }
 
 #[inline(always)]
-fn record_syscall(key: &SyscallKey, duration: u64) {
+fn record_syscall(key: &SyscallKey, duration: u64, row_name: Option<&RowName>) {
     let stats = match SYSCALL_STATS.get_ptr_mut(key) {
         Some(p) => p,
         None => {
@@ -221,6 +223,11 @@ fn record_syscall(key: &SyscallKey, duration: u64) {
             )]
             // SAFETY: pointer into a map value, valid for this program run.
             let _ = SYSCALL_STATS.insert(key, unsafe { &*zero }, BPF_NOEXIST.into());
+            // A new row's name, for user space (the first one's, if two
+            // names share a key).
+            if let Some(name) = row_name {
+                let _ = ROW_NAMES.insert(&key.tgid, name, BPF_NOEXIST.into());
+            }
             match SYSCALL_STATS.get_ptr_mut(key) {
                 Some(p) => p,
                 None => {

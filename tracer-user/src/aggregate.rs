@@ -28,12 +28,16 @@ const EARLY_HANDSHAKE_TTL_NS: u64 = 60_000_000_000;
 /// How many individual connects are kept for the "slowest" list.
 const SLOWEST_KEPT: usize = 200;
 /// Exited processes kept as rows of their own. Past this, exited processes
-/// fold into one row per name and container (a node starts millions of
+/// fold into the row of their name and cgroup (a node starts millions of
 /// processes over its life: a row each would grow without end).
 pub const MAX_EXITED_PROCESS_ROWS: usize = 256;
-/// Rows of folded processes are keyed from here up: above any PID (the
-/// kernel's PID_MAX_LIMIT is 2^22), so a new process never takes one's key.
-pub const FOLDED_ROW_BASE: u32 = 1 << 31;
+pub use tracer_common::NAME_ROW_BASE;
+
+/// Whether a key of `Aggregate::processes` is a process, not a row of
+/// processes by name and cgroup.
+pub fn is_process(key: u32) -> bool {
+    key < NAME_ROW_BASE
+}
 
 const EINPROGRESS: i64 = 115;
 
@@ -196,16 +200,12 @@ pub struct ProcessState {
     pub exited_ns: Option<u64>,
     /// Its container and pod, from its cgroup (children inherit them).
     pub container: crate::container::ContainerInfo,
-    /// For a row of folded processes (keyed `FOLDED_ROW_BASE` and up): how
-    /// many exited processes it stands for; 0 for a process.
+    /// For a row of processes by name and cgroup (keyed `NAME_ROW_BASE`
+    /// and up): how many exited processes folded into it; 0 for a process.
     pub folded: usize,
-}
-
-impl ProcessState {
-    /// How many processes the row stands for.
-    pub fn count(&self) -> usize {
-        self.folded.max(1)
-    }
+    /// Its cgroup v2 id (0 if unknown): with the name, the row it folds
+    /// into, as the kernel keys node mode's syscall stats.
+    pub cgroup_id: u64,
 }
 
 #[derive(Debug, Default)]
@@ -266,8 +266,9 @@ pub struct Aggregate {
     /// Exited processes folded because a new process took their PID, for
     /// the next `fold_exited_processes` to report.
     reused_pids_folded: HashMap<u32, u32>,
-    /// The row exited processes of each name and container fold into.
-    folded_rows: HashMap<(String, crate::container::ContainerInfo), u32>,
+    /// The container of each cgroup seen, for the rows the kernel names
+    /// by cgroup id.
+    containers_by_cgroup: HashMap<u64, crate::container::ContainerInfo>,
 }
 
 /// A lookup, connect, SSL call or slow read or write series of one process
@@ -357,10 +358,19 @@ impl Aggregate {
     pub fn add_target(&mut self, pid: u32, comm: String, threads: &[u32]) {
         self.make_room_for(pid);
         let start = self.start_ns;
-        let proc = self.processes.entry(pid).or_insert_with(|| ProcessState {
-            comm,
-            container: crate::container::of_process(pid),
-            ..Default::default()
+        let containers = &mut self.containers_by_cgroup;
+        let proc = self.processes.entry(pid).or_insert_with(|| {
+            let (container, cgroup_id) = (
+                crate::container::of_process(pid),
+                crate::container::cgroup_id_of(pid),
+            );
+            containers.insert(cgroup_id, container.clone());
+            ProcessState {
+                comm,
+                container,
+                cgroup_id,
+                ..Default::default()
+            }
         });
         for &tid in threads {
             proc.threads.entry(tid).or_insert(ThreadSpan {
@@ -509,16 +519,17 @@ impl Aggregate {
                         end_ns: None,
                     },
                 );
-                let container = self
+                let (container, cgroup_id) = self
                     .processes
                     .get(&t.tgid)
-                    .map(|p| p.container.clone())
+                    .map(|p| (p.container.clone(), p.cgroup_id))
                     .unwrap_or_default();
                 self.processes.entry(t.child).or_insert(ProcessState {
                     comm,
                     parent: Some(t.tgid),
                     threads,
                     container,
+                    cgroup_id,
                     ..Default::default()
                 });
             }
@@ -533,8 +544,9 @@ impl Aggregate {
                 let Some(p) = self.processes.get_mut(&t.tgid) else {
                     return;
                 };
-                // The name at exit is the one after any exec.
-                if !comm.is_empty() {
+                // The name at exit is the one after any exec (the main
+                // thread's: another thread's name is its own).
+                if !comm.is_empty() && t.tid == t.tgid {
                     p.comm = comm;
                 }
                 if t.what == TASK_EXIT_THREAD {
@@ -767,7 +779,7 @@ impl Aggregate {
     pub fn exited_pids(&self) -> std::collections::HashSet<u32> {
         self.processes
             .iter()
-            .filter(|(_, p)| p.exited_ns.is_some())
+            .filter(|&(&pid, p)| is_process(pid) && p.exited_ns.is_some())
             .map(|(&pid, _)| pid)
             .collect()
     }
@@ -781,7 +793,7 @@ impl Aggregate {
         let exited: Vec<u32> = self
             .processes
             .iter()
-            .filter(|&(&pid, p)| pid < FOLDED_ROW_BASE && p.exited_ns.is_some())
+            .filter(|&(&pid, p)| is_process(pid) && p.exited_ns.is_some())
             .map(|(&pid, _)| pid)
             .collect();
         let mut moved = std::mem::take(&mut self.reused_pids_folded);
@@ -802,15 +814,12 @@ impl Aggregate {
         let end_ns = self.processes.get(&pid)?.exited_ns?;
         let wall_ns = self.wall_ns(pid, end_ns);
         let p = self.processes.remove(&pid)?;
-        let next = FOLDED_ROW_BASE + self.folded_rows.len() as u32;
-        let row = *self
-            .folded_rows
-            .entry((p.comm.clone(), p.container.clone()))
-            .or_insert(next);
+        let row = tracer_common::name_row(&comm_bytes(&p.comm), p.cgroup_id);
         let folded = self.processes.entry(row).or_insert_with(|| ProcessState {
             comm: p.comm.clone(),
             parent: p.parent,
             container: p.container.clone(),
+            cgroup_id: p.cgroup_id,
             ..Default::default()
         });
         folded.folded += 1;
@@ -847,6 +856,36 @@ impl Aggregate {
         }
     }
 
+    /// Node mode: rows for the kernel's syscall stats kept by process name
+    /// and cgroup, named from the kernel's row table (`name_of`).
+    pub fn add_name_rows<'a>(
+        &mut self,
+        keys: impl Iterator<Item = &'a SyscallKey>,
+        name_of: impl Fn(u32) -> Option<tracer_common::RowName>,
+    ) {
+        for key in keys {
+            if is_process(key.tgid) || self.processes.contains_key(&key.tgid) {
+                continue;
+            }
+            let Some(name) = name_of(key.tgid) else {
+                continue;
+            };
+            self.processes.insert(
+                key.tgid,
+                ProcessState {
+                    comm: comm_string(&name.comm),
+                    container: self
+                        .containers_by_cgroup
+                        .get(&name.cgroup_id)
+                        .cloned()
+                        .unwrap_or_default(),
+                    cgroup_id: name.cgroup_id,
+                    ..Default::default()
+                },
+            );
+        }
+    }
+
     /// The process of each live thread.
     pub fn thread_owners(&self) -> HashMap<u32, u32> {
         self.processes
@@ -859,7 +898,8 @@ impl Aggregate {
     /// Re-reads the names of live processes (an exec changes them).
     pub fn refresh_names(&mut self) {
         for (&pid, p) in self.processes.iter_mut() {
-            if p.exited_ns.is_none()
+            if is_process(pid)
+                && p.exited_ns.is_none()
                 && let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm"))
             {
                 p.comm = comm.trim_end().to_string();
@@ -870,7 +910,7 @@ impl Aggregate {
     pub fn live_pids(&self) -> Vec<u32> {
         self.processes
             .iter()
-            .filter(|(_, p)| p.exited_ns.is_none())
+            .filter(|&(&pid, p)| is_process(pid) && p.exited_ns.is_none())
             .map(|(&pid, _)| pid)
             .collect()
     }
@@ -1075,6 +1115,14 @@ impl Aggregate {
     }
 }
 
+/// A process name as the kernel keeps it: at most 15 bytes, NUL-padded.
+fn comm_bytes(comm: &str) -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    let len = comm.len().min(15);
+    bytes[..len].copy_from_slice(&comm.as_bytes()[..len]);
+    bytes
+}
+
 fn comm_string(comm: &[u8; 16]) -> String {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..end]).into_owned()
@@ -1271,7 +1319,7 @@ mod tests {
         assert_eq!(agg.processes.len(), 3);
         let rows: Vec<&ProcessState> = agg
             .processes
-            .range(FOLDED_ROW_BASE..)
+            .range(NAME_ROW_BASE..)
             .map(|(_, p)| p)
             .collect();
         assert_eq!(rows.len(), 2);
@@ -1282,11 +1330,11 @@ mod tests {
         // Each child lived 500 ns with one thread: the time is all kept.
         let folded_ns: u64 = agg
             .processes
-            .range(FOLDED_ROW_BASE..)
+            .range(NAME_ROW_BASE..)
             .map(|(&row, _)| agg.wall_ns(row, 10_000))
             .sum();
         assert_eq!(folded_ns, 500 * children as u64);
-        assert!(moved.values().all(|&row| row >= FOLDED_ROW_BASE));
+        assert!(moved.values().all(|&row| row >= NAME_ROW_BASE));
         // Folding again finds nothing new.
         assert!(agg.fold_exited_processes().is_empty());
 

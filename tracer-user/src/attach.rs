@@ -79,6 +79,16 @@ fn set_kernel_layout(ebpf: &mut Ebpf, options: ProbeOptions) -> anyhow::Result<(
             0
         }
     };
+    // Node mode keys syscall stats by process name and cgroup; without BTF,
+    // by process (the kernel map then grows with the live processes).
+    let name_rows = match (&btf, options.node.is_some()) {
+        (Ok(btf), true) => btf
+            .offset_of("task_struct.group_leader")
+            .and_then(|leader| Ok((leader, btf.offset_of("task_struct.comm")?)))
+            .map_err(|e| log::warn!("{e:#}: node mode keeps syscall stats per process"))
+            .unwrap_or((0, 0)),
+        _ => (0, 0),
+    };
     let Some(map) = ebpf.map_mut("KERNEL_LAYOUT") else {
         bail!("map KERNEL_LAYOUT missing from the eBPF object");
     };
@@ -105,6 +115,8 @@ fn set_kernel_layout(ebpf: &mut Ebpf, options: ProbeOptions) -> anyhow::Result<(
                 task_nsproxy: netns_path[0],
                 nsproxy_net_ns: netns_path[1],
                 net_inum: netns_path[2],
+                task_group_leader: name_rows.0,
+                task_comm: name_rows.1,
             },
             0,
         );

@@ -96,6 +96,7 @@ pub struct Collector {
     dns_sockets: HashMap<MapData, FdKey, DnsServer>,
     tls_sockets: HashMap<MapData, FdKey, u8>,
     connected_fds: HashMap<MapData, FdKey, u8>,
+    row_names: HashMap<MapData, u32, tracer_common::RowName>,
     idle: HashMap<MapData, u32, u64>,
     lost: PerCpuArray<MapData, u64>,
     /// Syscall stats of processes that exited, moved out of the kernel map
@@ -136,6 +137,7 @@ impl Collector {
             dns_sockets: take(probes, "DNS_SOCKETS")?,
             tls_sockets: take(probes, "TLS_SOCKETS")?,
             connected_fds: take(probes, "CONNECTED_FDS")?,
+            row_names: take(probes, "ROW_NAMES")?,
             idle: take(probes, "IDLE_NS")?,
             lost: take(probes, "LOST")?,
             retired: BTreeMap::new(),
@@ -178,6 +180,11 @@ impl Collector {
             all.entry(key).or_insert(LatencyStats::ZERO).merge(&stats);
         }
         all
+    }
+
+    /// Node mode: the process name and cgroup of a row of syscall stats.
+    pub fn row_name(&self, key: u32) -> Option<tracer_common::RowName> {
+        self.row_names.get(&key, 0).ok()
     }
 
     /// Moves the kernel's syscall stats of processes that have exited into

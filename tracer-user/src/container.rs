@@ -71,6 +71,19 @@ pub fn of_process(pid: u32) -> ContainerInfo {
         .unwrap_or_default()
 }
 
+/// A process's cgroup v2 id (its directory's inode number, as the kernel's
+/// `bpf_get_current_cgroup_id` gives it), or 0 if unknown.
+pub fn cgroup_id_of(pid: u32) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    static ROOT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let Some(root) = ROOT.get_or_init(crate::target::cgroup2_root) else {
+        return 0;
+    };
+    cgroup_path_of(pid)
+        .and_then(|path| std::fs::metadata(root.join(path.trim_start_matches('/'))).ok())
+        .map_or(0, |m| m.ino())
+}
+
 /// `--container ID`: the cgroup v2 directory of the container whose id
 /// starts with `id` (at least 12 hex digits), found from a process in it.
 pub fn cgroup_dir_of_container(id: &str, cgroup2_root: &Path) -> Result<PathBuf, String> {

@@ -833,7 +833,7 @@ impl Report {
         let names: Vec<String> = self
             .processes
             .iter()
-            .filter(|p| p.parent.is_none() && p.folded == 0)
+            .filter(|p| p.parent.is_none() && crate::aggregate::is_process(p.pid))
             .map(|p| match &p.container {
                 // As docker ps and crictl ps show it: 12 digits.
                 Some(id) => format!(
@@ -848,7 +848,7 @@ impl Report {
         let children = self
             .processes
             .iter()
-            .filter(|p| p.parent.is_some() && p.folded == 0)
+            .filter(|p| p.parent.is_some() && crate::aggregate::is_process(p.pid))
             .count();
         let folded: usize = self.processes.iter().map(|p| p.folded).sum();
         let threads: usize = self.processes.iter().map(|p| p.threads).sum();
@@ -932,9 +932,8 @@ impl Report {
 
 fn group_syscalls(agg: &Aggregate, wall_ns: u64, total_wall_ns: u64) -> Vec<SyscallGroupRow> {
     struct Group {
-        /// Process (or folded) rows counted in.
+        /// Process (or name) rows counted in.
         rows: std::collections::BTreeSet<u32>,
-        processes: usize,
         stats: LatencyStats,
         in_flight_ns: u64,
     }
@@ -944,6 +943,17 @@ fn group_syscalls(agg: &Aggregate, wall_ns: u64, total_wall_ns: u64) -> Vec<Sysc
             .map(|p| p.comm.clone())
             .unwrap_or_default()
     };
+    // Processes per name: those with rows of their own, and those folded
+    // into name rows (node mode keeps syscalls per name, not per process).
+    let mut processes_named: BTreeMap<String, usize> = BTreeMap::new();
+    for (&pid, p) in &agg.processes {
+        *processes_named.entry(p.comm.clone()).or_default() += if crate::aggregate::is_process(pid)
+        {
+            1
+        } else {
+            p.folded
+        };
+    }
     let mut groups: BTreeMap<(String, u32), Group> = BTreeMap::new();
     let empty = LatencyStats::ZERO;
     let keys = agg.syscalls.keys().chain(agg.in_flight.keys());
@@ -952,13 +962,11 @@ fn group_syscalls(agg: &Aggregate, wall_ns: u64, total_wall_ns: u64) -> Vec<Sysc
             .entry((comm(key.tgid), key.nr))
             .or_insert_with(|| Group {
                 rows: Default::default(),
-                processes: 0,
                 stats: LatencyStats::ZERO,
                 in_flight_ns: 0,
             });
         // A key in both maps is visited twice: count each part once.
         if g.rows.insert(key.tgid) {
-            g.processes += agg.processes.get(&key.tgid).map_or(1, |p| p.count());
             g.stats.merge(agg.syscalls.get(key).unwrap_or(&empty));
             g.in_flight_ns += agg.in_flight.get(key).copied().unwrap_or(0);
         }
@@ -966,8 +974,8 @@ fn group_syscalls(agg: &Aggregate, wall_ns: u64, total_wall_ns: u64) -> Vec<Sysc
     let mut rows: Vec<SyscallGroupRow> = groups
         .into_iter()
         .map(|((comm, nr), g)| SyscallGroupRow {
+            processes: processes_named.get(&comm).copied().unwrap_or(0),
             comm,
-            processes: g.processes,
             syscall: syscall_names::name(nr),
             nr,
             waiting: syscall_names::is_waiting(nr),

@@ -477,7 +477,7 @@ fn write_flame_graphs(report: &Report, svg: Option<&Path>, folded: Option<&Path>
             report
                 .processes
                 .iter()
-                .filter(|p| p.parent.is_none() && p.folded == 0)
+                .filter(|p| p.parent.is_none() && crate::aggregate::is_process(p.pid))
                 .map(|p| p.pid.to_string())
                 .collect::<Vec<_>>()
                 .join(",")
@@ -552,6 +552,7 @@ fn snapshot(
             }
         }
     }
+    agg.add_name_rows(stats.keys(), |key| collector.row_name(key));
     agg.set_syscalls(stats, &in_flight, now, target::read_memory);
     agg.set_idle(collector.idle_ns(), &in_flight, now);
     let tid_to_pid = agg.thread_owners();

@@ -15,6 +15,10 @@
 //!   fork-connect PORT N      fork a child that makes N connects and exits
 //!   fork-many N PORT         fork N children at once, each one connect to
 //!                            PORT and exit without closing it; reaps them all
+//!   fork-hold N PORT         fork N children that each connect to PORT,
+//!                            then stay until `release`; answers once all
+//!                            have connected
+//!   release                  lets the held children exit; reaps them
 //!   exec PROGRAM ARGS...     execvp PROGRAM (stdin and stdout stay)
 //!   exit                     exit 0
 //! At start it prints {"ready": PID}.
@@ -107,6 +111,9 @@ fn nonblocking_connect(port: u16) -> (Duration, i32) {
 fn main() {
     say(format!("{{\"ready\":{}}}", std::process::id()));
     let stdin = std::io::stdin();
+    // `fork-hold`'s children, and the pipe end whose closing releases them.
+    let mut held_children: Vec<libc::pid_t> = Vec::new();
+    let mut release_fd = -1;
     for line in stdin.lock().lines() {
         let Ok(line) = line else { break };
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -235,6 +242,56 @@ fn main() {
                 say(format!(
                     "{{\"cmd\":\"fork-many\",\"children\":{n},\"failed\":{failed}}}"
                 ));
+            }
+            Some("fork-hold") => {
+                let (n, port) = (num(1), num(2) as u16);
+                let (mut release, mut ready) = ([0; 2], [0; 2]);
+                // SAFETY: pipe() fills the arrays; fork() with no other
+                // thread running; the children only connect, write, read and
+                // _exit.
+                unsafe {
+                    assert_eq!(libc::pipe(release.as_mut_ptr()), 0, "pipe");
+                    assert_eq!(libc::pipe(ready.as_mut_ptr()), 0, "pipe");
+                    for _ in 0..n {
+                        let pid = libc::fork();
+                        if pid == 0 {
+                            libc::close(release[1]);
+                            let ok = TcpStream::connect(("127.0.0.1", port)).map(std::mem::forget);
+                            libc::write(ready[1], [u8::from(ok.is_ok())].as_ptr().cast(), 1);
+                            // Blocks until the parent closes its end.
+                            let mut byte = 0u8;
+                            libc::read(release[0], (&raw mut byte).cast(), 1);
+                            libc::_exit(0);
+                        }
+                        assert!(pid > 0, "fork");
+                        held_children.push(pid);
+                    }
+                    libc::close(release[0]);
+                    libc::close(ready[1]);
+                    let mut connected = 0;
+                    for _ in 0..n {
+                        let mut byte = 0u8;
+                        if libc::read(ready[0], (&raw mut byte).cast(), 1) == 1 {
+                            connected += u64::from(byte);
+                        }
+                    }
+                    libc::close(ready[0]);
+                    release_fd = release[1];
+                    say(format!(
+                        "{{\"cmd\":\"fork-hold\",\"children\":{n},\"connected\":{connected}}}"
+                    ));
+                }
+            }
+            Some("release") => {
+                // SAFETY: closing our end of the pipe and reaping our children.
+                unsafe {
+                    libc::close(release_fd);
+                    for pid in held_children.drain(..) {
+                        let mut status = 0;
+                        libc::waitpid(pid, &mut status, 0);
+                    }
+                }
+                say("{\"cmd\":\"release\"}".to_string());
             }
             Some("exec") => {
                 use std::os::unix::process::CommandExt as _;

@@ -304,7 +304,13 @@ fn families(
     );
     let mut m = metric(&[]);
     let mut g = Gauge::default();
-    g.set_value(report.processes.iter().filter(|p| !p.exited).count() as f64);
+    g.set_value(
+        report
+            .processes
+            .iter()
+            .filter(|p| !p.exited && crate::aggregate::is_process(p.pid))
+            .count() as f64,
+    );
     m.set_gauge(g);
     processes.mut_metric().push(m);
     families.push(processes);
