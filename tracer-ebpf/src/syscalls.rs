@@ -226,7 +226,7 @@ fn record_syscall(key: &SyscallKey, duration: u64, row_name: Option<&RowName>) {
             // A new row's name, for user space (the first one's, if two
             // names share a key).
             if let Some(name) = row_name {
-                let _ = ROW_NAMES.insert(&key.tgid, name, BPF_NOEXIST.into());
+                let _ = ROW_NAMES.insert(key.tgid, name, BPF_NOEXIST.into());
             }
             match SYSCALL_STATS.get_ptr_mut(key) {
                 Some(p) => p,
