@@ -39,6 +39,15 @@ fn main() {
         &o("resolve-static"),
         "fixtures/resolve.c",
     ]);
+    // Static with its symbols: getaddrinfo is in the executable itself.
+    gcc(&[
+        "-O2",
+        "-Wall",
+        "-static",
+        "-o",
+        &o("resolve-static-syms"),
+        "fixtures/resolve.c",
+    ]);
     gcc(&[
         "-O2",
         "-Wall",
@@ -86,6 +95,7 @@ fn main() {
         "bench-loop",
         "resolve",
         "resolve-static",
+        "resolve-static-syms",
         "tls-client",
         "deep-pie",
         "deep-nopie",

@@ -263,6 +263,48 @@ fn node_mode_keeps_syscall_stats_per_program_not_per_process() {
     fixture.exit();
 }
 
+#[test]
+fn a_process_that_execs_a_static_program_is_probed_in_it() {
+    require_root();
+    let cgroup = Cgroup::new("exec");
+    let mut fixture = Fixture::start();
+    cgroup.add(fixture.pid);
+    let port = closed_port();
+    let mut tracer = Tracer::start(&[
+        "serve",
+        "-v",
+        "--cgroup",
+        cgroup.path.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    tracer.stderr.wait_for("serving metrics", LONG);
+    // Traced from its syscalls; then it becomes a static program, whose
+    // getaddrinfo is in its own executable: no library is mapped to say so.
+    fixture.run("sleep 1 3", LONG);
+    let program = env!("RESOLVE_STATIC_SYMS_BIN");
+    fixture.send(&format!("exec {program}"));
+    let ready = json(&fixture.out.wait_for("ready", LONG));
+    assert_eq!(ready["ready"], fixture.pid, "exec keeps the PID");
+    // The exec is reported to user space, which attaches the probes: a
+    // lookup made in the milliseconds before that is not seen (the traced
+    // process is never held), so the lookups start once it is done.
+    let said = tracer.stderr.wait_for("probing name lookups in", LONG);
+    assert!(said.contains(program), "{said}");
+    for _ in 0..4 {
+        fixture.run("getaddrinfo localhost", LONG);
+    }
+    wait_for_metric(
+        port,
+        "tracer_call_duration_seconds_count",
+        &["kind=\"dns\"", "target=\"localhost\""],
+        4.0,
+    );
+    tracer.interrupt();
+    assert_eq!(tracer.finish(LONG).code, Some(0));
+    fixture.exit();
+}
+
 /// One simulated node: a network namespace with its own DNS server, a
 /// resolving client in it, and `tracer serve` for the namespace.
 struct Node {

@@ -10,8 +10,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use tracer_common::{
-    EventKind, LostCounter, TASK_ADOPTED, TASK_EXIT_PROCESS, TASK_EXIT_THREAD, TASK_NEW_PROCESS,
-    TASK_NEW_THREAD, TaskEvent,
+    EventKind, ExecMapEvent, LostCounter, TASK_ADOPTED, TASK_EXIT_PROCESS, TASK_EXIT_THREAD,
+    TASK_NEW_PROCESS, TASK_NEW_THREAD, TaskEvent,
 };
 
 use crate::maps::{
@@ -112,5 +112,27 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     } else {
         emit_task(&ctx, TASK_EXIT_THREAD, tgid, tid, 0);
     }
+    0
+}
+
+/// A traced process ran execve: user space probes the new program's code.
+/// A dynamic program's libraries would tell it by their mmap; a static
+/// executable maps nothing with a syscall, and in node mode its file is
+/// new to the probes.
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_traced(tgid) {
+        return 0;
+    }
+    output_with(
+        &ExecMapEvent {
+            kind: EventKind::ExecMap as u32,
+            tgid,
+            // SAFETY: a helper without arguments.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
+        },
+        true,
+    );
     0
 }

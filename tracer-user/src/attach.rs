@@ -513,6 +513,7 @@ impl Probes {
             ("inet_sock_set_state", "sock", "inet_sock_set_state"),
             ("task_newtask", "task", "task_newtask"),
             ("sched_process_exit", "sched", "sched_process_exit"),
+            ("sched_process_exec", "sched", "sched_process_exec"),
         ] {
             let prog: &mut TracePoint = ebpf
                 .program_mut(name)
