@@ -22,6 +22,8 @@ use crate::attach::{Mapping, executable_mappings};
 
 /// Deepest native stack unwound.
 const MAX_FRAMES: usize = 64;
+/// Module files kept loaded (and open) before those of exited processes go.
+const MAX_CACHED_FILES: usize = 512;
 
 /// One native frame, resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -346,10 +348,28 @@ impl NativeUnwinder {
         }
     }
 
-    /// Forgets a process that exited.
+    /// Forgets a process that exited; past `MAX_CACHED_FILES`, also the
+    /// files no remaining process maps (node mode meets every program a
+    /// machine runs: each kept file is a descriptor).
     pub fn forget(&mut self, pid: u32) {
         self.processes.remove(&pid);
         self.known_maps.remove(&pid);
+        if self.files.len() <= MAX_CACHED_FILES {
+            return;
+        }
+        let in_use: std::collections::HashSet<(u64, u64)> = self
+            .processes
+            .values()
+            .flat_map(|p| p.maps.iter().map(|m| (m.dev, m.inode)))
+            .collect();
+        self.files.retain(|key, _| in_use.contains(key));
+        let files = &self.files;
+        self.open_files.retain(|key, _| files.contains_key(key));
+        self.symbols
+            .retain(|(dev, ino, _), _| files.contains_key(&(*dev, *ino)));
+        // The symbolizer caches by path, /proc/self/fd/N: a closed
+        // descriptor's number comes back for another file.
+        self.symbolizer = None;
     }
 }
 
@@ -384,6 +404,37 @@ mod tests_support {
 #[cfg(test)]
 mod tests {
     use super::{tests_support::snapshot, *};
+
+    #[test]
+    fn files_of_exited_processes_are_let_go_past_the_cache_size() {
+        let mut unwinder = NativeUnwinder::default();
+        for ino in 0..MAX_CACHED_FILES as u64 + 10 {
+            unwinder.files.insert((1, ino), None);
+            unwinder
+                .open_files
+                .insert((1, ino), std::fs::File::open("/dev/null").unwrap());
+            unwinder.symbols.insert((1, ino, 0), (None, None));
+        }
+        // A live process whose unwinder maps one of them.
+        let maps = vec![Mapping {
+            path: "/lib/in-use.so".into(),
+            dev: 1,
+            inode: 3,
+            base: None,
+            exec: Vec::new(),
+        }];
+        unwinder.processes.insert(
+            7,
+            ProcessModules {
+                unwinder: UnwinderX86_64::new(),
+                maps,
+            },
+        );
+        unwinder.forget(8);
+        assert_eq!(unwinder.files.len(), 1);
+        assert!(unwinder.open_files.contains_key(&(1, 3)));
+        assert_eq!((unwinder.open_files.len(), unwinder.symbols.len()), (1, 1));
+    }
 
     #[inline(never)]
     fn level3() -> (u64, u64, u64, Vec<u8>) {
