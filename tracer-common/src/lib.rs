@@ -289,6 +289,9 @@ pub const TASK_EXIT_PROCESS: u32 = 4;
 /// Node mode: a process in scope made its first syscall since the tracer
 /// attached, and is traced from now on (`tgid` = `child` = that process).
 pub const TASK_ADOPTED: u32 = 5;
+/// A traced process ran execve: `comm` is the new program's name; user
+/// space probes its code.
+pub const TASK_EXEC: u32 = 6;
 
 /// The name-lookup functions probed in libc.
 #[repr(u32)]

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use tracer_common::{
-    EventKind, ExecMapEvent, LostCounter, TASK_ADOPTED, TASK_EXIT_PROCESS, TASK_EXIT_THREAD,
+    EventKind, LostCounter, TASK_ADOPTED, TASK_EXEC, TASK_EXIT_PROCESS, TASK_EXIT_THREAD,
     TASK_NEW_PROCESS, TASK_NEW_THREAD, TaskEvent,
 };
 
@@ -115,24 +115,18 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// A traced process ran execve: user space probes the new program's code.
-/// A dynamic program's libraries would tell it by their mmap; a static
+/// A traced process ran execve: user space names it after the new program
+/// (calls from here on count under that name) and probes its code. A
+/// dynamic program's libraries would tell it by their mmap; a static
 /// executable maps nothing with a syscall, and in node mode its file is
 /// new to the probes.
 #[tracepoint(category = "sched", name = "sched_process_exec")]
-pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
     if !is_traced(tgid) {
         return 0;
     }
-    output_with(
-        &ExecMapEvent {
-            kind: EventKind::ExecMap as u32,
-            tgid,
-            // SAFETY: a helper without arguments.
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-        },
-        true,
-    );
+    emit_task(&ctx, TASK_EXEC, tgid, pid_tgid as u32, 0);
     0
 }

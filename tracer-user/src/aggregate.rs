@@ -11,7 +11,7 @@ use std::{
 
 use serde::Serialize;
 use tracer_common::{
-    ConnectEvent, HandshakeEvent, LatencyStats, SlowIoEvent, SyscallKey, TASK_ADOPTED,
+    ConnectEvent, HandshakeEvent, LatencyStats, SlowIoEvent, SyscallKey, TASK_ADOPTED, TASK_EXEC,
     TASK_EXIT_PROCESS, TASK_EXIT_THREAD, TASK_NEW_PROCESS, TASK_NEW_THREAD, TCP_ESTABLISHED,
     TaskEvent, ThreadEntry, sysno,
 };
@@ -532,6 +532,16 @@ impl Aggregate {
                     cgroup_id,
                     ..Default::default()
                 });
+            }
+            TASK_EXEC => {
+                // Named after the new program from its next call on; its
+                // code is probed.
+                if let Some(p) = self.processes.get_mut(&t.tgid)
+                    && !comm.is_empty()
+                {
+                    p.comm = comm;
+                }
+                self.mapped_new_code.insert(t.tgid);
             }
             TASK_ADOPTED => {
                 // Known at once (the calls behind this record in the batch
