@@ -41,19 +41,36 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
             // SAFETY: length checked; T is a repr(C) plain-data event type.
             .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
     }
+    /// Straight into the heap: a stack record is 16 KiB, copied once.
+    fn read_boxed<T: Copy>(bytes: &[u8]) -> Option<Box<T>> {
+        if bytes.len() < size_of::<T>() {
+            return None;
+        }
+        let mut boxed = Box::<T>::new_uninit();
+        // SAFETY: length checked; T is a repr(C) plain-data event type,
+        // valid for any bytes, and the copy fills all of it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                boxed.as_mut_ptr().cast::<u8>(),
+                size_of::<T>(),
+            );
+            Some(boxed.assume_init())
+        }
+    }
     let kind = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
     match EventKind::from_u32(kind)? {
         EventKind::Connect => read(bytes).map(Event::Connect),
         EventKind::Handshake => read(bytes).map(Event::Handshake),
         EventKind::Task => read(bytes).map(Event::Task),
         EventKind::LookupStart => read(bytes).map(Event::LookupStart),
-        EventKind::Lookup => read(bytes).map(|e| Event::Lookup(Box::new(e))),
-        EventKind::DnsPacket => read(bytes).map(|e| Event::DnsPacket(Box::new(e))),
+        EventKind::Lookup => read_boxed(bytes).map(Event::Lookup),
+        EventKind::DnsPacket => read_boxed(bytes).map(Event::DnsPacket),
         EventKind::DnsWait => read(bytes).map(Event::DnsWait),
         EventKind::Tls => read(bytes).map(Event::Tls),
         EventKind::TlsWait => read(bytes).map(Event::TlsWait),
         EventKind::ExecMap => read(bytes).map(Event::ExecMap),
-        EventKind::Stack => read(bytes).map(|e| Event::Stack(Box::new(e))),
+        EventKind::Stack => read_boxed(bytes).map(Event::Stack),
         EventKind::SlowIo => read(bytes).map(Event::SlowIo),
         EventKind::FdClosed => read(bytes).map(Event::FdClosed),
     }

@@ -185,6 +185,12 @@ pub struct NativeUnwinder {
     processes: HashMap<u32, ProcessModules>,
     symbolizer: Option<Symbolizer>,
     symbols: HashMap<(u64, u64, u64), Symbol>,
+    /// framehop's unwind rules by address, kept from one stack to the next:
+    /// parsing the CFI again for every stack was a tenth of the collector's
+    /// time at 10,000 lookups a second. Entries carry the generation of
+    /// the unwinder that made them (unique across unwinders), so one cache
+    /// serves every process.
+    rules: Option<CacheX86_64>,
 }
 
 impl NativeUnwinder {
@@ -237,6 +243,21 @@ impl NativeUnwinder {
     /// Unwinds a stack copy; returns the frame addresses, leaf first
     /// (return addresses already moved back into their call instruction).
     pub fn unwind(&mut self, pid: u32, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> Vec<u64> {
+        let mut cache = self.rules.take().unwrap_or_default();
+        let frames = self.unwind_with(&mut cache, pid, ip, sp, bp, stack);
+        self.rules = Some(cache);
+        frames
+    }
+
+    fn unwind_with(
+        &mut self,
+        cache: &mut CacheX86_64,
+        pid: u32,
+        ip: u64,
+        sp: u64,
+        bp: u64,
+        stack: &[u8],
+    ) -> Vec<u64> {
         let Some(p) = self.process(pid, ip) else {
             return vec![ip];
         };
@@ -245,12 +266,9 @@ impl NativeUnwinder {
             let bytes = stack.get(off..off + 8).ok_or(())?;
             Ok(u64::from_ne_bytes(bytes.try_into().map_err(|_| ())?))
         };
-        let mut cache = CacheX86_64::new();
         let regs = UnwindRegsX86_64::new(ip, sp, bp);
         let mut frames = Vec::new();
-        let mut iter = p
-            .unwinder
-            .iter_frames(ip, regs, &mut cache, &mut read_stack);
+        let mut iter = p.unwinder.iter_frames(ip, regs, cache, &mut read_stack);
         loop {
             let frame = match iter.next() {
                 Ok(Some(f)) => f,
