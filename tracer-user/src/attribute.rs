@@ -4,7 +4,7 @@
 //! Python frames where the interpreter runs, then the native frames below
 //! them (as `py-spy --native` shows) — interned once as a call site.
 
-use std::collections::HashMap;
+use crate::unwind::HashMap;
 
 use serde::Serialize;
 use tracer_common::{PY_OK, StackEvent};
