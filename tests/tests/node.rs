@@ -27,6 +27,19 @@ fn wait_for_metric(port: u16, name: &str, parts: &[&str], want: f64) -> String {
     }
 }
 
+/// `tracer serve ARGS --listen 127.0.0.1:PORT` on a free port, once it
+/// serves; and the port.
+fn serve(args: &[&str]) -> (Tracer, u16) {
+    let port = closed_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut all = vec!["serve"];
+    all.extend_from_slice(args);
+    all.extend(["--listen", &listen]);
+    let mut tracer = Tracer::start(&all);
+    tracer.stderr.wait_for("serving metrics", LONG);
+    (tracer, port)
+}
+
 #[test]
 fn a_cgroup_is_traced_whole_and_nothing_outside_it() {
     require_root();
@@ -37,17 +50,7 @@ fn a_cgroup_is_traced_whole_and_nothing_outside_it() {
     let mut early = Fixture::start();
     cgroup.add(early.pid);
     let mut outside = Fixture::start();
-    let port = closed_port();
-    let listen = format!("127.0.0.1:{port}");
-    let tracer = Tracer::start(&[
-        "serve",
-        "--cgroup",
-        cgroup.path.to_str().unwrap(),
-        "--listen",
-        &listen,
-    ]);
-    let mut tracer = tracer;
-    tracer.stderr.wait_for("serving metrics", LONG);
+    let (tracer, port) = serve(&["--cgroup", cgroup.path.to_str().unwrap()]);
     let mut late = Fixture::start();
     cgroup.add(late.pid);
 
@@ -173,16 +176,7 @@ fn connects_of_two_containers_to_one_peer_are_two_series() {
             (id, cgroup, fixture)
         })
         .collect();
-    let port = closed_port();
-    let mut tracer = Tracer::start(&[
-        "serve",
-        "--all",
-        "--labels",
-        "container",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-    ]);
-    tracer.stderr.wait_for("tracing every process", LONG);
+    let (tracer, port) = serve(&["--all", "--labels", "container"]);
     // 3 connects from the first container, 5 from the second, to one peer.
     for ((_, _, fixture), n) in containers.iter_mut().zip([3, 5]) {
         fixture.run(&format!("connect-ok {} {n}", open.port), LONG);
@@ -227,15 +221,7 @@ fn node_mode_keeps_syscall_stats_per_program_not_per_process() {
     let cgroup = Cgroup::new("rows");
     let mut fixture = Fixture::start();
     cgroup.add(fixture.pid);
-    let port = closed_port();
-    let mut tracer = Tracer::start(&[
-        "serve",
-        "--cgroup",
-        cgroup.path.to_str().unwrap(),
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-    ]);
-    tracer.stderr.wait_for("serving metrics", LONG);
+    let (tracer, port) = serve(&["--cgroup", cgroup.path.to_str().unwrap()]);
     // 301 live processes of one program in one cgroup, each of them having
     // made syscalls: kept per process, that is two or more kernel entries
     // each; per program and cgroup, one per syscall.
@@ -269,18 +255,13 @@ fn a_process_that_execs_a_static_program_is_probed_in_it() {
     let cgroup = Cgroup::new("exec");
     let mut fixture = Fixture::start();
     cgroup.add(fixture.pid);
-    let port = closed_port();
-    let mut tracer = Tracer::start(&[
-        "serve",
+    let (mut tracer, port) = serve(&[
         "-v",
         "--cgroup",
         cgroup.path.to_str().unwrap(),
         "--labels",
         "container",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
     ]);
-    tracer.stderr.wait_for("serving metrics", LONG);
     // Traced from its syscalls; then it becomes a static program, whose
     // getaddrinfo is in its own executable: no library is mapped to say so.
     fixture.run("sleep 1 3", LONG);
@@ -329,16 +310,7 @@ impl Node {
         let ns = NetNs::new(name, "nameserver 127.0.0.1\noptions attempts:1 timeout:2\n");
         let delay = dns_delay_ms.to_string();
         let dns = DnsServer::start(&ns, &["--delay-ms", &delay]);
-        let port = closed_port();
-        let netns = format!("/run/netns/{}", ns.name);
-        let mut tracer = Tracer::start(&[
-            "serve",
-            "--netns",
-            &netns,
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ]);
-        tracer.stderr.wait_for("serving metrics", LONG);
+        let (tracer, port) = serve(&["--netns", &format!("/run/netns/{}", ns.name)]);
         let client = Fixture::start_command(ns.command(env!("RESOLVE_BIN")));
         Self {
             name,
