@@ -360,10 +360,7 @@ impl Aggregate {
         let start = self.start_ns;
         let containers = &mut self.containers_by_cgroup;
         let proc = self.processes.entry(pid).or_insert_with(|| {
-            let (container, cgroup_id) = (
-                crate::container::of_process(pid),
-                crate::container::cgroup_id_of(pid),
-            );
+            let (container, cgroup_id) = crate::container::of_process_with_id(pid);
             containers.insert(cgroup_id, container.clone());
             ProcessState {
                 comm,
@@ -658,19 +655,16 @@ impl Aggregate {
         if self.by_owner.is_none() {
             return;
         }
+        let (comm, container) = self
+            .processes
+            .get(&pid)
+            .map(|p| (p.comm.clone(), p.container.clone()))
+            .unwrap_or_default();
         let key = OwnedTarget {
             kind,
             target: target(self),
-            comm: self
-                .processes
-                .get(&pid)
-                .map(|p| p.comm.clone())
-                .unwrap_or_default(),
-            container: self
-                .processes
-                .get(&pid)
-                .map(|p| p.container.clone())
-                .unwrap_or_default(),
+            comm,
+            container,
         };
         if let Some(series) = self.by_owner.as_mut() {
             series.entry(key).or_insert(LatencyStats::ZERO).record(ns);

@@ -65,23 +65,21 @@ pub fn cgroup_path_of(pid: u32) -> Option<String> {
         .map(str::to_string)
 }
 
-pub fn of_process(pid: u32) -> ContainerInfo {
-    cgroup_path_of(pid)
-        .map(|p| from_cgroup_path(&p))
-        .unwrap_or_default()
-}
-
-/// A process's cgroup v2 id (its directory's inode number, as the kernel's
-/// `bpf_get_current_cgroup_id` gives it), or 0 if unknown.
-pub fn cgroup_id_of(pid: u32) -> u64 {
+/// A process's container and its cgroup v2 id (the cgroup directory's
+/// inode number, as the kernel's `bpf_get_current_cgroup_id` gives it; 0
+/// if unknown), from one read of /proc/PID/cgroup.
+pub fn of_process_with_id(pid: u32) -> (ContainerInfo, u64) {
     use std::os::unix::fs::MetadataExt as _;
     static ROOT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    let Some(root) = ROOT.get_or_init(crate::target::cgroup2_root) else {
-        return 0;
+    let Some(path) = cgroup_path_of(pid) else {
+        return Default::default();
     };
-    cgroup_path_of(pid)
-        .and_then(|path| std::fs::metadata(root.join(path.trim_start_matches('/'))).ok())
-        .map_or(0, |m| m.ino())
+    let id = ROOT
+        .get_or_init(crate::target::cgroup2_root)
+        .as_ref()
+        .and_then(|root| std::fs::metadata(root.join(path.trim_start_matches('/'))).ok())
+        .map_or(0, |m| m.ino());
+    (from_cgroup_path(&path), id)
 }
 
 /// `--container ID`: the cgroup v2 directory of the container whose id
