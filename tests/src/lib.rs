@@ -30,14 +30,17 @@ pub fn require_root() {
     );
 }
 
-/// Directory holding the built binaries (target/debug), found from the test
-/// executable itself (target/debug/deps/e2e-*).
+/// Directory holding the built binaries (target/debug), found from the
+/// running executable: a test (target/debug/deps/e2e-*) or a binary of
+/// this crate beside them (kernel-checks).
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .to_path_buf()
+    let dir = exe.parent().expect("target dir");
+    if dir.ends_with("deps") {
+        dir.parent().expect("target dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// The `tracer` binary under test (override with TRACER_BIN).
@@ -163,6 +166,12 @@ impl Fixture {
         self.send(cmd);
         let word = cmd.split_whitespace().next().unwrap();
         json(&self.out.wait_for(&format!("\"cmd\":\"{word}\""), timeout))
+    }
+
+    /// The process this fixture started (`pid` is what the fixture said it
+    /// is, which differs in a PID namespace or behind a wrapper).
+    pub fn spawned_pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Tells it to exit and reaps it.
@@ -411,7 +420,8 @@ impl SlowListener {
 }
 
 /// Names of the eBPF programs `tracer` loads, as the kernel shows them
-/// (truncated to 15 characters).
+/// (truncated to 15 characters), or their beginnings (`tls_entry`: one
+/// program per OpenSSL function).
 pub const OUR_PROGRAMS: &[&str] = &[
     "sys_enter",
     "sys_exit",
@@ -483,8 +493,16 @@ pub struct DnsServer {
 
 impl DnsServer {
     pub fn start(ns: &NetNs, args: &[&str]) -> Self {
-        let mut child = ns
-            .command(bin_dir().join("dnsfixture"))
+        Self::start_command(ns.command(bin_dir().join("dnsfixture")), args)
+    }
+
+    /// In the network namespace the caller is in.
+    pub fn start_here(args: &[&str]) -> Self {
+        Self::start_command(Command::new(bin_dir().join("dnsfixture")), args)
+    }
+
+    fn start_command(mut cmd: Command, args: &[&str]) -> Self {
+        let mut child = cmd
             .args(["--listen", "127.0.0.1:53"])
             .args(args)
             .stdout(Stdio::piped())
@@ -593,8 +611,12 @@ impl Drop for TlsServer {
     }
 }
 
-/// The real Python interpreter behind `python3` (pyenv's is a shell shim).
+/// The real Python interpreter behind `python3` (pyenv's is a shell shim),
+/// or `TRACER_TEST_PYTHON` (the kernel matrix's guests have no pyenv).
 pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("TRACER_TEST_PYTHON") {
+        return p.into();
+    }
     let out = Command::new("python3")
         .args(["-c", "import sys; print(sys.executable)"])
         .output()
@@ -615,7 +637,7 @@ pub fn our_programs_loaded() -> Vec<String> {
         .unwrap()
         .iter()
         .filter_map(|p| p["name"].as_str())
-        .filter(|n| OUR_PROGRAMS.contains(n))
+        .filter(|n| OUR_PROGRAMS.iter().any(|p| n.starts_with(p)))
         .map(str::to_string)
         .collect()
 }

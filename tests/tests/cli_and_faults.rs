@@ -35,6 +35,27 @@ fn nonexistent_pid_is_a_one_line_error_with_exit_code_2() {
     assert_nothing_left_loaded();
 }
 
+#[test]
+fn a_kernel_older_than_the_minimum_is_a_one_line_error_with_exit_code_1() {
+    require_root();
+    // The UNAME26 personality: uname(2) says 2.6.x, as an old kernel would.
+    let out = Command::new("setarch")
+        .args(["x86_64", "--uname-2.6"])
+        .arg(tracer_bin())
+        .args(["report", "--", "true"])
+        .output()
+        .expect("setarch (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("tracer: Linux 2.6.") && stderr.contains("older than 5.10"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    assert_nothing_left_loaded();
+}
+
 /// A process that has exited and was not reaped: (its PID, the parent to
 /// reap it).
 #[expect(

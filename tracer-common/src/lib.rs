@@ -478,6 +478,23 @@ impl TlsFn {
         }
     }
 
+    /// The eBPF entry program probed on this function. One per function,
+    /// not one for all told apart by the attach cookie: 5.10 has no
+    /// cookies.
+    pub fn entry_program(self) -> &'static str {
+        match self {
+            Self::Read => "tls_entry_read",
+            Self::ReadEx => "tls_entry_read_ex",
+            Self::Write => "tls_entry_write",
+            Self::WriteEx => "tls_entry_write_ex",
+            Self::DoHandshake => "tls_entry_do_handshake",
+            Self::Connect => "tls_entry_connect",
+            Self::Accept => "tls_entry_accept",
+            Self::StatemConnect => "tls_entry_statem_connect",
+            Self::StatemAccept => "tls_entry_statem_accept",
+        }
+    }
+
     /// The state machine: a mark on the call it runs in.
     pub fn is_handshake_step(self) -> bool {
         matches!(self, Self::StatemConnect | Self::StatemAccept)
@@ -683,6 +700,23 @@ pub struct KernelLayout {
     /// mode keys syscall stats by the main thread's name (0: per process).
     pub task_group_leader: u32,
     pub task_comm: u32,
+    /// How sched:sched_process_exit tells that the whole process is gone:
+    /// the offset of its `group_dead` field (newest kernels), else 0 and
+    /// the offsets of `task_struct.signal` and `signal_struct.live` (the
+    /// count of live threads, already decremented at the tracepoint), else
+    /// all 0 (no BTF): the main thread's exit stands for the process's.
+    pub exit_group_dead: u32,
+    pub task_signal: u32,
+    pub signal_live: u32,
+    /// Where a kernel without `bpf_get_current_ancestor_cgroup_id` for
+    /// tracing programs (5.10) keeps a task's cgroup ancestors, for
+    /// `--cgroup`: `task_struct.cgroups`, `css_set.dfl_cgrp`,
+    /// `cgroup.level` and `cgroup.ancestor_ids` (0: not needed or unknown).
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_level: u32,
+    pub cgroup_ancestor_ids: u32,
+    pub _pad: u32,
 }
 
 /// `KernelLayout::flags`: take no stacks (no call sites; cheaper).

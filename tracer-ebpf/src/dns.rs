@@ -6,10 +6,11 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_buf,
         bpf_probe_read_user_str_bytes, generated,
     },
-    macros::{uprobe, uretprobe},
+    macros::{map, uprobe, uretprobe},
+    maps::PerCpuArray,
     programs::{ProbeContext, RetProbeContext},
 };
 use tracer_common::{
@@ -20,6 +21,7 @@ use tracer_common::{
 
 use crate::{
     maps::{DNS_SOCKETS, EVENTS, LOOKUPS, count_lost, output, sockaddr_port, submit_flags},
+    mem::{user as read_user, user_or as read_user_or},
     stacks::{self, UserRegs},
     syscalls::Finished,
 };
@@ -29,12 +31,6 @@ use crate::{
 const STALE_LOOKUP_NS: u64 = 120_000_000_000;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
-
-#[inline(always)]
-fn read_user<T>(addr: u64) -> Option<T> {
-    // SAFETY: the helper checks the user-space access.
-    unsafe { bpf_probe_read_user(addr as *const T) }.ok()
-}
 
 pub fn on_close(call: &Finished) {
     if call.ret == 0 {
@@ -77,8 +73,8 @@ pub fn on_poll_exit(call: &Finished) -> bool {
     } else {
         // ppoll: struct timespec { tv_sec, tv_nsec }. Unsigned arithmetic:
         // eBPF has no signed division.
-        let sec = read_user::<u64>(args[2]).unwrap_or(0);
-        let nsec = read_user::<u64>(args[2] + 8).unwrap_or(0);
+        let sec = read_user_or::<u64>(args[2], 0);
+        let nsec = read_user_or::<u64>(args[2] + 8, 0);
         (sec * 1000 + nsec / 1_000_000) as i64
     };
     output(&DnsWaitEvent {
@@ -186,6 +182,12 @@ fn emit_packet(call: &Finished, direction: u32, msg: &Message) {
         // SAFETY: map value pointer, valid during this program run.
         peer = unsafe { (*server).addr };
     }
+    // First the message, into this CPU's scratch, then the record: the
+    // copy and the parse are one global function (see `tracer_dns_capture`).
+    let captured = tracer_dns_capture(msg.data, msg.len);
+    let Some(scratch) = DNS_SCRATCH.get_ptr(0) else {
+        return;
+    };
     let Some(mut slot) = EVENTS.reserve::<DnsPacketEvent>(0) else {
         count_lost(LostCounter::RingFull);
         return;
@@ -204,25 +206,82 @@ fn emit_packet(call: &Finished, direction: u32, msg: &Message) {
         (*ev).len = msg.len as u32;
         (*ev).peer = peer;
         (*ev)._pad = 0;
-        let mut n = msg.len as u32;
-        if n > DNS_CAPTURE as u32 {
-            n = DNS_CAPTURE as u32;
-        }
-        let r = generated::bpf_probe_read_user(
+        // The scratch is all zeros past the question.
+        let r = generated::bpf_probe_read_kernel(
             (&raw mut (*ev).data).cast::<c_void>(),
-            n,
-            msg.data as *const c_void,
+            DNS_CAPTURE as u32,
+            scratch.cast(),
         );
-        let data = &mut (*ev).data;
-        let end = if r == 0 {
-            question_end(data, n as usize)
-        } else {
-            0
-        };
-        scrub_after(data, end);
-        (*ev).captured = end as u32;
+        (*ev).captured = if r == 0 { captured } else { 0 };
+        if r != 0 {
+            (*ev).data = [0; DNS_CAPTURE];
+        }
     }
     slot.submit(submit_flags(false));
+}
+
+/// The message being captured on this CPU.
+#[map]
+static DNS_SCRATCH: PerCpuArray<[u8; DNS_CAPTURE]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Copies the start of a DNS message (`len` bytes at user address `data`)
+/// into this CPU's `DNS_SCRATCH`, up to the end of its first question and
+/// zeroed after; returns the bytes kept. A global function: the verifier
+/// checks the label walk once, not at each of the four places a message is
+/// emitted (inlined there, older verifiers ran out of budget).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tracer_dns_capture(data: u64, len: u64) -> u32 {
+    let Some(scratch) = DNS_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot; the program is not re-entered on this CPU.
+    let scratch = unsafe { &mut *scratch };
+    // At most the scratch's size; the verifier wants the bound it can see.
+    let n = if len > DNS_CAPTURE as u64 {
+        DNS_CAPTURE as u32
+    } else {
+        len as u32
+    };
+    // SAFETY: the helper checks the user-space access; `n` is at most the
+    // scratch's size.
+    let r = unsafe {
+        generated::bpf_probe_read_user(scratch.as_mut_ptr().cast(), n, data as *const c_void)
+    };
+    let end = if r == 0 {
+        tracer_dns_question_end(u64::from(n))
+    } else {
+        0
+    };
+    tracer_dns_scrub_after(end);
+    end as u32
+}
+
+/// `question_end` of the message in this CPU's scratch, as a global
+/// function: its result reaches the caller as a number the verifier knows
+/// nothing about, so the caller is checked once, not once per way the walk
+/// can end (the 64 ways, each followed by the scrub, were over budget).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tracer_dns_question_end(len: u64) -> u64 {
+    let Some(scratch) = DNS_SCRATCH.get_ptr(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot, written by the caller.
+    question_end(unsafe { &*scratch }, len as usize) as u64
+}
+
+/// `scrub_after` on this CPU's scratch, a global function for the same
+/// reason.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tracer_dns_scrub_after(end: u64) -> u64 {
+    let Some(scratch) = DNS_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot; the program is not re-entered on this CPU.
+    scrub_after(unsafe { &mut *scratch }, end as usize);
+    0
 }
 
 /// Where the first question of a DNS message ends (the 12-byte header,
@@ -368,13 +427,44 @@ pub fn lookup_return(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let now = unsafe { bpf_ktime_get_ns() };
+    let args = state.args;
+    let func = state.func;
+    // The result first, into this CPU's scratch (see `tracer_walk_addrinfo`),
+    // then the record.
+    let (ret, naddrs) = if func == LookupFn::Getaddrinfo as u32 {
+        let ret: i32 = ctx.ret();
+        let naddrs = if ret == 0 {
+            // args[3] is `struct addrinfo **res`.
+            tracer_walk_addrinfo(read_user_or::<u64>(args[3], 0))
+        } else {
+            tracer_walk_addrinfo(0)
+        };
+        (ret, naddrs)
+    } else if func == LookupFn::GethostbynameR as u32 {
+        // int gethostbyname_r(name, ret, buf, buflen, **result, *h_errnop)
+        let ret: i32 = ctx.ret();
+        let result = read_user_or::<u64>(args[4], 0);
+        if ret == 0 && result != 0 {
+            (0, tracer_walk_hostent(result))
+        } else {
+            (read_user_or::<i32>(args[5], -1), tracer_walk_hostent(0))
+        }
+    } else {
+        // struct hostent *gethostbyname(name), gethostbyname2(name, af)
+        let hostent: u64 = ctx.ret();
+        (
+            if hostent == 0 { -1 } else { 0 },
+            tracer_walk_hostent(hostent),
+        )
+    };
+    let Some(addrs) = LOOKUP_SCRATCH.get_ptr(0) else {
+        return 0;
+    };
     let Some(mut slot) = EVENTS.reserve::<LookupEvent>(0) else {
         count_lost(LostCounter::RingFull);
         return 0;
     };
     let ev = slot.as_mut_ptr();
-    let args = state.args;
-    let func = state.func;
     // SAFETY: `ev` points to a reserved ring buffer record of our size.
     unsafe {
         (*ev).kind = EventKind::Lookup as u32;
@@ -383,54 +473,52 @@ pub fn lookup_return(ctx: RetProbeContext) -> u32 {
         (*ev).func = func;
         (*ev).start_ns = state.start_ns;
         (*ev).duration_ns = now.saturating_sub(state.start_ns);
-        (*ev).naddrs = 0;
-        (*ev).families = [0; LOOKUP_ADDRS];
+        (*ev).ret = ret;
+        (*ev).naddrs = naddrs;
         (*ev).host[0] = 0;
         (*ev).service[0] = 0;
         let _ = bpf_probe_read_user_str_bytes(args[0] as *const u8, &mut (*ev).host);
-        if func == LookupFn::Getaddrinfo as u32 {
-            if args[1] != 0 {
-                let _ = bpf_probe_read_user_str_bytes(args[1] as *const u8, &mut (*ev).service);
-            }
-            let ret: i32 = ctx.ret();
-            (*ev).ret = ret;
-            if ret == 0 {
-                // args[3] is `struct addrinfo **res`.
-                let first = read_user::<u64>(args[3]).unwrap_or(0);
-                walk_addrinfo(first, &mut *ev);
-            }
-        } else if func == LookupFn::GethostbynameR as u32 {
-            // int gethostbyname_r(name, ret, buf, buflen, **result, *h_errnop)
-            let ret: i32 = ctx.ret();
-            let result = read_user::<u64>(args[4]).unwrap_or(0);
-            if ret == 0 && result != 0 {
-                (*ev).ret = 0;
-                walk_hostent(result, &mut *ev);
-            } else {
-                (*ev).ret = read_user::<i32>(args[5]).unwrap_or(-1);
-            }
-        } else {
-            // struct hostent *gethostbyname(name), gethostbyname2(name, af)
-            let hostent: u64 = ctx.ret();
-            if hostent == 0 {
-                (*ev).ret = -1;
-            } else {
-                (*ev).ret = 0;
-                walk_hostent(hostent, &mut *ev);
-            }
+        if func == LookupFn::Getaddrinfo as u32 && args[1] != 0 {
+            let _ = bpf_probe_read_user_str_bytes(args[1] as *const u8, &mut (*ev).service);
+        }
+        // SAFETY: the scratch has the layout of the record's two fields.
+        let copied = generated::bpf_probe_read_kernel(
+            (&raw mut (*ev).families).cast::<c_void>(),
+            core::mem::size_of::<LookupAddrs>() as u32,
+            addrs.cast(),
+        );
+        if copied != 0 {
+            (*ev).families = [0; LOOKUP_ADDRS];
         }
     }
     slot.submit(submit_flags(false));
     0
 }
 
-/// Copies one address (4 or 16 bytes) from `src` into slot `i` of the event.
+/// The addresses of a lookup's result, as `LookupEvent` holds them
+/// (`families` then `addrs`, back to back).
+#[repr(C)]
+struct LookupAddrs {
+    families: [u16; LOOKUP_ADDRS],
+    addrs: [[u8; 16]; LOOKUP_ADDRS],
+}
+
+const _: () = assert!(
+    core::mem::offset_of!(LookupEvent, addrs) - core::mem::offset_of!(LookupEvent, families)
+        == core::mem::offset_of!(LookupAddrs, addrs)
+);
+
+/// The result being walked on this CPU.
+#[map]
+static LOOKUP_SCRATCH: PerCpuArray<LookupAddrs> = PerCpuArray::with_max_entries(1, 0);
+
+/// Copies one address (4 or 16 bytes) from `src` into slot `i`.
 #[inline(always)]
-fn copy_addr(ev: &mut LookupEvent, i: usize, family: u16, src: u64) {
+fn copy_addr(out: &mut LookupAddrs, i: usize, family: u16, src: u64) {
     if i >= LOOKUP_ADDRS {
         return;
     }
-    let dst = &mut ev.addrs[i];
+    let dst = &mut out.addrs[i];
     // SAFETY: the helper checks the user-space access.
     let ok = unsafe {
         if family == AF_INET6 {
@@ -440,39 +528,68 @@ fn copy_addr(ev: &mut LookupEvent, i: usize, family: u16, src: u64) {
         }
     };
     if ok.is_ok() {
-        ev.families[i] = family;
+        out.families[i] = family;
     }
 }
 
-/// Walks getaddrinfo's result list: `struct addrinfo` has ai_family at 4,
-/// ai_addr at 24, ai_next at 40 (x86_64).
+/// This CPU's scratch, emptied for a new result.
 #[inline(always)]
-fn walk_addrinfo(mut ai: u64, ev: &mut LookupEvent) {
+fn lookup_scratch() -> Option<&'static mut LookupAddrs> {
+    let out = LOOKUP_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot; the program is not re-entered on this CPU.
+    let out = unsafe { &mut *out };
+    out.families = [0; LOOKUP_ADDRS];
+    Some(out)
+}
+
+/// Walks getaddrinfo's result list into this CPU's `LOOKUP_SCRATCH`;
+/// returns the number of entries. `struct addrinfo` has ai_family at 4,
+/// ai_addr at 24, ai_next at 40 (x86_64). A global function: the verifier
+/// checks the walk once, on its own; inlined into the return probe, with
+/// the ring buffer record held, older verifiers ran out of budget.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tracer_walk_addrinfo(mut ai: u64) -> u32 {
+    let Some(out) = lookup_scratch() else {
+        return 0;
+    };
+    let mut naddrs = 0;
     for i in 0..32usize {
         if ai == 0 {
             break;
         }
-        ev.naddrs += 1;
+        naddrs += 1;
         if i < LOOKUP_ADDRS {
-            let family = read_user::<u32>(ai + 4).unwrap_or(0) as u16;
-            let sa = read_user::<u64>(ai + 24).unwrap_or(0);
+            let family = read_user_or::<u32>(ai + 4, 0) as u16;
+            let sa = read_user_or::<u64>(ai + 24, 0);
             if sa != 0 {
                 // sin_addr at 4, sin6_addr at 8.
                 let at = if family == AF_INET6 { 8 } else { 4 };
-                copy_addr(ev, i, family, sa + at);
+                copy_addr(out, i, family, sa + at);
             }
         }
-        ai = read_user::<u64>(ai + 40).unwrap_or(0);
+        ai = read_user_or::<u64>(ai + 40, 0);
     }
+    naddrs
 }
 
-/// Walks a `struct hostent`: h_addrtype at 16, h_addr_list at 24.
-#[inline(always)]
-fn walk_hostent(h: u64, ev: &mut LookupEvent) {
-    let family = read_user::<i32>(h + 16).unwrap_or(AF_INET as i32) as u16;
-    let Some(list) = read_user::<u64>(h + 24) else {
-        return;
+/// Walks a `struct hostent` (h_addrtype at 16, h_addr_list at 24) into
+/// this CPU's `LOOKUP_SCRATCH`; returns the number of addresses. Global,
+/// as `tracer_walk_addrinfo`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tracer_walk_hostent(h: u64) -> u32 {
+    let Some(out) = lookup_scratch() else {
+        return 0;
     };
+    if h == 0 {
+        return 0;
+    }
+    let family = read_user_or::<i32>(h + 16, AF_INET as i32) as u16;
+    let Some(list) = read_user::<u64>(h + 24) else {
+        return 0;
+    };
+    let mut naddrs = 0;
     for i in 0..LOOKUP_ADDRS {
         let Some(a) = read_user::<u64>(list + 8 * i as u64) else {
             break;
@@ -480,7 +597,8 @@ fn walk_hostent(h: u64, ev: &mut LookupEvent) {
         if a == 0 {
             break;
         }
-        ev.naddrs += 1;
-        copy_addr(ev, i, family, a);
+        naddrs += 1;
+        copy_addr(out, i, family, a);
     }
+    naddrs
 }

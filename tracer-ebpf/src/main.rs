@@ -27,6 +27,8 @@ mod idle;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod mem;
+#[cfg(target_arch = "bpf")]
 mod stacks;
 #[cfg(target_arch = "bpf")]
 mod syscalls;

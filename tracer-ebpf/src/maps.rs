@@ -1,7 +1,9 @@
 //! Maps shared by the programs, and the small helpers every program uses.
 
+use crate::mem;
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel, bpf_probe_read_user_buf},
+    Global,
+    helpers::bpf_probe_read_user_buf,
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
@@ -104,29 +106,18 @@ pub fn is_traced(tgid: u32) -> bool {
 /// helper gives it). 0 if a read fails (a task exiting has no nsproxy).
 #[inline(always)]
 fn current_netns(layout: &KernelLayout) -> u32 {
-    // SAFETY: the current task is valid while its program runs; every
-    // read goes through the checked helper.
-    unsafe {
-        let task = aya_ebpf::helpers::bpf_get_current_task() as *const u8;
-        let Ok(nsproxy) =
-            bpf_probe_read_kernel(task.add(layout.task_nsproxy as usize) as *const u64)
-        else {
-            return 0;
-        };
-        if nsproxy == 0 {
-            return 0;
-        }
-        let Ok(net) = bpf_probe_read_kernel(
-            (nsproxy as *const u8).add(layout.nsproxy_net_ns as usize) as *const u64,
-        ) else {
-            return 0;
-        };
-        if net == 0 {
-            return 0;
-        }
-        bpf_probe_read_kernel((net as *const u8).add(layout.net_inum as usize) as *const u32)
-            .unwrap_or(0)
+    // SAFETY: a helper without arguments; every read of what it returns
+    // goes through the checked helper.
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
+    let nsproxy = mem::kernel_at_or::<u64>(task, layout.task_nsproxy, 0);
+    if nsproxy == 0 {
+        return 0;
     }
+    let net = mem::kernel_at_or::<u64>(nsproxy, layout.nsproxy_net_ns, 0);
+    if net == 0 {
+        return 0;
+    }
+    mem::kernel_at_or::<u32>(net, layout.net_inum, 0)
 }
 
 /// Whose syscall stats a call of the current process counts in: in node
@@ -141,26 +132,56 @@ pub fn stats_owner(tgid: u32, name: &mut RowName) -> u32 {
     if layout.flags & LAYOUT_ALL == 0 || layout.task_group_leader == 0 {
         return tgid;
     }
-    // SAFETY: the current task is valid while its program runs; the reads
-    // go through the checked helper.
-    unsafe {
-        let task = aya_ebpf::helpers::bpf_get_current_task() as *const u8;
-        let Ok(leader) =
-            bpf_probe_read_kernel(task.add(layout.task_group_leader as usize) as *const u64)
-        else {
-            return tgid;
-        };
-        if aya_ebpf::helpers::bpf_probe_read_kernel_buf(
-            (leader as *const u8).add(layout.task_comm as usize),
-            &mut name.comm,
-        )
-        .is_err()
-        {
-            return tgid;
-        }
-        name.cgroup_id = aya_ebpf::helpers::bpf_get_current_cgroup_id();
+    // SAFETY: a helper without arguments; every read of what it returns
+    // goes through the checked helper.
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
+    let leader = mem::kernel_at_or::<u64>(task, layout.task_group_leader, 0);
+    if leader == 0 {
+        return tgid;
     }
+    name.comm = mem::kernel_at_or(leader, layout.task_comm, [0; 16]);
+    if name.comm[0] == 0 {
+        return tgid;
+    }
+    // SAFETY: a helper without arguments.
+    name.cgroup_id = unsafe { aya_ebpf::helpers::bpf_get_current_cgroup_id() };
     name_row(&name.comm, name.cgroup_id)
+}
+
+/// Whether tracing programs may call `bpf_get_current_ancestor_cgroup_id`
+/// on this kernel (5.10 allows it only to cgroup programs). User space
+/// probes it and sets this at load; the value is then a constant to the
+/// verifier, which skips the branch not taken, so a kernel without the
+/// helper never sees the call.
+#[unsafe(no_mangle)]
+pub static TRACER_HAS_ANCESTOR_CGROUP_ID: Global<u8> = Global::new(1);
+
+/// The id of the current task's cgroup v2 ancestor at the scope's level,
+/// read the way the helper does: task -> cgroups -> dfl_cgrp ->
+/// ancestor_ids[level] (at offsets from BTF). 0 when the task sits above
+/// that level or a read fails.
+#[inline(always)]
+fn ancestor_cgroup_id_from_task(layout: &KernelLayout) -> u64 {
+    if layout.cgroup_ancestor_ids == 0 {
+        return 0;
+    }
+    // SAFETY: a helper without arguments; every read of what it returns
+    // goes through the checked helper.
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
+    let cset = mem::kernel_at_or::<u64>(task, layout.task_cgroups, 0);
+    if cset == 0 {
+        return 0;
+    }
+    let cgrp = mem::kernel_at_or::<u64>(cset, layout.css_set_dfl_cgrp, 0);
+    if cgrp == 0 {
+        return 0;
+    }
+    let level = mem::kernel_at_or::<i32>(cgrp, layout.cgroup_level, -1);
+    if level < layout.scope_level as i32 {
+        return 0;
+    }
+    let at = layout.cgroup_ancestor_ids + 8 * layout.scope_level;
+    mem::kernel_at_or::<u64>(cgrp, at, 0)
 }
 
 /// Node mode: is the current process (`tgid`) one to trace that we have
@@ -178,11 +199,15 @@ pub fn adopt_current(tgid: u32) -> bool {
         return false;
     }
     if layout.scope_cgroup != 0 {
-        // SAFETY: a helper without pointer arguments.
-        let id = unsafe {
-            aya_ebpf::helpers::generated::bpf_get_current_ancestor_cgroup_id(
-                layout.scope_level as i32,
-            )
+        let id = if TRACER_HAS_ANCESTOR_CGROUP_ID.load() != 0 {
+            // SAFETY: a helper without pointer arguments.
+            unsafe {
+                aya_ebpf::helpers::generated::bpf_get_current_ancestor_cgroup_id(
+                    layout.scope_level as i32,
+                )
+            }
+        } else {
+            ancestor_cgroup_id_from_task(layout)
         };
         if id != layout.scope_cgroup {
             return false;

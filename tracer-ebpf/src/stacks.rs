@@ -6,14 +6,20 @@
 
 use aya_ebpf::{
     bindings::pt_regs,
-    helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_user, generated},
+    helpers::{bpf_get_current_task, generated},
+    macros::map,
+    maps::PerCpuArray,
 };
 use tracer_common::{
     EventKind, LAYOUT_NO_STACKS, LostCounter, PY_FRAME_VIA_CFRAME, PY_FRAMES, PY_NO_THREAD,
-    PY_NOT_PYTHON, PY_OK, PY_READ_FAILED, PY_THREADS, PyProcess, STACK_COPY, StackEvent,
+    PY_NOT_PYTHON, PY_OK, PY_READ_FAILED, PY_THREADS, PyFrameRef, PyProcess, STACK_COPY,
+    StackEvent,
 };
 
-use crate::maps::{EVENTS, KERNEL_LAYOUT, PY_PROCS, count_lost, submit_flags};
+use crate::{
+    maps::{EVENTS, KERNEL_LAYOUT, PY_PROCS, count_lost, submit_flags},
+    mem::{self, user_or as read_or},
+};
 
 /// User registers at the call.
 pub struct UserRegs {
@@ -29,9 +35,9 @@ impl UserRegs {
         // SAFETY: the helper checks the kernel access.
         unsafe {
             Self {
-                ip: bpf_probe_read_kernel(&raw const (*regs).rip).unwrap_or(0),
-                sp: bpf_probe_read_kernel(&raw const (*regs).rsp).unwrap_or(0),
-                bp: bpf_probe_read_kernel(&raw const (*regs).rbp).unwrap_or(0),
+                ip: mem::kernel_or(&raw const (*regs).rip, 0),
+                sp: mem::kernel_or(&raw const (*regs).rsp, 0),
+                bp: mem::kernel_or(&raw const (*regs).rbp, 0),
             }
         }
     }
@@ -48,15 +54,6 @@ impl UserRegs {
             }
         }
     }
-}
-
-#[inline(always)]
-fn read<T>(addr: u64) -> Option<T> {
-    if addr == 0 {
-        return None;
-    }
-    // SAFETY: the helper checks the user-space access.
-    unsafe { bpf_probe_read_user(addr as *const T) }.ok()
 }
 
 /// Takes the stack of the current thread and sends it, tagged with the
@@ -135,78 +132,135 @@ fn current_fsbase() -> Option<u64> {
     if layout.task_fsbase == 0 {
         return None;
     }
-    // SAFETY: the current task, read through the helper.
-    unsafe {
-        let task = bpf_get_current_task() as *const u8;
-        bpf_probe_read_kernel(task.add(layout.task_fsbase as usize) as *const u64).ok()
+    // SAFETY: a helper without arguments; the read of what it returns
+    // goes through the checked helper.
+    let task = unsafe { bpf_get_current_task() };
+    Some(mem::kernel_at_or::<u64>(task, layout.task_fsbase, 0)).filter(|&fs| fs != 0)
+}
+
+/// This thread's Python frames, written into `ev.py`. Returns (status,
+/// frames written).
+///
+/// The two walks are global functions, which the verifier checks once
+/// each, on their own, instead of once per caller and per path through it:
+/// inlined into `sys_enter`, they made older verifiers (5.10, 6.1) give up
+/// at their budget of a million instructions. A global function takes
+/// only scalars, so the frames come back through a per-CPU scratch slot.
+#[inline(always)]
+fn python_frames(tgid: u32, ev: &mut StackEvent) -> (u32, u32) {
+    let found = tracer_py_thread_frame(tgid);
+    if found < PY_FOUND_MIN {
+        return (found as u32, 0);
+    }
+    let depth = tracer_py_walk_frames(tgid, found);
+    let Some(scratch) = PY_SCRATCH.get_ptr(0) else {
+        return (PY_READ_FAILED, 0);
+    };
+    // SAFETY: a per-CPU map value of the same type and size as `ev.py`,
+    // written by the walk just above on this CPU; one helper call copies
+    // it (by value it would not fit the 512-byte eBPF stack).
+    let copied = unsafe {
+        generated::bpf_probe_read_kernel(
+            ev.py.as_mut_ptr().cast(),
+            core::mem::size_of_val(&ev.py) as u32,
+            scratch.cast(),
+        )
+    };
+    if copied == 0 {
+        (PY_OK, depth)
+    } else {
+        (PY_READ_FAILED, 0)
     }
 }
 
-/// Walks the interpreter to this thread's state, then its frame chain.
-/// Returns (status, frames written).
-#[inline(always)]
-fn python_frames(tgid: u32, ev: &mut StackEvent) -> (u32, u32) {
+/// `tracer_py_thread_frame` returns a status below this, a frame address
+/// (8-byte aligned, never this small) otherwise.
+const PY_FOUND_MIN: u64 = 8;
+
+/// The frames of the last walk on this CPU.
+#[map]
+static PY_SCRATCH: PerCpuArray<[PyFrameRef; PY_FRAMES]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Walks the interpreter's thread states to this thread's and returns its
+/// current frame, or a `PY_*` status (below `PY_FOUND_MIN`).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tracer_py_thread_frame(tgid: u32) -> u64 {
     let Some(py) = PY_PROCS.get_ptr(tgid) else {
-        return (PY_NOT_PYTHON, 0);
+        return u64::from(PY_NOT_PYTHON);
     };
     // SAFETY: map value pointer, valid for this program run.
     let py: &PyProcess = unsafe { &*py };
     let Some(me) = current_fsbase() else {
-        return (PY_READ_FAILED, 0);
+        return u64::from(PY_READ_FAILED);
     };
-    let Some(interp) = read::<u64>(py.runtime + py.runtime_interp_head as u64) else {
-        return (PY_READ_FAILED, 0);
-    };
-    let mut tstate = read::<u64>(interp + py.interp_threads_head as u64).unwrap_or(0);
-    let mut frame = 0u64;
+    let interp = read_or::<u64>(py.runtime + py.runtime_interp_head as u64, 0);
+    if interp == 0 {
+        return u64::from(PY_READ_FAILED);
+    }
+    let mut tstate = read_or::<u64>(interp + py.interp_threads_head as u64, 0);
     for _ in 0..PY_THREADS {
         if tstate == 0 {
             break;
         }
-        if read::<u64>(tstate + py.tstate_thread_id as u64) == Some(me) {
-            frame = if py.frame_mode == PY_FRAME_VIA_CFRAME {
-                read::<u64>(tstate + py.tstate_frame as u64)
-                    .and_then(|cf| read::<u64>(cf + py.cframe_current as u64))
-                    .unwrap_or(0)
+        // `me` is never 0.
+        if read_or::<u64>(tstate + py.tstate_thread_id as u64, 0) == me {
+            let frame = if py.frame_mode == PY_FRAME_VIA_CFRAME {
+                let cframe = read_or::<u64>(tstate + py.tstate_frame as u64, 0);
+                if cframe == 0 {
+                    0
+                } else {
+                    read_or::<u64>(cframe + py.cframe_current as u64, 0)
+                }
             } else {
-                read::<u64>(tstate + py.tstate_frame as u64).unwrap_or(0)
+                read_or::<u64>(tstate + py.tstate_frame as u64, 0)
             };
             // A new thread's state briefly has no frame: keep looking.
-            if frame != 0 {
-                break;
+            if frame >= PY_FOUND_MIN {
+                return frame;
             }
         }
-        tstate = read::<u64>(tstate + py.tstate_next as u64).unwrap_or(0);
+        tstate = read_or::<u64>(tstate + py.tstate_next as u64, 0);
     }
-    if frame == 0 {
-        return (PY_NO_THREAD, 0);
-    }
+    u64::from(PY_NO_THREAD)
+}
+
+/// Follows the frame chain from `frame` into this CPU's `PY_SCRATCH`;
+/// returns the number of frames written.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tracer_py_walk_frames(tgid: u32, mut frame: u64) -> u32 {
+    let Some(py) = PY_PROCS.get_ptr(tgid) else {
+        return 0;
+    };
+    // SAFETY: map value pointer, valid for this program run.
+    let py: &PyProcess = unsafe { &*py };
+    let Some(out) = PY_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot; the program is not re-entered on this CPU.
+    let out = unsafe { &mut *out };
     let mut depth = 0u32;
-    for i in 0..PY_FRAMES {
+    for slot in out.iter_mut() {
         if frame == 0 {
             break;
         }
         // 3.12+: frames owned by the C stack are shims, not code.
         let shim =
-            py.frame_owner != u32::MAX && read::<u8>(frame + py.frame_owner as u64) == Some(3);
-        if !shim {
-            let code = read::<u64>(frame + py.frame_code as u64).unwrap_or(0);
-            let instr = if py.instr_is_index == 1 {
-                read::<i32>(frame + py.frame_instr as u64).unwrap_or(-1) as i64 as u64
-            } else {
-                read::<u64>(frame + py.frame_instr as u64).unwrap_or(0)
-            };
-            if let Some(slot) = ev.py.get_mut(i) {
-                slot.code = code;
-                slot.instr = instr;
-                depth += 1;
-            }
-        } else if let Some(slot) = ev.py.get_mut(i) {
+            py.frame_owner != u32::MAX && read_or::<u8>(frame + py.frame_owner as u64, 0) == 3;
+        if shim {
             slot.code = 0;
             slot.instr = 0;
-            depth += 1;
+        } else {
+            slot.code = read_or::<u64>(frame + py.frame_code as u64, 0);
+            slot.instr = if py.instr_is_index == 1 {
+                read_or::<i32>(frame + py.frame_instr as u64, -1) as i64 as u64
+            } else {
+                read_or::<u64>(frame + py.frame_instr as u64, 0)
+            };
         }
-        frame = read::<u64>(frame + py.frame_previous as u64).unwrap_or(0);
+        depth += 1;
+        frame = read_or::<u64>(frame + py.frame_previous as u64, 0);
     }
-    (PY_OK, depth)
+    depth
 }

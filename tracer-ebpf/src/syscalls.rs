@@ -4,7 +4,7 @@
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, pt_regs},
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
@@ -16,6 +16,7 @@ use tracer_common::{
 use crate::{
     connect, dns, idle,
     maps::{ROW_NAMES, SYSCALL_STATS, THREAD_ENTRIES, ZERO_STATS, count_lost},
+    mem,
     stacks::{self, UserRegs},
     tls,
 };
@@ -87,12 +88,11 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         for (arg, off) in args.iter_mut().zip(ARG_REGS) {
             // SAFETY: `regs` is the kernel pt_regs of this syscall; the
             // helper checks the access.
-            *arg = unsafe { bpf_probe_read_kernel(regs.add(off) as *const u64) }.unwrap_or(0);
+            *arg = mem::kernel_or(unsafe { regs.add(off) } as *const u64, 0);
         }
     } else if fd_only(nr) {
         // SAFETY: as above.
-        args[0] =
-            unsafe { bpf_probe_read_kernel(regs.add(ARG_REGS[0]) as *const u64) }.unwrap_or(0);
+        args[0] = mem::kernel_or(unsafe { regs.add(ARG_REGS[0]) } as *const u64, 0);
     }
     let start_ns = unsafe { bpf_ktime_get_ns() };
     if nr == sysno::CONNECT {

@@ -4,7 +4,7 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -14,16 +14,18 @@ use tracer_common::{
     TASK_NEW_PROCESS, TASK_NEW_THREAD, TaskEvent,
 };
 
-use crate::maps::{
-    LOOKUPS, PY_PROCS, THREAD_ENTRIES, TLS_CALLS, TRACED_PROCESSES, adopt_current, count_lost,
-    is_traced, output_with,
+use crate::{
+    maps::{
+        KERNEL_LAYOUT, LOOKUPS, PY_PROCS, THREAD_ENTRIES, TLS_CALLS, TRACED_PROCESSES,
+        adopt_current, count_lost, is_traced, output_with,
+    },
+    mem,
 };
 
-// task:task_newtask and sched:sched_process_exit field offsets (checked
-// against the format files by user space).
+// task:task_newtask field offsets (checked against the format file by
+// user space).
 const NEWTASK_PID: usize = 8;
 const NEWTASK_CLONE_FLAGS: usize = 32;
-const EXIT_GROUP_DEAD: usize = 32;
 const CLONE_THREAD: u64 = 0x0001_0000;
 
 fn emit_task(ctx: &impl EbpfContext, what: u32, tgid: u32, tid: u32, child: u32) {
@@ -103,8 +105,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let _ = THREAD_ENTRIES.remove(tid);
     let _ = LOOKUPS.remove(tid);
     let _ = TLS_CALLS.remove(tid);
-    let group_dead: u8 = unsafe { ctx.read_at(EXIT_GROUP_DEAD) }.unwrap_or(0);
-    if group_dead != 0 {
+    if group_dead(&ctx, tgid, tid) {
         let _ = TRACED_PROCESSES.remove(tgid);
         // Its PID may come back for a process that is not Python.
         let _ = PY_PROCS.remove(tgid);
@@ -113,6 +114,32 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         emit_task(&ctx, TASK_EXIT_THREAD, tgid, tid, 0);
     }
     0
+}
+
+/// Whether the exiting thread is the last of its process, by whichever
+/// means this kernel has (see `KernelLayout::exit_group_dead`).
+#[inline(always)]
+fn group_dead(ctx: &TracePointContext, tgid: u32, tid: u32) -> bool {
+    let Some(layout) = KERNEL_LAYOUT.get(0) else {
+        return tid == tgid;
+    };
+    if layout.exit_group_dead != 0 {
+        // SAFETY: an offset inside the record, from the format file.
+        let dead: u8 = unsafe { ctx.read_at(layout.exit_group_dead as usize) }.unwrap_or(0);
+        return dead != 0;
+    }
+    if layout.task_signal == 0 {
+        return tid == tgid;
+    }
+    // SAFETY: a helper without arguments; every read of what it returns
+    // goes through the checked helper.
+    let task = unsafe { bpf_get_current_task() };
+    let signal = mem::kernel_at_or::<u64>(task, layout.task_signal, 0);
+    if signal == 0 {
+        return tid == tgid;
+    }
+    // do_exit decrements `live` before this tracepoint runs.
+    mem::kernel_at_or::<i32>(signal, layout.signal_live, -1) == 0
 }
 
 /// A traced process ran execve: user space names it after the new program

@@ -1,12 +1,11 @@
 //! TLS: uprobes on OpenSSL's SSL_read/_ex, SSL_write/_ex, SSL_do_handshake,
 //! SSL_connect and SSL_accept (in libssl, or in an executable that links
-//! OpenSSL statically, like node). One entry and one return program serve
-//! every function: the attach cookie says which it is. Sizes only: the
-//! payload is never read.
+//! OpenSSL statically, like node). One entry program per function (which
+//! the attach cookie could tell, but 5.10 has none), one return program
+//! for all. Sizes only: the payload is never read.
 
 use aya_ebpf::{
-    EbpfContext as _,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
@@ -51,19 +50,44 @@ fn set_in_tls(tid: u32, on: bool) -> i32 {
     }
 }
 
-#[uprobe]
-pub fn tls_entry(ctx: ProbeContext) -> u32 {
+/// The entry programs, one per function (`TlsFn::entry_program` names
+/// them for user space).
+macro_rules! tls_entry_programs {
+    ($($program:ident => $func:ident),* $(,)?) => {
+        $(
+            #[uprobe]
+            pub fn $program(ctx: ProbeContext) -> u32 {
+                tls_entry(&ctx, TlsFn::$func)
+            }
+        )*
+    };
+}
+
+tls_entry_programs! {
+    tls_entry_read => Read,
+    tls_entry_read_ex => ReadEx,
+    tls_entry_write => Write,
+    tls_entry_write_ex => WriteEx,
+    tls_entry_do_handshake => DoHandshake,
+    tls_entry_connect => Connect,
+    tls_entry_accept => Accept,
+    tls_entry_statem_connect => StatemConnect,
+    tls_entry_statem_accept => StatemAccept,
+}
+
+#[inline(always)]
+fn tls_entry(ctx: &ProbeContext, func: TlsFn) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !crate::tasks::traced_or_adopted(&ctx, pid_tgid) {
+    if !crate::tasks::traced_or_adopted(ctx, pid_tgid) {
         return 0;
     }
     let tid = pid_tgid as u32;
     let now = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: the helper reads the cookie the probe was attached with.
-    let func = unsafe { generated::bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
+    let step = func.is_handshake_step();
+    let class = func.class();
+    let func = func as u32;
     let mut last_stack_ns = [0u64; 3];
     let mut last_stack_ssl = [0u64; 3];
-    let step = TlsFn::from_u32(func).is_some_and(TlsFn::is_handshake_step);
     if let Some(call) = TLS_CALLS.get_ptr_mut(tid) {
         // SAFETY: this thread's own map value.
         let call = unsafe { &mut *call };
@@ -87,7 +111,6 @@ pub fn tls_entry(ctx: ProbeContext) -> u32 {
     // a thousand reads from one line of code. A call on another connection
     // than the last sampled one is likely from other code: sampled too.
     let ssl = ctx.arg::<u64>(0).unwrap_or(0);
-    let class = TlsFn::from_u32(func).map_or(0, TlsFn::class);
     let last = last_stack_ns.get(class).copied().unwrap_or(0);
     let last_ssl = last_stack_ssl.get(class).copied().unwrap_or(0);
     if ssl != last_ssl || now.saturating_sub(last) >= TLS_STACK_EVERY_NS {
@@ -165,7 +188,7 @@ pub fn tls_return(ctx: RetProbeContext) -> u32 {
     let bytes = if call.out_ptr != 0 {
         if ret == 1 {
             // SAFETY: the helper checks the user-space access.
-            unsafe { bpf_probe_read_user(call.out_ptr as *const u64) }.unwrap_or(0) as u32
+            crate::mem::user_or::<u64>(call.out_ptr, 0) as u32
         } else {
             0
         }

@@ -22,7 +22,8 @@ use log::{debug, info};
 use tracer_common::{KernelLayout, PyProcess, TlsFn};
 
 use crate::{
-    btf, elf,
+    btf, elf, kernel,
+    mapped::{Mapping, executable_mappings, is_dynamic_loader, is_libc},
     python::{self, Interpreter},
 };
 
@@ -35,16 +36,28 @@ const LOOKUP_PROBES: &[(&str, &str)] = &[
     ("gethostbyname_r", "gethostbyname_r_entry"),
 ];
 const LOOKUP_RETURN: &str = "lookup_return";
-/// The TLS programs: one entry, one return, for every OpenSSL function.
-const TLS_ENTRY: &str = "tls_entry";
+/// The TLS return program, for every OpenSSL function (each has an entry
+/// program of its own, `TlsFn::entry_program`).
 const TLS_RETURN: &str = "tls_return";
 
 /// Tells the programs where `task_struct.thread.fsbase` is (from the
 /// kernel's BTF): a Python thread state is found by its thread's fs base;
 /// and whether to take stacks at all.
-fn set_kernel_layout(ebpf: &mut Ebpf, options: ProbeOptions) -> anyhow::Result<()> {
+fn set_kernel_layout(
+    ebpf: &mut Ebpf,
+    options: ProbeOptions,
+    tracefs: &str,
+    has_ancestor_helper: bool,
+) -> anyhow::Result<()> {
     let call_sites = options.call_sites;
     let btf = btf::Btf::from_sys();
+    let exit = kernel::process_exit_layout(tracefs, btf.as_ref().ok());
+    let scoped_by_cgroup = options.node.is_some_and(|n| n.cgroup_id != 0);
+    let ancestors = if scoped_by_cgroup && !has_ancestor_helper {
+        kernel::cgroup_ancestor_layout(btf.as_ref().ok())?
+    } else {
+        [0; 4]
+    };
     let fsbase = btf
         .as_ref()
         .map_err(|e| anyhow!("{e:#}"))
@@ -117,6 +130,14 @@ fn set_kernel_layout(ebpf: &mut Ebpf, options: ProbeOptions) -> anyhow::Result<(
                 net_inum: netns_path[2],
                 task_group_leader: name_rows.0,
                 task_comm: name_rows.1,
+                exit_group_dead: exit.0,
+                task_signal: exit.1,
+                signal_live: exit.2,
+                task_cgroups: ancestors[0],
+                css_set_dfl_cgrp: ancestors[1],
+                cgroup_level: ancestors[2],
+                cgroup_ancestor_ids: ancestors[3],
+                _pad: 0,
             },
             0,
         );
@@ -164,7 +185,6 @@ const TRACEPOINT_LAYOUTS: &[TracepointLayout] = &[
         ],
     ),
     ("task", "task_newtask", &[("pid", 8), ("clone_flags", 32)]),
-    ("sched", "sched_process_exit", &[("group_dead", 32)]),
 ];
 
 const TRACEFS_PATHS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
@@ -249,7 +269,7 @@ fn check_tracepoint_layouts(tracefs: &str) -> anyhow::Result<()> {
 
 /// Offset of `field` in a tracepoint format file, e.g. from
 /// `field:int oldstate;<TAB>offset:16;<TAB>size:4;<TAB>signed:1;`.
-fn field_offset(format: &str, field: &str) -> Option<usize> {
+pub fn field_offset(format: &str, field: &str) -> Option<usize> {
     format.lines().find_map(|line| {
         let decl = line.trim().strip_prefix("field:")?;
         let (decl, rest) = decl.split_once(';')?;
@@ -331,98 +351,6 @@ pub enum ProbeNote {
     Maps(u32, Vec<Mapping>),
 }
 
-/// A file mapped executable by a process, from /proc/PID/maps.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mapping {
-    pub path: String,
-    pub dev: u64,
-    pub inode: u64,
-    /// Where the start of the file (offset 0) is mapped, if it is.
-    pub base: Option<u64>,
-    /// The executable ranges: (start, end, file offset of start).
-    pub exec: Vec<(u64, u64, u64)>,
-}
-
-/// What to add to an address in the file (its ELF virtual address) to get
-/// the address in the process: where offset 0 is mapped, minus the virtual
-/// address the first loadable segment asks for.
-pub fn load_bias(pid: u32, m: &Mapping) -> Option<u64> {
-    let base = m.base?;
-    let vaddr = elf::first_load_vaddr(Path::new(&format!("/proc/{pid}/root{}", m.path))).ok()?;
-    Some(base.wrapping_sub(vaddr))
-}
-
-/// The executable file mappings of a process.
-pub fn executable_mappings(pid: u32) -> Vec<Mapping> {
-    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/maps")) else {
-        return Vec::new();
-    };
-    parse_maps(&text)
-}
-
-fn parse_maps(text: &str) -> Vec<Mapping> {
-    let mut files: StdHashMap<(u64, u64), Mapping> = StdHashMap::new();
-    for line in text.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(range), Some(perms), Some(off), Some(dev), Some(inode)) =
-            (f.next(), f.next(), f.next(), f.next(), f.next())
-        else {
-            continue;
-        };
-        let path: Vec<&str> = f.collect();
-        if path.is_empty() || !path[0].starts_with('/') {
-            continue;
-        }
-        let (Some((start, end)), Some((major, minor))) =
-            (range.split_once('-'), dev.split_once(':'))
-        else {
-            continue;
-        };
-        let (Ok(start), Ok(end), Ok(off), Ok(major), Ok(minor), Ok(inode)) = (
-            u64::from_str_radix(start, 16),
-            u64::from_str_radix(end, 16),
-            u64::from_str_radix(off, 16),
-            u64::from_str_radix(major, 16),
-            u64::from_str_radix(minor, 16),
-            inode.parse::<u64>(),
-        ) else {
-            continue;
-        };
-        let m = files
-            .entry((major << 20 | minor, inode))
-            .or_insert_with(|| Mapping {
-                path: path.join(" "),
-                dev: major << 20 | minor,
-                inode,
-                base: None,
-                exec: Vec::new(),
-            });
-        if off == 0 && m.base.is_none_or(|b| start < b) {
-            m.base = Some(start);
-        }
-        if perms.contains('x') {
-            m.exec.push((start, end, off));
-        }
-    }
-    let mut out: Vec<Mapping> = files.into_values().filter(|m| !m.exec.is_empty()).collect();
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    out
-}
-
-/// glibc's dynamic loader (musl's is its libc, found by `is_libc`).
-fn is_dynamic_loader(path: &str) -> bool {
-    let base = path.rsplit('/').next().unwrap_or(path);
-    base.starts_with("ld-linux")
-}
-
-/// glibc's libc.so.6 (or libc-2.x.so), or musl's loader, which is its libc.
-fn is_libc(path: &str) -> bool {
-    let base = path.rsplit('/').next().unwrap_or(path);
-    base.starts_with("libc.so")
-        || (base.starts_with("libc-") && base.ends_with(".so"))
-        || base.starts_with("ld-musl-")
-}
-
 /// The embedded eBPF object.
 fn object() -> &'static [u8] {
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"))
@@ -478,6 +406,7 @@ impl Probes {
     /// Loads the embedded object and attaches every program. Processes to
     /// trace are added with [`Probes::trace_process`].
     pub fn load_and_attach(options: ProbeOptions) -> anyhow::Result<Self> {
+        kernel::check_minimum()?;
         check_privileges()?;
         let tracefs = ensure_tracefs()?;
         check_tracepoint_layouts(tracefs)?;
@@ -492,8 +421,14 @@ impl Probes {
             log::LevelFilter::Debug => 4,
             log::LevelFilter::Trace => 5,
         };
+        let has_ancestor_helper = kernel::has_ancestor_cgroup_helper();
         let mut ebpf = aya::EbpfLoader::new()
             .override_global(aya_log::LEVEL, &kernel_log_level, true)
+            .override_global(
+                "TRACER_HAS_ANCESTOR_CGROUP_ID",
+                &u8::from(has_ancestor_helper),
+                true,
+            )
             .map_max_entries("EVENTS", options.ring_bytes)
             .load(object())
             .context("loading the eBPF programs into the kernel")?;
@@ -525,11 +460,12 @@ impl Probes {
                 .with_context(|| format!("attaching to tracepoint {category}:{event}"))?;
             debug!("attached tracepoint {category}:{event}");
         }
-        for name in LOOKUP_PROBES.iter().map(|(_, prog)| *prog).chain([
-            LOOKUP_RETURN,
-            TLS_ENTRY,
-            TLS_RETURN,
-        ]) {
+        for name in LOOKUP_PROBES
+            .iter()
+            .map(|(_, prog)| *prog)
+            .chain(TlsFn::ALL.map(TlsFn::entry_program))
+            .chain([LOOKUP_RETURN, TLS_RETURN])
+        {
             let prog: &mut UProbe = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
@@ -537,7 +473,7 @@ impl Probes {
             prog.load()
                 .with_context(|| format!("the kernel refused program {name}"))?;
         }
-        set_kernel_layout(&mut ebpf, options)?;
+        set_kernel_layout(&mut ebpf, options, tracefs, has_ancestor_helper)?;
         Ok(Self {
             ebpf,
             probed_files: HashSet::new(),
@@ -708,9 +644,11 @@ impl Probes {
             if self.unprobeable.contains(&file) {
                 continue;
             }
-            let path = format!("/proc/{pid}/root{}", m.path);
             let scope = self.scope_for(ProbeSet::Tls, m.dev, m.inode, pid);
-            match self.attach_tls_probes(&path, scope) {
+            let attached = m
+                .file_path(pid)
+                .and_then(|path| self.attach_tls_probes(&path.to_string_lossy(), scope));
+            match attached {
                 Ok(n) => {
                     self.mark_probed(ProbeSet::Tls, m.dev, m.inode, scope);
                     if !self.tls_files.contains(&m.path) {
@@ -733,8 +671,7 @@ impl Probes {
     }
 
     /// Attaches the TLS entry and return programs to every OpenSSL function
-    /// `path` defines, the function's id as the attach cookie. Fails if it
-    /// has no SSL_read.
+    /// `path` defines. Fails if it has no SSL_read.
     fn attach_tls_probes(&mut self, path: &str, pid: Option<u32>) -> anyhow::Result<usize> {
         let symbols: Vec<&str> = TlsFn::ALL.iter().map(|f| f.symbol()).collect();
         let offsets = elf::function_offsets(Path::new(path), &symbols)?;
@@ -746,10 +683,10 @@ impl Probes {
             let Some(&offset) = offsets.get(func.symbol()) else {
                 continue;
             };
-            for name in [TLS_ENTRY, TLS_RETURN] {
+            for name in [func.entry_program(), TLS_RETURN] {
                 let point = UProbeAttachPoint {
                     location: UProbeAttachLocation::AbsoluteOffset(offset),
-                    cookie: Some(func as u64),
+                    cookie: None,
                 };
                 self.uprobe(name)?
                     .attach(point, path, scope(pid))
@@ -819,9 +756,11 @@ impl Probes {
             if self.unprobeable.contains(&file) {
                 continue;
             }
-            let path = format!("/proc/{pid}/root{}", m.path);
             let scope = self.scope_for(ProbeSet::Lookups, m.dev, m.inode, pid);
-            match self.attach_lookup_probes(&path, scope) {
+            let attached = m
+                .file_path(pid)
+                .and_then(|path| self.attach_lookup_probes(&path.to_string_lossy(), scope));
+            match attached {
                 Ok(n) => {
                     self.mark_probed(ProbeSet::Lookups, m.dev, m.inode, scope);
                     return Some(ProbeNote::Probed(format!(
@@ -894,34 +833,6 @@ mod tests {
 \tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n\
 \tfield:int oldstate;\toffset:16;\tsize:4;\tsigned:1;\n\
 \tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;\n";
-
-    #[test]
-    fn finds_executable_file_mappings_and_libc() {
-        let maps = "\
-55d0c0a00000-55d0c0a28000 r--p 00000000 fe:01 393231  /usr/bin/python3.11
-55d0c0a28000-55d0c0d00000 r-xp 00028000 fe:01 393231  /usr/bin/python3.11
-7f1c2e400000-7f1c2e428000 r--p 00000000 fe:01 264070  /usr/lib/x86_64-linux-gnu/libc.so.6
-7f1c2e428000-7f1c2e59d000 r-xp 00028000 fe:01 264070  /usr/lib/x86_64-linux-gnu/libc.so.6
-7f1c2e800000-7f1c2e801000 r-xp 00000000 00:00 0       [vdso]
-7f1c2e900000-7f1c2e901000 r-xp 00000000 00:1f 77      /tmp/with space/lib.so (deleted)
-";
-        let m = parse_maps(maps);
-        assert_eq!(m.len(), 3, "{m:?}");
-        let libc = m.iter().find(|m| is_libc(&m.path)).unwrap();
-        assert_eq!((libc.dev, libc.inode), ((0xfe << 20) | 1, 264070));
-        assert_eq!(libc.base, Some(0x7f1c2e400000));
-        assert_eq!(libc.exec, vec![(0x7f1c2e428000, 0x7f1c2e59d000, 0x28000)]);
-        assert!(
-            m.iter()
-                .any(|m| m.path == "/tmp/with space/lib.so (deleted)")
-        );
-        assert!(is_libc("/lib/ld-musl-x86_64.so.1"));
-        assert!(is_libc("/lib/x86_64-linux-gnu/libc-2.31.so"));
-        assert!(!is_libc("/usr/lib/libcrypto.so.3"));
-        assert!(is_dynamic_loader(
-            "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
-        ));
-    }
 
     #[test]
     fn reads_field_offsets_from_format_files() {

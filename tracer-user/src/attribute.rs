@@ -165,7 +165,7 @@ impl Attributor {
         self.interpreters.insert(pid, interp);
     }
 
-    pub fn remember_maps(&mut self, pid: u32, maps: Vec<crate::attach::Mapping>) {
+    pub fn remember_maps(&mut self, pid: u32, maps: Vec<crate::mapped::Mapping>) {
         self.native.remember_maps(pid, maps);
     }
 

@@ -18,6 +18,8 @@ mod error;
 mod export;
 #[cfg(test)]
 mod fuzz;
+mod kernel;
+mod mapped;
 mod python;
 mod render;
 mod session;
@@ -46,10 +48,20 @@ fn main() {
         1 => log::LevelFilter::Info,
         _ => log::LevelFilter::Debug,
     };
+    // As tracer's other messages: `tracer: warning: ...`.
     env_logger::Builder::new()
         .filter_level(level)
-        .format_target(false)
-        .format_timestamp(None)
+        .format(|out, record| {
+            use std::io::Write as _;
+            let level = match record.level() {
+                log::Level::Error => "error: ",
+                log::Level::Warn => "warning: ",
+                log::Level::Info => "",
+                log::Level::Debug => "debug: ",
+                log::Level::Trace => "trace: ",
+            };
+            writeln!(out, "tracer: {level}{}", record.args())
+        })
         .init();
 
     let code = match run(cli) {

@@ -6,11 +6,11 @@
 //! (gdb `ptype/o` on pyenv's libpython 3.10.13, 3.11.7, 3.12.1, 3.13.0;
 //! Debian's 3.11.2 has 3.11.7's layout). See ../shared/PLATFORM.md.
 
-use std::{collections::HashMap, path::Path};
+use std::collections::HashMap;
 
 use tracer_common::{PY_FRAME_DIRECT, PY_FRAME_VIA_CFRAME, PyProcess};
 
-use crate::{attach::Mapping, elf, target::read_memory};
+use crate::{elf, mapped::Mapping, target::read_memory};
 
 /// What the kernel walk and the user-space decoding need of one version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,9 +195,10 @@ pub fn detect(pid: u32, maps: &[Mapping]) -> Detected {
     let candidates = maps.iter().filter(|m| version_from_name(&m.path).is_some());
     for m in candidates {
         let version = version_from_name(&m.path).expect("filtered");
-        let path = format!("/proc/{pid}/root{}", m.path);
-        let Ok(symbols) = elf::symbol_addresses(Path::new(&path), &["_PyRuntime", "PyCode_Type"])
-        else {
+        let Ok(path) = m.file_path(pid) else {
+            continue;
+        };
+        let Ok(symbols) = elf::symbol_addresses(&path, &["_PyRuntime", "PyCode_Type"]) else {
             continue;
         };
         let (Some(&runtime), Some(&code_type)) =
@@ -205,7 +206,7 @@ pub fn detect(pid: u32, maps: &[Mapping]) -> Detected {
         else {
             continue;
         };
-        let Some(bias) = crate::attach::load_bias(pid, m) else {
+        let Some(bias) = crate::mapped::load_bias(pid, m) else {
             continue;
         };
         let Some(layout) = layout_for(version) else {

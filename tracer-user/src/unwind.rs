@@ -17,7 +17,7 @@ use framehop::{
 };
 use object::{Object as _, ObjectSection as _, ObjectSegment as _};
 
-use crate::attach::{Mapping, executable_mappings};
+use crate::mapped::{Mapping, executable_mappings};
 
 /// The maps every stack goes through (several lookups per frame): foldhash
 /// (seeded per process) instead of SipHash, which took a tenth of the
@@ -72,27 +72,6 @@ type Symbol = (Option<String>, Option<(String, u32)>);
 /// mapping it.
 struct ModuleFile {
     sections: ExplicitModuleSectionInfo<SectionData>,
-}
-
-/// A file a process maps, opened through the process's root (so a file in
-/// a container is the container's), or, once the process is gone, by its
-/// plain path if that is still the same file (same device and inode).
-pub fn open_mapped_file(pid: u32, m: &Mapping) -> anyhow::Result<(PathBuf, std::fs::File)> {
-    use std::os::unix::fs::MetadataExt as _;
-    let through_root = PathBuf::from(format!("/proc/{pid}/root{}", m.path));
-    if let Ok(f) = std::fs::File::open(&through_root) {
-        return Ok((through_root, f));
-    }
-    let plain = PathBuf::from(&m.path);
-    let f = std::fs::File::open(&plain).with_context(|| format!("opening {}", m.path))?;
-    let meta = f.metadata()?;
-    let dev = (u64::from(libc::major(meta.dev())) << 20) | u64::from(libc::minor(meta.dev()));
-    anyhow::ensure!(
-        (dev, meta.ino()) == (m.dev, m.inode),
-        "{} is not the file PID {pid} mapped",
-        m.path
-    );
-    Ok((plain, f))
 }
 
 fn load_module_file(handle: &std::fs::File, path: &Path) -> anyhow::Result<ModuleFile> {
@@ -215,7 +194,7 @@ impl NativeUnwinder {
             for m in &maps {
                 let key = (m.dev, m.inode);
                 if !self.files.contains_key(&key) {
-                    let loaded = open_mapped_file(pid, m).and_then(|(path, handle)| {
+                    let loaded = m.open(pid).and_then(|(path, handle)| {
                         let file = load_module_file(&handle, &path)?;
                         self.open_files.insert(key, handle);
                         Ok(file)
@@ -340,7 +319,12 @@ impl NativeUnwinder {
                     use std::os::fd::AsRawFd as _;
                     PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
                 }
-                None => PathBuf::from(format!("/proc/{pid}/root{module}")),
+                None => self
+                    .processes
+                    .get(&pid)
+                    .and_then(|p| p.find(addr))
+                    .and_then(|(m, _)| m.file_path(pid).ok())
+                    .unwrap_or_else(|| PathBuf::from(&module)),
             };
             let src = source::Source::Elf(source::Elf::new(path));
             let result = symbolizer.symbolize_single(&src, Input::FileOffset(file_offset));
