@@ -5,8 +5,11 @@
 //!   cargo xtask demo    setup, build, start the bundled workload, trace it
 //!   cargo xtask bench   setup, release build, measure what tracing costs
 //!   cargo xtask soak    setup, release build, the seed under load for 30 min
+//!   cargo xtask kernels setup, release build, the checks on every kernel of the matrix
 
 mod demo;
+mod initramfs;
+mod kernels;
 mod setup;
 
 use std::{
@@ -49,6 +52,10 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         minutes: u64,
     },
+    /// Setup, release build, then boot Linux 5.10, 6.1 and 6.12 under qemu
+    /// and run the end-to-end checks on each and on this machine's kernel
+    /// (writes target/kernels/results.md)
+    Kernels,
     /// Setup, build, start the bundled example workload and trace it
     Demo {
         /// Which workload: `seed` (the slow Flask app of the seed, traced and
@@ -72,6 +79,7 @@ fn main() {
         Cmd::Test { filter } => setup::run().and_then(|()| test(filter.as_deref())),
         Cmd::Bench { rounds } => setup::run().and_then(|()| bench(rounds)),
         Cmd::Soak { minutes } => setup::run().and_then(|()| soak(minutes)),
+        Cmd::Kernels => setup::run().and_then(|()| kernels::run()),
         Cmd::Demo {
             workload,
             requests,
@@ -140,7 +148,7 @@ fn soak(minutes: u64) -> anyhow::Result<()> {
 }
 
 /// Release builds of tracer and the test binaries: what a user runs.
-fn release_bins() -> anyhow::Result<()> {
+pub fn release_bins() -> anyhow::Result<()> {
     run(cargo().args([
         "build",
         "--release",
@@ -214,6 +222,12 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
         e2e.arg(f);
     }
     step("end-to-end tests (root)", &mut e2e)?;
+    if filter.is_none() {
+        // The same checks on every kernel of the matrix (release build).
+        let t0 = Instant::now();
+        kernels::run()?;
+        timings.push(("kernel matrix".to_string(), t0.elapsed()));
+    }
     eprintln!("xtask: all checks passed in {:.0?}", started.elapsed());
     for (name, d) in timings {
         eprintln!("xtask:   {name:<26} {d:.1?}");

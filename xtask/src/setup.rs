@@ -33,6 +33,8 @@ const APT_PACKAGES: &[&str] = &[
     "mariadb-client",
     // A real Prometheus (and promtool) scrapes `tracer serve` in the tests.
     "prometheus",
+    // The kernel matrix boots other kernels under software emulation.
+    "qemu-system-x86",
 ];
 
 /// Python packages for the tests and the seed scenario, in a venv under
@@ -258,7 +260,7 @@ fn bpf_linker() -> anyhow::Result<()> {
 }
 
 /// Runs a command with its output captured; shows the output only on failure.
-fn quiet(cmd: &mut Command) -> anyhow::Result<()> {
+pub fn quiet(cmd: &mut Command) -> anyhow::Result<()> {
     let out = cmd
         .stdin(Stdio::null())
         .output()

@@ -10,6 +10,7 @@
 //!                            right after connect(), then waits until done
 //!   connect-unix PATH        one connect to a unix socket path
 //!   sleep MS N               N sleeps of MS milliseconds (clock_nanosleep)
+//!   getppid N                N getppid() calls (a syscall nothing else makes)
 //!   threads N PORT [M]       N threads, started together, each making M
 //!                            (default 1) blocking connects to PORT
 //!   fork-connect PORT N      fork a child that makes N connects and exits
@@ -167,6 +168,14 @@ fn main() {
                     times.push(micros(t0.elapsed()));
                 }
                 say(format!("{{\"cmd\":\"sleep\",\"micros\":{}}}", list(&times)));
+            }
+            Some("getppid") => {
+                let n = num(1);
+                for _ in 0..n {
+                    // SAFETY: getppid has no preconditions.
+                    unsafe { libc::getppid() };
+                }
+                say(format!("{{\"cmd\":\"getppid\",\"calls\":{n}}}"));
             }
             Some("threads") => {
                 let (n, port) = (num(1), num(2) as u16);
