@@ -13,11 +13,11 @@ use tracer_common::{
 };
 
 use crate::{
+    calls::Finished,
     maps::{
         CONNECTED_FDS, DNS_SOCKETS, EVENTS, PENDING_HANDSHAKES, THREAD_ENTRIES, count_lost,
         is_traced, output, read_sockaddr, sockaddr_port, submit_flags,
     },
-    syscalls::Finished,
 };
 
 const EINPROGRESS: i64 = 115;

@@ -20,10 +20,10 @@ use tracer_common::{
 };
 
 use crate::{
+    calls::Finished,
     maps::{DNS_SOCKETS, EVENTS, LOOKUPS, count_lost, output, sockaddr_port, submit_flags},
     mem::{user as read_user, user_or as read_user_or},
     stacks::{self, UserRegs},
-    syscalls::Finished,
 };
 
 /// A probed lookup still open after this long lost its return probe (the

@@ -9,9 +9,9 @@ use aya_ebpf::bindings::pt_regs;
 use tracer_common::{EventKind, FdKey, SLOW_IO_NS, STACK_FOR_IO, SlowIoEvent, ThreadEntry, sysno};
 
 use crate::{
+    calls::{Finished, atomic_add},
     maps::{DNS_SOCKETS, IDLE_NS, KERNEL_LAYOUT, output},
     stacks::{self, UserRegs},
-    syscalls::{Finished, atomic_add},
 };
 
 fn add_idle(tgid: u32, ns: u64) {

@@ -3,19 +3,17 @@
 //! (connect, DNS traffic).
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, pt_regs},
+    bindings::pt_regs,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use tracer_common::{
-    HIST_BUCKETS, LatencyStats, LostCounter, RowName, STACK_FOR_CONNECT, SyscallKey, ThreadEntry,
-    histogram::bucket_of, sysno,
-};
+use tracer_common::{LostCounter, STACK_FOR_CONNECT, ThreadEntry, sysno};
 
 use crate::{
+    calls::{self, Finished, fd_only, is_fd_io},
     connect, dns, idle,
-    maps::{ROW_NAMES, SYSCALL_STATS, THREAD_ENTRIES, ZERO_STATS, count_lost},
+    maps::{THREAD_ENTRIES, count_lost},
     mem,
     stacks::{self, UserRegs},
     tls,
@@ -47,26 +45,6 @@ fn decoded(nr: u64) -> bool {
             | sysno::PPOLL
             | sysno::MMAP
     )
-}
-
-/// Plain reads and writes: only their fd is kept (it names the socket of
-/// an SSL call).
-#[inline(always)]
-fn fd_only(nr: u64) -> bool {
-    matches!(
-        nr,
-        sysno::READ | sysno::WRITE | sysno::READV | sysno::WRITEV
-    )
-}
-
-/// Syscalls that move data on a file descriptor (their first argument).
-#[inline(always)]
-pub fn is_fd_io(nr: u64) -> bool {
-    fd_only(nr)
-        || matches!(
-            nr,
-            sysno::SENDTO | sysno::RECVFROM | sysno::SENDMSG | sysno::RECVMSG | sysno::SENDMMSG
-        )
 }
 
 /// raw_syscalls:sys_enter(struct pt_regs *regs, long id)
@@ -144,13 +122,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let start_ns = entry.start_ns;
     entry.start_ns = 0;
     let tgid = (pid_tgid >> 32) as u32;
-    let mut row_name = RowName::default();
-    let owner = crate::maps::stats_owner(tgid, &mut row_name);
-    let key = SyscallKey {
-        tgid: owner,
-        nr: entry.nr as u32,
-    };
-    record_syscall(&key, duration, (owner != tgid).then_some(&row_name));
+    calls::record(tgid, entry.nr, duration);
     let ret: i64 = ctx.arg(1);
     if is_fd_io(entry.nr) && ret >= 0 {
         entry.last_io_fd = entry.args[0] as i32;
@@ -195,87 +167,4 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         idle::account(tgid, ret, duration, entry);
     }
     0
-}
-
-/// A syscall that just returned, for the decoders.
-pub struct Finished<'a> {
-    pub tgid: u32,
-    pub tid: u32,
-    pub entry: &'a ThreadEntry,
-    pub ret: i64,
-    pub start_ns: u64,
-    pub duration: u64,
-}
-
-#[inline(always)]
-fn record_syscall(key: &SyscallKey, duration: u64, row_name: Option<&RowName>) {
-    let stats = match SYSCALL_STATS.get_ptr_mut(key) {
-        Some(p) => p,
-        None => {
-            let Some(zero) = ZERO_STATS.get_ptr(0) else {
-                return;
-            };
-            // Fails when another CPU inserted the key first (fine) or when
-            // the map is full: the lookup below tells which.
-            #[expect(
-                clippy::needless_borrows_for_generic_args,
-                reason = "by value, the 2.6 KB struct would land on the 512-byte eBPF stack"
-            )]
-            // SAFETY: pointer into a map value, valid for this program run.
-            let _ = SYSCALL_STATS.insert(key, unsafe { &*zero }, BPF_NOEXIST.into());
-            // A new row's name, for user space (the first one's, if two
-            // names share a key).
-            if let Some(name) = row_name {
-                let _ = ROW_NAMES.insert(key.tgid, name, BPF_NOEXIST.into());
-            }
-            match SYSCALL_STATS.get_ptr_mut(key) {
-                Some(p) => p,
-                None => {
-                    count_lost(LostCounter::SyscallMapFull);
-                    return;
-                }
-            }
-        }
-    };
-    // SAFETY: pointer to a live map value, which the map keeps 8-byte aligned.
-    unsafe { record_shared(stats, duration) };
-}
-
-/// `*p += v` as one eBPF atomic instruction (BPF_ATOMIC | BPF_ADD).
-#[inline(always)]
-pub unsafe fn atomic_add(p: *mut u64, v: u64) {
-    unsafe {
-        core::arch::asm!(
-            "lock *(u64 *)({p} + 0) += {v}",
-            p = in(reg) p,
-            v = in(reg) v,
-            options(nostack),
-        )
-    };
-}
-
-/// Records one call into a `LatencyStats` shared by all CPUs: count, sum and
-/// histogram are atomic adds, so they are exact. The extremes are a plain
-/// compare and store: two calls of the same syscall of the same process
-/// ending on two CPUs within nanoseconds can lose one extreme, never a count.
-#[inline(always)]
-unsafe fn record_shared(stats: *mut LatencyStats, ns: u64) {
-    unsafe {
-        atomic_add(&raw mut (*stats).count, 1);
-        atomic_add(&raw mut (*stats).total_ns, ns);
-        let b = bucket_of(ns);
-        if b < HIST_BUCKETS {
-            atomic_add(&raw mut (*stats).hist[b], 1);
-        }
-        let max = &raw mut (*stats).max_ns;
-        if ns > max.read_volatile() {
-            max.write_volatile(ns);
-        }
-        // min_ns is 0 until the first call: no syscall takes 0 ns.
-        let min = &raw mut (*stats).min_ns;
-        let cur = min.read_volatile();
-        if cur == 0 || ns < cur {
-            min.write_volatile(ns);
-        }
-    }
 }

@@ -15,10 +15,10 @@ use tracer_common::{
 };
 
 use crate::{
+    calls::{Finished, is_fd_io},
     dns::first_polled_fd,
     maps::{THREAD_ENTRIES, TLS_CALLS, TLS_SOCKETS, count_lost, output, output_with},
     stacks::{self, UserRegs},
-    syscalls::{Finished, is_fd_io},
 };
 
 /// A call still open after this long lost its return probe: start afresh.
