@@ -262,6 +262,29 @@ impl Collector {
         }
     }
 
+    /// Gives each thread of `pid` that is blocked in a syscall right now an
+    /// entry as if the call had begun at `since_ns` (the start of its
+    /// tracing), so that its return is paired and timed from there: a
+    /// listener blocked in poll at attach would otherwise return unseen,
+    /// and that wait would count as work. A thread that has entered a
+    /// syscall since keeps its own entry.
+    pub fn seed_blocked_threads(&mut self, pid: u32, since_ns: u64) {
+        for tid in crate::target::threads_of(pid) {
+            let Some((nr, args)) = crate::target::blocked_syscall(pid, tid) else {
+                continue;
+            };
+            let entry = ThreadEntry {
+                start_ns: since_ns,
+                nr,
+                args,
+                last_io_fd: -1,
+                ..Default::default()
+            };
+            // BPF_NOEXIST: never over an entry the thread made itself.
+            let _ = self.thread_entries.insert(tid, entry, 1);
+        }
+    }
+
     /// Syscalls in progress right now: (tid, entry) of threads inside one.
     pub fn in_flight(&self) -> Vec<(u32, ThreadEntry)> {
         self.thread_entries
