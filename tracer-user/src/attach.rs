@@ -69,7 +69,10 @@ fn set_kernel_layout(
         [0; 3]
     } else {
         let btf = btf.as_ref().map_err(|e| {
-            anyhow!("--netns needs the kernel's BTF to find a task's namespace: {e:#}")
+            anyhow!(
+                "--netns needs the kernel's BTF to find a task's namespace, and {} has none: {e:#}",
+                kernel::release()
+            )
         })?;
         let mut offsets = [0; 3];
         for (slot, path) in
@@ -87,7 +90,10 @@ fn set_kernel_layout(
         Ok(off) => off,
         Err(e) => {
             if call_sites {
-                log::warn!("no kernel BTF ({e:#}): Python call sites are not available");
+                log::warn!(
+                    "{}: no kernel BTF ({e:#}): Python call sites are not available",
+                    kernel::release()
+                );
             }
             0
         }
@@ -98,7 +104,12 @@ fn set_kernel_layout(
         (Ok(btf), true) => btf
             .offset_of("task_struct.group_leader")
             .and_then(|leader| Ok((leader, btf.offset_of("task_struct.comm")?)))
-            .map_err(|e| log::warn!("{e:#}: node mode keeps syscall stats per process"))
+            .map_err(|e| {
+                log::warn!(
+                    "{}: {e:#}: node mode keeps syscall stats per process",
+                    kernel::release()
+                )
+            })
             .unwrap_or((0, 0)),
         _ => (0, 0),
     };

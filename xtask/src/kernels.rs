@@ -48,7 +48,7 @@ pub const KERNELS: &[Kernel] = &[
 /// The checks, in the order `kernel-checks` runs them (the table's
 /// columns).
 const CHECKS: &[&str] = &[
-    "syscalls", "connect", "dns", "tls", "python", "node", "cgroup", "detach",
+    "syscalls", "connect", "dns", "tls", "python", "node", "cgroup", "netns", "detach",
 ];
 
 /// How long one guest may take, boot to power-off.
@@ -317,8 +317,6 @@ fn build_initramfs(checks_bin: &Path) -> anyhow::Result<(PathBuf, String)> {
             _ => bail!("unexpected line from kernel-checks --files: {line}"),
         }
     }
-    // glibc's resolver order (files, then DNS).
-    archive.add_file(Path::new("/etc/nsswitch.conf"))?;
     let path = dir().join("initramfs.cpio");
     std::fs::create_dir_all(dir())?;
     let bytes = archive.write(&path)?;

@@ -39,6 +39,7 @@ const CHECKS: &[Check] = &[
     ("python", python_call_site),
     ("node", node_mode),
     ("cgroup", cgroup_scope),
+    ("netns", netns_scope),
     ("detach", nothing_left_loaded),
 ];
 
@@ -227,7 +228,9 @@ fn print_files() {
     // openssl req reads its configuration.
     println!("file /etc/ssl/openssl.cnf");
     println!("file /usr/lib/ssl/openssl.cnf");
+    // localhost, and glibc's order of resolvers (files, then DNS).
     println!("file /etc/hosts");
+    println!("file /etc/nsswitch.conf");
     println!("python {}", python.display());
 }
 
@@ -424,14 +427,18 @@ fn python_call_site() -> String {
         .find(|f| f["python"] == true && f["function"] == "lookup_host")
         .unwrap_or_else(|| panic!("no Python frame lookup_host: {:#}", report["call_sites"]));
     assert_eq!(frame["line"].as_u64(), Some(markers["lookup"]), "{frame}");
+    // Down to libc, unwound without frame pointers.
+    let native = sites
+        .iter()
+        .flat_map(|s| s["frames"].as_array().into_iter().flatten())
+        .filter(|f| f["python"] == false)
+        .filter_map(|f| f["function"].as_str())
+        .find(|f| f.contains("getaddrinfo"))
+        .unwrap_or_else(|| panic!("no native getaddrinfo frame: {:#}", report["call_sites"]));
+    let file = frame["file"].as_str().unwrap_or("?");
     format!(
-        "lookup_host ({}:{})",
-        frame["file"]
-            .as_str()
-            .unwrap_or("?")
-            .rsplit('/')
-            .next()
-            .unwrap_or("?"),
+        "lookup_host ({}:{}) down to {native}",
+        file.rsplit('/').next().unwrap_or(file),
         frame["line"]
     )
 }
@@ -508,6 +515,62 @@ fn cgroup_scope() -> String {
     assert_eq!(count(inside.port), 4, "connects from inside the cgroup");
     assert_eq!(count(outside.port), 0, "connects from outside it");
     "4 of 4 connects from a cgroup below the scope, 0 of 5 from outside".to_string()
+}
+
+/// `--netns`: a process in the namespace is traced, one in another is not
+/// (the namespace is found from the task at offsets from BTF).
+fn netns_scope() -> String {
+    let open = OpenListener::start();
+    let json_path = scratch("k-netns");
+    let ours = format!("/proc/{}/ns/net", std::process::id());
+    let mut tracer = Tracer::start(&[
+        "report",
+        "--netns",
+        &ours,
+        "--duration",
+        "10s",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    tracer.stderr.wait_for("tracer: tracing", LONG);
+    let mut member = Fixture::start();
+    let mut elsewhere = {
+        use std::os::unix::process::CommandExt as _;
+        let mut cmd = Command::new(fixture_bin());
+        // SAFETY: unshare(2) in the child before exec; no allocation.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::unshare(libc::CLONE_NEWNET) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            })
+        };
+        Fixture::start_command(cmd)
+    };
+    member.run(&format!("connect-ok {} 4", open.port), LONG);
+    // Its loopback is down: the connects fail, and are not ours to count.
+    elsewhere.run(&format!("connect-refused {} 5", open.port), LONG);
+    let (member_pid, elsewhere_pid) = (member.pid, elsewhere.pid);
+    member.exit();
+    elsewhere.exit();
+    let done = tracer.finish(LONG);
+    note_warnings(&done.stderr);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    let report = read_report(&json_path);
+    let peer = format!("127.0.0.1:{}", open.port);
+    let counted: u64 = rows(&report, "connect_peers", |r| r["peer"] == peer.as_str())
+        .iter()
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 4, "connects from the namespace only");
+    assert_eq!(
+        rows(&report, "processes", |p| p["pid"] == member_pid).len(),
+        1
+    );
+    assert!(rows(&report, "processes", |p| p["pid"] == elsewhere_pid).is_empty());
+    "4 of 4 connects from the namespace, 0 of 5 from another".to_string()
 }
 
 /// Nothing of ours stays loaded once the tracer is interrupted, or killed.
