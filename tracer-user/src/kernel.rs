@@ -77,7 +77,7 @@ pub fn has_ancestor_cgroup_helper() -> bool {
 
 /// How the exit tracepoint tells a process's last thread (see
 /// `KernelLayout::exit_group_dead`): its `group_dead` field where the
-/// kernel has one (6.16 and later), else the process's count of live
+/// kernel has one (6.18 has it, 6.12 not), else the process's count of live
 /// threads, found through BTF.
 pub fn process_exit_layout(tracefs: &str, btf: Option<&btf::Btf>) -> (u32, u32, u32) {
     let format = fs::read_to_string(format!("{tracefs}/events/sched/sched_process_exit/format"))
