@@ -3,10 +3,11 @@
 //! aya's typed read helpers leave the value of a failed read undefined,
 //! and an `Option`'s `None` carries an undefined payload: LLVM is then free
 //! to take "anything" for it, and does, by loading a stack slot nothing
-//! wrote yet. Verifiers before 5.19 refuse such a read. These versions zero
-//! the destination first (the kernel also zeroes it on a failed read) and
-//! the `_or` forms return a defined value on every path: use them wherever
-//! a failed read has a default, rather than `Option::unwrap_or`.
+//! wrote yet. The verifiers of 5.10 and 6.1 refuse such a read (6.12's
+//! accepts it). These versions zero the destination first (the kernel also
+//! zeroes it on a failed read) and the `_or` forms return a defined value
+//! on every path: use them wherever a failed read has a default, rather
+//! than `Option::unwrap_or`.
 
 use core::{ffi::c_void, mem::MaybeUninit};
 
