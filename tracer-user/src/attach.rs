@@ -40,9 +40,10 @@ const LOOKUP_RETURN: &str = "lookup_return";
 /// program of its own, `TlsFn::entry_program`).
 const TLS_RETURN: &str = "tls_return";
 
-/// Tells the programs where `task_struct.thread.fsbase` is (from the
-/// kernel's BTF): a Python thread state is found by its thread's fs base;
-/// and whether to take stacks at all.
+/// Tells the programs what only user space can find or choose: kernel
+/// struct offsets from BTF (a Python thread state is found by its thread's
+/// fs base; node mode's scopes; what stands in for what this kernel lacks,
+/// see `kernel`), and whether to take stacks at all.
 fn set_kernel_layout(
     ebpf: &mut Ebpf,
     options: ProbeOptions,

@@ -159,6 +159,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_mapped_file_opens_as_the_file_mapped() {
+        let pid = std::process::id();
+        let maps = executable_mappings(pid);
+        let me = std::fs::canonicalize("/proc/self/exe").unwrap();
+        let exe = maps
+            .iter()
+            .find(|m| std::path::Path::new(&m.path) == me)
+            .unwrap_or_else(|| panic!("{} not in {maps:?}", me.display()));
+        let path = exe.file_path(pid).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!((device_number(&meta), meta.ino()), (exe.dev, exe.inode));
+    }
+
+    #[test]
     fn finds_executable_file_mappings_and_libc() {
         let maps = "\
 55d0c0a00000-55d0c0a28000 r--p 00000000 fe:01 393231  /usr/bin/python3.11

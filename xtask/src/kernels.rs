@@ -86,19 +86,23 @@ pub fn run() -> anyhow::Result<()> {
     let mut rows = vec![host];
     for pair in kernels.chunks(2) {
         thread::scope(|s| {
-            for (name, vmlinuz) in pair {
+            for (i, (name, vmlinuz)) in pair.iter().enumerate() {
                 let tx = tx.clone();
                 let (initrd, python) = (&initrd, &python);
                 s.spawn(move || {
                     eprintln!("kernels: booting {name} under qemu");
                     let row = run_guest(name, vmlinuz, initrd, python);
-                    tx.send(row).expect("channel");
+                    tx.send(row.map(|r| (i, r))).expect("channel");
                 });
             }
         });
+        let mut done = Vec::new();
         for _ in pair {
-            rows.push(rx.recv().expect("a row per guest")?);
+            done.push(rx.recv().expect("a row per guest")?);
         }
+        // In the order of KERNELS, whichever guest finished first.
+        done.sort_by_key(|(i, _)| *i);
+        rows.extend(done.into_iter().map(|(_, row)| row));
     }
     let table = render(&rows, t0.elapsed());
     print!("{table}");

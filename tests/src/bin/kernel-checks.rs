@@ -116,14 +116,13 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// The guest has only what the initramfs holds: mount what the kernel
-/// provides (the tracer mounts tracefs itself).
+/// provides (the tracer mounts tracefs itself). The initramfs is writable:
+/// no tmpfs on /tmp, which would hide a checkout under /tmp.
 fn mount_kernel_filesystems() {
     for (fs, target) in [
         ("proc", "/proc"),
         ("sysfs", "/sys"),
         ("devtmpfs", "/dev"),
-        ("tmpfs", "/tmp"),
-        ("tmpfs", "/run"),
         ("cgroup2", "/sys/fs/cgroup"),
     ] {
         let _ = std::fs::create_dir_all(target);
