@@ -35,6 +35,8 @@ const APT_PACKAGES: &[&str] = &[
     "prometheus",
     // The kernel matrix boots other kernels under software emulation.
     "qemu-system-x86",
+    // `cargo xtask bench` measures bpftrace's probes beside ours.
+    "bpftrace",
 ];
 
 /// Python packages for the tests and the seed scenario, in a venv under
