@@ -334,6 +334,10 @@ pub struct LookupState {
     /// outermost is reported.
     pub depth: u32,
     pub args: [u64; 6],
+    /// The stack pointer at the outermost call's entry: a call entered
+    /// below it is nested in it; one at or above it means that call
+    /// returned unseen.
+    pub sp: u64,
 }
 
 /// A thread entered a lookup: DNS traffic on this thread until the matching
@@ -548,6 +552,9 @@ pub struct TlsCall {
     pub last_stack_ns: [u64; 3],
     /// The `SSL *` of the thread's last sampled call, per kind of call.
     pub last_stack_ssl: [u64; 3],
+    /// The stack pointer at the outermost call's entry (see
+    /// `LookupState::sp`).
+    pub sp: u64,
 }
 
 impl TlsFn {

@@ -349,11 +349,17 @@ fn lookup_entry(ctx: &ProbeContext, func: LookupFn) -> u32 {
     }
     let tid = pid_tgid as u32;
     let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: the probe context is the thread's user registers.
+    let sp = unsafe { (*ctx.regs).rsp };
     if let Some(state) = LOOKUPS.get_ptr_mut(tid) {
         // SAFETY: this thread's own map value.
         let state = unsafe { &mut *state };
-        if state.depth > 0 && now.saturating_sub(state.start_ns) < STALE_LOOKUP_NS {
-            // gethostbyname calls gethostbyname_r: report the outer call.
+        // gethostbyname calls gethostbyname_r: report the outer call. A
+        // call entered at or above the open one's stack pointer is not
+        // inside it: that one returned unseen (its return probe was not
+        // yet attached when it began, say), and this one starts afresh.
+        if state.depth > 0 && now.saturating_sub(state.start_ns) < STALE_LOOKUP_NS && sp < state.sp
+        {
             state.depth += 1;
             return 0;
         }
@@ -367,6 +373,7 @@ fn lookup_entry(ctx: &ProbeContext, func: LookupFn) -> u32 {
         func: func as u32,
         depth: 1,
         args,
+        sp,
     };
     if LOOKUPS.insert(tid, state, 0).is_err() {
         count_lost(LostCounter::LookupMapFull);

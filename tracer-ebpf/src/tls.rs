@@ -86,12 +86,16 @@ fn tls_entry(ctx: &ProbeContext, func: TlsFn) -> u32 {
     let step = func.is_handshake_step();
     let class = func.class();
     let func = func as u32;
+    // SAFETY: the probe context is the thread's user registers.
+    let sp = unsafe { (*ctx.regs).rsp };
     let mut last_stack_ns = [0u64; 3];
     let mut last_stack_ssl = [0u64; 3];
     if let Some(call) = TLS_CALLS.get_ptr_mut(tid) {
         // SAFETY: this thread's own map value.
         let call = unsafe { &mut *call };
-        if call.depth > 0 && now.saturating_sub(call.start_ns) < STALE_CALL_NS {
+        // As for lookups (`LookupState::sp`): a call at or above the open
+        // one's stack pointer is not inside it.
+        if call.depth > 0 && now.saturating_sub(call.start_ns) < STALE_CALL_NS && sp < call.sp {
             // SSL_connect calls SSL_do_handshake: report the outer call.
             // The state machine marks the call it runs in as handshake work.
             call.depth += 1;
@@ -157,6 +161,7 @@ fn tls_entry(ctx: &ProbeContext, func: TlsFn) -> u32 {
         _pad: 0,
         last_stack_ns,
         last_stack_ssl,
+        sp,
     };
     if TLS_CALLS.insert(tid, call, 0).is_err() {
         count_lost(LostCounter::TlsCallMapFull);

@@ -695,7 +695,8 @@ impl Probes {
             let Some(&offset) = offsets.get(func.symbol()) else {
                 continue;
             };
-            for name in [func.entry_program(), TLS_RETURN] {
+            // The return program first, as for lookups.
+            for name in [TLS_RETURN, func.entry_program()] {
                 let point = UProbeAttachPoint {
                     location: UProbeAttachLocation::AbsoluteOffset(offset),
                     cookie: None,
@@ -812,7 +813,11 @@ impl Probes {
             let Some(&offset) = offsets.get(*symbol) else {
                 continue;
             };
-            for name in [*entry, LOOKUP_RETURN] {
+            // The return program first: a call whose entry is seen then has
+            // its return seen too (a uretprobe takes hold at the call's
+            // entry); one entered between two attaches would leave its
+            // thread's lookup open.
+            for name in [LOOKUP_RETURN, *entry] {
                 self.uprobe(name)?
                     .attach(offset, path, scope(pid))
                     .with_context(|| format!("{symbol} in {path}"))?;
