@@ -12,6 +12,7 @@ fn main() {
         "tracer_dns_scrub_after",
         "tracer_walk_addrinfo",
         "tracer_walk_hostent",
+        "tracer_server_io",
     ] {
         println!("cargo:rustc-link-arg-bins=--export={f}");
     }

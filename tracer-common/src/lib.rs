@@ -14,6 +14,10 @@ pub const MAX_TRACED_PROCESSES: u32 = 8192;
 pub const MAX_TRACED_THREADS: u32 = 65536;
 /// Processes whose idle time is counted.
 pub const MAX_IDLE_PROCESSES: u32 = 8192;
+/// Connections a traced server accepted whose requests are timed (least
+/// recently used ones make room: a connection never closed in our sight
+/// must not keep its slot).
+pub const MAX_SERVER_CONNS: u32 = 16384;
 /// Distinct (process, syscall) pairs aggregated in the kernel.
 pub const MAX_SYSCALL_KEYS: u32 = 16384;
 /// Process names (and cgroups) whose syscalls node mode keeps together.
@@ -142,6 +146,37 @@ pub struct ThreadEntry {
     /// Waits of a thread not (yet) known as a listener: idle if it turns
     /// out to be one.
     pub pending_wait_ns: u64,
+}
+
+/// A connection the traced process accepted, timed as a server's
+/// requests: a request starts at the first read that returns data after
+/// the connection was answered (or opened), and ends at the last write
+/// before the next such read, the end of input, or the close.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerConn {
+    /// One of `CONN_*`.
+    pub state: u32,
+    pub _pad: u32,
+    /// When the request's first bytes were read (the read's return).
+    pub start_ns: u64,
+    /// The return of the last write of the response so far.
+    pub last_write_ns: u64,
+}
+
+/// Opened, or its last request ended: waiting for the client.
+pub const CONN_WAITING: u32 = 0;
+/// A request read, nothing written back yet.
+pub const CONN_IN_REQUEST: u32 = 1;
+/// A response (partly) written: the request ends at its last write.
+pub const CONN_ANSWERED: u32 = 2;
+
+/// A server's finished requests per process: how many, and their time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestTime {
+    pub ns: u64,
+    pub count: u64,
 }
 
 /// Key of the in-kernel per-syscall aggregate.
@@ -823,6 +858,8 @@ mod pod {
     // SAFETY: all of these are #[repr(C)] structs of integers and byte
     // arrays, valid for any bit pattern.
     unsafe impl aya::Pod for ThreadEntry {}
+    unsafe impl aya::Pod for ServerConn {}
+    unsafe impl aya::Pod for RequestTime {}
     unsafe impl aya::Pod for SyscallKey {}
     unsafe impl aya::Pod for PendingHandshake {}
     unsafe impl aya::Pod for LatencyStats {}

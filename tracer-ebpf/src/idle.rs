@@ -1,16 +1,21 @@
-//! What is work and what is waiting for work: the waits of a thread that
-//! accepts connections (a server's listener, idle until a client comes)
-//! are counted apart, so shares of time are shares of the busy time, as a
-//! profiler of request handlers would give them. And single reads and
-//! writes that take long, with their call site: a process waiting on a
-//! database, a pipe, a disk.
+//! What is work and what is waiting for work. A server's busy time is the
+//! time it spends on requests, timed on the connections it accepted: from
+//! a request's first read to its response's last write, as a profiler of
+//! request handlers would measure it, whatever the server's threads do in
+//! between. For a process that serves no requests, the waits of a thread
+//! that accepts connections (idle until a client comes) are counted apart.
+//! And single reads and writes that take long, with their call site: a
+//! process waiting on a database, a pipe, a disk.
 
 use aya_ebpf::bindings::pt_regs;
-use tracer_common::{EventKind, FdKey, SLOW_IO_NS, STACK_FOR_IO, SlowIoEvent, ThreadEntry, sysno};
+use tracer_common::{
+    CONN_ANSWERED, CONN_IN_REQUEST, CONN_WAITING, EventKind, FdKey, RequestTime, SLOW_IO_NS,
+    STACK_FOR_IO, ServerConn, SlowIoEvent, ThreadEntry, sysno,
+};
 
 use crate::{
     calls::{Finished, atomic_add},
-    maps::{DNS_SOCKETS, IDLE_NS, KERNEL_LAYOUT, output},
+    maps::{DNS_SOCKETS, IDLE_NS, KERNEL_LAYOUT, REQUEST_TIME, SERVER_CONNS, output},
     stacks::{self, UserRegs},
 };
 
@@ -98,4 +103,93 @@ pub fn maybe_slow_io(call: &Finished, regs: *const pt_regs) {
         duration_ns: call.duration,
         ret: call.ret,
     });
+}
+
+/// Whether the server-request timing looks at this syscall's exit.
+#[inline(always)]
+pub fn is_server_io(nr: u64) -> bool {
+    matches!(
+        nr,
+        sysno::ACCEPT
+            | sysno::ACCEPT4
+            | sysno::CLOSE
+            | sysno::READ
+            | sysno::READV
+            | sysno::RECVFROM
+            | sysno::RECVMSG
+            | sysno::WRITE
+            | sysno::WRITEV
+            | sysno::SENDTO
+            | sysno::SENDMSG
+            | sysno::SENDMMSG
+    )
+}
+
+fn add_request(tgid: u32, ns: u64) {
+    match REQUEST_TIME.get_ptr_mut(tgid) {
+        // SAFETY: a live map value; other threads of the process add too.
+        Some(p) => unsafe {
+            atomic_add(&raw mut (*p).ns, ns);
+            atomic_add(&raw mut (*p).count, 1);
+        },
+        None => {
+            let _ = REQUEST_TIME.insert(tgid, RequestTime { ns, count: 1 }, 0);
+        }
+    }
+}
+
+/// Times a server's requests on the connections it accepted (see
+/// `ServerConn`): called on the exit of each syscall `is_server_io` names,
+/// with the syscall's fd (the new one for accept) and its return value. A
+/// global BPF function, checked once on its own: `sys_exit` is near the
+/// older kernels' verifier budget.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tracer_server_io(tgid: u64, nr: u64, fd: u64, ret: u64, now: u64) -> u64 {
+    let ret = ret as i64;
+    let key = FdKey {
+        tgid: tgid as u32,
+        fd: fd as u32,
+    };
+    if nr == sysno::ACCEPT || nr == sysno::ACCEPT4 {
+        let _ = SERVER_CONNS.insert(key, ServerConn::default(), 0);
+        return 0;
+    }
+    let Some(conn) = SERVER_CONNS.get_ptr_mut(key) else {
+        return 0;
+    };
+    // SAFETY: a live map value; one thread at a time serves a connection.
+    let conn = unsafe { &mut *conn };
+    let answered = conn.state == CONN_ANSWERED;
+    match nr {
+        sysno::CLOSE => {
+            if answered {
+                add_request(key.tgid, conn.last_write_ns.saturating_sub(conn.start_ns));
+            }
+            let _ = SERVER_CONNS.remove(key);
+        }
+        sysno::READ | sysno::READV | sysno::RECVFROM | sysno::RECVMSG => {
+            if ret == 0 {
+                // The client is done: so is its last request (one it sent
+                // before it shut its side is still to be answered).
+                if answered {
+                    add_request(key.tgid, conn.last_write_ns.saturating_sub(conn.start_ns));
+                    conn.state = CONN_WAITING;
+                }
+            } else if ret > 0 && conn.state != CONN_IN_REQUEST {
+                if answered {
+                    add_request(key.tgid, conn.last_write_ns.saturating_sub(conn.start_ns));
+                }
+                conn.state = CONN_IN_REQUEST;
+                conn.start_ns = now;
+            }
+        }
+        _ => {
+            if ret > 0 && conn.state != CONN_WAITING {
+                conn.state = CONN_ANSWERED;
+                conn.last_write_ns = now;
+            }
+        }
+    }
+    0
 }

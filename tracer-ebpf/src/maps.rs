@@ -5,14 +5,14 @@ use aya_ebpf::{
     Global,
     helpers::bpf_probe_read_user_buf,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
     DnsServer, EVENT_RING_BYTES, FdKey, KernelLayout, LAYOUT_ALL, LOST_COUNTERS, LatencyStats,
     LookupState, LostCounter, MAX_CONNECTED_FDS, MAX_DNS_SOCKETS, MAX_IDLE_PROCESSES, MAX_LOOKUPS,
-    MAX_NAME_ROWS, MAX_PENDING_HANDSHAKES, MAX_PY_PROCS, MAX_SYSCALL_KEYS, MAX_TLS_CALLS,
-    MAX_TLS_SOCKETS, MAX_TRACED_PROCESSES, MAX_TRACED_THREADS, PendingHandshake, PyProcess,
-    RowName, SyscallKey, ThreadEntry, TlsCall, name_row,
+    MAX_NAME_ROWS, MAX_PENDING_HANDSHAKES, MAX_PY_PROCS, MAX_SERVER_CONNS, MAX_SYSCALL_KEYS,
+    MAX_TLS_CALLS, MAX_TLS_SOCKETS, MAX_TRACED_PROCESSES, MAX_TRACED_THREADS, PendingHandshake,
+    PyProcess, RequestTime, RowName, ServerConn, SyscallKey, ThreadEntry, TlsCall, name_row,
 };
 
 /// Processes (tgids) being traced. User space seeds it; forks add to it.
@@ -68,6 +68,16 @@ pub static DNS_SOCKETS: HashMap<FdKey, DnsServer> = HashMap::with_max_entries(MA
 /// Idle time per process: the waits of listener threads for new work.
 #[map]
 pub static IDLE_NS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_IDLE_PROCESSES, 0);
+
+/// Connections the traced processes accepted: their requests are timed.
+#[map]
+pub static SERVER_CONNS: LruHashMap<FdKey, ServerConn> =
+    LruHashMap::with_max_entries(MAX_SERVER_CONNS, 0);
+
+/// Finished requests per process (see `ServerConn`).
+#[map]
+pub static REQUEST_TIME: HashMap<u32, RequestTime> =
+    HashMap::with_max_entries(MAX_IDLE_PROCESSES, 0);
 
 /// CPython processes and where their interpreter keeps its frames.
 #[map]

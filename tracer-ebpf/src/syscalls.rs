@@ -130,6 +130,13 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     if entry.in_tls != 0 {
         tls::on_nested_syscall(tid, entry, ret, duration);
     }
+    if idle::is_server_io(entry.nr) {
+        let accepted = entry.nr == sysno::ACCEPT || entry.nr == sysno::ACCEPT4;
+        let fd = if accepted { ret as u64 } else { entry.args[0] };
+        if !accepted || ret >= 0 {
+            idle::tracer_server_io(tgid as u64, entry.nr, fd, ret as u64, now);
+        }
+    }
 
     // Whether this wait was a resolver's or a TLS client's, not idleness.
     let known_wait = {

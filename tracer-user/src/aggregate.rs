@@ -252,6 +252,9 @@ pub struct Aggregate {
     /// Idle time per process (listener threads waiting for work), as of
     /// the last snapshot, in-flight waits included.
     pub idle: BTreeMap<u32, u64>,
+    /// Requests served per process (row), timed on the connections it
+    /// accepted: the busy time of a server.
+    pub requests: BTreeMap<u32, tracer_common::RequestTime>,
     /// With `--events`: calls at least this slow are kept in `slow_calls`
     /// until taken.
     pub slow_call_threshold_ns: Option<u64>,

@@ -8,9 +8,10 @@ use anyhow::{Context as _, anyhow};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
-    ConnectEvent, DnsPacketEvent, DnsServer, DnsWaitEvent, EventKind, ExecMapEvent, FdClosedEvent,
-    FdKey, HandshakeEvent, LatencyStats, LookupEvent, LookupStartEvent, LookupState, LostCounter,
-    SlowIoEvent, StackEvent, SyscallKey, TaskEvent, ThreadEntry, TlsEvent, TlsWaitEvent,
+    CONN_ANSWERED, CONN_IN_REQUEST, ConnectEvent, DnsPacketEvent, DnsServer, DnsWaitEvent,
+    EventKind, ExecMapEvent, FdClosedEvent, FdKey, HandshakeEvent, LatencyStats, LookupEvent,
+    LookupStartEvent, LookupState, LostCounter, RequestTime, ServerConn, SlowIoEvent, StackEvent,
+    SyscallKey, TaskEvent, ThreadEntry, TlsEvent, TlsWaitEvent,
 };
 
 use crate::attach::Probes;
@@ -115,6 +116,8 @@ pub struct Collector {
     connected_fds: HashMap<MapData, FdKey, u8>,
     row_names: HashMap<MapData, u32, tracer_common::RowName>,
     idle: HashMap<MapData, u32, u64>,
+    server_conns: HashMap<MapData, FdKey, ServerConn>,
+    request_time: HashMap<MapData, u32, RequestTime>,
     lost: PerCpuArray<MapData, u64>,
     /// Syscall stats of processes that exited, moved out of the kernel map
     /// so that its size bounds the live processes, not all there ever were
@@ -123,6 +126,8 @@ pub struct Collector {
     /// Idle time of processes that exited, moved out of the kernel map
     /// likewise.
     retired_idle: std::collections::HashMap<u32, u64>,
+    /// Requests served by processes that exited, likewise.
+    retired_requests: std::collections::HashMap<u32, RequestTime>,
     undecodable: u64,
     /// Ring buffer records taken so far.
     pub events_seen: u64,
@@ -156,9 +161,12 @@ impl Collector {
             connected_fds: take(probes, "CONNECTED_FDS")?,
             row_names: take(probes, "ROW_NAMES")?,
             idle: take(probes, "IDLE_NS")?,
+            server_conns: take(probes, "SERVER_CONNS")?,
+            request_time: take(probes, "REQUEST_TIME")?,
             lost: take(probes, "LOST")?,
             retired: BTreeMap::new(),
             retired_idle: Default::default(),
+            retired_requests: Default::default(),
             undecodable: 0,
             events_seen: 0,
         })
@@ -228,6 +236,10 @@ impl Collector {
                 *self.retired_idle.entry(*pid).or_default() += ns;
                 let _ = self.idle.remove(pid);
             }
+            if let Ok(t) = self.request_time.get(pid, 0) {
+                add_requests(&mut self.retired_requests, *pid, t);
+                let _ = self.request_time.remove(pid);
+            }
         }
     }
 
@@ -258,6 +270,9 @@ impl Collector {
         for (pid, row) in moved {
             if let Some(ns) = self.retired_idle.remove(pid) {
                 *self.retired_idle.entry(*row).or_default() += ns;
+            }
+            if let Some(t) = self.retired_requests.remove(pid) {
+                add_requests(&mut self.retired_requests, *row, t);
             }
         }
     }
@@ -323,6 +338,43 @@ impl Collector {
         forget_fds_of_exited(&mut self.dns_sockets, &live);
         forget_fds_of_exited(&mut self.tls_sockets, &live);
         forget_fds_of_exited(&mut self.connected_fds, &live);
+        // A connection answered when its process exited: that request is
+        // done, with no close() to tell the kernel.
+        let gone: Vec<(FdKey, ServerConn)> = self
+            .server_conns
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, _)| !live.contains(&k.tgid))
+            .collect();
+        for (key, conn) in gone {
+            if let Some(t) = finished_request(&conn) {
+                add_requests(&mut self.retired_requests, key.tgid, t);
+            }
+            let _ = self.server_conns.remove(&key);
+        }
+    }
+
+    /// Requests served per process so far: those finished, those answered
+    /// and not yet followed by another, and those in progress (to `now_ns`).
+    pub fn requests(&self, now_ns: u64) -> std::collections::HashMap<u32, RequestTime> {
+        let mut all = self.retired_requests.clone();
+        for (pid, t) in self.request_time.iter().filter_map(Result::ok) {
+            add_requests(&mut all, pid, t);
+        }
+        for (key, conn) in self.server_conns.iter().filter_map(Result::ok) {
+            let open = if conn.state == CONN_IN_REQUEST {
+                Some(RequestTime {
+                    ns: now_ns.saturating_sub(conn.start_ns),
+                    count: 1,
+                })
+            } else {
+                finished_request(&conn)
+            };
+            if let Some(t) = open {
+                add_requests(&mut all, key.tgid, t);
+            }
+        }
+        all
     }
 
     /// Idle time (listener threads waiting for work) per process.
@@ -347,6 +399,21 @@ impl Collector {
     pub fn threads_seen(&self) -> std::collections::HashSet<u32> {
         self.thread_entries.keys().filter_map(Result::ok).collect()
     }
+}
+
+/// A connection's last request, if answered and not yet counted by the
+/// kernel (which counts it when the next one starts or the client leaves).
+fn finished_request(conn: &ServerConn) -> Option<RequestTime> {
+    (conn.state == CONN_ANSWERED).then(|| RequestTime {
+        ns: conn.last_write_ns.saturating_sub(conn.start_ns),
+        count: 1,
+    })
+}
+
+fn add_requests(all: &mut std::collections::HashMap<u32, RequestTime>, pid: u32, t: RequestTime) {
+    let sum = all.entry(pid).or_default();
+    sum.ns += t.ns;
+    sum.count += t.count;
 }
 
 fn forget_fds_of_exited<V: aya::Pod>(

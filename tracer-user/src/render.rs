@@ -43,6 +43,10 @@ pub struct ProcessRow {
     pub parent: Option<u32>,
     pub threads: usize,
     pub wall_ns: u64,
+    /// Requests it served (on connections it accepted) and their time,
+    /// each from its first read to its response's last write.
+    pub requests: u64,
+    pub request_ns: u64,
     pub exited: bool,
     /// The container id (from the cgroup), if it runs in one.
     pub container: Option<String>,
@@ -250,11 +254,15 @@ pub struct Report {
     pub wall_ns: u64,
     /// Part of `wall_ns` spent in waiting syscalls.
     pub waiting_ns: u64,
-    /// Part of `wall_ns` listener threads spent waiting for new work
+    /// Requests served, on connections the traced processes accepted.
+    pub requests: u64,
+    /// The time spent handling work: with `requests`, their time (each
+    /// from its first read to its response's last write); without, the
+    /// threads' time less the waits of listener threads for new work
     /// (accept, and poll/select/epoll of threads that accept).
-    pub idle_ns: u64,
-    /// `wall_ns - idle_ns`: the time spent handling work.
     pub busy_ns: u64,
+    /// `wall_ns - busy_ns` (0 when concurrent requests add up to more).
+    pub idle_ns: u64,
     /// What every `share` is a share of: "busy" (default) or "wall".
     pub share_of: ShareOf,
     /// Slow reads and writes (single calls over the threshold) per target.
@@ -318,6 +326,8 @@ impl Report {
                 parent: p.parent,
                 threads: p.threads.len() + p.exited_threads,
                 wall_ns: agg.wall_ns(pid, now_ns),
+                requests: agg.requests.get(&pid).map_or(0, |r| r.count),
+                request_ns: agg.requests.get(&pid).map_or(0, |r| r.ns),
                 exited: p.exited_ns.is_some(),
                 container: p.container.id.clone(),
                 pod: p.container.pod_uid.clone(),
@@ -325,8 +335,18 @@ impl Report {
             })
             .collect();
         let total_wall_ns: u64 = processes.iter().map(|p| p.wall_ns).sum();
-        let idle_ns: u64 = agg.idle.values().sum::<u64>().min(total_wall_ns);
-        let busy_ns = total_wall_ns - idle_ns;
+        let requests: u64 = processes.iter().map(|p| p.requests).sum();
+        // A server's busy time is the time of its requests (what a
+        // profiler of its request handlers sums), whatever its threads do
+        // around them: a listener's waits, a pool's idle workers, an event
+        // loop's waits between requests, a supervisor process. Anything
+        // else: its threads' time, less a listener's waits for work.
+        let busy_ns = if requests > 0 {
+            processes.iter().map(|p| p.request_ns).sum()
+        } else {
+            total_wall_ns - agg.idle.values().sum::<u64>().min(total_wall_ns)
+        };
+        let idle_ns = total_wall_ns.saturating_sub(busy_ns);
         // The denominator of every share below.
         let wall_ns = match share_of {
             ShareOf::Busy => busy_ns,
@@ -514,8 +534,9 @@ impl Report {
             processes,
             wall_ns: total_wall_ns,
             waiting_ns,
-            idle_ns,
+            requests,
             busy_ns,
+            idle_ns,
             share_of,
             slow_io: agg
                 .slow_io
@@ -885,15 +906,27 @@ impl Report {
             threads,
             fmt_ns(self.traced_ns),
         );
-        let _ = writeln!(
-            out,
-            "Thread wall time {} = busy {} + idle {} (threads that accept connections, waiting \
-             for new ones). In syscalls that wait: {}.",
-            fmt_ns(self.wall_ns),
-            fmt_ns(self.busy_ns),
-            fmt_ns(self.idle_ns),
-            fmt_ns(self.waiting_ns),
-        );
+        if self.requests > 0 {
+            let _ = writeln!(
+                out,
+                "Busy {}: {} requests served, each from its first read to its response's last \
+                 write (thread wall time {}). In syscalls that wait: {}.",
+                fmt_ns(self.busy_ns),
+                self.requests,
+                fmt_ns(self.wall_ns),
+                fmt_ns(self.waiting_ns),
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "Thread wall time {} = busy {} + idle {} (threads that accept connections, \
+                 waiting for new ones). In syscalls that wait: {}.",
+                fmt_ns(self.wall_ns),
+                fmt_ns(self.busy_ns),
+                fmt_ns(self.idle_ns),
+                fmt_ns(self.waiting_ns),
+            );
+        }
         let _ = writeln!(
             out,
             "Shares below are of the {} ({}), except waits (of wall time).",

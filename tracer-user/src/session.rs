@@ -557,6 +557,7 @@ fn snapshot(
     agg.add_name_rows(stats.keys(), |key| collector.row_name(key));
     agg.set_syscalls(stats, &in_flight, now, target::read_memory);
     agg.set_idle(collector.idle_ns(), &in_flight, now);
+    agg.requests = collector.requests(now).into_iter().collect();
     let tid_to_pid = agg.thread_owners();
     let open: Vec<(u32, u32, u32, u64, String)> = open_lookups
         .iter()

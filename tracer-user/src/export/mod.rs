@@ -273,8 +273,9 @@ fn families(
     ));
     families.push(counters(
         "tracer_thread_seconds_total",
-        "The traced threads' time while traced: busy, or idle (listener threads waiting for \
-         new work)",
+        "The traced threads' time while traced: busy (a server's requests, from each one's \
+         first read to its response's last write; else the threads' time less listeners' waits \
+         for new work), or idle (the rest)",
         vec![
             (
                 vec![("state", "busy".to_string())],
