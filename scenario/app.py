@@ -5,7 +5,9 @@ API over HTTPS, then counts bugs in MySQL with a fresh connection.
 
 Configured by environment: IDENTITY_URL, CODE_URL, MYSQL_HOST, MYSQL_PORT,
 and PROFILE_DIR to run under Werkzeug's ProfilerMiddleware (cProfile), as
-the seed's author did. Prints {"ready": PID, "port": PORT} when listening.
+the seed's author did. Run as a program, it serves under Werkzeug's
+threaded server and prints {"ready": PID, "port": PORT} when listening;
+other servers import `app` (scenario/seed.py --server).
 """
 import json
 import os
@@ -80,21 +82,31 @@ def overview():
     return {"repositories_bytes": sum(repos), "open_crash_bugs": bugs}
 
 
+def profiled(wsgi_app):
+    """Under Werkzeug's ProfilerMiddleware when PROFILE_DIR is set: one
+    cProfile file per request, named by process (gunicorn has several)."""
+    if not os.environ.get("PROFILE_DIR"):
+        return wsgi_app
+    import itertools
+
+    from werkzeug.middleware.profiler import ProfilerMiddleware
+
+    # Werkzeug's default file name has the time in whole seconds and
+    # milliseconds taken: two quick requests can share it. Number them.
+    numbers = itertools.count(1)
+    return ProfilerMiddleware(
+        wsgi_app,
+        profile_dir=os.environ["PROFILE_DIR"],
+        stream=None,
+        filename_format=lambda env: f"request-{os.getpid()}-{next(numbers):06d}.prof",
+    )
+
+
+app.wsgi_app = profiled(app.wsgi_app)
+
+
 def main():
-    if os.environ.get("PROFILE_DIR"):
-        import itertools
-
-        from werkzeug.middleware.profiler import ProfilerMiddleware
-
-        # Werkzeug's default file name has the time in whole seconds and
-        # milliseconds taken: two quick requests can share it. Number them.
-        numbers = itertools.count(1)
-        app.wsgi_app = ProfilerMiddleware(
-            app.wsgi_app,
-            profile_dir=os.environ["PROFILE_DIR"],
-            stream=None,
-            filename_format=lambda env: f"request-{os.getpid()}-{next(numbers):06d}.prof",
-        )
+    """Werkzeug's threaded server (the seed's), on a free port."""
     from werkzeug.serving import make_server
 
     server = make_server("127.0.0.1", 0, app, threaded=True)

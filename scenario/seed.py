@@ -2,6 +2,7 @@
 
     seed.py --dnsfixture BIN --python VENV_PYTHON --workdir DIR
             [--dns-delay-ms 150] [--profile-dir DIR]
+            [--server werkzeug|gunicorn-sync|gunicorn-gthread|waitress]
 
 Inside namespace `tracer-seed-PID` (loopback only): a DNS server that
 answers after a delay (this kernel has no netem: the delay is the
@@ -9,7 +10,9 @@ server's), resolving the identity API's host name; the identity API and
 the code-hosting API over HTTPS; MariaDB with its own data directory and
 300,000 seeded bugs; and the Flask app. Prints one JSON line when ready:
 
-    {"app_pid": PID, "app_port": PORT, "netns": NAME}
+    {"app_pid": PID, "app_pids": [PID, ...], "app_port": PORT, "netns": NAME}
+
+(app_pids: the server's processes, gunicorn's workers with its master.)
 
 then takes commands on stdin, one JSON line of answer each:
 
@@ -149,6 +152,64 @@ def mariadb(workdir):
         )
 
 
+# How each server runs the app (scenario/app.py's `app`) on APP_PORT.
+SERVERS = {
+    "gunicorn-sync": ["-m", "gunicorn", "--workers", "2", "--worker-class", "sync"],
+    "gunicorn-gthread": ["-m", "gunicorn", "--workers", "2", "--worker-class", "gthread",
+                         "--threads", "4"],
+    "waitress": ["-m", "waitress", "--threads=4"],
+}
+APP_PORT = 8000
+GUNICORN_WORKERS = 2
+
+
+def listening(pid, port):
+    """Whether process `pid`'s network namespace has a TCP listener on `port`."""
+    try:
+        with open(f"/proc/{pid}/net/tcp") as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+    except OSError:
+        return False
+    return any(r[1].endswith(f":{port:04X}") and r[3] == "0A" for r in rows)
+
+
+def children_of(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def serve_app(args, env):
+    """Starts the app under its server; returns {"ready": PID, "pids": [the
+    server's processes], "port": PORT} once it listens (and, for gunicorn,
+    once its workers are forked)."""
+    log_file = os.path.join(args.workdir, "app.log")
+    if args.server == "werkzeug":
+        app = start(in_ns(args.python, os.path.join(HERE, "app.py")), env=env, log=log_file)
+        ready = first_json_line(app, "the app")
+        return {"ready": ready["ready"], "pids": [ready["ready"]], "port": ready["port"]}
+    argv = [args.python, *SERVERS[args.server]]
+    if args.server == "waitress":
+        argv += [f"--listen=127.0.0.1:{APP_PORT}", "app:app"]
+    else:
+        argv += ["--bind", f"127.0.0.1:{APP_PORT}", "--chdir", HERE, "app:app"]
+    app = subprocess.Popen(in_ns(*argv), cwd=HERE, env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=open(log_file, "ab"))
+    children.append(app)
+    workers = GUNICORN_WORKERS if args.server.startswith("gunicorn") else 0
+    for _ in range(600):
+        if app.poll() is not None:
+            raise SystemExit(f"seed: {args.server} exited (see {log_file})")
+        # `ip netns exec` execs the server: same PID.
+        if listening(app.pid, APP_PORT) and len(children_of(app.pid)) >= workers:
+            return {"ready": app.pid, "pids": [app.pid, *children_of(app.pid)],
+                    "port": APP_PORT}
+        time.sleep(0.05)
+    raise SystemExit(f"seed: {args.server} did not listen on {APP_PORT} (see {log_file})")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dnsfixture", required=True)
@@ -156,6 +217,7 @@ def main():
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--dns-delay-ms", type=int, default=150)
     ap.add_argument("--profile-dir")
+    ap.add_argument("--server", default="werkzeug", choices=["werkzeug", *SERVERS])
     args = ap.parse_args()
     args.workdir = os.path.abspath(args.workdir)
     if args.profile_dir:
@@ -209,11 +271,9 @@ def main():
         shutil.rmtree(args.profile_dir, ignore_errors=True)
         os.makedirs(args.profile_dir)
         env["PROFILE_DIR"] = args.profile_dir
-    app = start(in_ns(args.python, os.path.join(HERE, "app.py")), env=env,
-                log=os.path.join(args.workdir, "app.log"))
-    ready = first_json_line(app, "the app")
-    print(json.dumps({"app_pid": ready["ready"], "app_port": ready["port"], "netns": netns}),
-          flush=True)
+    ready = serve_app(args, env)
+    print(json.dumps({"app_pid": ready["ready"], "app_pids": ready["pids"],
+                      "app_port": ready["port"], "netns": netns}), flush=True)
 
     for line in sys.stdin:
         words = line.split()

@@ -750,3 +750,32 @@ pub fn kernel_map_entries(name: &str) -> usize {
     let dump: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
     dump.as_array().map_or(0, Vec::len)
 }
+
+/// A TCP backend that answers each connection's first read with "result"
+/// after `delay`: a slow database for a server fixture to query.
+pub fn slow_backend(delay: Duration) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 100];
+                let _ = c.read(&mut buf);
+                std::thread::sleep(delay);
+                let _ = c.write_all(b"result");
+            });
+        }
+    });
+    port
+}
+
+/// One HTTP/1.0 GET of / on loopback, read to the end.
+pub fn http_get_root(port: u16) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+}

@@ -68,22 +68,53 @@ pub struct Seed {
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
     pub app_pid: u32,
+    /// The server's processes: the app's, or gunicorn's master and workers.
+    pub app_pids: Vec<u32>,
     pub netns: String,
+}
+
+/// The server the app runs under (scenario/seed.py --server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    /// Werkzeug's threaded development server: a thread per request.
+    Werkzeug,
+    /// gunicorn, 2 worker processes of one thread each.
+    GunicornSync,
+    /// gunicorn, 2 worker processes with 4 threads each.
+    GunicornGthread,
+    /// waitress: one process, an I/O thread and 4 worker threads.
+    Waitress,
+}
+
+impl Server {
+    pub fn name(self) -> &'static str {
+        match self {
+            Server::Werkzeug => "werkzeug",
+            Server::GunicornSync => "gunicorn-sync",
+            Server::GunicornGthread => "gunicorn-gthread",
+            Server::Waitress => "waitress",
+        }
+    }
 }
 
 impl Seed {
     /// Starts everything in a network namespace of its own, the app under
     /// Werkzeug's ProfilerMiddleware (one cProfile file per request).
     pub fn start(paths: &Paths, dns_delay_ms: u32) -> Result<Self> {
-        Self::start_with(paths, dns_delay_ms, true)
+        Self::start_with(paths, dns_delay_ms, true, Server::Werkzeug)
+    }
+
+    /// The same, under another server.
+    pub fn start_under(paths: &Paths, dns_delay_ms: u32, server: Server) -> Result<Self> {
+        Self::start_with(paths, dns_delay_ms, true, server)
     }
 
     /// The same, the app without a profiler (for the benchmark).
     pub fn start_unprofiled(paths: &Paths, dns_delay_ms: u32) -> Result<Self> {
-        Self::start_with(paths, dns_delay_ms, false)
+        Self::start_with(paths, dns_delay_ms, false, Server::Werkzeug)
     }
 
-    fn start_with(paths: &Paths, dns_delay_ms: u32, profile: bool) -> Result<Self> {
+    fn start_with(paths: &Paths, dns_delay_ms: u32, profile: bool, server: Server) -> Result<Self> {
         for (what, p) in [
             ("the venv's Python (run `cargo xtask setup`)", &paths.python),
             (
@@ -109,6 +140,8 @@ impl Seed {
             cmd.arg("--profile-dir").arg(paths.profiles());
         }
         let mut child = cmd
+            .arg("--server")
+            .arg(server.name())
             .arg("--dns-delay-ms")
             .arg(dns_delay_ms.to_string())
             .stdin(Stdio::piped())
@@ -122,6 +155,7 @@ impl Seed {
             stdin,
             stdout,
             app_pid: 0,
+            app_pids: Vec::new(),
             netns: String::new(),
         };
         let ready = seed.answer(Duration::from_secs(300))?;
@@ -129,6 +163,12 @@ impl Seed {
             .as_u64()
             .ok_or_else(|| format!("scenario/seed.py said {ready}, not the app's PID"))?
             as u32;
+        seed.app_pids = ready["app_pids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_u64().map(|p| p as u32))
+            .collect();
         seed.netns = ready["netns"].as_str().unwrap_or_default().to_string();
         Ok(seed)
     }
@@ -241,8 +281,14 @@ pub fn trace_requests(
     echo: bool,
 ) -> Result<TracedRun> {
     let _ = std::fs::remove_file(json);
+    let pids = seed
+        .app_pids
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let mut tracer = Command::new(&paths.tracer)
-        .args(["report", "--pid", &seed.app_pid.to_string(), "--json"])
+        .args(["report", "--pid", &pids, "--json"])
         .arg(json)
         .args(extra)
         .stdin(Stdio::null())
@@ -484,5 +530,43 @@ pub fn side_by_side(tracer: &Categories, profiler: &Categories) -> String {
          connect by connect().)",
         tracer.total_seconds, profiler.total_seconds
     );
+    out
+}
+
+/// Where tracer and the profiler disagree on `requests` requests of the
+/// seed app, one line each; empty when the shares of lookups, SSL reads and
+/// the MySQL query are within `points` of each other, the lookup and
+/// handshake counts equal, the SSL read count within 2% and one slow query
+/// read counted per request.
+pub fn disagreements(t: &Categories, p: &Categories, requests: u32, points: f64) -> Vec<String> {
+    let mut out = Vec::new();
+    for (what, a, b) in [
+        ("lookups", t.lookups, p.lookups),
+        ("SSL reads", t.ssl_reads, p.ssl_reads),
+        ("MySQL query", t.mysql_query, p.mysql_query),
+    ] {
+        let diff = (a.share - b.share).abs() * 100.0;
+        if diff > points {
+            out.push(format!(
+                "{what}: tracer {:.1}% vs cProfile {:.1}% ({diff:.1} points apart, at most \
+                 {points})",
+                a.share * 100.0,
+                b.share * 100.0
+            ));
+        }
+    }
+    for (what, a, b) in [
+        ("getaddrinfo calls", t.lookups.calls, p.lookups.calls),
+        ("TLS handshakes", t.handshakes.calls, p.handshakes.calls),
+        ("slow query reads", t.mysql_query.calls, u64::from(requests)),
+    ] {
+        if a != b {
+            out.push(format!("{what}: tracer {a}, expected {b}"));
+        }
+    }
+    let (reads, profiled) = (t.ssl_reads.calls as f64, p.ssl_reads.calls as f64);
+    if (reads - profiled).abs() > profiled * 0.02 {
+        out.push(format!("SSL reads: tracer {reads}, cProfile {profiled}"));
+    }
     out
 }

@@ -46,6 +46,9 @@ const PIP_PACKAGES: &[&str] = &[
     "flask>=3.0,<4",
     "flask-login>=0.6.3,<0.7",
     "pymysql>=1.1,<2",
+    // the seed app under the servers people deploy it with
+    "gunicorn>=23,<24",
+    "waitress>=3,<4",
     // validates deploy/kubernetes against the Kubernetes schemas
     "kubernetes-validate>=1.31,<2",
 ];
@@ -155,7 +158,8 @@ pub fn venv_python() -> PathBuf {
 
 fn python_venv() -> anyhow::Result<()> {
     let python = venv_python();
-    let imports = "import requests, flask, flask_login, pymysql, kubernetes_validate";
+    let imports =
+        "import requests, flask, flask_login, pymysql, kubernetes_validate, gunicorn, waitress";
     let have = Command::new(&python)
         .args(["-c", imports])
         .stderr(Stdio::null())

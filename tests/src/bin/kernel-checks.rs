@@ -37,6 +37,7 @@ const CHECKS: &[Check] = &[
     ("dns", lookup_with_messages),
     ("tls", ssl_reads_and_writes),
     ("python", python_call_site),
+    ("server", server_requests),
     ("node", node_mode),
     ("cgroup", cgroup_scope),
     ("netns", netns_scope),
@@ -204,7 +205,7 @@ fn print_files() {
     for path in [env!("RESOLVE_BIN"), env!("TLS_CLIENT_BIN")] {
         println!("file {path}");
     }
-    for name in ["callsites.py", "tls_server.py"] {
+    for name in ["callsites.py", "tls_server.py", "slow_server.py"] {
         println!("file {}", fixture_file(name).display());
     }
     let python = python();
@@ -574,6 +575,50 @@ fn netns_scope() -> String {
     );
     assert!(rows(&report, "processes", |p| p["pid"] == elsewhere_pid).is_empty());
     "4 of 4 connects from the namespace, 0 of 5 from another".to_string()
+}
+
+/// A threaded HTTP server's busy time: its requests, counted exactly, and
+/// timed as its handlers timed themselves (plus reading the request and
+/// writing the response), however long its listener waited between them.
+fn server_requests() -> String {
+    const REQUESTS: u64 = 5;
+    let backend = slow_backend(Duration::from_millis(60));
+    let mut cmd = Command::new(python());
+    cmd.arg(fixture_file("slow_server.py"))
+        .arg(backend.to_string());
+    let mut server = Fixture::start_command(cmd);
+    let ready = server
+        .out
+        .seen
+        .iter()
+        .find(|l| l.contains("ready"))
+        .unwrap();
+    let port = json(ready)["port"].as_u64().unwrap() as u16;
+    let path = scratch("k-server");
+    let pid = server.pid.to_string();
+    let tracer = Tracer::attached(&["report", "--pid", &pid, "--json", path.to_str().unwrap()]);
+    let mut handled_ns = 0.0;
+    for _ in 0..REQUESTS {
+        http_get_root(port);
+        std::thread::sleep(Duration::from_millis(200));
+        handled_ns += f64_of(&json(&server.out.wait_for("handled", LONG)), "micros") * 1e3;
+    }
+    server.kill();
+    let done = tracer.finish(LONG);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    note_warnings(&done.stderr);
+    let report = read_report(&path);
+    assert_eq!(report["requests"], REQUESTS, "requests served");
+    let busy = f64_of(&report, "busy_ns");
+    assert!(
+        busy >= handled_ns && busy < handled_ns + 0.35e9,
+        "busy {busy} ns vs the handlers' own {handled_ns} ns"
+    );
+    format!(
+        "{REQUESTS} of {REQUESTS} requests; busy {:.0} ms, the handlers' own {:.0} ms",
+        busy / 1e6,
+        handled_ns / 1e6
+    )
 }
 
 /// Nothing of ours stays loaded once the tracer is interrupted, or killed.
