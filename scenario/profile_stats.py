@@ -1,6 +1,7 @@
 """Reads the cProfile files Werkzeug's ProfilerMiddleware wrote (one per
-request) and prints the seed's categories as JSON: for each, calls and
-cumulative seconds, and the share of the total profiled time.
+request), or the JSON timings scenario/async_app.py wrote by hand, and
+prints the seed's categories as JSON: for each, calls and cumulative
+seconds, and the share of the total profiled time.
 
     profile_stats.py PROFILE_DIR
 """
@@ -19,7 +20,29 @@ CATEGORIES = {
 }
 
 
+def timed_by_hand(files):
+    """scenario/async_app.py's own timings, one JSON file per request."""
+    out = {"requests": len(files), "total_seconds": 0.0}
+    sums = {name: [0, 0.0] for name in CATEGORIES}
+    for f in files:
+        with open(f) as fh:
+            t = json.load(fh)
+        out["total_seconds"] += t["request"]
+        for name in CATEGORIES:
+            calls, seconds = t.get(name, [0, 0.0])
+            sums[name][0] += calls
+            sums[name][1] += seconds
+    total = out["total_seconds"]
+    for name, (calls, seconds) in sums.items():
+        out[name] = {"calls": calls, "seconds": seconds, "share": seconds / total if total else 0.0}
+    return out
+
+
 def main():
+    timed = sorted(glob.glob(f"{sys.argv[1]}/*.json"))
+    if timed:
+        print(json.dumps(timed_by_hand(timed), indent=2))
+        return
     files = sorted(glob.glob(f"{sys.argv[1]}/*.prof"))
     if not files:
         sys.exit("no profiles")

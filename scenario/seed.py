@@ -2,7 +2,7 @@
 
     seed.py --dnsfixture BIN --python VENV_PYTHON --workdir DIR
             [--dns-delay-ms 150] [--profile-dir DIR]
-            [--server werkzeug|gunicorn-sync|gunicorn-gthread|waitress]
+            [--server werkzeug|gunicorn-sync|gunicorn-gthread|waitress|uvicorn|node]
 
 Inside namespace `tracer-seed-PID` (loopback only): a DNS server that
 answers after a delay (this kernel has no netem: the delay is the
@@ -158,6 +158,8 @@ SERVERS = {
     "gunicorn-gthread": ["-m", "gunicorn", "--workers", "2", "--worker-class", "gthread",
                          "--threads", "4"],
     "waitress": ["-m", "waitress", "--threads=4"],
+    "uvicorn": ["-m", "uvicorn", "--loop", "asyncio", "--http", "h11", "--no-access-log",
+                "--app-dir", HERE],
 }
 APP_PORT = 8000
 GUNICORN_WORKERS = 2
@@ -190,9 +192,13 @@ def serve_app(args, env):
         app = start(in_ns(args.python, os.path.join(HERE, "app.py")), env=env, log=log_file)
         ready = first_json_line(app, "the app")
         return {"ready": ready["ready"], "pids": [ready["ready"]], "port": ready["port"]}
-    argv = [args.python, *SERVERS[args.server]]
-    if args.server == "waitress":
+    argv = [args.python, *SERVERS.get(args.server, [])]
+    if args.server == "node":
+        argv = [shutil.which("node") or "node", os.path.join(HERE, "node_app.js"), str(APP_PORT)]
+    elif args.server == "waitress":
         argv += [f"--listen=127.0.0.1:{APP_PORT}", "app:app"]
+    elif args.server == "uvicorn":
+        argv += ["--host", "127.0.0.1", "--port", str(APP_PORT), "async_app:app"]
     else:
         argv += ["--bind", f"127.0.0.1:{APP_PORT}", "--chdir", HERE, "app:app"]
     app = subprocess.Popen(in_ns(*argv), cwd=HERE, env=env, stdin=subprocess.DEVNULL,
@@ -217,7 +223,7 @@ def main():
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--dns-delay-ms", type=int, default=150)
     ap.add_argument("--profile-dir")
-    ap.add_argument("--server", default="werkzeug", choices=["werkzeug", *SERVERS])
+    ap.add_argument("--server", default="werkzeug", choices=["werkzeug", *SERVERS, "node"])
     args = ap.parse_args()
     args.workdir = os.path.abspath(args.workdir)
     if args.profile_dir:

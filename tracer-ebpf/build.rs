@@ -13,6 +13,7 @@ fn main() {
         "tracer_walk_addrinfo",
         "tracer_walk_hostent",
         "tracer_server_io",
+        "tracer_tls_loop_wait",
     ] {
         println!("cargo:rustc-link-arg-bins=--export={f}");
     }

@@ -73,6 +73,16 @@ pub struct Seed {
     pub netns: String,
 }
 
+/// What tracer and the app's own timing are compared on.
+#[derive(Debug, Clone, Copy)]
+pub struct Compared {
+    /// SSL read calls, one for one (cProfile counts `_ssl` reads; an app on
+    /// an event loop awaits a stream, which may take many SSL reads at once).
+    pub ssl_read_calls: bool,
+    /// The MySQL query (the Node.js app has none).
+    pub mysql: bool,
+}
+
 /// The server the app runs under (scenario/seed.py --server).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Server {
@@ -84,15 +94,42 @@ pub enum Server {
     GunicornGthread,
     /// waitress: one process, an I/O thread and 4 worker threads.
     Waitress,
+    /// uvicorn on asyncio: one event loop serves every request
+    /// (scenario/async_app.py, timed by hand: cProfile cannot follow
+    /// coroutines).
+    Uvicorn,
+    /// Node.js's http server (scenario/node_app.js, timed by hand with
+    /// process.hrtime; no MySQL query).
+    Node,
 }
 
 impl Server {
+    /// What its app's own timing can be compared on.
+    pub fn compared(self) -> Compared {
+        match self {
+            Server::Uvicorn => Compared {
+                ssl_read_calls: false,
+                mysql: true,
+            },
+            Server::Node => Compared {
+                ssl_read_calls: false,
+                mysql: false,
+            },
+            _ => Compared {
+                ssl_read_calls: true,
+                mysql: true,
+            },
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Server::Werkzeug => "werkzeug",
             Server::GunicornSync => "gunicorn-sync",
             Server::GunicornGthread => "gunicorn-gthread",
             Server::Waitress => "waitress",
+            Server::Uvicorn => "uvicorn",
+            Server::Node => "node",
         }
     }
 }
@@ -447,7 +484,11 @@ pub fn profiler_categories(paths: &Paths, requests: u32) -> Result<Categories> {
         std::fs::read_dir(paths.profiles())
             .map(|d| {
                 d.filter_map(|e| e.ok())
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "prof"))
+                    .filter(|e| {
+                        e.path()
+                            .extension()
+                            .is_some_and(|x| x == "prof" || x == "json")
+                    })
                     .count()
             })
             .unwrap_or(0)
@@ -538,13 +579,23 @@ pub fn side_by_side(tracer: &Categories, profiler: &Categories) -> String {
 /// the MySQL query are within `points` of each other, the lookup and
 /// handshake counts equal, the SSL read count within 2% and one slow query
 /// read counted per request.
-pub fn disagreements(t: &Categories, p: &Categories, requests: u32, points: f64) -> Vec<String> {
+/// `compared` leaves out what the app's timing cannot say.
+pub fn disagreements(
+    t: &Categories,
+    p: &Categories,
+    requests: u32,
+    points: f64,
+    compared: Compared,
+) -> Vec<String> {
     let mut out = Vec::new();
-    for (what, a, b) in [
+    let mut shares = vec![
         ("lookups", t.lookups, p.lookups),
         ("SSL reads", t.ssl_reads, p.ssl_reads),
-        ("MySQL query", t.mysql_query, p.mysql_query),
-    ] {
+    ];
+    if compared.mysql {
+        shares.push(("MySQL query", t.mysql_query, p.mysql_query));
+    }
+    for (what, a, b) in shares {
         let diff = (a.share - b.share).abs() * 100.0;
         if diff > points {
             out.push(format!(
@@ -555,17 +606,20 @@ pub fn disagreements(t: &Categories, p: &Categories, requests: u32, points: f64)
             ));
         }
     }
-    for (what, a, b) in [
+    let mut counts = vec![
         ("getaddrinfo calls", t.lookups.calls, p.lookups.calls),
         ("TLS handshakes", t.handshakes.calls, p.handshakes.calls),
-        ("slow query reads", t.mysql_query.calls, u64::from(requests)),
-    ] {
+    ];
+    if compared.mysql {
+        counts.push(("slow query reads", t.mysql_query.calls, u64::from(requests)));
+    }
+    for (what, a, b) in counts {
         if a != b {
             out.push(format!("{what}: tracer {a}, expected {b}"));
         }
     }
     let (reads, profiled) = (t.ssl_reads.calls as f64, p.ssl_reads.calls as f64);
-    if (reads - profiled).abs() > profiled * 0.02 {
+    if compared.ssl_read_calls && (reads - profiled).abs() > profiled * 0.02 {
         out.push(format!("SSL reads: tracer {reads}, cProfile {profiled}"));
     }
     out

@@ -1,9 +1,14 @@
-//! The seed app under each server people deploy a WSGI app with, traced
-//! from outside and profiled from inside (Werkzeug's ProfilerMiddleware:
-//! cProfile per request) in the same run: the shares agree whatever the
-//! server does around the requests (a listener polling, a pool of idle
-//! workers, a supervisor process), at 3 requests, where the denominator
-//! shows most, and at 30.
+//! The seed app under each kind of server people deploy, traced from
+//! outside and timed from inside in the same run: the shares agree whatever
+//! the server does around the requests (a listener polling, a pool of idle
+//! workers, a supervisor process, an event loop waiting), at 3 requests,
+//! where the denominator shows most, and at 30.
+//!
+//! The WSGI servers (Werkzeug, gunicorn, waitress) run scenario/app.py
+//! under Werkzeug's ProfilerMiddleware (cProfile per request). The event
+//! loops run apps of the same shape that time what they await by hand
+//! (cProfile cannot follow coroutines): scenario/async_app.py under
+//! uvicorn, scenario/node_app.js under Node.js's http server.
 
 use std::path::Path;
 
@@ -48,7 +53,7 @@ fn agrees_with_the_profiler_under(server: Server) {
             seed::side_by_side(&traced, &profiled)
         );
         wrong.extend(
-            seed::disagreements(&traced, &profiled, requests, 5.0)
+            seed::disagreements(&traced, &profiled, requests, 5.0, server.compared())
                 .into_iter()
                 .map(|w| format!("{} requests: {w}", requests)),
         );
@@ -75,4 +80,14 @@ fn under_gunicorn_gthread_workers_the_pools_shares_agree_with_cprofile() {
 #[test]
 fn under_waitress_the_shares_agree_with_cprofile() {
     agrees_with_the_profiler_under(Server::Waitress);
+}
+
+#[test]
+fn under_uvicorn_the_event_loops_shares_agree_with_the_apps_own_timing() {
+    agrees_with_the_profiler_under(Server::Uvicorn);
+}
+
+#[test]
+fn under_node_the_event_loops_shares_agree_with_the_apps_own_timing() {
+    agrees_with_the_profiler_under(Server::Node);
 }

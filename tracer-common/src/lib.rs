@@ -136,16 +136,24 @@ pub struct ThreadEntry {
     /// are the time that call spent blocked. Kept across syscalls.
     pub in_tls: u32,
     /// The fd of this thread's last read/write-family syscall. Kept across
-    /// syscalls: an SSL call reading from a memory BIO (Node.js) makes no
-    /// syscall of its own, the event loop's read just before names the fd.
+    /// syscalls: an SSL call reading from a memory BIO (Node.js, asyncio)
+    /// makes no syscall of its own, the event loop's read just before
+    /// (`read_just_before`) names the fd.
     pub last_io_fd: i32,
     /// Non-zero once the thread accepted a connection: it is a listener,
     /// and its waits (accept, poll/select/epoll) are idle, not work.
     pub listener: u32,
-    pub _pad: u32,
+    /// Non-zero when the thread's last syscall was a read that returned
+    /// data (of `last_io_fd`): an SSL call right after it, on a memory
+    /// BIO, is decrypting what that read brought.
+    pub read_just_before: u32,
     /// Waits of a thread not (yet) known as a listener: idle if it turns
     /// out to be one.
     pub pending_wait_ns: u64,
+    /// An event loop's waits (epoll, poll, select) since its last read or
+    /// write: if its next is a read of a TLS socket, they were that
+    /// connection's wait for data.
+    pub loop_wait_ns: u64,
 }
 
 /// A connection the traced process accepted, timed as a server's

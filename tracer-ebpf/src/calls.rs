@@ -30,6 +30,15 @@ pub fn is_fd_io(nr: u64) -> bool {
         )
 }
 
+/// Syscalls that read from a file descriptor (their first argument).
+#[inline(always)]
+pub fn is_read(nr: u64) -> bool {
+    matches!(
+        nr,
+        sysno::READ | sysno::READV | sysno::RECVFROM | sysno::RECVMSG
+    )
+}
+
 /// Counts one call of syscall `nr` of process `tgid` that took
 /// `duration` ns, in the row of its process (or, in node mode, of its name
 /// and cgroup).

@@ -32,6 +32,21 @@ fn add_idle(tgid: u32, ns: u64) {
     }
 }
 
+/// An event loop's wait for any of its descriptors.
+#[inline(always)]
+pub fn is_event_wait(nr: u64) -> bool {
+    matches!(
+        nr,
+        sysno::POLL
+            | sysno::PPOLL
+            | sysno::SELECT
+            | sysno::PSELECT6
+            | sysno::EPOLL_WAIT
+            | sysno::EPOLL_PWAIT
+            | sysno::EPOLL_PWAIT2
+    )
+}
+
 #[inline(always)]
 fn is_wait_for_work(nr: u64) -> bool {
     matches!(

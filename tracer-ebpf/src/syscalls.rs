@@ -127,6 +127,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     if is_fd_io(entry.nr) && ret >= 0 {
         entry.last_io_fd = entry.args[0] as i32;
     }
+    entry.read_just_before = u32::from(calls::is_read(entry.nr) && ret > 0);
     if entry.in_tls != 0 {
         tls::on_nested_syscall(tid, entry, ret, duration);
     }
@@ -172,6 +173,20 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     };
     if !known_wait {
         idle::account(tgid, ret, duration, entry);
+    }
+    if idle::is_event_wait(entry.nr) {
+        // Waits one after the other (a timer's timeout, a wake with nothing
+        // to read) add up until the loop reads or writes.
+        if !known_wait && entry.in_tls == 0 {
+            entry.loop_wait_ns += duration;
+        }
+    } else if entry.loop_wait_ns > 0 && is_fd_io(entry.nr) {
+        // The first read or write after the wait says what it was for.
+        let wait = entry.loop_wait_ns;
+        entry.loop_wait_ns = 0;
+        if calls::is_read(entry.nr) && ret > 0 && entry.in_tls == 0 {
+            tls::tracer_tls_loop_wait(tgid as u64, tid as u64, entry.args[0], wait, start_ns);
+        }
     }
     0
 }

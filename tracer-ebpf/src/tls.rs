@@ -32,7 +32,14 @@ fn set_in_tls(tid: u32, on: bool) -> i32 {
     match THREAD_ENTRIES.get_ptr_mut(tid) {
         Some(slot) => unsafe {
             (*slot).in_tls = u32::from(on);
-            (*slot).last_io_fd
+            // Only a read just before says which socket a call on a memory
+            // BIO is about: after anything else (the first handshake call
+            // of a new connection, say), the last fd is another socket's.
+            if (*slot).read_just_before != 0 {
+                (*slot).last_io_fd
+            } else {
+                -1
+            }
         },
         None => {
             if on {
@@ -203,11 +210,26 @@ pub fn tls_return(ctx: RetProbeContext) -> u32 {
         0
     };
     let tgid = (pid_tgid >> 32) as u32;
-    if call.fd >= 0 {
+    // A read or handshake on a memory BIO (asyncio, Node.js) makes no
+    // socket syscall: the event loop's read just before names its socket
+    // (a write's bytes are sent after it), as a candidate
+    // (user space checks it; the kernel only uses it to see the loop's
+    // waits for that socket, `tracer_tls_loop_wait`).
+    let socket = if call.fd >= 0 {
+        call.fd
+    } else if call.nested_syscalls == 0
+        && call.func != TlsFn::Write as u32
+        && call.func != TlsFn::WriteEx as u32
+    {
+        call.hint_fd
+    } else {
+        -1
+    };
+    if socket >= 0 {
         let _ = TLS_SOCKETS.insert(
             FdKey {
                 tgid,
-                fd: call.fd as u32,
+                fd: socket as u32,
             },
             1u8,
             0,
@@ -285,6 +307,34 @@ pub fn on_poll_exit(call: &Finished) -> bool {
         ret: call.ret,
     });
     true
+}
+
+/// An event loop woke from a wait (epoll, poll, select) and its first
+/// read was of socket `fd`: if that carries TLS, the wait was the TLS
+/// connection's (the call that awaited its data, in asyncio or Node.js,
+/// waited that long), told to user space as a wait of that socket, as for
+/// a blocking client's poll. `ts` is when the read began. A global BPF
+/// function: `sys_exit` is near the older kernels' verifier budget.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tracer_tls_loop_wait(tgid: u64, tid: u64, fd: u64, wait_ns: u64, ts: u64) -> u64 {
+    let key = FdKey {
+        tgid: tgid as u32,
+        fd: fd as u32,
+    };
+    if TLS_SOCKETS.get_ptr(key).is_none() {
+        return 0;
+    }
+    output(&TlsWaitEvent {
+        kind: EventKind::TlsWait as u32,
+        tgid: tgid as u32,
+        tid: tid as u32,
+        fd: fd as i32,
+        ts_ns: ts,
+        duration_ns: wait_ns,
+        ret: 1,
+    });
+    0
 }
 
 /// mmap(..., PROT_EXEC, ..., fd, ...) succeeded: a library was loaded.

@@ -48,6 +48,22 @@ impl Direction {
     }
 }
 
+/// The reads that followed an event loop's read of a socket (see
+/// `Connection::between_ns`).
+#[derive(Debug, Clone, Copy)]
+struct ReadSpan {
+    start_ns: u64,
+    end_ns: u64,
+    /// Time inside SSL calls, counted as theirs.
+    calls_ns: u64,
+}
+
+impl ReadSpan {
+    fn between_ns(&self) -> u64 {
+        (self.end_ns - self.start_ns).saturating_sub(self.calls_ns)
+    }
+}
+
 /// One TLS connection: a process's `SSL *`.
 #[derive(Debug, Clone)]
 pub struct Connection {
@@ -59,9 +75,19 @@ pub struct Connection {
     pub handshake_blocked_ns: u64,
     pub reads: Direction,
     pub writes: Direction,
-    /// poll() waits on the socket between SSL calls.
+    /// poll() waits on the socket between SSL calls, and an event loop's
+    /// waits that ended in a read of it.
     pub wait_ns: u64,
     pub waits: u64,
+    /// On a memory BIO (asyncio, Node.js): the time from the event loop's
+    /// read of the socket to the last SSL read of what it brought, outside
+    /// the SSL calls (the runtime handing each piece to the code that
+    /// awaits it). Part of the read time, as an app timing its reads sees.
+    pub between_ns: u64,
+    span: Option<ReadSpan>,
+    /// Whether an SSL read got its data by reading the socket itself: it is
+    /// not on a memory BIO.
+    socket_io: bool,
     /// Bursts of reads after a write: responses to requests.
     pub responses: u64,
     /// Calls per OpenSSL function (SSL_read_ex vs SSL_read, ...).
@@ -73,6 +99,17 @@ pub struct Connection {
 }
 
 impl Connection {
+    fn close_span(&mut self) {
+        if let Some(span) = self.span.take() {
+            self.between_ns += span.between_ns();
+        }
+    }
+
+    /// `between_ns`, with the reads still in progress.
+    fn between_so_far_ns(&self) -> u64 {
+        self.between_ns + self.span.map_or(0, |s| s.between_ns())
+    }
+
     fn new(pid: u32) -> Self {
         Self {
             pid,
@@ -84,6 +121,9 @@ impl Connection {
             writes: Direction::default(),
             wait_ns: 0,
             waits: 0,
+            between_ns: 0,
+            span: None,
+            socket_io: false,
             responses: 0,
             functions: BTreeMap::new(),
             sites: BTreeMap::new(),
@@ -107,8 +147,10 @@ impl TlsState {
     /// `name_socket(pid, fd)` names a candidate fd if it is a socket. The
     /// fd of a syscall made inside the call is the first candidate (it may
     /// be an eventfd a callback wrote to, as in Node.js); the fd the thread
-    /// last read or wrote before the call is the second (an SSL call on a
-    /// memory BIO, as Node.js uses, makes no socket syscall of its own).
+    /// last read or wrote before the call is the second, for reads and
+    /// handshakes (an SSL call on a memory BIO, as Node.js and asyncio use,
+    /// makes no socket syscall of its own: the event loop read its input
+    /// just before).
     pub fn on_call(
         &mut self,
         ev: &TlsEvent,
@@ -133,8 +175,11 @@ impl TlsState {
             .connections
             .entry((ev.tgid, ev.ssl))
             .or_insert_with(|| Connection::new(ev.tgid));
-        if !(ev.fd >= 0 && conn.fd == Some(ev.fd) || ev.hint_fd >= 0 && conn.fd == Some(ev.hint_fd))
-            && let Some((fd, name)) = [ev.fd, ev.hint_fd]
+        // A write on a memory BIO comes before the event loop sends its
+        // bytes: the thread's last read or write names another socket.
+        let hint_fd = if called.is_write() { -1 } else { ev.hint_fd };
+        if !(ev.fd >= 0 && conn.fd == Some(ev.fd) || hint_fd >= 0 && conn.fd == Some(hint_fd))
+            && let Some((fd, name)) = [ev.fd, hint_fd]
                 .into_iter()
                 .filter(|&fd| fd >= 0)
                 .find_map(|fd| name_socket(ev.tgid, fd).map(|name| (fd, name)))
@@ -142,6 +187,13 @@ impl TlsState {
             conn.fd = Some(fd);
             conn.peer = Some(name);
             self.by_fd.insert((ev.tgid, fd), ev.ssl);
+        }
+        // A read that brought data by reading the socket itself. (Not any
+        // call: Node.js sends from inside its handshake calls; nor any fd:
+        // a callback inside a call may write an eventfd.)
+        conn.socket_io |= func.is_read() && ev.bytes > 0 && ev.fd >= 0 && conn.fd == Some(ev.fd);
+        if !func.is_read() {
+            conn.close_span();
         }
         *conn.functions.entry(called.symbol()).or_default() += 1;
         if let Some(site) = site {
@@ -158,6 +210,17 @@ impl TlsState {
                 conn.last_was_read = true;
             }
             conn.reads.add(ev);
+            let end_ns = ev.start_ns + ev.duration_ns;
+            if let Some(span) = conn.span.as_mut()
+                && ev.start_ns >= span.start_ns
+            {
+                span.end_ns = span.end_ns.max(end_ns);
+                span.calls_ns += ev.duration_ns;
+            }
+            // A read that found the BIO empty ends what the loop's read brought.
+            if ev.bytes == 0 {
+                conn.close_span();
+            }
         } else if func.is_write() {
             if ev.bytes > 0 {
                 conn.last_was_read = false;
@@ -215,6 +278,14 @@ impl TlsState {
         {
             conn.wait_ns += ev.duration_ns;
             conn.waits += 1;
+            conn.close_span();
+            if !conn.socket_io {
+                conn.span = Some(ReadSpan {
+                    start_ns: ev.ts_ns,
+                    end_ns: ev.ts_ns,
+                    calls_ns: 0,
+                });
+            }
         }
     }
 }
@@ -257,6 +328,7 @@ pub struct PeerTls {
     pub reads: Direction,
     pub writes: Direction,
     pub wait_ns: u64,
+    pub between_ns: u64,
     pub responses: u64,
     pub functions: BTreeMap<&'static str, u64>,
     pub sites: BTreeMap<(&'static str, u32), (u64, u64)>,
@@ -273,6 +345,7 @@ impl PeerTls {
         self.reads.merge(&c.reads);
         self.writes.merge(&c.writes);
         self.wait_ns += c.wait_ns;
+        self.between_ns += c.between_so_far_ns();
         self.responses += c.responses;
         for (f, n) in &c.functions {
             *self.functions.entry(f).or_default() += n;
@@ -284,9 +357,10 @@ impl PeerTls {
         }
     }
 
-    /// Time in reads, including the poll waits between them.
+    /// Time in reads, including the poll waits between them (and, on an
+    /// event loop, its waits for the data and its handing over).
     pub fn read_time_ns(&self) -> u64 {
-        self.reads.latency.total_ns + self.wait_ns
+        self.reads.latency.total_ns + self.wait_ns + self.between_ns
     }
 
     /// Share of the read time spent waiting on the network.

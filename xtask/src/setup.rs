@@ -49,6 +49,7 @@ const PIP_PACKAGES: &[&str] = &[
     // the seed app under the servers people deploy it with
     "gunicorn>=23,<24",
     "waitress>=3,<4",
+    "uvicorn>=0.30,<1",
     // validates deploy/kubernetes against the Kubernetes schemas
     "kubernetes-validate>=1.31,<2",
 ];
@@ -158,8 +159,7 @@ pub fn venv_python() -> PathBuf {
 
 fn python_venv() -> anyhow::Result<()> {
     let python = venv_python();
-    let imports =
-        "import requests, flask, flask_login, pymysql, kubernetes_validate, gunicorn, waitress";
+    let imports = "import requests, flask, flask_login, pymysql, kubernetes_validate, gunicorn, waitress, uvicorn";
     let have = Command::new(&python)
         .args(["-c", imports])
         .stderr(Stdio::null())
