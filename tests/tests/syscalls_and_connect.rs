@@ -371,3 +371,64 @@ fn a_servers_waits_for_connections_are_idle_and_its_slow_reads_are_named() {
         "the backend wait is most of the busy time: {share}"
     );
 }
+
+/// A connection the server accepted before the tracer attached (a proxy's
+/// kept-alive one, say): its requests from then on are counted and timed.
+#[test]
+fn requests_on_a_connection_accepted_before_attach_are_counted() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    require_root();
+    // Answers each line on one accepted connection after 30 ms.
+    let server = "import json, os, socket, time\n\
+        l = socket.create_server(('127.0.0.1', 0))\n\
+        print(json.dumps({'ready': os.getpid(), 'port': l.getsockname()[1]}), flush=True)\n\
+        c, _ = l.accept()\n\
+        f = c.makefile('rb')\n\
+        for line in f:\n    time.sleep(0.03)\n    c.sendall(b'ok\\n')\n";
+    let mut cmd = std::process::Command::new(python());
+    cmd.args(["-c", server]);
+    let fixture = Fixture::start_command(cmd);
+    let ready = fixture
+        .out
+        .seen
+        .iter()
+        .find(|l| l.contains("ready"))
+        .unwrap();
+    let port = json(ready)["port"].as_u64().unwrap() as u16;
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut ask = |w: &mut std::net::TcpStream| {
+        w.write_all(b"q\n").unwrap();
+        let mut answer = String::new();
+        reader.read_line(&mut answer).unwrap();
+        assert_eq!(answer, "ok\n");
+    };
+    let mut writer = stream.try_clone().unwrap();
+    ask(&mut writer);
+    let json_path = scratch("accepted-before");
+    let pid = fixture.pid.to_string();
+    let tracer = Tracer::attached(&[
+        "report",
+        "--pid",
+        &pid,
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    for _ in 0..3 {
+        ask(&mut writer);
+    }
+    // The server's loop ends when the connection closes: every handle to it.
+    drop(reader);
+    drop(writer);
+    drop(stream);
+    fixture.exit();
+    let done = tracer.finish(LONG);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    let report = read_report(&json_path);
+    assert_eq!(report["requests"], 3, "the 3 requests after attach");
+    let busy = ns(&report, "busy_ns");
+    assert!(
+        (0.09e9..0.3e9).contains(&busy),
+        "3 answers of 30 ms each: busy {busy} ns"
+    );
+}

@@ -143,8 +143,9 @@ pub struct TopArgs {
     #[arg(short, long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
-    /// What shares are shares of: busy time (threads' time minus a server's
-    /// waits for new connections) or all wall time
+    /// What shares are shares of: busy time (a server's: its requests' time,
+    /// each from its first read to its response's last write; anything
+    /// else's: its threads' time) or all the threads' wall time
     #[arg(long, value_enum, default_value = "busy")]
     pub share_of: ShareOf,
 }
@@ -190,8 +191,9 @@ pub struct ReportArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub min_latency: Option<Duration>,
 
-    /// What shares are shares of: busy time (threads' time minus a server's
-    /// waits for new connections) or all wall time
+    /// What shares are shares of: busy time (a server's: its requests' time,
+    /// each from its first read to its response's last write; anything
+    /// else's: its threads' time) or all the threads' wall time
     #[arg(long, value_enum, default_value = "busy")]
     pub share_of: ShareOf,
 

@@ -300,6 +300,20 @@ impl Collector {
         }
     }
 
+    /// Times the requests on connections `pid` accepted before it was
+    /// traced, from their next request on (the one in progress, if any,
+    /// began unseen).
+    pub fn seed_accepted_connections(&mut self, pid: u32) {
+        for fd in crate::target::accepted_sockets(pid) {
+            let key = FdKey {
+                tgid: pid,
+                fd: fd as u32,
+            };
+            // BPF_NOEXIST: never over a connection the kernel saw accepted.
+            let _ = self.server_conns.insert(key, ServerConn::default(), 1);
+        }
+    }
+
     /// Syscalls in progress right now: (tid, entry) of threads inside one.
     pub fn in_flight(&self) -> Vec<(u32, ThreadEntry)> {
         self.thread_entries

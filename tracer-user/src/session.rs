@@ -177,6 +177,7 @@ pub async fn run(
     for info in &infos {
         probes.trace_process(info.pid)?;
         collector.seed_blocked_threads(info.pid, agg.start_ns);
+        collector.seed_accepted_connections(info.pid);
         // Listed after the PID is in the kernel's set: a thread created from
         // here on is reported by the kernel, one created before is listed.
         agg.add_target(info.pid, info.comm.clone(), &target::threads_of(info.pid));
@@ -434,6 +435,7 @@ fn drain(
     // Node mode: processes the kernel adopted, with the threads they had.
     for (pid, comm) in std::mem::take(&mut agg.adopted) {
         collector.seed_blocked_threads(pid, crate::collect::monotonic_ns());
+        collector.seed_accepted_connections(pid);
         agg.add_target(pid, comm, &target::threads_of(pid));
         agg.mapped_new_code.insert(pid);
     }

@@ -109,6 +109,65 @@ pub fn blocked_syscall(pid: u32, tid: u32) -> Option<(u64, [u64; 6])> {
     Some((nr, args))
 }
 
+/// The fds of a process's TCP connections that it accepted, as best /proc
+/// tells: established sockets whose local port is one a socket listens on
+/// in its network namespace (a client's local port is an ephemeral one).
+pub fn accepted_sockets(pid: u32) -> Vec<i32> {
+    // The fds first: most processes have few, and a process without
+    // sockets (most of those node mode adopts) needs no look at the
+    // namespace's whole TCP table.
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let sockets: Vec<(i32, String)> = dir
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let link = fs::read_link(e.path()).ok()?;
+            let inode = link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?;
+            Some((e.file_name().to_str()?.parse().ok()?, inode.to_string()))
+        })
+        .collect();
+    if sockets.is_empty() {
+        return Vec::new();
+    }
+    let mut listening = std::collections::HashSet::new();
+    let mut established = std::collections::HashMap::new();
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        for row in text.lines().skip(1) {
+            let fields: Vec<&str> = row.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let Some(port) = local.rsplit(':').next() else {
+                continue;
+            };
+            match *state {
+                "0A" => {
+                    listening.insert(port.to_string());
+                }
+                "01" => {
+                    established.insert(inode.to_string(), port.to_string());
+                }
+                _ => {}
+            }
+        }
+    }
+    sockets
+        .into_iter()
+        .filter(|(_, inode)| {
+            established
+                .get(inode)
+                .is_some_and(|p| listening.contains(p))
+        })
+        .map(|(fd, _)| fd)
+        .collect()
+}
+
 /// Reads a NUL-terminated string (at most `max` bytes) from a process.
 pub fn read_c_string(pid: u32, addr: u64, max: usize) -> Option<String> {
     let bytes = read_memory(pid, addr, max)?;
@@ -417,5 +476,17 @@ mod tests {
             let e = inspect(2).unwrap_err();
             assert!(e.0.contains("kernel thread"), "{e}");
         }
+    }
+
+    #[test]
+    fn an_accepted_connection_is_told_from_the_client_end() {
+        use std::os::fd::AsRawFd as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let fds = accepted_sockets(std::process::id());
+        assert!(fds.contains(&accepted.as_raw_fd()), "{fds:?}");
+        assert!(!fds.contains(&client.as_raw_fd()), "{fds:?}");
+        assert!(!fds.contains(&listener.as_raw_fd()), "{fds:?}");
     }
 }
