@@ -47,20 +47,10 @@ pub fn is_event_wait(nr: u64) -> bool {
     )
 }
 
+/// A listener's wait for work: an event loop's wait, or accept itself.
 #[inline(always)]
 fn is_wait_for_work(nr: u64) -> bool {
-    matches!(
-        nr,
-        sysno::POLL
-            | sysno::PPOLL
-            | sysno::SELECT
-            | sysno::PSELECT6
-            | sysno::EPOLL_WAIT
-            | sysno::EPOLL_PWAIT
-            | sysno::EPOLL_PWAIT2
-            | sysno::ACCEPT
-            | sysno::ACCEPT4
-    )
+    is_event_wait(nr) || nr == sysno::ACCEPT || nr == sysno::ACCEPT4
 }
 
 /// Counts a finished wait as idle if its thread is a listener; a thread's
