@@ -20,7 +20,7 @@ use tracer_common::{
     DNS_SEND, DnsPacketEvent, DnsWaitEvent, LatencyStats, LookupEvent, LookupFn, LookupStartEvent,
 };
 
-use crate::aggregate::{Peer, parse_sockaddr};
+use crate::peer::{Peer, parse_sockaddr};
 
 /// Lookups kept with their full detail, slowest first.
 const SLOWEST_KEPT: usize = 100;
@@ -552,18 +552,6 @@ impl DnsState {
     }
 }
 
-/// A DNS answer slower than this is the server's doing, worth a finding.
-const SLOW_SERVER_NS: u64 = 10_000_000;
-
-/// 2, or 1.5: a count that may be an average.
-fn fmt_count(v: f64) -> String {
-    if v.fract() == 0.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.1}")
-    }
-}
-
 fn c_string(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
@@ -606,139 +594,6 @@ pub fn lookup_result(func: LookupFn, ret: i32) -> String {
     } else {
         name.to_string()
     }
-}
-
-/// The plain-words findings for one host, strongest evidence first.
-/// What is worth saying about the lookups of one host; `of` names the
-/// time `wall_ns` is ("busy time", "wall time").
-pub fn host_findings(
-    host: &str,
-    h: &HostStats,
-    wall_ns: u64,
-    of: &str,
-    traced_ns: u64,
-) -> Vec<String> {
-    use crate::render::fmt_ns;
-    let mut out = Vec::new();
-    // getaddrinfo("10.0.0.7") asks no server: nothing to explain.
-    if host.parse::<IpAddr>().is_ok() {
-        return out;
-    }
-    let calls = h.latency.count;
-    let share = if wall_ns > 0 {
-        h.latency.total_ns as f64 / wall_ns as f64 * 100.0
-    } else {
-        0.0
-    };
-    out.push(format!(
-        "{host}: {calls} lookup{} took {} in all ({share:.1}% of {of}), p50 {}, max {}",
-        if calls == 1 { "" } else { "s" },
-        fmt_ns(h.latency.total_ns),
-        fmt_ns(h.latency.quantile_ns(0.5)),
-        fmt_ns(h.latency.max_ns),
-    ));
-    // Which query type went unanswered, next to the ones that were answered.
-    let unanswered: Vec<String> = h
-        .by_type
-        .iter()
-        .filter(|(_, t)| t.answered < t.asked)
-        .map(|(ty, t)| format!("{} of {} {ty} queries", t.asked - t.answered, t.asked))
-        .collect();
-    if let Some(per) = h.timeout_wait_ns.checked_div(h.timeouts) {
-        let per = fmt_ns(per);
-        let answered: Vec<String> = h
-            .by_type
-            .iter()
-            .filter(|(_, t)| t.answered > 0)
-            .map(|(ty, t)| format!("{ty} answered in {}", fmt_ns(t.latency.quantile_ns(0.5))))
-            .collect();
-        let mut s = format!(
-            "  waited for answers that never came: {} timeout{} of {per} each",
-            h.timeouts,
-            if h.timeouts == 1 { "" } else { "s" },
-        );
-        if !unanswered.is_empty() {
-            s.push_str(&format!(" ({} got no answer", unanswered.join(", ")));
-            if !answered.is_empty() {
-                s.push_str(&format!("; {}", answered.join(", ")));
-            }
-            s.push(')');
-        }
-        if h.retries > 0 {
-            s.push_str(&format!(
-                "; the resolver re-sent {} quer{}",
-                h.retries,
-                if h.retries == 1 { "y" } else { "ies" }
-            ));
-        }
-        out.push(s);
-    } else if !unanswered.is_empty() {
-        out.push(format!("  no answer seen for {}", unanswered.join(", ")));
-    } else if h.retries > 0 {
-        out.push(format!("  {} queries were retried", h.retries));
-    } else {
-        // Every query answered, none re-sent: the time is the server's.
-        let answered: Vec<String> = h
-            .by_type
-            .iter()
-            .filter(|(_, t)| t.answered > 0)
-            .map(|(ty, t)| format!("{ty} in {}", fmt_ns(t.latency.quantile_ns(0.5))))
-            .collect();
-        let slowest_answer = h
-            .by_type
-            .values()
-            .filter(|t| t.answered > 0)
-            .map(|t| t.latency.quantile_ns(0.5))
-            .max()
-            .unwrap_or(0);
-        if slowest_answer >= SLOW_SERVER_NS && slowest_answer * 2 >= h.latency.quantile_ns(0.5) {
-            let servers: Vec<&str> = h.servers.keys().map(String::as_str).collect();
-            out.push(format!(
-                "  the DNS server {} is slow: it answered {} (p50), every query the first time; \
-                 the lookups wait on the server, not on timeouts or retries",
-                servers.join(", "),
-                answered.join(", "),
-            ));
-        }
-    }
-    if !h.expansions.is_empty() {
-        let per_lookup = h.expansions.values().sum::<u64>() as f64 / calls.max(1) as f64;
-        let names: Vec<&str> = h.expansions.keys().take(3).map(String::as_str).collect();
-        out.push(format!(
-            "  {} search-domain expansion{} per lookup before the name itself ({}): a trailing \
-             dot (\"{host}.\") or fewer ndots in resolv.conf avoids them",
-            fmt_count(per_lookup),
-            if per_lookup == 1.0 { "" } else { "s" },
-            names.join(", "),
-        ));
-    }
-    let failed: Vec<String> = h
-        .results
-        .iter()
-        .filter(|(r, _)| r.as_str() != "ok")
-        .map(|(r, n)| format!("{n} failed with {r}"))
-        .collect();
-    if !failed.is_empty() {
-        let rcodes: Vec<String> = h
-            .by_type
-            .values()
-            .flat_map(|t| t.rcodes.iter())
-            .filter(|(rc, _)| rc.as_str() != "NOERROR")
-            .map(|(rc, n)| format!("{rc} {n}"))
-            .collect();
-        let mut s = format!("  {}", failed.join(", "));
-        if !rcodes.is_empty() {
-            s.push_str(&format!(" (server answered {})", rcodes.join(", ")));
-        }
-        out.push(s);
-    }
-    if calls >= 3 && traced_ns > 0 && share >= 1.0 {
-        out.push(format!(
-            "  resolved {calls} times in {}: the process does not cache the answer",
-            fmt_ns(traced_ns)
-        ));
-    }
-    out
 }
 
 #[cfg(test)]

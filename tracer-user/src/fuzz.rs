@@ -4,7 +4,7 @@
 
 use proptest::{collection::vec, prelude::*, sample::Index};
 
-use crate::{aggregate::parse_sockaddr, btf::Btf, collect::parse_event, dns::parse_message, elf};
+use crate::{btf::Btf, collect::parse_event, dns::parse_message, elf, peer::parse_sockaddr};
 
 fn cases(n: u32) -> ProptestConfig {
     ProptestConfig {

@@ -11,6 +11,7 @@ mod attribute;
 mod btf;
 mod cli;
 mod collect;
+mod connect;
 mod container;
 mod dns;
 mod elf;
@@ -19,14 +20,18 @@ mod export;
 #[cfg(test)]
 mod fuzz;
 mod kernel;
+mod kind;
 mod mapped;
+mod peer;
 mod python;
 mod render;
 mod session;
+mod slow_io;
 mod status;
 mod syscall_names;
 mod target;
 mod tls;
+mod units;
 mod unwind;
 
 use std::{path::PathBuf, time::Duration};

@@ -61,6 +61,14 @@ pub fn is_wait_for_work(nr: u32) -> bool {
     .any(|s| s.id() as u32 == nr)
 }
 
+/// `ECONNREFUSED` for 111, and so on.
+pub fn errno_name(errno: i64) -> String {
+    syscalls::Errno::new(errno as i32)
+        .name_and_description()
+        .map(|(name, _)| name.to_string())
+        .unwrap_or_else(|| format!("errno {errno}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
+use crate::kind::CallKind;
 use tracer_common::{LatencyStats, TlsEvent, TlsFn, TlsWaitEvent};
 
 /// Reads, or writes, of one connection.
@@ -94,7 +94,7 @@ pub struct Connection {
     pub functions: BTreeMap<&'static str, u64>,
     /// Calls and time per kind of call and call site (sampled stacks: a
     /// call without its own stack takes its thread's last one).
-    pub sites: BTreeMap<(&'static str, u32), (u64, u64)>,
+    pub sites: BTreeMap<(CallKind, u32), (u64, u64)>,
     last_was_read: bool,
 }
 
@@ -305,13 +305,13 @@ pub fn work_of(ev: &TlsEvent) -> Option<TlsFn> {
     )
 }
 
-pub fn call_kind(func: TlsFn) -> &'static str {
+pub fn call_kind(func: TlsFn) -> CallKind {
     if func.is_read() {
-        "tls read"
+        CallKind::TlsRead
     } else if func.is_write() {
-        "tls write"
+        CallKind::TlsWrite
     } else {
-        "handshake"
+        CallKind::TlsHandshake
     }
 }
 
@@ -331,7 +331,7 @@ pub struct PeerTls {
     pub between_ns: u64,
     pub responses: u64,
     pub functions: BTreeMap<&'static str, u64>,
-    pub sites: BTreeMap<(&'static str, u32), (u64, u64)>,
+    pub sites: BTreeMap<(CallKind, u32), (u64, u64)>,
 }
 
 impl PeerTls {
@@ -365,134 +365,13 @@ impl PeerTls {
 
     /// Share of the read time spent waiting on the network.
     pub fn read_waiting_share(&self) -> f64 {
-        crate::render::share(self.reads.blocked_ns + self.wait_ns, self.read_time_ns())
+        crate::units::share(self.reads.blocked_ns + self.wait_ns, self.read_time_ns())
     }
 
     pub fn total_ns(&self) -> u64 {
         self.read_time_ns()
             + self.writes.latency.total_ns
             + self.handshakes.as_ref().map_or(0, |h| h.total_ns)
-    }
-}
-
-/// One row per peer, for the report.
-#[derive(Debug, Serialize)]
-pub struct TlsPeerRow {
-    pub peer: String,
-    /// Latency of the SSL_read calls (without the poll waits between them).
-    pub read_latency: crate::render::LatencyRow,
-    pub connections: u64,
-    /// Connections that did a handshake through SSL_do_handshake,
-    /// SSL_connect or SSL_accept (Node.js handshakes inside SSL_read).
-    pub handshakes: u64,
-    pub handshake_calls: u64,
-    /// Time in handshake calls.
-    pub handshake_ns: u64,
-    pub reads: u64,
-    /// Reads that returned data (the others wanted more data or failed).
-    pub reads_with_data: u64,
-    pub read_bytes: u64,
-    pub read_ns: u64,
-    /// Time waiting on the network while reading: in syscalls inside
-    /// SSL_read, and in poll() on the socket between reads.
-    pub read_waiting_ns: u64,
-    pub writes: u64,
-    pub write_bytes: u64,
-    pub write_ns: u64,
-    pub responses: u64,
-    pub functions: BTreeMap<&'static str, u64>,
-    /// Where the SSL calls came from: (call site, calls, time), busiest first.
-    pub call_sites: Vec<(String, u64, u64)>,
-    /// The same, by kind of call (see `call_kind`) and call-site id.
-    #[serde(skip)]
-    pub site_ids: Vec<(&'static str, u32, u64, u64)>,
-    pub share: f64,
-    pub findings: Vec<String>,
-}
-
-pub fn peer_row(
-    peer: String,
-    p: &PeerTls,
-    wall_ns: u64,
-    of: &str,
-    site_label: impl Fn(u32) -> String,
-) -> TlsPeerRow {
-    use crate::render::{fmt_ns, share};
-    let hs = p.handshakes.unwrap_or(LatencyStats::ZERO);
-    let share_of_time = share(p.total_ns(), wall_ns);
-    let mut site_ids: Vec<(&'static str, u32, u64, u64)> = p
-        .sites
-        .iter()
-        .map(|((kind, id), (calls, ns))| (*kind, *id, *calls, *ns))
-        .collect();
-    site_ids.sort_by_key(|s| std::cmp::Reverse(s.3));
-    let mut findings = Vec::new();
-    let reads = p.reads.latency.count;
-    if reads > 0 {
-        let per_read = p.reads.bytes.checked_div(p.reads.ok_calls).unwrap_or(0);
-        let mut s = format!(
-            "{reads} reads from {peer}: {:.1}% of {of}, {:.0}% of it waiting on the network, \
-             {per_read} bytes per read",
-            share(p.read_time_ns(), wall_ns) * 100.0,
-            p.read_waiting_share() * 100.0,
-        );
-        if p.responses > 0 {
-            s.push_str(&format!(
-                ", {} reads per response",
-                fmt_ratio(p.reads.ok_calls as f64 / p.responses as f64)
-            ));
-        }
-        findings.push(s);
-        if per_read > 0 && per_read < 1024 && p.reads.ok_calls >= 100 {
-            findings.push(format!(
-                "  the peer sends small TLS records ({per_read} bytes each): every read is a \
-                 record; larger writes on the server, or fewer requests, cut the count"
-            ));
-        }
-    }
-    if p.handshaken > 0 {
-        findings.push(format!(
-            "{} handshake{} with {peer}: {} in handshake calls, {} per handshake ({:.0}% of it \
-             waiting on the network)",
-            p.handshaken,
-            if p.handshaken == 1 { "" } else { "s" },
-            fmt_ns(hs.total_ns),
-            fmt_ns(hs.total_ns / p.handshaken),
-            share(p.handshake_blocked_ns, hs.total_ns) * 100.0
-        ));
-    }
-    TlsPeerRow {
-        peer,
-        read_latency: crate::render::LatencyRow::from(&p.reads.latency),
-        connections: p.connections,
-        handshakes: p.handshaken,
-        handshake_calls: hs.count,
-        handshake_ns: hs.total_ns,
-        reads,
-        reads_with_data: p.reads.ok_calls,
-        read_bytes: p.reads.bytes,
-        read_ns: p.read_time_ns(),
-        read_waiting_ns: p.reads.blocked_ns + p.wait_ns,
-        writes: p.writes.latency.count,
-        write_bytes: p.writes.bytes,
-        write_ns: p.writes.latency.total_ns,
-        responses: p.responses,
-        functions: p.functions.clone(),
-        call_sites: site_ids
-            .iter()
-            .map(|(_, id, calls, ns)| (site_label(*id), *calls, *ns))
-            .collect(),
-        site_ids,
-        share: share_of_time,
-        findings,
-    }
-}
-
-fn fmt_ratio(v: f64) -> String {
-    if v >= 10.0 || v.fract() == 0.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.1}")
     }
 }
 
@@ -606,7 +485,7 @@ mod tests {
         assert_eq!(p.handshakes.unwrap().count, 1);
         assert_eq!(p.read_time_ns(), 20_000 + 10_000);
         assert!((p.read_waiting_share() - (18_000.0 + 10_000.0) / 30_000.0).abs() < 1e-9);
-        let row = peer_row("peer-of-3".into(), p, 1_000_000, "busy time", |id| {
+        let row = crate::render::peer_row("peer-of-3".into(), p, 1_000_000, "busy time", |id| {
             format!("site {id}")
         });
         assert_eq!(row.call_sites, vec![("site 4".to_string(), 20, 20_000)]);

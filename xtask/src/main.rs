@@ -6,7 +6,9 @@
 //!   cargo xtask bench   setup, release build, measure what tracing costs
 //!   cargo xtask soak    setup, release build, the seed under load for 30 min
 //!   cargo xtask kernels setup, release build, the checks on every kernel of the matrix
+//!   cargo xtask architecture  the layout rules: no module circles, no long files or functions
 
+mod architecture;
 mod demo;
 mod initramfs;
 mod kernels;
@@ -43,7 +45,13 @@ enum Cmd {
         /// Rounds per measurement (median and range are reported)
         #[arg(long, default_value_t = 5)]
         rounds: u32,
+        /// Only these sections, comma-separated (per-call, application, ...)
+        #[arg(long)]
+        only: Option<String>,
     },
+    /// Check the layout rules of ARCHITECTURE.md: no module circles, no file
+    /// over 700 lines, no function over 150 lines
+    Architecture,
     /// Setup, release build, then the seed scenario under continuous load
     /// with `tracer serve` attached: memory, lost events and counters
     /// (writes target/soak/results.md)
@@ -77,7 +85,8 @@ fn main() {
     let result = match cli.command {
         Cmd::Setup => setup::run(),
         Cmd::Test { filter } => setup::run().and_then(|()| test(filter.as_deref())),
-        Cmd::Bench { rounds } => setup::run().and_then(|()| bench(rounds)),
+        Cmd::Bench { rounds, only } => setup::run().and_then(|()| bench(rounds, only.as_deref())),
+        Cmd::Architecture => architecture::run(&root()),
         Cmd::Soak { minutes } => setup::run().and_then(|()| soak(minutes)),
         Cmd::Kernels => setup::run().and_then(|()| kernels::run()),
         Cmd::Demo {
@@ -131,12 +140,17 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn bench(rounds: u32) -> anyhow::Result<()> {
+fn bench(rounds: u32, only: Option<&str>) -> anyhow::Result<()> {
     if !is_root() {
         bail!("the benchmark loads eBPF programs: run `cargo xtask bench` as root");
     }
     release_bins()?;
-    run(Command::new(root().join("target/release/bench")).args(["--rounds", &rounds.to_string()]))
+    let mut cmd = Command::new(root().join("target/release/bench"));
+    cmd.args(["--rounds", &rounds.to_string()]);
+    if let Some(only) = only {
+        cmd.args(["--only", only]);
+    }
+    run(&mut cmd)
 }
 
 fn soak(minutes: u64) -> anyhow::Result<()> {
@@ -162,7 +176,9 @@ pub fn release_bins() -> anyhow::Result<()> {
 
 fn test(filter: Option<&str>) -> anyhow::Result<()> {
     let started = Instant::now();
-    let mut timings = Vec::new();
+    // The layout rules first: they take a second and need no build.
+    architecture::run(&root())?;
+    let mut timings = vec![("architecture".to_string(), started.elapsed())];
     let mut step = |name: &str, cmd: &mut Command| -> anyhow::Result<()> {
         let t0 = Instant::now();
         run(cmd)?;

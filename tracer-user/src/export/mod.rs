@@ -215,6 +215,7 @@ fn families(
             .collect(),
     ));
     let mut results: Vec<(String, BTreeMap<String, u64>)> = agg
+        .connects
         .peers
         .iter()
         .map(|(peer, p)| {
@@ -336,7 +337,8 @@ fn node_wide_series(
     ));
     calls.push((
         "connect",
-        agg.peers
+        agg.connects
+            .peers
             .iter()
             .map(|(peer, p)| series(agg.name_peer(peer), &p.latency))
             .collect(),
@@ -402,7 +404,7 @@ fn owned_series(
             .unwrap_or_default();
         merged
             .entry((
-                key.kind,
+                key.kind.metric_name(),
                 key.target.clone(),
                 key.comm.clone(),
                 container,

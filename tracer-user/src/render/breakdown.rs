@@ -7,7 +7,11 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{CallSiteRow, LatencyRow, Report, fmt_ns, fmt_share, share};
+use super::{CallSiteRow, Report};
+use crate::{
+    kind::{CallKind, Kind},
+    units::{LatencyRow, fmt_ns, fmt_share, share},
+};
 
 /// Rows smaller than this share are left out of the text (not the JSON).
 const MIN_SHARE: f64 = 0.005;
@@ -16,9 +20,9 @@ const SITES_PER_ROW: usize = 3;
 
 #[derive(Debug, Serialize)]
 pub struct BreakdownRow {
-    /// The kind of call sites this row's time comes from ("dns", "tls read",
-    /// "handshake", "tls write", "io", "connect").
-    pub kind: &'static str,
+    /// The kind of call this row's time comes from (slow reads and writes
+    /// are one row: `CallKind::row`).
+    pub kind: CallKind,
     pub target: String,
     /// What it is, for people: "DNS lookups of api.example.com".
     pub what: String,
@@ -30,39 +34,6 @@ pub struct BreakdownRow {
     pub latency: Option<LatencyRow>,
     /// (call site summary, calls, time, share), busiest first.
     pub sites: Vec<(String, u64, u64, f64)>,
-}
-
-/// The kinds of call a user can pick with `--kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-pub enum Kind {
-    Dns,
-    Tls,
-    Io,
-    Connect,
-    Syscall,
-}
-
-impl Kind {
-    /// The kind a breakdown row or call site belongs to.
-    pub fn of(kind: &str) -> Kind {
-        match kind {
-            "dns" => Kind::Dns,
-            "tls read" | "tls write" | "handshake" => Kind::Tls,
-            "io" => Kind::Io,
-            "connect" => Kind::Connect,
-            _ => Kind::Syscall,
-        }
-    }
-
-    fn title(self) -> &'static str {
-        match self {
-            Kind::Dns => "DNS lookups",
-            Kind::Tls => "TLS",
-            Kind::Io => "Slow reads and writes",
-            Kind::Connect => "Connects",
-            Kind::Syscall => "Syscalls",
-        }
-    }
 }
 
 /// How the tree is grouped: by kind and target (then call site), or by
@@ -77,7 +48,7 @@ pub enum By {
 /// Builds the rows from the report's per-target tables and call sites.
 pub fn build(r: &Report, denominator_ns: u64) -> Vec<BreakdownRow> {
     let mut rows = Vec::new();
-    let mut push = |kind: &'static str,
+    let mut push = |kind: CallKind,
                     target: &str,
                     what: String,
                     detail: String,
@@ -99,7 +70,7 @@ pub fn build(r: &Report, denominator_ns: u64) -> Vec<BreakdownRow> {
     for h in &r.dns_hosts {
         let n = h.latency.count;
         push(
-            "dns",
+            CallKind::Lookup,
             &h.host,
             format!("DNS lookups of {}", h.host),
             format!("{n} lookup{}, p50 {}", plural(n), fmt_ns(h.latency.p50_ns)),
@@ -122,7 +93,7 @@ pub fn build(r: &Report, denominator_ns: u64) -> Vec<BreakdownRow> {
             share(p.read_waiting_ns, p.read_ns) * 100.0
         );
         push(
-            "tls read",
+            CallKind::TlsRead,
             &p.peer,
             format!("TLS reads from {}", p.peer),
             detail,
@@ -131,7 +102,7 @@ pub fn build(r: &Report, denominator_ns: u64) -> Vec<BreakdownRow> {
         );
         if p.handshakes > 0 {
             push(
-                "handshake",
+                CallKind::TlsHandshake,
                 &p.peer,
                 format!("TLS handshakes with {}", p.peer),
                 format!(
@@ -145,7 +116,7 @@ pub fn build(r: &Report, denominator_ns: u64) -> Vec<BreakdownRow> {
             );
         }
         push(
-            "tls write",
+            CallKind::TlsWrite,
             &p.peer,
             format!("TLS writes to {}", p.peer),
             format!("{} writes", p.writes),
@@ -156,7 +127,7 @@ pub fn build(r: &Report, denominator_ns: u64) -> Vec<BreakdownRow> {
     for io in &r.slow_io {
         let n = io.reads.count + io.writes.count;
         push(
-            "io",
+            CallKind::SlowRead,
             &io.target,
             format!("Slow reads and writes on {}", io.target),
             format!(
@@ -171,7 +142,7 @@ pub fn build(r: &Report, denominator_ns: u64) -> Vec<BreakdownRow> {
     for p in &r.connect_peers {
         let n = p.latency.count;
         push(
-            "connect",
+            CallKind::Connect,
             &p.peer,
             format!("Connects to {}", p.peer),
             format!("{n} connect{}, p50 {}", plural(n), fmt_ns(p.latency.p50_ns)),
@@ -185,7 +156,7 @@ pub fn build(r: &Report, denominator_ns: u64) -> Vec<BreakdownRow> {
 
 fn sites_of(
     sites: &[CallSiteRow],
-    kind: &str,
+    kind: CallKind,
     target: &str,
     denominator_ns: u64,
 ) -> Vec<(String, u64, u64, f64)> {
@@ -263,7 +234,7 @@ pub fn write_tree(
     o: &super::TextOptions,
 ) {
     let (rows, by, kinds, min_latency_ns) = (o.rows, o.by, o.kinds.as_deref(), o.min_latency_ns);
-    let wanted = |kind: &str| kinds.is_none_or(|k| k.contains(&Kind::of(kind)));
+    let wanted = |kind: CallKind| kinds.is_none_or(|k| k.contains(&kind.family()));
     let slow_enough = |b: &BreakdownRow| {
         min_latency_ns.is_none_or(|min| b.latency.as_ref().is_none_or(|l| l.max_ns >= min))
     };
@@ -311,7 +282,7 @@ pub fn write_tree(
                     &format!("thread {} (tid {}, pid {})", name, t.tid, t.pid),
                 );
                 for (kind, calls, ns) in &t.kinds {
-                    if wanted(kind) {
+                    if wanted(*kind) {
                         line(
                             out,
                             1,
@@ -327,7 +298,7 @@ pub fn write_tree(
             // Kinds in the order of their total.
             let mut kinds: Vec<(Kind, u64, f64)> = Vec::new();
             for b in &shown {
-                let k = Kind::of(b.kind);
+                let k = b.kind.family();
                 match kinds.iter_mut().find(|(kk, _, _)| *kk == k) {
                     Some(e) => {
                         e.1 += b.total_ns;
@@ -339,7 +310,7 @@ pub fn write_tree(
             kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
             for (kind, ns, s) in kinds {
                 line(out, 0, s, ns, kind.title());
-                for b in shown.iter().filter(|b| Kind::of(b.kind) == kind).take(rows) {
+                for b in shown.iter().filter(|b| b.kind.family() == kind).take(rows) {
                     let mut text = format!("{}: {}", b.what, b.detail);
                     if let Some(l) = &b.latency {
                         let _ = write!(

@@ -5,7 +5,11 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{Kind, Report, fmt_ns, fmt_share, share};
+use super::{Kind, Report};
+use crate::{
+    kind::CallKind,
+    units::{fmt_ns, fmt_share, share},
+};
 
 /// Offenders smaller than this share of the time are not worth a line,
 /// except connects that stall for a second or more.
@@ -152,7 +156,7 @@ pub fn build(r: &Report, denominator_ns: u64) -> Vec<Finding> {
         let site = r
             .breakdown
             .iter()
-            .find(|b| b.kind == "io" && b.target == io.target)
+            .find(|b| b.kind == CallKind::SlowRead && b.target == io.target)
             .and_then(|b| b.sites.first())
             .map(|s| format!(", most from {}", s.0))
             .unwrap_or_default();

@@ -4,7 +4,9 @@
 
 use std::fmt::Write as _;
 
-use super::{LatencyRow, Report, breakdown, fmt_ns, fmt_share, new_table, right_align, share};
+use super::{Report, breakdown, new_table, right_align};
+use crate::kind::CallKind;
+use crate::units::{LatencyRow, fmt_ns, fmt_share, share};
 
 /// The column `tracer top` sorts by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -84,10 +86,10 @@ impl Report {
     }
 
     /// The busiest call site of a breakdown row, with how many of its calls.
-    fn called_from(&self, kind: &str, target: &str) -> String {
+    fn called_from(&self, kind: CallKind, target: &str) -> String {
         self.breakdown
             .iter()
-            .find(|b| b.kind == kind && b.target.eq_ignore_ascii_case(target))
+            .find(|b| b.kind == kind.row() && b.target.eq_ignore_ascii_case(target))
             .and_then(|b| b.sites.first())
             .map(|(summary, calls, _, _)| format!("{summary} ({calls})"))
             .unwrap_or_default()
@@ -112,40 +114,43 @@ impl Report {
         }
         for h in &self.dns_hosts {
             entries.push(Entry {
-                kind: "dns",
+                kind: CallKind::Lookup.label(),
                 target: h.host.clone(),
                 latency: h.latency.clone(),
                 share: h.share,
-                called_from: self.called_from("dns", &h.host),
+                called_from: self.called_from(CallKind::Lookup, &h.host),
             });
         }
         for p in &self.tls_peers {
             entries.push(Entry {
-                kind: "tls read",
+                kind: CallKind::TlsRead.label(),
                 target: p.peer.clone(),
                 latency: p.read_latency.clone(),
                 share: share(p.read_latency.total_ns, self.denominator_ns()),
-                called_from: self.called_from("tls read", &p.peer),
+                called_from: self.called_from(CallKind::TlsRead, &p.peer),
             });
         }
         for p in &self.connect_peers {
             entries.push(Entry {
-                kind: "connect",
+                kind: CallKind::Connect.label(),
                 target: p.peer.clone(),
                 latency: p.latency.clone(),
                 share: share(p.latency.total_ns, self.denominator_ns()),
-                called_from: self.called_from("connect", &p.peer),
+                called_from: self.called_from(CallKind::Connect, &p.peer),
             });
         }
         for io in &self.slow_io {
-            for (kind, latency) in [("slow read", &io.reads), ("slow write", &io.writes)] {
+            for (kind, latency) in [
+                (CallKind::SlowRead, &io.reads),
+                (CallKind::SlowWrite, &io.writes),
+            ] {
                 if latency.count > 0 {
                     entries.push(Entry {
-                        kind,
+                        kind: kind.label(),
                         target: io.target.clone(),
                         latency: latency.clone(),
                         share: share(latency.total_ns, self.denominator_ns()),
-                        called_from: self.called_from("io", &io.target),
+                        called_from: self.called_from(kind, &io.target),
                     });
                 }
             }

@@ -1,0 +1,586 @@
+//! Aggregate: the state a report is drawn from. It takes the collector's
+//! events in order and hands each to its kind's state (`dns`, `connect`,
+//! `tls`, `slow_io`), then accounts the finished call the same way for
+//! every kind (`account`): its thread's time, its series, the event
+//! stream, its call site. Per process: its threads' lifetimes (the
+//! denominator of every share, `processes`) and its syscalls (aggregated in
+//! the kernel, copied here).
+
+mod names;
+mod processes;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::SocketAddr,
+};
+
+use serde::Serialize;
+use tracer_common::{LatencyStats, LookupEvent, SlowIoEvent, SyscallKey, ThreadEntry, TlsEvent};
+
+pub use self::processes::{ProcessState, is_process};
+use crate::{
+    attribute::Attributor,
+    collect::Event,
+    connect::{ConnectOutcome, ConnectRecord, ConnectState},
+    dns::{ConnectName, DnsState, LookupRecord},
+    kind::CallKind,
+    peer::{Peer, parse_sockaddr},
+    slow_io::SlowIoStats,
+    tls::TlsState,
+};
+
+#[derive(Debug, Default)]
+pub struct Aggregate {
+    /// Monotonic time tracing started.
+    pub start_ns: u64,
+    pub processes: BTreeMap<u32, ProcessState>,
+    pub syscalls: BTreeMap<SyscallKey, LatencyStats>,
+    /// Syscall time in progress when the snapshot was taken: (pid, nr) -> ns.
+    pub in_flight: BTreeMap<SyscallKey, u64>,
+    pub connects: ConnectState,
+    pub dns: DnsState,
+    /// Lookups inside getaddrinfo & co. when the snapshot was taken.
+    pub in_flight_lookups: Vec<LookupRecord>,
+    pub tls: TlsState,
+    /// The peer each (process, fd) connected to, and its name for people,
+    /// until the fd is closed.
+    pub fd_peers: HashMap<(u32, i32), (Peer, String)>,
+    /// Host names of the addresses connected to, from the lookup the
+    /// connecting thread made just before; `None` for an address the
+    /// program connected to by number.
+    names_by_addr: HashMap<SocketAddr, Option<String>>,
+    /// Processes that mapped a file executable since the last look: they
+    /// may have loaded a library to probe.
+    pub mapped_new_code: BTreeSet<u32>,
+    /// Node mode: processes the kernel started tracing since the last look
+    /// (PID, name); the session lists their threads and probes their code.
+    pub adopted: Vec<(u32, String)>,
+    /// Call sites, and the stacks waiting for their events.
+    pub sites: Attributor,
+    /// Latency per (kind, target, call site) for lookups, connects and
+    /// slow reads and writes.
+    pub by_site: BTreeMap<(CallKind, String, u32), LatencyStats>,
+    /// Slow reads and writes (over the threshold) per target: the peer of a
+    /// socket, or the path of a pipe or file.
+    pub slow_io: BTreeMap<String, SlowIoStats>,
+    /// Idle time per process (listener threads waiting for work), as of
+    /// the last snapshot, in-flight waits included.
+    pub idle: BTreeMap<u32, u64>,
+    /// Requests served per process (row), timed on the connections it
+    /// accepted: the busy time of a server.
+    pub requests: BTreeMap<u32, tracer_common::RequestTime>,
+    /// With `--events`: calls at least this slow are kept in `slow_calls`
+    /// until taken.
+    pub slow_call_threshold_ns: Option<u64>,
+    pub slow_calls: Vec<SlowCall>,
+    /// Calls and time per thread and kind of call (lookups, connects, SSL
+    /// calls, slow reads and writes), for `--by thread`.
+    pub by_thread: BTreeMap<(u32, u32), ThreadTime>,
+    /// With `serve --labels container|pod`: latency per kind, target,
+    /// process name and container, the series those labels split (`None`
+    /// unless asked: they multiply the series by the containers).
+    pub by_owner: Option<BTreeMap<OwnedTarget, LatencyStats>>,
+    /// Exited processes folded because a new process took their PID, for
+    /// the next `fold_exited_processes` to report.
+    reused_pids_folded: HashMap<u32, u32>,
+    /// The container of each cgroup seen, for the rows the kernel names
+    /// by cgroup id.
+    containers_by_cgroup: HashMap<u64, crate::container::ContainerInfo>,
+}
+
+/// A lookup, connect, SSL call or slow read or write series of one process
+/// name in one container.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OwnedTarget {
+    pub kind: CallKind,
+    pub target: String,
+    pub comm: String,
+    pub container: crate::container::ContainerInfo,
+}
+
+/// One thread's calls: its name when first seen, and per kind (count, ns).
+#[derive(Debug, Clone, Default)]
+pub struct ThreadTime {
+    pub name: String,
+    /// Slow reads and writes together (`CallKind::row`).
+    pub kinds: BTreeMap<CallKind, (u64, u64)>,
+}
+
+/// A finished call of any kind, as `Aggregate::account` counts it.
+struct FinishedCall {
+    kind: CallKind,
+    pid: u32,
+    tid: u32,
+    start_ns: u64,
+    latency_ns: u64,
+    /// What it went to, as its series are keyed: a host (lower case), a
+    /// peer, a file; `None` when not known.
+    target: Option<String>,
+    site: Option<u32>,
+    /// Whether `by_site` keeps it under its call site (an SSL call's site
+    /// is kept with its connection instead).
+    per_site: bool,
+}
+
+/// One call at or over the `--events` threshold: a line of the event stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlowCall {
+    /// When the call started: CLOCK_MONOTONIC nanoseconds.
+    pub start_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    /// As rows name it: slow reads and writes are `io`.
+    pub kind: CallKind,
+    /// Host, peer, or file.
+    pub target: String,
+    pub latency_ns: u64,
+    /// ok, an error name, or bytes moved.
+    pub result: String,
+    /// The program's own innermost frame and the call, where known.
+    pub call_site: Option<String>,
+}
+
+impl Aggregate {
+    pub fn new(start_ns: u64) -> Self {
+        Self {
+            start_ns,
+            ..Default::default()
+        }
+    }
+
+    /// Applies a batch of events in order, after reading the Python code
+    /// objects its stacks name: those are read from the live process,
+    /// which may exit any moment, while unwinding native stacks is slow
+    /// the first time a library is seen.
+    pub fn apply_batch(&mut self, batch: Vec<Event>) {
+        for ev in &batch {
+            if let Event::Stack(st) = ev {
+                self.sites.prefetch_python(st);
+            }
+        }
+        for ev in batch {
+            self.apply(ev);
+        }
+    }
+
+    pub fn apply(&mut self, ev: Event) {
+        match ev {
+            Event::Connect(c) => {
+                let site = self.sites.take(c.tid, c.start_ns);
+                let record = crate::connect::record_of(&c, site);
+                self.name_connected_socket(&record);
+                if let Some(done) = self.connects.on_connect(c.skaddr, record) {
+                    self.finish_connect(done);
+                }
+            }
+            Event::Handshake(h) => {
+                if let Some(done) = self.connects.on_handshake(h) {
+                    self.finish_connect(done);
+                }
+            }
+            Event::Task(t) => self.on_task(t),
+            Event::LookupStart(l) => self.dns.on_lookup_start(&l),
+            Event::Lookup(l) => self.on_lookup(&l),
+            Event::DnsPacket(p) => self.dns.on_packet(&p),
+            Event::DnsWait(w) => self.dns.on_wait(&w),
+            Event::Tls(t) => self.on_tls(&t),
+            Event::TlsWait(w) => self.tls.on_wait(&w),
+            Event::ExecMap(m) => {
+                self.mapped_new_code.insert(m.tgid);
+            }
+            Event::Stack(st) => self.sites.on_stack(&st),
+            Event::SlowIo(io) => self.on_slow_io(&io),
+            Event::FdClosed(c) => {
+                self.fd_peers.remove(&(c.tgid, c.fd));
+                self.tls.on_close(c.tgid, c.fd);
+            }
+        }
+    }
+
+    fn on_lookup(&mut self, l: &LookupEvent) {
+        let site = self.sites.take(l.tid, l.start_ns);
+        let label = site.map(|id| self.sites.site(id).label());
+        let record = self.dns.on_lookup(l, label);
+        let call = FinishedCall {
+            kind: CallKind::Lookup,
+            pid: record.pid,
+            tid: record.tid,
+            start_ns: record.start_ns,
+            latency_ns: record.duration_ns,
+            target: Some(record.host.to_lowercase()),
+            site,
+            per_site: true,
+        };
+        self.account(&call, |_| (record.host.clone(), record.result.clone()));
+    }
+
+    fn on_tls(&mut self, t: &TlsEvent) {
+        let work = crate::tls::work_of(t);
+        let class = work.map_or(0, tracer_common::TlsFn::class);
+        let site = self.sites.take_tls(t.tid, t.start_ns, t.ssl, class);
+        // A socket: one we saw connected and not closed, or one /proc says
+        // is a socket; named now, as its fd number may be reused later.
+        let mut tls = std::mem::take(&mut self.tls);
+        let this = &*self;
+        tls.on_call(t, site, |pid, fd| {
+            if this.fd_peers.contains_key(&(pid, fd)) || crate::target::is_socket(pid, fd) {
+                Some(
+                    this.peer_name(pid, fd)
+                        .unwrap_or_else(|| format!("pid {pid} fd {fd}")),
+                )
+            } else {
+                None
+            }
+        });
+        self.tls = tls;
+        let Some(func) = work else { return };
+        let target = match self.tls.connections.get(&(t.tgid, t.ssl)) {
+            Some(conn) => crate::tls::peer_key(conn),
+            None => format!("pid {} (socket unknown)", t.tgid),
+        };
+        let call = FinishedCall {
+            kind: crate::tls::call_kind(func),
+            pid: t.tgid,
+            tid: t.tid,
+            start_ns: t.start_ns,
+            latency_ns: t.duration_ns,
+            target: Some(target),
+            site,
+            // An SSL call's site is kept with its connection (`tls`).
+            per_site: false,
+        };
+        let result = if t.ret > 0 {
+            format!("{} bytes", t.bytes)
+        } else {
+            format!("returned {}", t.ret)
+        };
+        let shown = call.target.clone().unwrap_or_default();
+        self.account(&call, |_| (shown, result));
+    }
+
+    fn on_slow_io(&mut self, io: &SlowIoEvent) {
+        // A socket we saw connected (and not closed since) by its peer;
+        // else what the fd is now: a file or pipe by its path, a socket by
+        // its peer (the fd may have been closed and reused since the call:
+        // events come in order, /proc is read later).
+        let target = match self.fd_peers.get(&(io.tgid, io.fd)) {
+            Some((_, name)) => name.clone(),
+            None => match crate::target::fd_path(io.tgid, io.fd) {
+                Some(path) if !path.starts_with("socket:") => path,
+                _ => self
+                    .peer_name(io.tgid, io.fd)
+                    .unwrap_or_else(|| format!("fd {}", io.fd)),
+            },
+        };
+        let kind = self.slow_io.entry(target.clone()).or_default().record(io);
+        let call = FinishedCall {
+            kind,
+            pid: io.tgid,
+            tid: io.tid,
+            start_ns: io.start_ns,
+            latency_ns: io.duration_ns,
+            target: Some(target),
+            site: self.sites.take(io.tid, io.start_ns),
+            per_site: true,
+        };
+        let result = if io.ret >= 0 {
+            format!("{} bytes", io.ret)
+        } else {
+            crate::syscall_names::errno_name(-io.ret)
+        };
+        let shown = call.target.clone().unwrap_or_default();
+        self.account(&call, |_| (shown, result));
+    }
+
+    /// Names the socket a connect went to, for the calls made on it later.
+    fn name_connected_socket(&mut self, record: &ConnectRecord) {
+        let Some(peer) = &record.peer else { return };
+        if let Peer::Inet(a) = peer {
+            match self.dns.host_for_connect(record.tid, &a.ip()) {
+                ConnectName::Host(host) => {
+                    self.names_by_addr.insert(*a, Some(host));
+                }
+                ConnectName::Address => {
+                    self.names_by_addr.entry(*a).or_insert(None);
+                }
+                ConnectName::Unknown => {}
+            }
+        }
+        let name = self.name_peer(peer);
+        self.fd_peers
+            .insert((record.pid, record.fd), (peer.clone(), name));
+    }
+
+    fn finish_connect(&mut self, record: ConnectRecord) {
+        let call = FinishedCall {
+            kind: CallKind::Connect,
+            pid: record.pid,
+            tid: record.tid,
+            start_ns: record.start_ns,
+            latency_ns: record.latency_ns(),
+            target: record.peer.as_ref().map(|p| self.name_peer(p)),
+            site: record.call_site,
+            per_site: true,
+        };
+        let shown = call.target.clone().unwrap_or_else(|| "?".to_string());
+        let result = record.outcome.to_string();
+        self.account(&call, |_| (shown, result));
+        self.connects.count(record);
+    }
+
+    /// Counts a finished call of any kind: in its thread's time, in its
+    /// process name's series (`by_owner`), in the event stream when slow
+    /// enough, and under its call site. `shown` gives the target and
+    /// result as the event stream says them, made only when needed.
+    fn account(&mut self, call: &FinishedCall, shown: impl FnOnce(&Self) -> (String, String)) {
+        self.add_thread_time(call.pid, call.tid, call.kind.row(), call.latency_ns);
+        if let Some(target) = &call.target {
+            self.count_for_owner(call.pid, call.kind, target, call.latency_ns);
+        }
+        self.note_slow(call.latency_ns, |this| {
+            let (target, result) = shown(this);
+            SlowCall {
+                start_ns: call.start_ns,
+                pid: call.pid,
+                tid: call.tid,
+                kind: call.kind.row(),
+                target,
+                latency_ns: call.latency_ns,
+                result,
+                call_site: call.site.map(|id| this.sites.site(id).summary()),
+            }
+        });
+        if call.per_site
+            && let (Some(id), Some(target)) = (call.site, &call.target)
+        {
+            self.by_site
+                .entry((call.kind.row(), target.clone(), id))
+                .or_insert(LatencyStats::ZERO)
+                .record(call.latency_ns);
+        }
+    }
+
+    /// Counts a call in its process name's and container's series, when
+    /// those are kept (`by_owner`).
+    fn count_for_owner(&mut self, pid: u32, kind: CallKind, target: &str, ns: u64) {
+        let Some(series) = self.by_owner.as_mut() else {
+            return;
+        };
+        let (comm, container) = self
+            .processes
+            .get(&pid)
+            .map(|p| (p.comm.clone(), p.container.clone()))
+            .unwrap_or_default();
+        let key = OwnedTarget {
+            kind,
+            target: target.to_string(),
+            comm,
+            container,
+        };
+        series.entry(key).or_insert(LatencyStats::ZERO).record(ns);
+    }
+
+    /// Counts a call in its thread's totals.
+    fn add_thread_time(&mut self, pid: u32, tid: u32, kind: CallKind, ns: u64) {
+        let t = self
+            .by_thread
+            .entry((pid, tid))
+            .or_insert_with(|| ThreadTime {
+                // Read once, when the thread is first seen: it may be gone later.
+                name: std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                    .map(|s| s.trim_end().to_string())
+                    .unwrap_or_default(),
+                kinds: BTreeMap::new(),
+            });
+        let e = t.kinds.entry(kind).or_default();
+        e.0 += 1;
+        e.1 += ns;
+    }
+
+    /// Ends the run: connects not finished are counted as in progress, with
+    /// the time they have waited so far.
+    pub fn finish(&mut self, now_ns: u64) {
+        for record in self.connects.take_unfinished(now_ns) {
+            self.finish_connect(record);
+        }
+        let lookups = std::mem::take(&mut self.in_flight_lookups);
+        self.dns.finish(lookups);
+    }
+
+    /// Keeps a call for the event stream if it is slow enough (made only
+    /// then: most calls are not).
+    fn note_slow(&mut self, latency_ns: u64, make: impl FnOnce(&Self) -> SlowCall) {
+        if self
+            .slow_call_threshold_ns
+            .is_some_and(|min| latency_ns >= min)
+        {
+            let call = make(self);
+            self.slow_calls.push(call);
+        }
+    }
+
+    /// Takes the kernel's idle counters, and adds the waits listener
+    /// threads are in right now.
+    pub fn set_idle(
+        &mut self,
+        idle: HashMap<u32, u64>,
+        in_flight: &[(u32, ThreadEntry)],
+        now_ns: u64,
+    ) {
+        self.idle = idle.into_iter().collect();
+        let owners = self.thread_owners();
+        for (tid, e) in in_flight {
+            if e.listener == 0 || !crate::syscall_names::is_wait_for_work(e.nr as u32) {
+                continue;
+            }
+            if let Some(&pid) = owners.get(tid) {
+                *self.idle.entry(pid).or_default() +=
+                    now_ns.saturating_sub(e.start_ns.max(self.start_ns));
+            }
+        }
+    }
+
+    /// Replaces the syscall aggregates with a fresh copy from the kernel, and
+    /// records which syscalls are in progress (threads blocked right now).
+    /// `read_memory(pid, address, length)` reads the target's memory: the
+    /// address an unfinished connect() is trying.
+    pub fn set_syscalls(
+        &mut self,
+        stats: BTreeMap<SyscallKey, LatencyStats>,
+        in_flight: &[(u32, ThreadEntry)],
+        now_ns: u64,
+        read_memory: impl Fn(u32, u64, usize) -> Option<Vec<u8>>,
+    ) {
+        self.syscalls = stats;
+        self.in_flight.clear();
+        self.connects.in_flight.clear();
+        let tid_to_pid = self.thread_owners();
+        for (tid, entry) in in_flight {
+            let Some(&pid) = tid_to_pid.get(tid) else {
+                continue;
+            };
+            if entry.start_ns >= now_ns {
+                continue;
+            }
+            let since = entry.start_ns.max(self.start_ns);
+            if entry.nr == tracer_common::sysno::CONNECT {
+                let len = (entry.args[2] as usize).min(tracer_common::SOCKADDR_MAX);
+                let peer =
+                    read_memory(pid, entry.args[1], len).and_then(|bytes| parse_sockaddr(&bytes));
+                // Only a stream connect blocks: one to an IP address is TCP.
+                let tcp = entry.skaddr != 0 || matches!(peer, Some(Peer::Inet(_)));
+                self.connects.in_flight.push(ConnectRecord {
+                    pid,
+                    tid: *tid,
+                    fd: entry.args[0] as i32,
+                    peer,
+                    tcp,
+                    nonblocking: false,
+                    outcome: ConnectOutcome::InProgress,
+                    start_ns: entry.start_ns,
+                    syscall_ns: now_ns.saturating_sub(entry.start_ns),
+                    handshake_ns: None,
+                    call_site: self.sites.take(*tid, entry.start_ns),
+                });
+            }
+            *self
+                .in_flight
+                .entry(SyscallKey {
+                    tgid: pid,
+                    nr: entry.nr as u32,
+                })
+                .or_default() += now_ns.saturating_sub(since);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::{ConnectEvent, HandshakeEvent, TCP_ESTABLISHED};
+
+    use super::*;
+
+    const EINPROGRESS: i64 = 115;
+
+    fn sockaddr_in(ip: [u8; 4], port: u16) -> Vec<u8> {
+        let mut b = vec![0u8; 16];
+        b[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        b[2..4].copy_from_slice(&port.to_be_bytes());
+        b[4..8].copy_from_slice(&ip);
+        b
+    }
+
+    fn connect_event(skaddr: u64, ret: i64, start: u64, dur: u64) -> ConnectEvent {
+        let mut addr = [0u8; 112];
+        addr[..16].copy_from_slice(&sockaddr_in([127, 0, 0, 1], 9000));
+        ConnectEvent {
+            kind: 1,
+            tgid: 10,
+            tid: 11,
+            fd: 3,
+            ret,
+            start_ns: start,
+            duration_ns: dur,
+            skaddr,
+            addr_len: 16,
+            _pad: 0,
+            addr,
+        }
+    }
+
+    fn handshake(skaddr: u64, state: u32, start: u64, dur: u64) -> HandshakeEvent {
+        HandshakeEvent {
+            kind: 2,
+            tgid: 10,
+            tid: 11,
+            new_state: state,
+            skaddr,
+            start_ns: start,
+            duration_ns: dur,
+        }
+    }
+
+    #[test]
+    fn nonblocking_connect_takes_the_handshake_time_in_either_order() {
+        let mut agg = Aggregate::new(0);
+        // connect record first, handshake later
+        agg.apply(Event::Connect(connect_event(1, -EINPROGRESS, 100, 5)));
+        assert_eq!(agg.connects.total, 0, "waits for its handshake");
+        agg.apply(Event::Handshake(handshake(
+            1,
+            TCP_ESTABLISHED,
+            101,
+            1_000_000,
+        )));
+        // handshake first (completed inside the call), then the record
+        agg.apply(Event::Handshake(handshake(2, 7, 200, 3_000)));
+        agg.apply(Event::Connect(connect_event(2, -EINPROGRESS, 199, 5)));
+        assert_eq!(agg.connects.total, 2);
+        let slow = &agg.connects.slowest;
+        assert_eq!(slow[0].latency_ns(), 1_000_000);
+        assert_eq!(slow[0].outcome, ConnectOutcome::Connected);
+        assert_eq!(slow[1].outcome, ConnectOutcome::HandshakeFailed);
+    }
+
+    #[test]
+    fn blocking_connect_keeps_syscall_time_and_errno() {
+        let mut agg = Aggregate::new(0);
+        agg.apply(Event::Handshake(handshake(3, 7, 10, 50)));
+        agg.apply(Event::Connect(connect_event(3, -111, 9, 80)));
+        let r = &agg.connects.slowest[0];
+        assert_eq!(r.outcome, ConnectOutcome::Failed("ECONNREFUSED".into()));
+        assert_eq!((r.latency_ns(), r.handshake_ns), (80, Some(50)));
+        let peer = Peer::Inet("127.0.0.1:9000".parse().unwrap());
+        assert_eq!(agg.connects.peers[&peer].latency.count, 1);
+    }
+
+    #[test]
+    fn unanswered_handshake_is_pending_at_the_end() {
+        let mut agg = Aggregate::new(0);
+        agg.apply(Event::Connect(connect_event(4, -EINPROGRESS, 1_000, 5)));
+        agg.finish(5_000);
+        let r = &agg.connects.slowest[0];
+        assert_eq!(r.outcome, ConnectOutcome::InProgress);
+        assert_eq!(r.latency_ns(), 4_000);
+    }
+}
