@@ -511,7 +511,7 @@ impl TlsFn {
         Self::ALL.into_iter().find(|f| *f as u32 == v)
     }
 
-    pub fn symbol(self) -> &'static str {
+    pub const fn symbol(self) -> &'static str {
         match self {
             Self::Read => "SSL_read",
             Self::ReadEx => "SSL_read_ex",
@@ -528,7 +528,7 @@ impl TlsFn {
     /// The eBPF entry program probed on this function. One per function,
     /// not one for all told apart by the attach cookie: 5.10 has no
     /// cookies.
-    pub fn entry_program(self) -> &'static str {
+    pub const fn entry_program(self) -> &'static str {
         match self {
             Self::Read => "tls_entry_read",
             Self::ReadEx => "tls_entry_read_ex",

@@ -82,7 +82,7 @@ pub fn has_ancestor_cgroup_helper() -> bool {
 pub fn process_exit_layout(tracefs: &str, btf: Option<&btf::Btf>) -> (u32, u32, u32) {
     let format = fs::read_to_string(format!("{tracefs}/events/sched/sched_process_exit/format"))
         .unwrap_or_default();
-    if let Some(off) = crate::attach::field_offset(&format, "group_dead") {
+    if let Some(off) = field_offset(&format, "group_dead") {
         return (off as u32, 0, 0);
     }
     let live = btf.map(|b| {
@@ -151,6 +151,23 @@ pub fn release() -> String {
     format!("Linux {}", uname_release())
 }
 
+/// Offset of `field` in a tracepoint format file, e.g. from
+/// `field:int oldstate;<TAB>offset:16;<TAB>size:4;<TAB>signed:1;`.
+pub fn field_offset(format: &str, field: &str) -> Option<usize> {
+    format.lines().find_map(|line| {
+        let decl = line.trim().strip_prefix("field:")?;
+        let (decl, rest) = decl.split_once(';')?;
+        let ident = decl.split_whitespace().last()?;
+        let ident = ident.split('[').next()?;
+        if ident != field {
+            return None;
+        }
+        rest.split(';')
+            .find_map(|kv| kv.trim().strip_prefix("offset:"))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +181,19 @@ mod tests {
         assert_eq!(version_of("garbage"), None);
         assert!(version_of("5.4.0").unwrap() < MINIMUM);
         assert!(version_of("5.10.0").unwrap() >= MINIMUM);
+    }
+
+    const FORMAT: &str = "name: inet_sock_set_state\nID: 2287\nformat:\n\
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n\
+\tfield:int oldstate;\toffset:16;\tsize:4;\tsigned:1;\n\
+\tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;\n";
+
+    #[test]
+    fn reads_field_offsets_from_format_files() {
+        assert_eq!(field_offset(FORMAT, "skaddr"), Some(8));
+        assert_eq!(field_offset(FORMAT, "oldstate"), Some(16));
+        assert_eq!(field_offset(FORMAT, "saddr"), Some(32));
+        assert_eq!(field_offset(FORMAT, "newstate"), None);
     }
 }

@@ -237,7 +237,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
         )),
         (None, true) => Some((
-            attach::NodeScope {
+            target::NodeScope {
                 cgroup_id: 0,
                 cgroup_level: 0,
                 netns: 0,

@@ -42,12 +42,12 @@ impl Targets {
         node: Option<String>,
     ) -> Result<Self, anyhow::Error> {
         if let Some(what) = node {
-            attach::check_privileges()?;
+            attach::preflight::check_privileges()?;
             return Ok(Targets::Node(what));
         }
         if !command.is_empty() {
             // Refuse early, before the command exists, if we cannot trace it.
-            attach::check_privileges()?;
+            attach::preflight::check_privileges()?;
             let launched = LaunchedCommand::spawn(command)?;
             return Ok(Targets::Command(launched, command.to_vec()));
         }

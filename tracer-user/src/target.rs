@@ -352,9 +352,20 @@ fn is_executable(p: &Path) -> bool {
     fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// Node mode's scope: every process, or those in one cgroup v2 and below.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeScope {
+    /// The cgroup's id (its directory's inode number); 0 for every process.
+    pub cgroup_id: u64,
+    /// Its depth below the cgroup v2 root.
+    pub cgroup_level: u32,
+    /// The network namespace's inode number; 0 for any.
+    pub netns: u32,
+}
+
 /// The node-mode scope of `--cgroup PATH`: the id and depth of a cgroup v2
 /// directory, found from where cgroup2 is mounted (/proc/self/mountinfo).
-pub fn cgroup_scope(path: &Path) -> Result<crate::attach::NodeScope, UsageError> {
+pub fn cgroup_scope(path: &Path) -> Result<NodeScope, UsageError> {
     use std::os::unix::fs::MetadataExt as _;
     let bad = |why: String| UsageError(format!("--cgroup {}: {why}", path.display()));
     let real = fs::canonicalize(path).map_err(|e| bad(e.to_string()))?;
@@ -371,7 +382,7 @@ pub fn cgroup_scope(path: &Path) -> Result<crate::attach::NodeScope, UsageError>
         };
         return Err(bad(format!("not a cgroup v2 directory ({hint})")));
     };
-    Ok(crate::attach::NodeScope {
+    Ok(NodeScope {
         cgroup_id: meta.ino(),
         cgroup_level: below.components().count() as u32,
         netns: 0,
