@@ -1,0 +1,127 @@
+//! Call sites: the user stack and Python frames taken at a call, and
+//! the interpreters they are read from.
+
+/// A traced process mapped a file executable (a library loaded late, by
+/// dlopen or `import ssl`): user space looks for new things to probe now
+/// rather than at its next periodic scan.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecMapEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub ts_ns: u64,
+}
+
+/// Bytes of user stack copied for DWARF unwinding in user space (as
+/// `perf --call-graph dwarf` does). perf's default of 8 KiB stops inside
+/// glibc's getaddrinfo, which keeps large buffers on the stack: 16 KiB
+/// reaches its caller.
+pub const STACK_COPY: usize = 16384;
+
+/// Python frames read from the interpreter at most.
+pub const PY_FRAMES: usize = 48;
+
+/// Python threads walked to find the current one, at most.
+pub const PY_THREADS: u32 = 64;
+
+/// Processes running a known CPython, with their layout.
+pub const MAX_PY_PROCS: u32 = 4096;
+
+/// Why a stack was taken: which event it belongs to.
+pub const STACK_FOR_LOOKUP: u32 = 1;
+
+pub const STACK_FOR_CONNECT: u32 = 2;
+
+pub const STACK_FOR_TLS: u32 = 3;
+
+pub const STACK_FOR_IO: u32 = 4;
+
+/// How the interpreter's current frame is found from a thread state.
+pub const PY_FRAME_DIRECT: u32 = 0; // tstate->frame (3.10) or ->current_frame (3.13)
+
+pub const PY_FRAME_VIA_CFRAME: u32 = 1; // tstate->cframe->current_frame (3.11, 3.12)
+
+/// Where CPython keeps what the frame walk needs, for one process. Offsets
+/// are bytes into the named structs; `owner` is u32::MAX where frames have
+/// no owner byte to check (3.10, 3.11).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PyProcess {
+    /// Address of `_PyRuntime` in the process.
+    pub runtime: u64,
+    pub runtime_interp_head: u32,
+    pub interp_threads_head: u32,
+    pub tstate_next: u32,
+    /// `thread_id`: the pthread_t, which is the thread's fs base on x86_64.
+    pub tstate_thread_id: u32,
+    pub frame_mode: u32,
+    pub tstate_frame: u32,
+    pub cframe_current: u32,
+    pub frame_code: u32,
+    pub frame_previous: u32,
+    /// 3.10: `f_lasti` (an int, in code units); 3.11+: a pointer into the
+    /// code object's bytecode (`prev_instr` / `instr_ptr`).
+    pub frame_instr: u32,
+    pub frame_owner: u32,
+    /// 1 when `frame_instr` is 3.10's int f_lasti.
+    pub instr_is_index: u32,
+}
+
+/// One Python frame: the code object and where in it the thread is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PyFrameRef {
+    pub code: u64,
+    /// 3.11+: address of the current instruction; 3.10: instruction index.
+    pub instr: u64,
+}
+
+pub const PY_OK: u32 = 0;
+
+pub const PY_NOT_PYTHON: u32 = 1;
+
+pub const PY_NO_THREAD: u32 = 2;
+
+pub const PY_READ_FAILED: u32 = 3;
+
+/// The stack of the thread at the moment of a call: registers and a copy of
+/// the user stack (unwound in user space), and the Python frames.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct StackEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub reason: u32,
+    /// The start time of the call it belongs to (joins the two).
+    pub key_ns: u64,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    pub stack_len: u32,
+    pub py_status: u32,
+    pub py_depth: u32,
+    pub _pad: u32,
+    pub py: [PyFrameRef; PY_FRAMES],
+    pub stack: [u8; STACK_COPY],
+}
+
+impl core::fmt::Debug for StackEvent {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("StackEvent")
+            .field("tgid", &self.tgid)
+            .field("tid", &self.tid)
+            .field("reason", &self.reason)
+            .field("key_ns", &self.key_ns)
+            .field("ip", &self.ip)
+            .field("stack_len", &self.stack_len)
+            .field("py_status", &self.py_status)
+            .field("py_depth", &self.py_depth)
+            .finish_non_exhaustive()
+    }
+}
+
+// SAFETY: #[repr(C)] structs of integers and byte arrays, valid for any
+// bit pattern.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for PyProcess {}
