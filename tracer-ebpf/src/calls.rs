@@ -8,7 +8,10 @@ use tracer_common::{
     histogram::bucket_of, sysno,
 };
 
-use crate::maps::{ROW_NAMES, SYSCALL_STATS, ZERO_STATS, count_lost, stats_owner};
+use crate::{
+    maps::{ROW_NAMES, SYSCALL_STATS, ZERO_STATS, count_lost, stats_owner},
+    mem::user as read_user,
+};
 
 /// Plain reads and writes: only their fd is kept (it names the socket of
 /// an SSL call).
@@ -134,4 +137,14 @@ unsafe fn record_shared(stats: *mut LatencyStats, ns: u64) {
             min.write_volatile(ns);
         }
     }
+}
+
+/// The first descriptor of a poll()/ppoll() call, if any.
+#[inline(always)]
+pub fn first_polled_fd(call: &Finished) -> Option<i32> {
+    let args = &call.entry.args;
+    if args[1] == 0 {
+        return None;
+    }
+    read_user::<i32>(args[0])
 }

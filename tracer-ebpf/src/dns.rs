@@ -20,7 +20,7 @@ use tracer_common::{
 };
 
 use crate::{
-    calls::Finished,
+    calls::{Finished, first_polled_fd},
     maps::{DNS_SOCKETS, EVENTS, LOOKUPS, count_lost, output, sockaddr_port, submit_flags},
     mem::{user as read_user, user_or as read_user_or},
     stacks::{self, UserRegs},
@@ -39,16 +39,6 @@ pub fn on_close(call: &Finished) {
             fd: call.entry.args[0] as u32,
         });
     }
-}
-
-/// The first descriptor of a poll()/ppoll() call, if any.
-#[inline(always)]
-pub fn first_polled_fd(call: &Finished) -> Option<i32> {
-    let args = &call.entry.args;
-    if args[1] == 0 {
-        return None;
-    }
-    read_user::<i32>(args[0])
 }
 
 /// poll()/ppoll() whose first descriptor is a DNS socket: a resolver

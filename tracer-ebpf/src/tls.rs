@@ -15,8 +15,7 @@ use tracer_common::{
 };
 
 use crate::{
-    calls::{Finished, is_fd_io},
-    dns::first_polled_fd,
+    calls::{Finished, first_polled_fd, is_fd_io},
     maps::{THREAD_ENTRIES, TLS_CALLS, TLS_SOCKETS, count_lost, output, output_with},
     stacks::{self, UserRegs},
 };
