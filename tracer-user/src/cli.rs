@@ -10,7 +10,8 @@ use crate::render::ShareOf;
 #[command(
     name = "tracer",
     version,
-    about = "Where a program's wall time goes on the network edge: syscalls and TCP connects, \
+    about = "Where a program's wall time goes on the network edge (DNS lookups, TCP connects, \
+             TLS reads and writes, slow syscalls) and which line of code made each call, \
              measured from outside with eBPF, no code change, no restart.",
     long_about = None,
     after_help = "Examples:\n  \

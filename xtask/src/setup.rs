@@ -251,7 +251,7 @@ fn bpf_linker() -> anyhow::Result<()> {
     }
     let t0 = Instant::now();
     quiet(&mut bpf_linker_install())?;
-    // aya-build finds bpf-linker on PATH.
+    // tracer-user/build.rs finds bpf-linker on PATH.
     if bpf_linker_version().as_deref() != Some(BPF_LINKER_VERSION) {
         bail!(
             "bpf-linker was installed into {} but that directory is not on PATH; add it",
