@@ -11,21 +11,23 @@
 //! `target="other"`.
 
 pub mod http;
+mod proto;
+mod series;
 
 use std::collections::BTreeMap;
 
 use prometheus::{
     Encoder as _, TextEncoder,
-    proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType},
+    proto::{Gauge, MetricFamily, MetricType},
 };
-use tracer_common::{LatencyStats, histogram::bucket_bounds};
+use tracer_common::LatencyStats;
 
+use self::{
+    proto::{counters, family, histogram, metric},
+    series::{Series, cap, cap_values},
+};
 use crate::{
-    aggregate::{Aggregate, OwnedTarget},
-    collect::LostCounts,
-    container::ExtraLabel,
-    render::Report,
-    syscall_names, tls,
+    aggregate::Aggregate, collect::LostCounts, container::ExtraLabel, render::Report, tls,
 };
 
 /// Upper bounds of the exported buckets, in seconds: 1 µs to 10 s.
@@ -40,13 +42,6 @@ pub const OTHER: &str = "other";
 /// Process names joined in one label, at most; past it, `MANY_PROCESSES`.
 const MAX_JOINED_NAMES: usize = 4;
 const MANY_PROCESSES: &str = "(many)";
-
-/// One latency series: its labels and statistics.
-#[derive(Clone)]
-struct Series {
-    labels: Vec<(&'static str, String)>,
-    stats: LatencyStats,
-}
 
 /// How many values the unbounded labels may take per kind of call
 /// (`--max-targets`, `--max-processes`).
@@ -81,6 +76,28 @@ fn families(
     caps: SeriesCaps,
     labels: &[ExtraLabel],
 ) -> Vec<MetricFamily> {
+    let tls_peers = tls::by_peer(&agg.tls);
+    vec![
+        durations(agg, report, &tls_peers, caps, labels),
+        dns_queries(agg),
+        tls_bytes(&tls_peers, caps.targets),
+        connects(agg, caps.targets),
+        lost_events(lost),
+        thread_seconds(report),
+        build_info(),
+        traced_processes(report),
+    ]
+}
+
+/// The latency histograms: one series per kind of call, target and
+/// process name (and container or pod, if asked), capped.
+fn durations(
+    agg: &Aggregate,
+    report: &Report,
+    tls_peers: &BTreeMap<String, tls::PeerTls>,
+    caps: SeriesCaps,
+    labels: &[ExtraLabel],
+) -> MetricFamily {
     let max_targets = caps.targets;
     // The DNS, connect and TLS aggregates span every traced process: their
     // series carry the traced processes' names together, up to a few (node
@@ -94,60 +111,19 @@ fn families(
     } else {
         MANY_PROCESSES.to_string()
     };
-
-    let mut calls: Vec<(&'static str, Vec<Series>)> = Vec::new();
-    // Syscalls, per process name (and container and pod, if asked).
     let with_container = labels.contains(&ExtraLabel::Container);
     let with_pod = labels.contains(&ExtraLabel::Pod);
-    let mut by_name: BTreeMap<(String, String, String, String), LatencyStats> = BTreeMap::new();
-    for (key, stats) in &agg.syscalls {
-        let (comm, container, pod) = match agg.processes.get(&key.tgid) {
-            Some(p) => (
-                p.comm.clone(),
-                p.container
-                    .short_id()
-                    .filter(|_| with_container)
-                    .unwrap_or_default()
-                    .to_string(),
-                p.container
-                    .pod_uid
-                    .clone()
-                    .filter(|_| with_pod)
-                    .unwrap_or_default(),
-            ),
-            None => Default::default(),
-        };
-        by_name
-            .entry((comm, container, pod, syscall_names::name(key.nr)))
-            .or_insert(LatencyStats::ZERO)
-            .merge(stats);
-    }
-    calls.push((
-        "syscall",
-        by_name
-            .into_iter()
-            .map(|((comm, container, pod, name), stats)| {
-                let mut labels = vec![("process", comm), ("target", name)];
-                if with_container {
-                    labels.push(("container", container));
-                }
-                if with_pod {
-                    labels.push(("pod", pod));
-                }
-                Series { labels, stats }
-            })
-            .collect(),
-    ));
+    let mut calls: Vec<(&'static str, Vec<Series>)> =
+        vec![("syscall", series::syscalls(agg, with_container, with_pod))];
     let series = |target: String, stats: &LatencyStats| Series {
         labels: vec![("process", all.clone()), ("target", target)],
         stats: *stats,
     };
-    let tls_peers = tls::by_peer(&agg.tls);
     match &agg.by_owner {
         Some(owned) if with_container || with_pod => {
-            calls.extend(owned_series(owned, with_container, with_pod));
+            calls.extend(series::owned(owned, with_container, with_pod));
         }
-        _ => node_wide_series(agg, &tls_peers, series, &mut calls),
+        _ => series::node_wide(agg, tls_peers, series, &mut calls),
     }
 
     let mut duration = family(
@@ -170,8 +146,12 @@ fn families(
         }
     }
 
-    let mut families = vec![duration];
-    families.push(counters(
+    duration
+}
+
+/// DNS queries by type, response code and server.
+fn dns_queries(agg: &Aggregate) -> MetricFamily {
+    counters(
         "tracer_dns_queries_total",
         "DNS queries seen, by type, response code (none: no answer) and server",
         agg.dns
@@ -188,7 +168,11 @@ fn families(
                 )
             })
             .collect(),
-    ));
+    )
+}
+
+/// TLS plaintext bytes by direction and peer, capped.
+fn tls_bytes(tls_peers: &BTreeMap<String, tls::PeerTls>, max_targets: usize) -> MetricFamily {
     let bytes: Vec<(String, u64, u64)> = tls_peers
         .iter()
         .map(|(peer, p)| (peer.clone(), p.reads.bytes, p.writes.bytes))
@@ -199,7 +183,7 @@ fn families(
         |(_, r, w)| r + w,
         |a, b| (OTHER.to_string(), a.1 + b.1, a.2 + b.2),
     );
-    families.push(counters(
+    counters(
         "tracer_tls_bytes_total",
         "Plaintext bytes through SSL_read and SSL_write, by direction and peer",
         bytes
@@ -213,7 +197,11 @@ fn families(
                 })
             })
             .collect(),
-    ));
+    )
+}
+
+/// Connects by peer and result, capped.
+fn connects(agg: &Aggregate, max_targets: usize) -> MetricFamily {
     let mut results: Vec<(String, BTreeMap<String, u64>)> = agg
         .connects
         .peers
@@ -239,7 +227,7 @@ fn families(
             (OTHER.to_string(), a.1)
         },
     );
-    families.push(counters(
+    counters(
         "tracer_connects_total",
         "connect() calls by peer and result (ok, an errno name, handshake failed, in progress)",
         results
@@ -253,8 +241,12 @@ fn families(
                 })
             })
             .collect(),
-    ));
-    families.push(counters(
+    )
+}
+
+/// Events the tracer could not record, by reason.
+fn lost_events(lost: &LostCounts) -> MetricFamily {
+    counters(
         "tracer_events_lost_total",
         "Events the tracer could not record, by reason: the counts above are low by these",
         [
@@ -271,8 +263,12 @@ fn families(
         .into_iter()
         .map(|(reason, n)| (vec![("reason", reason.to_string())], n as f64))
         .collect(),
-    ));
-    families.push(counters(
+    )
+}
+
+/// The traced threads' busy and idle time.
+fn thread_seconds(report: &Report) -> MetricFamily {
+    counters(
         "tracer_thread_seconds_total",
         "The traced threads' time while traced: busy (a server's requests, from each one's \
          first read to its response's last write; else the threads' time less listeners' waits \
@@ -287,7 +283,11 @@ fn families(
                 report.idle_ns as f64 / 1e9,
             ),
         ],
-    ));
+    )
+}
+
+/// The tracer's version.
+fn build_info() -> MetricFamily {
     let mut info = family(
         "tracer_build_info",
         "The tracer's version, as a label; the value is 1",
@@ -298,7 +298,11 @@ fn families(
     g.set_value(1.0);
     m.set_gauge(g);
     info.mut_metric().push(m);
-    families.push(info);
+    info
+}
+
+/// Processes traced now.
+fn traced_processes(report: &Report) -> MetricFamily {
     let mut processes = family(
         "tracer_traced_processes",
         "Processes traced now (the named ones and their children)",
@@ -315,264 +319,7 @@ fn families(
     );
     m.set_gauge(g);
     processes.mut_metric().push(m);
-    families.push(processes);
-    families
-}
-
-/// The lookup, connect, TLS and slow I/O series for all traced processes
-/// together, one per target.
-fn node_wide_series(
-    agg: &Aggregate,
-    tls_peers: &BTreeMap<String, tls::PeerTls>,
-    series: impl Fn(String, &LatencyStats) -> Series,
-    calls: &mut Vec<(&'static str, Vec<Series>)>,
-) {
-    calls.push((
-        "dns",
-        agg.dns
-            .hosts
-            .iter()
-            .map(|(host, h)| series(host.clone(), &h.latency))
-            .collect(),
-    ));
-    calls.push((
-        "connect",
-        agg.connects
-            .peers
-            .iter()
-            .map(|(peer, p)| series(agg.name_peer(peer), &p.latency))
-            .collect(),
-    ));
-    calls.push((
-        "tls_read",
-        tls_peers
-            .iter()
-            .map(|(peer, p)| series(peer.clone(), &p.reads.latency))
-            .collect(),
-    ));
-    calls.push((
-        "tls_write",
-        tls_peers
-            .iter()
-            .map(|(peer, p)| series(peer.clone(), &p.writes.latency))
-            .collect(),
-    ));
-    calls.push((
-        "tls_handshake",
-        tls_peers
-            .iter()
-            .filter_map(|(peer, p)| Some(series(peer.clone(), p.handshakes.as_ref()?)))
-            .collect(),
-    ));
-    calls.push((
-        "slow_read",
-        agg.slow_io
-            .iter()
-            .map(|(target, s)| series(target.clone(), &s.reads))
-            .collect(),
-    ));
-    calls.push((
-        "slow_write",
-        agg.slow_io
-            .iter()
-            .map(|(target, s)| series(target.clone(), &s.writes))
-            .collect(),
-    ));
-}
-
-/// The same series per process name and container (`--labels`): one per
-/// target, process name and the container or pod labels asked for.
-fn owned_series(
-    owned: &BTreeMap<OwnedTarget, LatencyStats>,
-    with_container: bool,
-    with_pod: bool,
-) -> Vec<(&'static str, Vec<Series>)> {
-    let mut merged: BTreeMap<(&'static str, String, String, String, String), LatencyStats> =
-        BTreeMap::new();
-    for (key, stats) in owned {
-        let container = key
-            .container
-            .short_id()
-            .filter(|_| with_container)
-            .unwrap_or_default()
-            .to_string();
-        let pod = key
-            .container
-            .pod_uid
-            .clone()
-            .filter(|_| with_pod)
-            .unwrap_or_default();
-        merged
-            .entry((
-                key.kind.metric_name(),
-                key.target.clone(),
-                key.comm.clone(),
-                container,
-                pod,
-            ))
-            .or_insert(LatencyStats::ZERO)
-            .merge(stats);
-    }
-    let mut calls: Vec<(&'static str, Vec<Series>)> = Vec::new();
-    for ((kind, target, comm, container, pod), stats) in merged {
-        let mut labels = vec![("process", comm), ("target", target)];
-        if with_container {
-            labels.push(("container", container));
-        }
-        if with_pod {
-            labels.push(("pod", pod));
-        }
-        let series = Series { labels, stats };
-        match calls.last_mut() {
-            Some((k, list)) if *k == kind => list.push(series),
-            _ => calls.push((kind, vec![series])),
-        }
-    }
-    calls
-}
-
-/// Keeps the `max` busiest values of `label` (targets, process names) in
-/// a kind's series, by their total time over all their series; the series
-/// of the rest add up under `label="other"`, one per set of other labels.
-fn cap(list: Vec<Series>, label: &str, max: usize) -> Vec<Series> {
-    let target_of = |s: &Series| {
-        s.labels
-            .iter()
-            .find(|(name, _)| *name == label)
-            .map(|(_, value)| value.clone())
-            .unwrap_or_default()
-    };
-    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
-    for s in &list {
-        *totals.entry(target_of(s)).or_default() += s.stats.total_ns;
-    }
-    if totals.len() <= max {
-        return list;
-    }
-    let mut ranked: Vec<(String, u64)> = totals.into_iter().collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let kept: std::collections::HashSet<String> = ranked
-        .into_iter()
-        .take(max.saturating_sub(1))
-        .map(|(target, _)| target)
-        .collect();
-    let mut out = Vec::new();
-    // The rest, per set of the other labels (a process, a container).
-    let mut other: BTreeMap<Vec<(&'static str, String)>, LatencyStats> = BTreeMap::new();
-    for s in list {
-        if kept.contains(&target_of(&s)) {
-            out.push(s);
-            continue;
-        }
-        let labels = s
-            .labels
-            .into_iter()
-            .map(|(name, value)| {
-                if name == label {
-                    (name, OTHER.to_string())
-                } else {
-                    (name, value)
-                }
-            })
-            .collect();
-        other
-            .entry(labels)
-            .or_insert(LatencyStats::ZERO)
-            .merge(&s.stats);
-    }
-    out.extend(
-        other
-            .into_iter()
-            .map(|(labels, stats)| Series { labels, stats }),
-    );
-    out
-}
-
-/// The same for plain values: the `max` largest by `weight`, the rest
-/// folded together by `fold`.
-fn cap_values<T>(
-    mut list: Vec<T>,
-    max: usize,
-    weight: impl Fn(&T) -> u64,
-    fold: impl Fn(T, T) -> T,
-) -> Vec<T> {
-    if list.len() <= max {
-        return list;
-    }
-    list.sort_by_key(|t| std::cmp::Reverse(weight(t)));
-    let rest = list.split_off(max.saturating_sub(1));
-    if let Some(folded) = rest.into_iter().reduce(fold) {
-        list.push(folded);
-    }
-    list
-}
-
-fn family(name: &str, help: &str, kind: MetricType) -> MetricFamily {
-    let mut f = MetricFamily::default();
-    f.set_name(name.to_string());
-    f.set_help(help.to_string());
-    f.set_field_type(kind);
-    f
-}
-
-fn metric(labels: &[(&str, String)]) -> Metric {
-    let mut m = Metric::default();
-    m.set_label(
-        labels
-            .iter()
-            .map(|(k, v)| {
-                let mut l = LabelPair::default();
-                l.set_name(k.to_string());
-                l.set_value(v.clone());
-                l
-            })
-            .collect(),
-    );
-    m
-}
-
-fn counters(name: &str, help: &str, values: Vec<(Vec<(&str, String)>, f64)>) -> MetricFamily {
-    let mut f = family(name, help, MetricType::COUNTER);
-    for (labels, v) in values {
-        let mut m = metric(&labels);
-        let mut c = Counter::default();
-        c.set_value(v);
-        m.set_counter(c);
-        f.mut_metric().push(m);
-    }
-    f
-}
-
-/// Our log-linear buckets as cumulative Prometheus buckets.
-fn histogram(s: &LatencyStats) -> Histogram {
-    let mut per_le = vec![0u64; LE_SECONDS.len()];
-    for (b, &n) in s.hist.iter().enumerate() {
-        if n == 0 {
-            continue;
-        }
-        let (lo, hi) = bucket_bounds(b);
-        let mid = (lo + hi) as f64 / 2.0 / 1e9;
-        if let Some(i) = LE_SECONDS.iter().position(|&le| mid <= le) {
-            per_le[i] += n;
-        }
-    }
-    let mut cumulative = 0;
-    let buckets = LE_SECONDS
-        .iter()
-        .zip(per_le)
-        .map(|(&le, n)| {
-            cumulative += n;
-            let mut b = Bucket::default();
-            b.set_upper_bound(le);
-            b.set_cumulative_count(cumulative);
-            b
-        })
-        .collect();
-    let mut h = Histogram::default();
-    h.set_sample_count(s.count);
-    h.set_sample_sum(s.total_ns as f64 / 1e9);
-    h.set_bucket(buckets);
-    h
+    processes
 }
 
 #[cfg(test)]
