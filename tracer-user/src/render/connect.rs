@@ -1,5 +1,6 @@
 //! The connect tables: per peer, and the slowest connects.
 
+use super::{Kind, Report, findings::Finding};
 use std::collections::BTreeMap;
 
 use comfy_table::Table;
@@ -10,7 +11,7 @@ use crate::{
     aggregate::Aggregate,
     connect::{ConnectRecord, add_to_peers},
     peer::Peer,
-    units::{LatencyRow, fmt_ns},
+    units::{LatencyRow, fmt_ns, fmt_share, share},
 };
 
 #[derive(Debug, Serialize)]
@@ -158,4 +159,46 @@ pub(super) fn rows(agg: &Aggregate) -> (Vec<PeerRow>, Vec<ConnectRow>) {
         })
         .collect();
     (connect_peers, slowest_connects)
+}
+
+/// What to fix first about each peer connected to: stalls, refusals.
+pub(super) fn findings(r: &Report, denominator_ns: u64, out: &mut Vec<Finding>) {
+    for p in &r.connect_peers {
+        let s = share(p.latency.total_ns, denominator_ns);
+        let stalls = p.proto == "tcp" && p.latency.max_ns >= 900_000_000;
+        if stalls {
+            out.push(Finding {
+                kind: Kind::Connect,
+                share: s,
+                what: format!(
+                    "connects to {} stall: up to {} ({})",
+                    p.peer,
+                    fmt_ns(p.latency.max_ns),
+                    fmt_share(s)
+                ),
+                evidence: format!(
+                    "{} connects, p50 {}, p99 {}: a second or more is a SYN retransmit (after \
+                     1 s, then 3 s)",
+                    p.latency.count,
+                    fmt_ns(p.latency.p50_ns),
+                    fmt_ns(p.latency.p99_ns)
+                ),
+                fix: "the server's accept queue is full or SYNs are lost: a larger listen \
+                      backlog, a server that accepts faster, or fewer new connections (reuse them)"
+                    .to_string(),
+            });
+        } else if let Some(refused) = p.outcomes.get("ECONNREFUSED")
+            && *refused >= 3
+        {
+            out.push(Finding {
+                kind: Kind::Connect,
+                share: s,
+                what: format!("{refused} connects to {} were refused", p.peer),
+                evidence: "nothing listens there".to_string(),
+                fix: "is the service down, or the address stale? stop calling it, or fail \
+                      over sooner"
+                    .to_string(),
+            });
+        }
+    }
 }

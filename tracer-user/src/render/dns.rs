@@ -1,6 +1,10 @@
 //! The DNS tables and findings: per host looked up, and the queries of
 //! other resolvers.
 
+use super::{
+    Kind,
+    findings::{Finding, MIN_SHARE},
+};
 use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 
 use comfy_table::Table;
@@ -360,4 +364,50 @@ pub(super) fn rows(
         .collect();
     dns_queries.sort_by_key(|r| std::cmp::Reverse((r.unanswered, r.latency.total_ns)));
     (dns_hosts, slowest_lookups, dns_queries)
+}
+
+/// What to fix first about the lookups of each host.
+pub(super) fn findings(r: &Report, out: &mut Vec<Finding>) {
+    for h in &r.dns_hosts {
+        if h.share < MIN_SHARE || h.host.parse::<std::net::IpAddr>().is_ok() {
+            continue;
+        }
+        // The host's findings, after their first line (the totals).
+        let evidence = h
+            .findings
+            .iter()
+            .skip(1)
+            .map(|f| f.trim())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let fix = if h.timeouts > 0 {
+            "make the DNS server answer every query type promptly (even with an empty answer), \
+             ask only for the family you use (AF_INET), or shorten `options timeout:` in \
+             resolv.conf"
+        } else if !h.expansions.is_empty() {
+            "write the name with a trailing dot, or lower `options ndots:` in resolv.conf, so \
+             that the search domains are not tried first"
+        } else {
+            "resolve once and keep the address (cache it in the process, with its TTL), or run a \
+             caching resolver next to the process (nscd, systemd-resolved, dnsmasq)"
+        };
+        out.push(Finding {
+            kind: Kind::Dns,
+            share: h.share,
+            what: format!(
+                "{} lookups of {} took {} ({} of the {})",
+                h.latency.count,
+                h.host,
+                fmt_ns(h.latency.total_ns),
+                fmt_share(h.share),
+                r.share_of.words()
+            ),
+            evidence: if evidence.is_empty() {
+                format!("p50 {} per lookup", fmt_ns(h.latency.p50_ns))
+            } else {
+                evidence
+            },
+            fix: fix.to_string(),
+        });
+    }
 }

@@ -1,10 +1,15 @@
 //! The slow reads and writes table, per target.
 
+use super::{
+    Kind,
+    findings::{Finding, MIN_SHARE},
+};
 use serde::Serialize;
 
 use super::{Report, new_table, right_align, section};
 use crate::{
     aggregate::Aggregate,
+    kind::CallKind,
     units::{LatencyRow, fmt_ns, fmt_share, share},
 };
 
@@ -66,4 +71,65 @@ pub(super) fn rows(agg: &Aggregate, wall_ns: u64) -> Vec<SlowIoRow> {
             share: share(s.reads.total_ns + s.writes.total_ns, wall_ns),
         })
         .collect()
+}
+
+/// What to fix first about each target of slow reads and writes.
+pub(super) fn findings(r: &Report, out: &mut Vec<Finding>) {
+    for io in &r.slow_io {
+        if io.share < MIN_SHARE {
+            continue;
+        }
+        let n = io.reads.count + io.writes.count;
+        let site = r
+            .breakdown
+            .iter()
+            .find(|b| b.kind == CallKind::SlowRead && b.target == io.target)
+            .and_then(|b| b.sites.first())
+            .map(|s| format!(", most from {}", s.0))
+            .unwrap_or_default();
+        let fix = match service_of(&io.target) {
+            Some(db @ ("MySQL" | "PostgreSQL")) => format!(
+                "the {db} server takes this long to answer: look at the query's plan (EXPLAIN), \
+                 an index, or cache the result"
+            ),
+            Some(service) => {
+                format!("the {service} server takes this long to answer: look at what is asked")
+            }
+            None => "the other end is slow to answer: look at it, or at what is asked".to_string(),
+        };
+        out.push(Finding {
+            kind: Kind::Io,
+            share: io.share,
+            what: format!(
+                "{n} reads and writes on {} over the threshold took {} ({})",
+                io.target,
+                fmt_ns(io.reads.total_ns + io.writes.total_ns),
+                fmt_share(io.share)
+            ),
+            evidence: format!(
+                "max {}{site}",
+                fmt_ns(io.reads.max_ns.max(io.writes.max_ns))
+            ),
+            fix,
+        });
+    }
+}
+
+/// Well-known server ports, for a more pointed fix.
+fn service_of(target: &str) -> Option<&'static str> {
+    let port = target
+        .split(" (")
+        .next()?
+        .rsplit(':')
+        .next()?
+        .parse::<u16>()
+        .ok()?;
+    match port {
+        3306 => Some("MySQL"),
+        5432 => Some("PostgreSQL"),
+        6379 => Some("Redis"),
+        27017 => Some("MongoDB"),
+        9200 => Some("Elasticsearch"),
+        _ => None,
+    }
 }

@@ -1,5 +1,9 @@
 //! The TLS table and findings: per peer, its reads, writes and handshakes.
 
+use super::{
+    Kind,
+    findings::{Finding, MIN_SHARE},
+};
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use comfy_table::Table;
@@ -203,4 +207,69 @@ pub(super) fn rows(agg: &Aggregate, wall_ns: u64, of: &str) -> Vec<TlsPeerRow> {
         .collect();
     tls_peers.sort_by(|a, b| b.share.total_cmp(&a.share));
     tls_peers
+}
+
+/// What to fix first about each TLS peer: its reads, its handshakes.
+pub(super) fn findings(r: &Report, denominator_ns: u64, out: &mut Vec<Finding>) {
+    for p in &r.tls_peers {
+        let read_share = share(p.read_ns, denominator_ns);
+        if read_share >= MIN_SHARE && p.reads > 0 {
+            let per_read = p.read_bytes.checked_div(p.reads_with_data).unwrap_or(0);
+            let waiting = share(p.read_waiting_ns, p.read_ns);
+            let mut evidence = format!(
+                "{} SSL reads of {per_read} bytes on average; {:.0}% of the read time waits on \
+                 the network",
+                p.reads,
+                waiting * 100.0
+            );
+            if p.responses > 0 {
+                let _ = write!(
+                    evidence,
+                    "; {} reads per response",
+                    p.reads_with_data.div_ceil(p.responses)
+                );
+            }
+            let fix = if per_read > 0 && per_read < 1024 && p.reads_with_data >= 100 {
+                "the server writes small TLS records, one read each: have it write larger ones \
+                 (up to 16 KiB), or ask for fewer, larger responses (bigger pages)"
+            } else if waiting >= 0.5 {
+                "the time is the peer's: it is slow to send; look at the server, or ask for less"
+            } else {
+                "the reads cost CPU here: fewer, larger reads (a bigger buffer) help"
+            };
+            out.push(Finding {
+                kind: Kind::Tls,
+                share: read_share,
+                what: format!(
+                    "TLS reads from {} took {} ({})",
+                    p.peer,
+                    fmt_ns(p.read_ns),
+                    fmt_share(read_share)
+                ),
+                evidence,
+                fix: fix.to_string(),
+            });
+        }
+        let hs_share = share(p.handshake_ns, denominator_ns);
+        if p.handshakes >= 3 && p.handshakes >= p.connections && hs_share >= MIN_SHARE / 2.0 {
+            out.push(Finding {
+                kind: Kind::Tls,
+                share: hs_share,
+                what: format!(
+                    "{} TLS handshakes with {} took {} ({})",
+                    p.handshakes,
+                    p.peer,
+                    fmt_ns(p.handshake_ns),
+                    fmt_share(hs_share)
+                ),
+                evidence: format!(
+                    "{} connections, each with its own handshake, {} responses in all",
+                    p.connections, p.responses
+                ),
+                fix: "reuse connections: one client session (e.g. a requests.Session) or a \
+                      connection pool with keep-alive"
+                    .to_string(),
+            });
+        }
+    }
 }
