@@ -3,7 +3,8 @@
 
 use std::{
     collections::HashSet,
-    io::{IsTerminal as _, Write as _},
+    fs::File,
+    io::{BufWriter, IsTerminal as _, Write as _},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -11,7 +12,10 @@ use std::{
 use anyhow::Context as _;
 use log::{error, info, warn};
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
 use tracer_common::ThreadEntry;
 
 use crate::{
@@ -132,79 +136,18 @@ pub async fn run(
     } else {
         drop(scrape_tx);
     }
-    let mut events_out = match &output {
-        Output::Report {
-            events: Some((path, _)),
-            ..
-        } => Some(std::io::BufWriter::new(
-            std::fs::File::create(path).map_err(|e| {
-                UsageError(format!(
-                    "cannot write the event stream to {}: {e}",
-                    path.display()
-                ))
-            })?,
-        )),
-        _ => None,
-    };
-    let mut probes = Probes::load_and_attach(probe_options)?;
-    let mut collector = Collector::new(&mut probes)?;
-    // Messages of the kernel programs (aya-log), shown with -v.
-    let mut kernel_log = match aya_log::EbpfLogger::init(&mut probes.ebpf) {
-        // SAFETY: the logger owns its ring buffer fd for as long as it lives
-        // inside the AsyncFd.
-        Ok(logger) => unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
-        }
-        .ok(),
-        Err(e) => {
-            log::debug!("no kernel log: {e}");
-            None
-        }
-    };
-    let mut agg = Aggregate::new(monotonic_ns());
-    if let Output::Serve { labels, .. } = &output
-        && !labels.is_empty()
-    {
-        agg.by_owner = Some(Default::default());
-    }
-    if let Output::Report {
-        events: Some((_, min)),
-        ..
-    } = &output
-    {
-        agg.slow_call_threshold_ns = Some(min.as_nanos() as u64);
-    }
+    let events_out = open_event_stream(&output)?;
+    let mut t = Tracing::start(probe_options, &output, events_out, node_mode.is_some())?;
     for info in &infos {
-        probes.trace_process(info.pid)?;
-        collector.seed_blocked_threads(info.pid, agg.start_ns);
-        collector.seed_accepted_connections(info.pid);
-        // Listed after the PID is in the kernel's set: a thread created from
-        // here on is reported by the kernel, one created before is listed.
-        agg.add_target(info.pid, info.comm.clone(), &target::threads_of(info.pid));
-        probe_libraries(&mut probes, &mut agg, info.pid, false);
+        t.add_target(info.pid, &info.comm)?;
     }
     if node_mode.is_some() {
         // The libraries the tracer maps (libc) are the system's: probed for
         // every process now, so short-lived processes are covered from
         // their first call.
-        probe_libraries(&mut probes, &mut agg, std::process::id(), false);
+        probe_libraries(&mut t.probes, &mut t.agg, std::process::id(), false);
     }
-    let names: Vec<String> = infos
-        .iter()
-        .map(|i| format!("{} ({})", i.pid, i.comm))
-        .collect();
-    let until = match duration {
-        Some(d) => format!("for {}", humantime::format_duration(d)),
-        None if node_mode.is_some() => "until Ctrl-C".to_string(),
-        None => "until Ctrl-C or exit".to_string(),
-    };
-    match &node_mode {
-        Some(what) => status!("tracer: tracing {what}, each from its next syscall, {until}"),
-        None => status!("tracer: tracing PID {} {until}", names.join(", ")),
-    }
-    if let Output::Serve { listen, .. } = &output {
-        status!("tracer: serving metrics on http://{listen}/metrics");
-    }
+    announce(&infos, node_mode.as_deref(), duration, &output);
     if let Some(cmd) = launched.as_mut() {
         cmd.release().context("starting the command")?;
     }
@@ -219,8 +162,6 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let deadline = tokio::time::sleep(duration.unwrap_or(Duration::MAX / 4));
     tokio::pin!(deadline);
-    let tty = std::io::stdout().is_terminal();
-    let mut last_scan_ns = monotonic_ns();
     let started = std::time::Instant::now();
     // `q` quits top, as in top(1).
     let mut keys = match &output {
@@ -234,70 +175,28 @@ pub async fn run(
 
     let ended = loop {
         tokio::select! {
-            r = collector.readable() => {
+            r = t.collector.readable() => {
                 r?;
-                drain(&mut collector, &mut agg, &mut probes, events_out.as_mut());
-                if node_mode.is_none() && agg.live_pids().is_empty() {
+                t.drain();
+                if t.targets_gone() {
                     break EndReason::TargetExited;
                 }
             }
             _ = tick.tick() => {
                 // The kernel wakes us only for urgent records or a filling
                 // ring: the rest is collected here.
-                drain(&mut collector, &mut agg, &mut probes, events_out.as_mut());
-                progress.update(started.elapsed(), collector.events_seen, collector.lost().total());
-                let now = monotonic_ns();
-                // New children, and libraries loaded since the last look: at
-                // most once a second.
-                let rescan = now.saturating_sub(last_scan_ns) >= 1_000_000_000;
-                if rescan {
-                    last_scan_ns = now;
-                    collector.forget_exited(&agg.live_pids());
-                    collector.retire(&agg.exited_pids());
-                    let folded = agg.fold_exited_processes();
-                    collector.fold(&folded);
-                    for pid in folded.keys() {
-                        probes.forget_process(*pid);
-                    }
-                }
-                for pid in agg.live_pids() {
-                    // Node mode learns of new code from the kernel's mmap
-                    // records only: rescanning every process would cost
-                    // with their number.
-                    if rescan && node_mode.is_none() {
-                        probe_libraries(&mut probes, &mut agg, pid, true);
-                    }
-                    if !target::is_alive(pid) {
-                        // Drain first: the exit event carries the exact time.
-                        collector.drain(|batch| agg.apply_batch(batch));
-                        agg.mark_exited(pid, now);
-                    }
-                }
-                if node_mode.is_none() && agg.live_pids().is_empty() {
+                t.drain();
+                progress.update(started.elapsed(), t.collector.events_seen, t.collector.lost().total());
+                t.look_around();
+                if t.targets_gone() {
                     break EndReason::TargetExited;
                 }
                 if let Output::Top { rows, interval, sort, .. } = &output {
-                    let report = snapshot(
-                        &mut agg,
-                        &mut collector,
-                        EndReason::Running,
-                        monotonic_ns(),
-                        &probes.tls_files,
-                        output.share_of(),
-                    );
-                    let screen = report.to_top(*rows, &humantime::format_duration(*interval).to_string(), *sort);
-                    let mut stdout = std::io::stdout().lock();
-                    if tty {
-                        // Home and clear: redraw in place, like top.
-                        let _ = write!(stdout, "\x1b[H\x1b[2J{screen}");
-                    } else {
-                        let _ = writeln!(stdout, "{screen}");
-                    }
-                    let _ = stdout.flush();
+                    t.draw_top(*rows, *interval, *sort, output.share_of());
                 }
             }
             Ok(mut guard) = async {
-                match kernel_log.as_mut() {
+                match t.kernel_log.as_mut() {
                     Some(l) => l.readable_mut().await,
                     None => std::future::pending().await,
                 }
@@ -307,16 +206,9 @@ pub async fn run(
             }
             Some(reply) = scrapes.recv() => {
                 if let Output::Serve { caps, labels, .. } = &output {
-                    let report = snapshot(
-                        &mut agg,
-                        &mut collector,
-                        EndReason::Running,
-                        monotonic_ns(),
-                        &probes.tls_files,
-                        ShareOf::Busy,
-                    );
-                    let lost = collector.lost();
-                    let _ = reply.send(export::exposition(&agg, &report, &lost, *caps, labels));
+                    let report = t.snapshot(EndReason::Running, monotonic_ns(), ShareOf::Busy);
+                    let lost = t.collector.lost();
+                    let _ = reply.send(export::exposition(&t.agg, &report, &lost, *caps, labels));
                 }
             }
             Some(key) = async {
@@ -340,17 +232,9 @@ pub async fn run(
     // The trace ends now: the kernel's aggregates are read first, then the
     // probes detach (which can take a while with many uprobes: what happens
     // meanwhile is after the end and not counted).
-    let end_ns = monotonic_ns();
-    let report = snapshot(
-        &mut agg,
-        &mut collector,
-        ended,
-        end_ns,
-        &probes.tls_files,
-        output.share_of(),
-    );
-    write_events(&mut agg, events_out.as_mut());
-    if let Some(out) = events_out.as_mut() {
+    let report = t.snapshot(ended, monotonic_ns(), output.share_of());
+    write_events(&mut t.agg, t.events_out.as_mut());
+    if let Some(out) = t.events_out.as_mut() {
         let _ = out.flush();
     }
     if let Some(cmd) = &launched {
@@ -362,7 +246,219 @@ pub async fn run(
             None => {}
         }
     }
+    deliver(output, report, ended)?;
+    if ended == EndReason::TargetExited {
+        status!("tracer: the traced process exited; report complete");
+    }
+    // Detach after the report is out: each uprobe takes the kernel about a
+    // tenth of a second to remove.
+    let t0 = std::time::Instant::now();
+    drop(t);
+    log::debug!("detached in {:.0?}", t0.elapsed());
+    Ok(())
+}
 
+/// `--events FILE`, opened before anything is attached: a path we cannot
+/// write is bad input.
+fn open_event_stream(output: &Output) -> anyhow::Result<Option<BufWriter<File>>> {
+    let Output::Report {
+        events: Some((path, _)),
+        ..
+    } = output
+    else {
+        return Ok(None);
+    };
+    let file = File::create(path).map_err(|e| {
+        UsageError(format!(
+            "cannot write the event stream to {}: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(Some(BufWriter::new(file)))
+}
+
+/// Says what is traced, for how long, and where the metrics are.
+fn announce(
+    infos: &[ProcessInfo],
+    node_mode: Option<&str>,
+    duration: Option<Duration>,
+    output: &Output,
+) {
+    let names: Vec<String> = infos
+        .iter()
+        .map(|i| format!("{} ({})", i.pid, i.comm))
+        .collect();
+    let until = match duration {
+        Some(d) => format!("for {}", humantime::format_duration(d)),
+        None if node_mode.is_some() => "until Ctrl-C".to_string(),
+        None => "until Ctrl-C or exit".to_string(),
+    };
+    match node_mode {
+        Some(what) => status!("tracer: tracing {what}, each from its next syscall, {until}"),
+        None => status!("tracer: tracing PID {} {until}", names.join(", ")),
+    }
+    if let Output::Serve { listen, .. } = output {
+        status!("tracer: serving metrics on http://{listen}/metrics");
+    }
+}
+
+/// A run while it traces: the probes, what collects from them, and what
+/// the collected events add up to.
+struct Tracing {
+    // Dropped in this order: the logger and the collector hold the probes'
+    // maps.
+    kernel_log: Option<AsyncFd<aya_log::EbpfLogger<&'static dyn log::Log>>>,
+    collector: Collector,
+    probes: Probes,
+    agg: Aggregate,
+    events_out: Option<BufWriter<File>>,
+    node_mode: bool,
+    last_scan_ns: u64,
+}
+
+impl Tracing {
+    /// Loads and attaches the probes, and sets up what the output needs.
+    fn start(
+        probe_options: crate::attach::ProbeOptions,
+        output: &Output,
+        events_out: Option<BufWriter<File>>,
+        node_mode: bool,
+    ) -> anyhow::Result<Self> {
+        let mut probes = Probes::load_and_attach(probe_options)?;
+        let collector = Collector::new(&mut probes)?;
+        // Messages of the kernel programs (aya-log), shown with -v.
+        let kernel_log = match aya_log::EbpfLogger::init(&mut probes.ebpf) {
+            // SAFETY: the logger owns its ring buffer fd for as long as it
+            // lives inside the AsyncFd.
+            Ok(logger) => {
+                unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }
+                    .ok()
+            }
+            Err(e) => {
+                log::debug!("no kernel log: {e}");
+                None
+            }
+        };
+        let mut agg = Aggregate::new(monotonic_ns());
+        if let Output::Serve { labels, .. } = output
+            && !labels.is_empty()
+        {
+            agg.by_owner = Some(Default::default());
+        }
+        if let Output::Report {
+            events: Some((_, min)),
+            ..
+        } = output
+        {
+            agg.slow_call_threshold_ns = Some(min.as_nanos() as u64);
+        }
+        Ok(Self {
+            kernel_log,
+            collector,
+            probes,
+            agg,
+            events_out,
+            node_mode,
+            last_scan_ns: monotonic_ns(),
+        })
+    }
+
+    /// Starts tracing a process the user named.
+    fn add_target(&mut self, pid: u32, comm: &str) -> anyhow::Result<()> {
+        self.probes.trace_process(pid)?;
+        self.collector.seed_blocked_threads(pid, self.agg.start_ns);
+        self.collector.seed_accepted_connections(pid);
+        // Listed after the PID is in the kernel's set: a thread created from
+        // here on is reported by the kernel, one created before is listed.
+        self.agg
+            .add_target(pid, comm.to_string(), &target::threads_of(pid));
+        probe_libraries(&mut self.probes, &mut self.agg, pid, false);
+        Ok(())
+    }
+
+    fn drain(&mut self) {
+        drain(
+            &mut self.collector,
+            &mut self.agg,
+            &mut self.probes,
+            self.events_out.as_mut(),
+        );
+    }
+
+    /// Whether every process named (and its children) has exited; never in
+    /// node mode.
+    fn targets_gone(&self) -> bool {
+        !self.node_mode && self.agg.live_pids().is_empty()
+    }
+
+    /// New children, libraries loaded since the last look (at most once a
+    /// second), and processes that exited unseen.
+    fn look_around(&mut self) {
+        let now = monotonic_ns();
+        let rescan = now.saturating_sub(self.last_scan_ns) >= 1_000_000_000;
+        if rescan {
+            self.last_scan_ns = now;
+            self.collector.forget_exited(&self.agg.live_pids());
+            self.collector.retire(&self.agg.exited_pids());
+            let folded = self.agg.fold_exited_processes();
+            self.collector.fold(&folded);
+            for pid in folded.keys() {
+                self.probes.forget_process(*pid);
+            }
+        }
+        for pid in self.agg.live_pids() {
+            // Node mode learns of new code from the kernel's mmap records
+            // only: rescanning every process would cost with their number.
+            if rescan && !self.node_mode {
+                probe_libraries(&mut self.probes, &mut self.agg, pid, true);
+            }
+            if !target::is_alive(pid) {
+                // Drain first: the exit event carries the exact time.
+                let agg = &mut self.agg;
+                self.collector.drain(|batch| agg.apply_batch(batch));
+                self.agg.mark_exited(pid, now);
+            }
+        }
+    }
+
+    /// Redraws `top`.
+    fn draw_top(
+        &mut self,
+        rows: usize,
+        interval: Duration,
+        sort: crate::render::top::SortBy,
+        share_of: ShareOf,
+    ) {
+        let report = self.snapshot(EndReason::Running, monotonic_ns(), share_of);
+        let screen = report.to_top(
+            rows,
+            &humantime::format_duration(interval).to_string(),
+            sort,
+        );
+        let mut stdout = std::io::stdout().lock();
+        if stdout.is_terminal() {
+            // Home and clear: redraw in place, like top.
+            let _ = write!(stdout, "\x1b[H\x1b[2J{screen}");
+        } else {
+            let _ = writeln!(stdout, "{screen}");
+        }
+        let _ = stdout.flush();
+    }
+
+    fn snapshot(&mut self, ended: EndReason, now: u64, share_of: ShareOf) -> Report {
+        snapshot(
+            &mut self.agg,
+            &mut self.collector,
+            ended,
+            now,
+            &self.probes.tls_files,
+            share_of,
+        )
+    }
+}
+
+/// Prints or writes the final report the output asks for.
+fn deliver(output: Output, report: Report, ended: EndReason) -> anyhow::Result<()> {
     match output {
         Output::Serve { .. } => {
             let lost = report.lost.total();
@@ -409,16 +505,6 @@ pub async fn run(
             }
         }
     }
-    if ended == EndReason::TargetExited {
-        status!("tracer: the traced process exited; report complete");
-    }
-    // Detach after the report is out: each uprobe takes the kernel about a
-    // tenth of a second to remove.
-    let t0 = std::time::Instant::now();
-    drop(kernel_log);
-    drop(collector);
-    drop(probes);
-    log::debug!("detached in {:.0?}", t0.elapsed());
     Ok(())
 }
 
