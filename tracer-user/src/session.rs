@@ -129,13 +129,7 @@ pub async fn run(
     };
 
     // The port first: one in use is bad input, found before any probe.
-    let (scrape_tx, mut scrapes) = tokio::sync::mpsc::channel::<export::http::ScrapeRequest>(16);
-    if let Output::Serve { listen, .. } = &output {
-        let listener = export::http::bind(*listen).await?;
-        export::http::spawn(listener, scrape_tx);
-    } else {
-        drop(scrape_tx);
-    }
+    let mut scrapes = serve_scrapes(&output).await?;
     let events_out = open_event_stream(&output)?;
     let mut t = Tracing::start(probe_options, &output, events_out, node_mode.is_some())?;
     for info in &infos {
@@ -256,6 +250,19 @@ pub async fn run(
     drop(t);
     log::debug!("detached in {:.0?}", t0.elapsed());
     Ok(())
+}
+
+/// With `serve`, listens on its port; the scrapes come through the
+/// returned channel (closed at once otherwise).
+async fn serve_scrapes(
+    output: &Output,
+) -> anyhow::Result<tokio::sync::mpsc::Receiver<export::http::ScrapeRequest>> {
+    let (scrape_tx, scrapes) = tokio::sync::mpsc::channel(16);
+    if let Output::Serve { listen, .. } = output {
+        let listener = export::http::bind(*listen).await?;
+        export::http::spawn(listener, scrape_tx);
+    }
+    Ok(scrapes)
 }
 
 /// `--events FILE`, opened before anything is attached: a path we cannot

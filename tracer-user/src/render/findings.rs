@@ -20,17 +20,6 @@ pub struct Finding {
     pub fix: String,
 }
 
-/// Every kind's findings, largest share first.
-pub fn build(r: &Report, denominator_ns: u64) -> Vec<Finding> {
-    let mut out = Vec::new();
-    super::dns::findings(r, &mut out);
-    super::tls::findings(r, denominator_ns, &mut out);
-    super::slow_io::findings(r, &mut out);
-    super::connect::findings(r, denominator_ns, &mut out);
-    out.sort_by(|a, b| b.share.total_cmp(&a.share));
-    out
-}
-
 pub fn write(out: &mut String, r: &Report, rows: usize, kinds: Option<&[Kind]>) {
     let shown: Vec<&Finding> = r
         .findings

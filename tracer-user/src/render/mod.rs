@@ -249,7 +249,7 @@ impl Report {
             lost,
         };
         report.breakdown = breakdown::build(&report, wall_ns);
-        report.findings = findings::build(&report, wall_ns);
+        report.findings = findings(&report, wall_ns);
         report
     }
 
@@ -449,6 +449,17 @@ fn right_align(t: &mut Table, cols: std::ops::Range<usize>) {
             col.set_cell_alignment(CellAlignment::Right);
         }
     }
+}
+
+/// Every kind's findings, largest share first.
+fn findings(r: &Report, denominator_ns: u64) -> Vec<findings::Finding> {
+    let mut out = Vec::new();
+    dns::findings(r, &mut out);
+    tls::findings(r, denominator_ns, &mut out);
+    slow_io::findings(r, &mut out);
+    connect::findings(r, denominator_ns, &mut out);
+    out.sort_by(|a, b| b.share.total_cmp(&a.share));
+    out
 }
 
 /// One row per traced process (and per row of exited processes folded by
