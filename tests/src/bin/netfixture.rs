@@ -178,30 +178,8 @@ fn main() {
                 say(format!("{{\"cmd\":\"getppid\",\"calls\":{n}}}"));
             }
             Some("threads") => {
-                let (n, port) = (num(1), num(2) as u16);
                 let each = if words.len() > 3 { num(3) } else { 1 };
-                // All threads connect at the same time, not one after another.
-                let start = std::sync::Arc::new(std::sync::Barrier::new(n as usize));
-                let handles: Vec<_> = (0..n)
-                    .map(|_| {
-                        let start = start.clone();
-                        std::thread::spawn(move || {
-                            let tid = unsafe { libc::gettid() };
-                            start.wait();
-                            let failed =
-                                (0..each).filter(|_| blocking_connect(port).1 != 0).count();
-                            (tid, failed)
-                        })
-                    })
-                    .collect();
-                let results: Vec<(i32, usize)> =
-                    handles.into_iter().map(|h| h.join().unwrap()).collect();
-                let tids: Vec<u128> = results.iter().map(|r| r.0 as u128).collect();
-                let failed: usize = results.iter().map(|r| r.1).sum();
-                say(format!(
-                    "{{\"cmd\":\"threads\",\"tids\":{},\"failed\":{failed}}}",
-                    list(&tids)
-                ));
+                threads(num(1), num(2) as u16, each);
             }
             Some("fork-connect") => {
                 let (port, n) = (num(1) as u16, num(2));
@@ -218,78 +196,11 @@ fn main() {
                 unsafe { libc::waitpid(pid, &mut status, 0) };
                 say(format!("{{\"cmd\":\"fork-connect\",\"child\":{pid}}}"));
             }
-            Some("fork-many") => {
-                let (n, port) = (num(1), num(2) as u16);
-                let mut children = Vec::new();
-                for _ in 0..n {
-                    // SAFETY: no other thread runs here; the child connects
-                    // and leaves with _exit.
-                    let pid = unsafe { libc::fork() };
-                    if pid == 0 {
-                        // The socket is left open: the exit closes it with
-                        // no close() call, as most programs' exits do.
-                        let code = match TcpStream::connect(("127.0.0.1", port)) {
-                            Ok(socket) => {
-                                std::mem::forget(socket);
-                                0
-                            }
-                            Err(_) => 1,
-                        };
-                        unsafe { libc::_exit(code) };
-                    }
-                    assert!(pid > 0, "fork");
-                    children.push(pid);
-                }
-                let mut failed = 0;
-                for pid in children {
-                    let mut status = 0;
-                    unsafe { libc::waitpid(pid, &mut status, 0) };
-                    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-                        failed += 1;
-                    }
-                }
-                say(format!(
-                    "{{\"cmd\":\"fork-many\",\"children\":{n},\"failed\":{failed}}}"
-                ));
-            }
+            Some("fork-many") => fork_many(num(1), num(2) as u16),
             Some("fork-hold") => {
-                let (n, port) = (num(1), num(2) as u16);
-                let (mut release, mut ready) = ([0; 2], [0; 2]);
-                // SAFETY: pipe() fills the arrays; fork() with no other
-                // thread running; the children only connect, write, read and
-                // _exit.
-                unsafe {
-                    assert_eq!(libc::pipe(release.as_mut_ptr()), 0, "pipe");
-                    assert_eq!(libc::pipe(ready.as_mut_ptr()), 0, "pipe");
-                    for _ in 0..n {
-                        let pid = libc::fork();
-                        if pid == 0 {
-                            libc::close(release[1]);
-                            let ok = TcpStream::connect(("127.0.0.1", port)).map(std::mem::forget);
-                            libc::write(ready[1], [u8::from(ok.is_ok())].as_ptr().cast(), 1);
-                            // Blocks until the parent closes its end.
-                            let mut byte = 0u8;
-                            libc::read(release[0], (&raw mut byte).cast(), 1);
-                            libc::_exit(0);
-                        }
-                        assert!(pid > 0, "fork");
-                        held_children.push(pid);
-                    }
-                    libc::close(release[0]);
-                    libc::close(ready[1]);
-                    let mut connected = 0;
-                    for _ in 0..n {
-                        let mut byte = 0u8;
-                        if libc::read(ready[0], (&raw mut byte).cast(), 1) == 1 {
-                            connected += u64::from(byte);
-                        }
-                    }
-                    libc::close(ready[0]);
-                    release_fd = release[1];
-                    say(format!(
-                        "{{\"cmd\":\"fork-hold\",\"children\":{n},\"connected\":{connected}}}"
-                    ));
-                }
+                let (children, fd) = fork_hold(num(1), num(2) as u16);
+                held_children.extend(children);
+                release_fd = fd;
             }
             Some("release") => {
                 // SAFETY: closing our end of the pipe and reaping our children.
@@ -313,4 +224,105 @@ fn main() {
             _ => panic!("unknown command: {line}"),
         }
     }
+}
+
+/// `threads N PORT [EACH]`: N threads connect at once, EACH times.
+fn threads(n: u64, port: u16, each: u64) {
+    // All threads connect at the same time, not one after another.
+    let start = std::sync::Arc::new(std::sync::Barrier::new(n as usize));
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                let tid = unsafe { libc::gettid() };
+                start.wait();
+                let failed = (0..each).filter(|_| blocking_connect(port).1 != 0).count();
+                (tid, failed)
+            })
+        })
+        .collect();
+    let results: Vec<(i32, usize)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let tids: Vec<u128> = results.iter().map(|r| r.0 as u128).collect();
+    let failed: usize = results.iter().map(|r| r.1).sum();
+    say(format!(
+        "{{\"cmd\":\"threads\",\"tids\":{},\"failed\":{failed}}}",
+        list(&tids)
+    ));
+}
+
+/// `fork-many N PORT`: N children each connect and exit.
+fn fork_many(n: u64, port: u16) {
+    let mut children = Vec::new();
+    for _ in 0..n {
+        // SAFETY: no other thread runs here; the child connects
+        // and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // The socket is left open: the exit closes it with
+            // no close() call, as most programs' exits do.
+            let code = match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(socket) => {
+                    std::mem::forget(socket);
+                    0
+                }
+                Err(_) => 1,
+            };
+            unsafe { libc::_exit(code) };
+        }
+        assert!(pid > 0, "fork");
+        children.push(pid);
+    }
+    let mut failed = 0;
+    for pid in children {
+        let mut status = 0;
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+            failed += 1;
+        }
+    }
+    say(format!(
+        "{{\"cmd\":\"fork-many\",\"children\":{n},\"failed\":{failed}}}"
+    ));
+}
+
+/// `fork-hold N PORT`: N children connect and wait until `release`;
+/// returns them and the pipe end whose closing releases them.
+fn fork_hold(n: u64, port: u16) -> (Vec<libc::pid_t>, i32) {
+    let mut held = Vec::new();
+    let (mut release, mut ready) = ([0; 2], [0; 2]);
+    // SAFETY: pipe() fills the arrays; fork() with no other
+    // thread running; the children only connect, write, read and
+    // _exit.
+    unsafe {
+        assert_eq!(libc::pipe(release.as_mut_ptr()), 0, "pipe");
+        assert_eq!(libc::pipe(ready.as_mut_ptr()), 0, "pipe");
+        for _ in 0..n {
+            let pid = libc::fork();
+            if pid == 0 {
+                libc::close(release[1]);
+                let ok = TcpStream::connect(("127.0.0.1", port)).map(std::mem::forget);
+                libc::write(ready[1], [u8::from(ok.is_ok())].as_ptr().cast(), 1);
+                // Blocks until the parent closes its end.
+                let mut byte = 0u8;
+                libc::read(release[0], (&raw mut byte).cast(), 1);
+                libc::_exit(0);
+            }
+            assert!(pid > 0, "fork");
+            held.push(pid);
+        }
+        libc::close(release[0]);
+        libc::close(ready[1]);
+        let mut connected = 0;
+        for _ in 0..n {
+            let mut byte = 0u8;
+            if libc::read(ready[0], (&raw mut byte).cast(), 1) == 1 {
+                connected += u64::from(byte);
+            }
+        }
+        libc::close(ready[0]);
+        say(format!(
+            "{{\"cmd\":\"fork-hold\",\"children\":{n},\"connected\":{connected}}}"
+        ));
+    }
+    (held, release[1])
 }
