@@ -350,14 +350,14 @@ impl Tracing {
         if let Output::Serve { labels, .. } = output
             && !labels.is_empty()
         {
-            agg.by_owner = Some(Default::default());
+            agg.keep_owner_series();
         }
         if let Output::Report {
             events: Some((_, min)),
             ..
         } = output
         {
-            agg.slow_call_threshold_ns = Some(min.as_nanos() as u64);
+            agg.keep_slow_calls(min.as_nanos() as u64);
         }
         Ok(Self {
             kernel_log,
@@ -373,7 +373,8 @@ impl Tracing {
     /// Starts tracing a process the user named.
     fn add_target(&mut self, pid: u32, comm: &str) -> anyhow::Result<()> {
         self.probes.trace_process(pid)?;
-        self.collector.seed_blocked_threads(pid, self.agg.start_ns);
+        self.collector
+            .seed_blocked_threads(pid, self.agg.start_ns());
         self.collector.seed_accepted_connections(pid);
         // Listed after the PID is in the kernel's set: a thread created from
         // here on is reported by the kernel, one created before is listed.
@@ -526,13 +527,13 @@ fn drain(
     collector.drain(|batch| agg.apply_batch(batch));
     write_events(agg, events_out);
     // Node mode: processes the kernel adopted, with the threads they had.
-    for (pid, comm) in std::mem::take(&mut agg.adopted) {
+    for (pid, comm) in agg.take_adopted() {
         collector.seed_blocked_threads(pid, crate::collect::monotonic_ns());
         collector.seed_accepted_connections(pid);
         agg.add_target(pid, comm, &target::threads_of(pid));
-        agg.mapped_new_code.insert(pid);
+        agg.note_new_code(pid);
     }
-    for pid in std::mem::take(&mut agg.mapped_new_code) {
+    for pid in agg.take_new_code() {
         probe_libraries(probes, agg, pid, true);
     }
 }
@@ -540,7 +541,7 @@ fn drain(
 /// Writes the slow calls seen since the last time, one JSON line each.
 fn write_events(agg: &mut Aggregate, out: Option<&mut std::io::BufWriter<std::fs::File>>) {
     let Some(out) = out else { return };
-    let calls = std::mem::take(&mut agg.slow_calls);
+    let calls = agg.take_slow_calls();
     if calls.is_empty() {
         return;
     }
@@ -603,9 +604,9 @@ fn probe_libraries(probes: &mut Probes, agg: &mut Aggregate, pid: u32, late: boo
                     "PID {pid} runs Python {}.{}: reading its frames",
                     interp.layout.version.0, interp.layout.version.1
                 );
-                agg.sites.set_interpreter(pid, interp);
+                agg.sites_mut().set_interpreter(pid, interp);
             }
-            ProbeNote::Maps(pid, maps) => agg.sites.remember_maps(pid, maps),
+            ProbeNote::Maps(pid, maps) => agg.sites_mut().remember_maps(pid, maps),
         }
     }
 }
@@ -629,7 +630,7 @@ fn snapshot(
     // Threads with no entry in the kernel map have made no syscall since we
     // attached; one blocked in a syscall has been in it since before.
     let seen = collector.threads_seen();
-    for (&pid, p) in &agg.processes {
+    for (&pid, p) in agg.processes() {
         if p.exited_ns.is_some() {
             continue;
         }
@@ -639,7 +640,7 @@ fn snapshot(
                 && let Some((nr, args)) = target::blocked_syscall(pid, tid)
             {
                 let since_start = ThreadEntry {
-                    start_ns: agg.start_ns,
+                    start_ns: agg.start_ns(),
                     nr,
                     args,
                     last_io_fd: -1,
@@ -652,7 +653,7 @@ fn snapshot(
     agg.add_name_rows(stats.keys(), |key| collector.row_name(key));
     agg.set_syscalls(stats, &in_flight, now, target::read_memory);
     agg.set_idle(collector.idle_ns(), &in_flight, now);
-    agg.requests = collector.requests(now).into_iter().collect();
+    agg.set_requests(collector.requests(now).into_iter().collect());
     let tid_to_pid = agg.thread_owners();
     let open: Vec<(u32, u32, u32, u64, String)> = open_lookups
         .iter()
@@ -664,7 +665,7 @@ fn snapshot(
             Some((pid, *tid, l.func, l.start_ns, host))
         })
         .collect();
-    agg.in_flight_lookups = agg.dns.in_flight(&open, now);
+    agg.set_open_lookups(&open, now);
     if ended != EndReason::Running {
         agg.finish(now);
     }

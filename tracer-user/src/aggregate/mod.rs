@@ -32,54 +32,54 @@ use crate::{
 #[derive(Debug, Default)]
 pub struct Aggregate {
     /// Monotonic time tracing started.
-    pub start_ns: u64,
-    pub processes: BTreeMap<u32, ProcessState>,
-    pub syscalls: BTreeMap<SyscallKey, LatencyStats>,
+    start_ns: u64,
+    processes: BTreeMap<u32, ProcessState>,
+    syscalls: BTreeMap<SyscallKey, LatencyStats>,
     /// Syscall time in progress when the snapshot was taken: (pid, nr) -> ns.
-    pub in_flight: BTreeMap<SyscallKey, u64>,
-    pub connects: ConnectState,
-    pub dns: DnsState,
+    in_flight: BTreeMap<SyscallKey, u64>,
+    connects: ConnectState,
+    dns: DnsState,
     /// Lookups inside getaddrinfo & co. when the snapshot was taken.
-    pub in_flight_lookups: Vec<LookupRecord>,
-    pub tls: TlsState,
+    in_flight_lookups: Vec<LookupRecord>,
+    tls: TlsState,
     /// The peer each (process, fd) connected to, and its name for people,
     /// until the fd is closed.
-    pub fd_peers: HashMap<(u32, i32), (Peer, String)>,
+    fd_peers: HashMap<(u32, i32), (Peer, String)>,
     /// Host names of the addresses connected to, from the lookup the
     /// connecting thread made just before; `None` for an address the
     /// program connected to by number.
     names_by_addr: HashMap<SocketAddr, Option<String>>,
     /// Processes that mapped a file executable since the last look: they
     /// may have loaded a library to probe.
-    pub mapped_new_code: BTreeSet<u32>,
+    mapped_new_code: BTreeSet<u32>,
     /// Node mode: processes the kernel started tracing since the last look
     /// (PID, name); the session lists their threads and probes their code.
-    pub adopted: Vec<(u32, String)>,
+    adopted: Vec<(u32, String)>,
     /// Call sites, and the stacks waiting for their events.
-    pub sites: Attributor,
+    sites: Attributor,
     /// Latency per (kind, target, call site) for lookups, connects and
     /// slow reads and writes.
-    pub by_site: BTreeMap<(CallKind, String, u32), LatencyStats>,
+    by_site: BTreeMap<(CallKind, String, u32), LatencyStats>,
     /// Slow reads and writes (over the threshold) per target: the peer of a
     /// socket, or the path of a pipe or file.
-    pub slow_io: BTreeMap<String, SlowIoStats>,
+    slow_io: BTreeMap<String, SlowIoStats>,
     /// Idle time per process (listener threads waiting for work), as of
     /// the last snapshot, in-flight waits included.
-    pub idle: BTreeMap<u32, u64>,
+    idle: BTreeMap<u32, u64>,
     /// Requests served per process (row), timed on the connections it
     /// accepted: the busy time of a server.
-    pub requests: BTreeMap<u32, tracer_common::RequestTime>,
+    requests: BTreeMap<u32, tracer_common::RequestTime>,
     /// With `--events`: calls at least this slow are kept in `slow_calls`
     /// until taken.
-    pub slow_call_threshold_ns: Option<u64>,
-    pub slow_calls: Vec<SlowCall>,
+    slow_call_threshold_ns: Option<u64>,
+    slow_calls: Vec<SlowCall>,
     /// Calls and time per thread and kind of call (lookups, connects, SSL
     /// calls, slow reads and writes), for `--by thread`.
-    pub by_thread: BTreeMap<(u32, u32), ThreadTime>,
+    by_thread: BTreeMap<(u32, u32), ThreadTime>,
     /// With `serve --labels container|pod`: latency per kind, target,
     /// process name and container, the series those labels split (`None`
     /// unless asked: they multiply the series by the containers).
-    pub by_owner: Option<BTreeMap<OwnedTarget, LatencyStats>>,
+    by_owner: Option<BTreeMap<OwnedTarget, LatencyStats>>,
     /// Exited processes folded because a new process took their PID, for
     /// the next `fold_exited_processes` to report.
     reused_pids_folded: HashMap<u32, u32>,
@@ -141,6 +141,97 @@ pub struct SlowCall {
 }
 
 impl Aggregate {
+    // Read access for the later stages (render, export, session).
+    pub fn start_ns(&self) -> u64 {
+        self.start_ns
+    }
+    pub fn processes(&self) -> &BTreeMap<u32, ProcessState> {
+        &self.processes
+    }
+    pub fn syscalls(&self) -> &BTreeMap<SyscallKey, LatencyStats> {
+        &self.syscalls
+    }
+    pub fn in_flight(&self) -> &BTreeMap<SyscallKey, u64> {
+        &self.in_flight
+    }
+    pub fn connects(&self) -> &ConnectState {
+        &self.connects
+    }
+    pub fn dns(&self) -> &DnsState {
+        &self.dns
+    }
+    pub fn in_flight_lookups(&self) -> &Vec<LookupRecord> {
+        &self.in_flight_lookups
+    }
+    pub fn tls(&self) -> &TlsState {
+        &self.tls
+    }
+    pub fn sites(&self) -> &Attributor {
+        &self.sites
+    }
+    pub fn by_site(&self) -> &BTreeMap<(CallKind, String, u32), LatencyStats> {
+        &self.by_site
+    }
+    pub fn slow_io(&self) -> &BTreeMap<String, SlowIoStats> {
+        &self.slow_io
+    }
+    pub fn idle(&self) -> &BTreeMap<u32, u64> {
+        &self.idle
+    }
+    pub fn requests(&self) -> &BTreeMap<u32, tracer_common::RequestTime> {
+        &self.requests
+    }
+    pub fn by_thread(&self) -> &BTreeMap<(u32, u32), ThreadTime> {
+        &self.by_thread
+    }
+    pub fn by_owner(&self) -> &Option<BTreeMap<OwnedTarget, LatencyStats>> {
+        &self.by_owner
+    }
+
+    /// Keeps the series per process name and container (`serve --labels`).
+    pub fn keep_owner_series(&mut self) {
+        self.by_owner = Some(BTreeMap::new());
+    }
+
+    /// Keeps the calls at least this slow for the event stream (`--events`).
+    pub fn keep_slow_calls(&mut self, min_ns: u64) {
+        self.slow_call_threshold_ns = Some(min_ns);
+    }
+
+    /// The slow calls kept since the last time.
+    pub fn take_slow_calls(&mut self) -> Vec<SlowCall> {
+        std::mem::take(&mut self.slow_calls)
+    }
+
+    /// Node mode: the processes the kernel adopted since the last time.
+    pub fn take_adopted(&mut self) -> Vec<(u32, String)> {
+        std::mem::take(&mut self.adopted)
+    }
+
+    /// Marks a process as having code to probe (a library mapped, an exec).
+    pub fn note_new_code(&mut self, pid: u32) {
+        self.mapped_new_code.insert(pid);
+    }
+
+    /// The processes with new code since the last time.
+    pub fn take_new_code(&mut self) -> BTreeSet<u32> {
+        std::mem::take(&mut self.mapped_new_code)
+    }
+
+    pub fn sites_mut(&mut self) -> &mut Attributor {
+        &mut self.sites
+    }
+
+    /// The requests served per process, as of now (from the kernel).
+    pub fn set_requests(&mut self, requests: BTreeMap<u32, tracer_common::RequestTime>) {
+        self.requests = requests;
+    }
+
+    /// The lookups open right now: (pid, tid, function, start, host).
+    pub fn set_open_lookups(&mut self, open: &[(u32, u32, u32, u64, String)], now_ns: u64) {
+        self.in_flight_lookups = self.dns.in_flight(open, now_ns);
+    }
+
     pub fn new(start_ns: u64) -> Self {
         Self {
             start_ns,

@@ -76,7 +76,7 @@ fn families(
     caps: SeriesCaps,
     labels: &[ExtraLabel],
 ) -> Vec<MetricFamily> {
-    let tls_peers = tls::by_peer(&agg.tls);
+    let tls_peers = tls::by_peer(agg.tls());
     vec![
         durations(agg, report, &tls_peers, caps, labels),
         dns_queries(agg),
@@ -119,7 +119,7 @@ fn durations(
         labels: vec![("process", all.clone()), ("target", target)],
         stats: *stats,
     };
-    match &agg.by_owner {
+    match &agg.by_owner() {
         Some(owned) if with_container || with_pod => {
             calls.extend(series::owned(owned, with_container, with_pod));
         }
@@ -154,7 +154,7 @@ fn dns_queries(agg: &Aggregate) -> MetricFamily {
     counters(
         "tracer_dns_queries_total",
         "DNS queries seen, by type, response code (none: no answer) and server",
-        agg.dns
+        agg.dns()
             .query_counts
             .iter()
             .map(|((qtype, rcode, server), n)| {
@@ -203,7 +203,7 @@ fn tls_bytes(tls_peers: &BTreeMap<String, tls::PeerTls>, max_targets: usize) -> 
 /// Connects by peer and result, capped.
 fn connects(agg: &Aggregate, max_targets: usize) -> MetricFamily {
     let mut results: Vec<(String, BTreeMap<String, u64>)> = agg
-        .connects
+        .connects()
         .peers
         .iter()
         .map(|(peer, p)| {

@@ -30,7 +30,7 @@ pub(super) fn node_wide(
 ) {
     calls.push((
         CallKind::Lookup.metric_name(),
-        agg.dns
+        agg.dns()
             .hosts
             .iter()
             .map(|(host, h)| series(host.clone(), &h.latency))
@@ -38,7 +38,7 @@ pub(super) fn node_wide(
     ));
     calls.push((
         CallKind::Connect.metric_name(),
-        agg.connects
+        agg.connects()
             .peers
             .iter()
             .map(|(peer, p)| series(agg.name_peer(peer), &p.latency))
@@ -67,14 +67,14 @@ pub(super) fn node_wide(
     ));
     calls.push((
         CallKind::SlowRead.metric_name(),
-        agg.slow_io
+        agg.slow_io()
             .iter()
             .map(|(target, s)| series(target.clone(), &s.reads))
             .collect(),
     ));
     calls.push((
         CallKind::SlowWrite.metric_name(),
-        agg.slow_io
+        agg.slow_io()
             .iter()
             .map(|(target, s)| series(target.clone(), &s.writes))
             .collect(),
@@ -211,8 +211,8 @@ pub(super) fn cap_values<T>(
 /// Syscall latencies per process name (and container and pod, if asked).
 pub(super) fn syscalls(agg: &Aggregate, with_container: bool, with_pod: bool) -> Vec<Series> {
     let mut by_name: BTreeMap<(String, String, String, String), LatencyStats> = BTreeMap::new();
-    for (key, stats) in &agg.syscalls {
-        let (comm, container, pod) = match agg.processes.get(&key.tgid) {
+    for (key, stats) in agg.syscalls() {
+        let (comm, container, pod) = match agg.processes().get(&key.tgid) {
             Some(p) => (
                 p.comm.clone(),
                 p.container

@@ -94,10 +94,10 @@ impl Report {
 /// Lookups, connects, slow I/O and SSL calls by call site, slowest first.
 pub(super) fn rows(agg: &Aggregate, tls_peers: &[TlsPeerRow], wall_ns: u64) -> Vec<CallSiteRow> {
     let mut call_sites: Vec<CallSiteRow> = agg
-        .by_site
+        .by_site()
         .iter()
         .map(|((kind, target, id), s)| {
-            let site = agg.sites.site(*id);
+            let site = agg.sites().site(*id);
             CallSiteRow {
                 kind: *kind,
                 target: target.clone(),
@@ -113,7 +113,7 @@ pub(super) fn rows(agg: &Aggregate, tls_peers: &[TlsPeerRow], wall_ns: u64) -> V
         .collect();
     for peer in tls_peers {
         for (kind, id, calls, ns) in &peer.site_ids {
-            let site = agg.sites.site(*id);
+            let site = agg.sites().site(*id);
             call_sites.push(CallSiteRow {
                 kind: *kind,
                 target: peer.peer.clone(),

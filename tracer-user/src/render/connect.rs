@@ -117,8 +117,8 @@ pub(super) fn slowest_table(rows: &[ConnectRow], limit: usize) -> Option<Table> 
 /// The connect rows: per peer, and the slowest connects.
 pub(super) fn rows(agg: &Aggregate) -> (Vec<PeerRow>, Vec<ConnectRow>) {
     // Unfinished connects count, with the time they have waited so far.
-    let mut peers = agg.connects.peers.clone();
-    for r in &agg.connects.in_flight {
+    let mut peers = agg.connects().peers.clone();
+    for r in &agg.connects().in_flight {
         add_to_peers(&mut peers, r);
     }
     let mut connect_peers: Vec<PeerRow> = peers
@@ -136,10 +136,10 @@ pub(super) fn rows(agg: &Aggregate) -> (Vec<PeerRow>, Vec<ConnectRow>) {
         .collect();
     connect_peers.sort_by_key(|r| std::cmp::Reverse(r.latency.total_ns));
     let mut slowest: Vec<&ConnectRecord> = agg
-        .connects
+        .connects()
         .slowest
         .iter()
-        .chain(&agg.connects.in_flight)
+        .chain(&agg.connects().in_flight)
         .collect();
     slowest.sort_by_key(|r| std::cmp::Reverse(r.latency_ns()));
     let slowest_connects = slowest
@@ -155,7 +155,7 @@ pub(super) fn rows(agg: &Aggregate) -> (Vec<PeerRow>, Vec<ConnectRow>) {
             latency_ns: r.latency_ns(),
             syscall_ns: r.syscall_ns,
             handshake_ns: r.handshake_ns,
-            call_site: r.call_site.map(|id| agg.sites.site(id).label()),
+            call_site: r.call_site.map(|id| agg.sites().site(id).label()),
         })
         .collect();
     (connect_peers, slowest_connects)

@@ -327,7 +327,7 @@ pub(super) fn rows(
     of: &str,
     traced_ns: u64,
 ) -> (Vec<DnsHostRow>, Vec<LookupRecord>, Vec<DnsQueryRow>) {
-    let (hosts, slowest_lookups) = agg.dns.hosts_with(&agg.in_flight_lookups);
+    let (hosts, slowest_lookups) = agg.dns().hosts_with(agg.in_flight_lookups());
     let mut dns_hosts: Vec<DnsHostRow> = hosts
         .iter()
         .map(|(host, h)| DnsHostRow {
@@ -350,7 +350,7 @@ pub(super) fn rows(
         .collect();
     dns_hosts.sort_by_key(|r| std::cmp::Reverse(r.latency.total_ns));
     let mut dns_queries: Vec<DnsQueryRow> = agg
-        .dns
+        .dns()
         .standalone
         .iter()
         .map(|((name, qtype, server), s)| DnsQueryRow {

@@ -201,7 +201,7 @@ impl Report {
         let busy_ns = if requests > 0 {
             processes.iter().map(|p| p.request_ns).sum()
         } else {
-            total_wall_ns - agg.idle.values().sum::<u64>().min(total_wall_ns)
+            total_wall_ns - agg.idle().values().sum::<u64>().min(total_wall_ns)
         };
         let idle_ns = total_wall_ns.saturating_sub(busy_ns);
         // The denominator of every share below.
@@ -209,7 +209,7 @@ impl Report {
             ShareOf::Busy => busy_ns,
             ShareOf::Wall => total_wall_ns,
         };
-        let traced_ns = now_ns.saturating_sub(agg.start_ns);
+        let traced_ns = now_ns.saturating_sub(agg.start_ns());
         let (syscalls, syscall_groups, waiting_ns) = syscalls::rows(agg, wall_ns, total_wall_ns);
         let (connect_peers, slowest_connects) = connect::rows(agg);
         let (dns_hosts, slowest_lookups, dns_queries) =
@@ -230,22 +230,22 @@ impl Report {
             slow_io: slow_io::rows(agg, wall_ns),
             syscalls,
             syscall_groups,
-            connects_total: agg.connects.total + agg.connects.in_flight.len() as u64,
+            connects_total: agg.connects().total + agg.connects().in_flight.len() as u64,
             connect_peers,
             slowest_connects,
-            dns_lookups_total: agg.dns.lookups_total + agg.in_flight_lookups.len() as u64,
+            dns_lookups_total: agg.dns().lookups_total + agg.in_flight_lookups().len() as u64,
             dns_hosts,
             slowest_lookups,
             dns_queries,
             tls_libraries: tls_libraries.to_vec(),
-            tls_calls_total: agg.tls.calls_total,
+            tls_calls_total: agg.tls().calls_total,
             tls_peers,
             call_sites,
             breakdown: Vec::new(),
             findings: Vec::new(),
             threads: thread_rows(agg, wall_ns),
             comparison: None,
-            attribution: agg.sites.counts,
+            attribution: agg.sites().counts,
             lost,
         };
         report.breakdown = breakdown::build(&report, wall_ns);
@@ -465,7 +465,7 @@ fn findings(r: &Report, denominator_ns: u64) -> Vec<findings::Finding> {
 /// One row per traced process (and per row of exited processes folded by
 /// name).
 fn process_rows(agg: &Aggregate, now_ns: u64) -> Vec<ProcessRow> {
-    agg.processes
+    agg.processes()
         .iter()
         .map(|(&pid, p)| ProcessRow {
             pid,
@@ -473,8 +473,8 @@ fn process_rows(agg: &Aggregate, now_ns: u64) -> Vec<ProcessRow> {
             parent: p.parent,
             threads: p.threads.len() + p.exited_threads,
             wall_ns: agg.wall_ns(pid, now_ns),
-            requests: agg.requests.get(&pid).map_or(0, |r| r.count),
-            request_ns: agg.requests.get(&pid).map_or(0, |r| r.ns),
+            requests: agg.requests().get(&pid).map_or(0, |r| r.count),
+            request_ns: agg.requests().get(&pid).map_or(0, |r| r.ns),
             exited: p.exited_ns.is_some(),
             container: p.container.id.clone(),
             pod: p.container.pod_uid.clone(),
@@ -487,7 +487,7 @@ fn process_rows(agg: &Aggregate, now_ns: u64) -> Vec<ProcessRow> {
 /// busiest first.
 fn thread_rows(agg: &Aggregate, wall_ns: u64) -> Vec<ThreadRow> {
     let mut rows: Vec<ThreadRow> = agg
-        .by_thread
+        .by_thread()
         .iter()
         .map(|(&(pid, tid), t)| {
             let total_ns = t.kinds.values().map(|k| k.1).sum();

@@ -61,7 +61,7 @@ impl Report {
 
 /// One row per target of slow reads and writes.
 pub(super) fn rows(agg: &Aggregate, wall_ns: u64) -> Vec<SlowIoRow> {
-    agg.slow_io
+    agg.slow_io()
         .iter()
         .map(|(target, s)| SlowIoRow {
             target: target.clone(),

@@ -52,7 +52,7 @@ fn group_syscalls(agg: &Aggregate, wall_ns: u64, total_wall_ns: u64) -> Vec<Sysc
         in_flight_ns: u64,
     }
     let comm = |pid: u32| {
-        agg.processes
+        agg.processes()
             .get(&pid)
             .map(|p| p.comm.clone())
             .unwrap_or_default()
@@ -60,7 +60,7 @@ fn group_syscalls(agg: &Aggregate, wall_ns: u64, total_wall_ns: u64) -> Vec<Sysc
     // Processes per name: those with rows of their own, and those folded
     // into name rows (node mode keeps syscalls per name, not per process).
     let mut processes_named: BTreeMap<String, usize> = BTreeMap::new();
-    for (&pid, p) in &agg.processes {
+    for (&pid, p) in agg.processes() {
         *processes_named.entry(p.comm.clone()).or_default() += if crate::aggregate::is_process(pid)
         {
             1
@@ -70,7 +70,7 @@ fn group_syscalls(agg: &Aggregate, wall_ns: u64, total_wall_ns: u64) -> Vec<Sysc
     }
     let mut groups: BTreeMap<(String, u32), Group> = BTreeMap::new();
     let empty = LatencyStats::ZERO;
-    let keys = agg.syscalls.keys().chain(agg.in_flight.keys());
+    let keys = agg.syscalls().keys().chain(agg.in_flight().keys());
     for key in keys {
         let g = groups
             .entry((comm(key.tgid), key.nr))
@@ -81,8 +81,8 @@ fn group_syscalls(agg: &Aggregate, wall_ns: u64, total_wall_ns: u64) -> Vec<Sysc
             });
         // A key in both maps is visited twice: count each part once.
         if g.rows.insert(key.tgid) {
-            g.stats.merge(agg.syscalls.get(key).unwrap_or(&empty));
-            g.in_flight_ns += agg.in_flight.get(key).copied().unwrap_or(0);
+            g.stats.merge(agg.syscalls().get(key).unwrap_or(&empty));
+            g.in_flight_ns += agg.in_flight().get(key).copied().unwrap_or(0);
         }
     }
     let mut rows: Vec<SyscallGroupRow> = groups
@@ -168,15 +168,15 @@ pub(super) fn rows(
     total_wall_ns: u64,
 ) -> (Vec<SyscallRow>, Vec<SyscallGroupRow>, u64) {
     let comm = |pid: u32| {
-        agg.processes
+        agg.processes()
             .get(&pid)
             .map(|p| p.comm.clone())
             .unwrap_or_default()
     };
     let mut keys: Vec<_> = agg
-        .syscalls
+        .syscalls()
         .keys()
-        .chain(agg.in_flight.keys())
+        .chain(agg.in_flight().keys())
         .copied()
         .collect();
     keys.sort();
@@ -185,11 +185,11 @@ pub(super) fn rows(
         .into_iter()
         .map(|key| {
             let latency = agg
-                .syscalls
+                .syscalls()
                 .get(&key)
                 .map(LatencyRow::from)
                 .unwrap_or(LatencyRow::from(&LatencyStats::ZERO));
-            let in_flight_ns = agg.in_flight.get(&key).copied().unwrap_or(0);
+            let in_flight_ns = agg.in_flight().get(&key).copied().unwrap_or(0);
             SyscallRow {
                 pid: key.tgid,
                 comm: comm(key.tgid),

@@ -201,9 +201,9 @@ fn tls_table(rows: &[TlsPeerRow], limit: usize, share_header: &str) -> Option<Ta
 
 /// The TLS rows, one per peer, largest share first.
 pub(super) fn rows(agg: &Aggregate, wall_ns: u64, of: &str) -> Vec<TlsPeerRow> {
-    let mut tls_peers: Vec<TlsPeerRow> = tls::by_peer(&agg.tls)
+    let mut tls_peers: Vec<TlsPeerRow> = tls::by_peer(agg.tls())
         .into_iter()
-        .map(|(peer, p)| peer_row(peer, &p, wall_ns, of, |id| agg.sites.site(id).label()))
+        .map(|(peer, p)| peer_row(peer, &p, wall_ns, of, |id| agg.sites().site(id).label()))
         .collect();
     tls_peers.sort_by(|a, b| b.share.total_cmp(&a.share));
     tls_peers

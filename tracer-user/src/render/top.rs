@@ -181,20 +181,22 @@ mod tests {
         for _ in 0..50 {
             writes.record(1_000_000);
         }
-        agg.syscalls.insert(
+        let mut stats = std::collections::BTreeMap::new();
+        stats.insert(
             SyscallKey {
                 tgid: 7,
                 nr: sysno::READ as u32,
             },
             reads,
         );
-        agg.syscalls.insert(
+        stats.insert(
             SyscallKey {
                 tgid: 7,
                 nr: sysno::WRITE as u32,
             },
             writes,
         );
+        agg.set_syscalls(stats, &[], 0, |_, _, _| None);
         Report::build(
             &agg,
             1_000_000_000,
