@@ -2,8 +2,10 @@
 //! from outside with eBPF.
 //!
 //! Data flows one way through the modules: `attach` (load and hook the
-//! probes) -> `collect` (ring buffer and maps) -> `aggregate` (per process,
-//! syscall, peer) -> `render` (tables, JSON, top). `session` runs one trace.
+//! probes) -> `collect` (ring buffer and maps) -> `aggregate` (each kind's
+//! state: `dns`, `connect`, `tls`, `slow_io`; one `account` for all) ->
+//! `render` (tables, JSON, top) and `export` (metrics). `session` runs one
+//! trace. ARCHITECTURE.md has the layers and the rules.
 
 mod aggregate;
 mod attach;
