@@ -141,6 +141,13 @@ pub struct SlowCall {
 }
 
 impl Aggregate {
+    pub fn new(start_ns: u64) -> Self {
+        Self {
+            start_ns,
+            ..Default::default()
+        }
+    }
+
     // Read access for the later stages (render, export, session).
     pub fn start_ns(&self) -> u64 {
         self.start_ns
@@ -160,7 +167,7 @@ impl Aggregate {
     pub fn dns(&self) -> &DnsState {
         &self.dns
     }
-    pub fn in_flight_lookups(&self) -> &Vec<LookupRecord> {
+    pub fn in_flight_lookups(&self) -> &[LookupRecord] {
         &self.in_flight_lookups
     }
     pub fn tls(&self) -> &TlsState {
@@ -184,8 +191,8 @@ impl Aggregate {
     pub fn by_thread(&self) -> &BTreeMap<(u32, u32), ThreadTime> {
         &self.by_thread
     }
-    pub fn by_owner(&self) -> &Option<BTreeMap<OwnedTarget, LatencyStats>> {
-        &self.by_owner
+    pub fn by_owner(&self) -> Option<&BTreeMap<OwnedTarget, LatencyStats>> {
+        self.by_owner.as_ref()
     }
 
     /// Keeps the series per process name and container (`serve --labels`).
@@ -230,13 +237,6 @@ impl Aggregate {
     /// The lookups open right now: (pid, tid, function, start, host).
     pub fn set_open_lookups(&mut self, open: &[(u32, u32, u32, u64, String)], now_ns: u64) {
         self.in_flight_lookups = self.dns.in_flight(open, now_ns);
-    }
-
-    pub fn new(start_ns: u64) -> Self {
-        Self {
-            start_ns,
-            ..Default::default()
-        }
     }
 
     /// Applies a batch of events in order, after reading the Python code

@@ -119,7 +119,7 @@ fn durations(
         labels: vec![("process", all.clone()), ("target", target)],
         stats: *stats,
     };
-    match &agg.by_owner() {
+    match agg.by_owner() {
         Some(owned) if with_container || with_pod => {
             calls.extend(series::owned(owned, with_container, with_pod));
         }
