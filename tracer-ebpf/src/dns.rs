@@ -334,7 +334,7 @@ fn scrub_after(data: &mut [u8; DNS_CAPTURE], end: usize) {
 fn lookup_entry(ctx: &ProbeContext, func: LookupFn) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if !crate::tasks::traced_or_adopted(ctx, pid_tgid) {
+    if !crate::scope::traced_or_adopted(ctx, pid_tgid) {
         return 0;
     }
     let tid = pid_tgid as u32;

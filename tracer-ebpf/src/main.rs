@@ -31,6 +31,8 @@ mod maps;
 #[cfg(target_arch = "bpf")]
 mod mem;
 #[cfg(target_arch = "bpf")]
+mod scope;
+#[cfg(target_arch = "bpf")]
 mod stacks;
 #[cfg(target_arch = "bpf")]
 mod syscalls;

@@ -52,7 +52,7 @@ fn decoded(nr: u64) -> bool {
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if !crate::tasks::traced_or_adopted(&ctx, pid_tgid) {
+    if !crate::scope::traced_or_adopted(&ctx, pid_tgid) {
         return 0;
     }
     let tid = pid_tgid as u32;

@@ -3,23 +3,22 @@
 //! share of wall time).
 
 use aya_ebpf::{
-    EbpfContext,
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task},
     macros::tracepoint,
     programs::TracePointContext,
 };
 use aya_log_ebpf::warn;
 use tracer_common::{
-    EventKind, LostCounter, TASK_ADOPTED, TASK_EXEC, TASK_EXIT_PROCESS, TASK_EXIT_THREAD,
-    TASK_NEW_PROCESS, TASK_NEW_THREAD, TaskEvent,
+    LostCounter, TASK_EXEC, TASK_EXIT_PROCESS, TASK_EXIT_THREAD, TASK_NEW_PROCESS, TASK_NEW_THREAD,
 };
 
 use crate::{
     maps::{
-        KERNEL_LAYOUT, LOOKUPS, PY_PROCS, THREAD_ENTRIES, TLS_CALLS, TRACED_PROCESSES,
-        adopt_current, count_lost, is_traced, output_with,
+        KERNEL_LAYOUT, LOOKUPS, PY_PROCS, THREAD_ENTRIES, TLS_CALLS, TRACED_PROCESSES, count_lost,
+        is_traced,
     },
     mem,
+    scope::emit_task,
 };
 
 // task:task_newtask field offsets (checked against the format file by
@@ -27,41 +26,6 @@ use crate::{
 const NEWTASK_PID: usize = 8;
 const NEWTASK_CLONE_FLAGS: usize = 32;
 const CLONE_THREAD: u64 = 0x0001_0000;
-
-fn emit_task(ctx: &impl EbpfContext, what: u32, tgid: u32, tid: u32, child: u32) {
-    let comm = ctx.command().unwrap_or([0; 16]);
-    // Rare, and user space must know at once (a process to probe, or one
-    // that is gone): wake it.
-    output_with(
-        &TaskEvent {
-            kind: EventKind::Task as u32,
-            what,
-            tgid,
-            tid,
-            child,
-            _pad: 0,
-            ts_ns: unsafe { bpf_ktime_get_ns() },
-            comm,
-        },
-        true,
-    );
-}
-
-/// Whether the current process is traced, adopting it first in node mode
-/// (and telling user space). For probes that run in the process itself:
-/// syscalls, and the uprobes, whose call may come before any syscall.
-#[inline(always)]
-pub fn traced_or_adopted(ctx: &impl EbpfContext, pid_tgid: u64) -> bool {
-    let tgid = (pid_tgid >> 32) as u32;
-    if is_traced(tgid) {
-        return true;
-    }
-    if !adopt_current(tgid) {
-        return false;
-    }
-    emit_task(ctx, TASK_ADOPTED, tgid, pid_tgid as u32, tgid);
-    true
-}
 
 /// A traced task created a thread or a process: follow new processes from
 /// their first instruction. Runs in the parent, so the current tgid tells

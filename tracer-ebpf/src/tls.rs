@@ -84,7 +84,7 @@ tls_entry_programs! {
 #[inline(always)]
 fn tls_entry(ctx: &ProbeContext, func: TlsFn) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !crate::tasks::traced_or_adopted(ctx, pid_tgid) {
+    if !crate::scope::traced_or_adopted(ctx, pid_tgid) {
         return 0;
     }
     let tid = pid_tgid as u32;

@@ -5,6 +5,9 @@
 //!   anywhere inside sibling `a` to anywhere inside sibling `b` is an edge
 //!   `a -> b`. A child using its parent's items (`super::`), and a parent
 //!   using its children's, are not edges: that is how Rust modules nest.
+//! - Layers: in tracer-user and tracer-ebpf, every top-level module has a
+//!   layer (`LAYERS`, the table of ARCHITECTURE.md), and uses only modules
+//!   of the layers below it, or of its own where the layer allows it.
 //! - No source file over 700 lines.
 //! - No function over 150 lines.
 //!
@@ -40,12 +43,54 @@ const SOURCE_DIRS: &[&str] = &[
     "tests",
 ];
 
+/// The layers of a crate, top first: (modules, whether they may use each
+/// other). A module uses only the layers below its own.
+type Layers = &'static [(&'static [&'static str], bool)];
+
+const LAYERS: &[(&str, Layers)] = &[
+    (
+        "tracer-user/src/main.rs",
+        &[
+            (&["cli", "session"], true),
+            (&["render", "export"], true),
+            (&["aggregate"], false),
+            (&["dns", "tls", "connect", "slow_io"], false),
+            (&["collect", "attribute", "unwind"], true),
+            (&["attach"], false),
+            (
+                &[
+                    "python",
+                    "target",
+                    "mapped",
+                    "elf",
+                    "container",
+                    "btf",
+                    "kernel",
+                    "syscall_names",
+                ],
+                true,
+            ),
+            (&["kind", "peer", "units", "error", "status"], false),
+        ],
+    ),
+    (
+        "tracer-ebpf/src/main.rs",
+        &[
+            (&["syscalls", "floor"], false),
+            (&["connect", "dns", "tls", "idle", "tasks"], false),
+            (&["calls", "stacks", "scope"], true),
+            (&["maps"], false),
+            (&["mem"], false),
+        ],
+    ),
+];
+
 pub fn run(root: &Path) -> anyhow::Result<()> {
     let problems = check(root)?;
     if problems.is_empty() {
         eprintln!(
-            "xtask: architecture: no module circles, no file over {MAX_FILE_LINES} lines, \
-             no function over {MAX_FN_LINES} lines"
+            "xtask: architecture: no module circles, every module in its layer, no file over \
+             {MAX_FILE_LINES} lines, no function over {MAX_FN_LINES} lines"
         );
         return Ok(());
     }
@@ -207,6 +252,9 @@ fn circles(root: &Path, crate_root: &Path) -> anyhow::Result<Vec<String>> {
         .display()
         .to_string();
     let mut problems = Vec::new();
+    if let Some((_, layers)) = LAYERS.iter().find(|(k, _)| *k == krate) {
+        problems.extend(layer_problems(&krate, layers, &modules, &edges));
+    }
     for (parent, graph) in &by_parent {
         for cycle in strongly_connected(graph) {
             let level = if parent.is_empty() {
@@ -231,6 +279,48 @@ fn circles(root: &Path, crate_root: &Path) -> anyhow::Result<Vec<String>> {
         }
     }
     Ok(problems)
+}
+
+/// Top-level modules without a layer, and uses of a layer above (or of a
+/// sibling where the layer forbids it).
+fn layer_problems(
+    krate: &str,
+    layers: Layers,
+    modules: &BTreeMap<ModPath, PathBuf>,
+    edges: &BTreeMap<(ModPath, String, String), Site>,
+) -> Vec<String> {
+    let layer_of = |m: &str| layers.iter().position(|(ms, _)| ms.contains(&m));
+    let mut problems = Vec::new();
+    for m in modules.keys().filter(|m| m.len() == 1) {
+        if layer_of(&m[0]).is_none() {
+            problems.push(format!(
+                "{krate}: module {} has no layer (xtask/src/architecture.rs LAYERS, \
+                 ARCHITECTURE.md)",
+                m[0]
+            ));
+        }
+    }
+    for ((parent, from, to), site) in edges {
+        if !parent.is_empty() {
+            continue;
+        }
+        let (Some(a), Some(b)) = (layer_of(from), layer_of(to)) else {
+            continue;
+        };
+        if a > b || (a == b && !layers[a].1) {
+            problems.push(format!(
+                "{krate}: {from} uses {to}, a module of {} ({}:{})",
+                if a == b {
+                    "its own layer, whose modules stay apart"
+                } else {
+                    "a layer above"
+                },
+                site.file,
+                site.line
+            ));
+        }
+    }
+    problems
 }
 
 fn collect_modules(
@@ -447,6 +537,29 @@ mod tests {
         edge("render", "aggregate");
         let found = strongly_connected(&g);
         assert_eq!(found, vec![vec!["attach", "python", "target"]]);
+    }
+
+    #[test]
+    fn a_use_of_a_layer_above_or_of_a_kind_beside_is_refused() {
+        const TWO: Layers = &[(&["top"], false), (&["x", "y"], false)];
+        let modules: BTreeMap<ModPath, PathBuf> = ["top", "x", "y", "stray"]
+            .iter()
+            .map(|m| (vec![m.to_string()], PathBuf::new()))
+            .collect();
+        let site = Site {
+            file: "f.rs".into(),
+            line: 1,
+        };
+        let edges: BTreeMap<(ModPath, String, String), Site> =
+            [("top", "x"), ("x", "top"), ("x", "y")]
+                .iter()
+                .map(|(a, b)| ((vec![], a.to_string(), b.to_string()), site.clone()))
+                .collect();
+        let found = layer_problems("k", TWO, &modules, &edges);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].contains("stray has no layer"), "{found:?}");
+        assert!(found[1].contains("x uses top, a module of a layer above"));
+        assert!(found[2].contains("x uses y, a module of its own layer"));
     }
 
     #[test]
