@@ -19,7 +19,10 @@ fn event_stream_and_flame_graph_name_each_call_and_its_code() {
     let events = scratch("events.jsonl");
     let folded = scratch("stacks.folded");
     let svg = scratch("flamegraph.svg");
+    // -vv: when a call site comes out wrong, the unwinder's debug lines
+    // say where and why it stopped (see `unwind_notes`).
     let tracer = Tracer::attached(&[
+        "-vv",
         "report",
         "--pid",
         &pid,
@@ -46,6 +49,10 @@ fn event_stream_and_flame_graph_name_each_call_and_its_code() {
         .filter(|e| e["kind"] == "connect")
         .collect();
     assert_eq!(connects.len(), CONNECTS, "{text}");
+    let sites: Vec<&str> = connects
+        .iter()
+        .map(|e| e["call_site"].as_str().unwrap_or("(none)"))
+        .collect();
     for e in &connects {
         assert_eq!(e["target"], target.as_str(), "{e}");
         assert_eq!(e["result"], "ECONNREFUSED", "{e}");
@@ -56,7 +63,8 @@ fn event_stream_and_flame_graph_name_each_call_and_its_code() {
                 .as_str()
                 .unwrap_or("")
                 .contains("blocking_connect_to"),
-            "{e}"
+            "{e}\nevery connect's call site: {sites:#?}\nthe unwinder said: {}",
+            unwind_notes(&done.stderr)
         );
     }
     let starts: Vec<u64> = connects
@@ -95,6 +103,16 @@ fn event_stream_and_flame_graph_name_each_call_and_its_code() {
         svg.contains(&format!("connect {target}")),
         "the leaf in the SVG"
     );
+}
+
+/// The tracer's debug lines about unwinding and unwind data (with -vv).
+fn unwind_notes(stderr: &str) -> String {
+    let notes: Vec<&str> = stderr.lines().filter(|l| l.contains("unwind")).collect();
+    if notes.is_empty() {
+        "nothing".to_string()
+    } else {
+        notes.join("\n")
+    }
 }
 
 fn fixture_pid(pid: &str) -> u64 {
