@@ -95,23 +95,21 @@ pub fn capture(tgid: u32, tid: u32, reason: u32, key_ns: u64, regs: &UserRegs) {
 }
 
 /// Copies the top of the user stack: as much of `STACK_COPY` bytes as is
-/// mapped (a read past the end of the stack mapping fails, so try smaller).
+/// mapped. A read past the end of the stack mapping fails, and the mapping
+/// ends at a page boundary: after the whole copy, try the copies that end
+/// at each of the next pages' boundaries, largest first. (Halving instead
+/// lost up to a third of what was there: a main thread near the top of its
+/// stack got 2 KiB of its 5, too little to reach the program's frames.)
 #[inline(always)]
 fn copy_stack(dst: &mut [u8; STACK_COPY], sp: u64) -> u32 {
+    const PAGE: u64 = 4096;
     let src = sp as *const core::ffi::c_void;
-    // The stack mapping ends somewhere above sp: keep the largest copy that
-    // fits (a new thread's stack is shallow).
-    for size in [
-        STACK_COPY,
-        STACK_COPY * 3 / 4,
-        STACK_COPY / 2,
-        STACK_COPY * 3 / 8,
-        STACK_COPY / 4,
-        STACK_COPY * 3 / 16,
-        STACK_COPY / 8,
-        STACK_COPY / 16,
-        STACK_COPY / 32,
-    ] {
+    let to_page = PAGE - (sp & (PAGE - 1));
+    for pages in [STACK_COPY as u64 / PAGE, 3, 2, 1, 0] {
+        let mut size = to_page + pages * PAGE;
+        if size > STACK_COPY as u64 {
+            size = STACK_COPY as u64;
+        }
         // SAFETY: the helper checks the user-space access; `size` is at most
         // the destination's length.
         let r =
