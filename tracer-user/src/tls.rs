@@ -290,7 +290,6 @@ impl TlsState {
     }
 }
 
-/// The kind of an SSL call, as call-site rows name it.
 /// What a call did: a read or write that ran OpenSSL's handshake state
 /// machine and moved no data did handshake work (Node.js handshakes inside
 /// SSL_read; a read that also returned data counts as the read it was).
@@ -305,6 +304,7 @@ pub fn work_of(ev: &TlsEvent) -> Option<TlsFn> {
     )
 }
 
+/// The kind of call an SSL function's work is (see `work_of`).
 pub fn call_kind(func: TlsFn) -> CallKind {
     if func.is_read() {
         CallKind::TlsRead

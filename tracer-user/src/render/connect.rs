@@ -1,12 +1,11 @@
 //! The connect tables: per peer, and the slowest connects.
 
-use super::{Kind, Report, findings::Finding};
 use std::collections::BTreeMap;
 
 use comfy_table::Table;
 use serde::Serialize;
 
-use super::{new_table, right_align};
+use super::{Kind, Report, findings::Finding, new_table, right_align};
 use crate::{
     aggregate::Aggregate,
     connect::{ConnectRecord, add_to_peers},

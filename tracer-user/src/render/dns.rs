@@ -1,16 +1,16 @@
 //! The DNS tables and findings: per host looked up, and the queries of
 //! other resolvers.
 
-use super::{
-    Kind,
-    findings::{Finding, MIN_SHARE},
-};
 use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 
 use comfy_table::Table;
 use serde::Serialize;
 
-use super::{Report, new_table, right_align, section};
+use super::{
+    Kind, Report,
+    findings::{Finding, MIN_SHARE},
+    new_table, right_align, section,
+};
 use crate::{
     aggregate::Aggregate,
     dns::{HostStats, LookupRecord},

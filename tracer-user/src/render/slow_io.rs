@@ -1,12 +1,12 @@
 //! The slow reads and writes table, per target.
 
-use super::{
-    Kind,
-    findings::{Finding, MIN_SHARE},
-};
 use serde::Serialize;
 
-use super::{Report, new_table, right_align, section};
+use super::{
+    Kind, Report,
+    findings::{Finding, MIN_SHARE},
+    new_table, right_align, section,
+};
 use crate::{
     aggregate::Aggregate,
     kind::CallKind,

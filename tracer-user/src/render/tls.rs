@@ -1,16 +1,16 @@
 //! The TLS table and findings: per peer, its reads, writes and handshakes.
 
-use super::{
-    Kind,
-    findings::{Finding, MIN_SHARE},
-};
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use comfy_table::Table;
 use serde::Serialize;
 use tracer_common::LatencyStats;
 
-use super::{Report, new_table, right_align, section};
+use super::{
+    Kind, Report,
+    findings::{Finding, MIN_SHARE},
+    new_table, right_align, section,
+};
 use crate::{
     aggregate::Aggregate,
     kind::CallKind,
