@@ -1,9 +1,6 @@
 //! 3. Capacity: the call rates tracer takes with nothing lost.
 
-use std::{
-    fmt::Write as _,
-    process::{Command, Stdio},
-};
+use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
@@ -26,15 +23,7 @@ impl Loop {
 pub(crate) fn traced_run(env: &Env, mode: &str, calls: u64) -> Result<(f64, Value)> {
     let mut lp = Loop::start(env, mode)?;
     let json_path = env.out.join(format!("capacity-{mode}.json"));
-    let mut tracer = Command::new(&env.tracer)
-        .args(["report", "--pid", &lp.pid.to_string(), "--json"])
-        .arg(&json_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let rx = lines(tracer.stderr.take().expect("piped"));
-    wait_line(&rx, "tracing PID", "tracer")?;
+    let mut tracer = attach_report(env, lp.pid, &json_path)?;
     let ns = lp.run(calls)?;
     lp.quit();
     let _ = tracer.wait();

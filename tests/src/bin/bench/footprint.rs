@@ -1,9 +1,6 @@
 //! 4. Collector footprint: tracer's CPU share and peak RSS at fixed rates.
 
-use std::{
-    fmt::Write as _,
-    process::{Command, Stdio},
-};
+use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
@@ -41,15 +38,7 @@ pub(crate) fn footprint(env: &Env, report: &mut Report) -> Result<()> {
     for rate in [1_000u64, 10_000, 100_000] {
         let mut lp = Loop::start(env, "getaddrinfo")?;
         let json_path = env.out.join(format!("footprint-{rate}.json"));
-        let mut tracer = Command::new(&env.tracer)
-            .args(["report", "--pid", &lp.pid.to_string(), "--json"])
-            .arg(&json_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let rx = lines(tracer.stderr.take().expect("piped"));
-        wait_line(&rx, "tracing PID", "tracer")?;
+        let mut tracer = attach_report(env, lp.pid, &json_path)?;
         let (cpu0, _) = cpu_and_peak_rss(tracer.id());
         let answer = lp.ask(&format!("rate {rate} 5"))?;
         let (cpu1, rss) = cpu_and_peak_rss(tracer.id());

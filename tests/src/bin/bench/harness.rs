@@ -3,6 +3,7 @@
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
+    path::Path,
     process::{Child, ChildStdin, Command, Stdio},
     sync::mpsc::{Receiver, channel},
     thread,
@@ -272,4 +273,19 @@ pub(crate) fn measure(env: &Env, w: &Workload, tool: Tool) -> Result<(Vec<f64>, 
     }
     lp.quit();
     Ok((base, traced))
+}
+
+/// Starts `tracer report --json JSON` on `pid` and waits until it traces;
+/// returns the tracer (stderr read on a thread).
+pub(crate) fn attach_report(env: &Env, pid: u32, json: &Path) -> Result<Child> {
+    let mut tracer = Command::new(&env.tracer)
+        .args(["report", "--pid", &pid.to_string(), "--json"])
+        .arg(json)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let rx = lines(tracer.stderr.take().expect("piped"));
+    wait_line(&rx, "tracing PID", "tracer")?;
+    Ok(tracer)
 }
