@@ -37,7 +37,22 @@ const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     // `cargo xtask bench` measures bpftrace's probes beside ours.
     "bpftrace",
+    // The Go tests build their fixture with each Go the tracer supports:
+    // 1.19 is Debian 12's own, the later ones are in its backports.
+    "golang-1.19-go",
+    "golang-1.21-go",
+    "golang-1.22-go",
+    "golang-1.23-go",
 ];
+
+/// Packages of `APT_PACKAGES` found only in bookworm-backports.
+const BACKPORTS_PACKAGES: &[&str] = &["golang-1.21-go", "golang-1.22-go", "golang-1.23-go"];
+
+/// Where setup adds Debian's backports, when a package needs them.
+const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/tracer-backports.sources";
+const BACKPORTS_DEB822: &str = "Types: deb\nURIs: http://deb.debian.org/debian\n\
+    Suites: bookworm-backports\nComponents: main\n\
+    Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
 
 /// Python packages for the tests and the seed scenario, in a venv under
 /// target/ (PyPI).
@@ -105,11 +120,24 @@ fn apt_packages(todo_as_root: &mut Vec<String>) -> anyhow::Result<()> {
             "Debian packages",
             &format!("missing: {}", missing.join(" ")),
         );
+        if missing.iter().any(|p| BACKPORTS_PACKAGES.contains(p)) {
+            todo_as_root.push(format!(
+                "printf '{}' | sudo tee {BACKPORTS_SOURCE}",
+                BACKPORTS_DEB822.replace('\n', "\\n")
+            ));
+        }
         todo_as_root.push("sudo apt-get update".into());
         todo_as_root.push(format!("sudo apt-get install -y {}", missing.join(" ")));
         return Ok(());
     }
     let t0 = Instant::now();
+    if missing.iter().any(|p| BACKPORTS_PACKAGES.contains(p))
+        && !std::path::Path::new(BACKPORTS_SOURCE).exists()
+    {
+        std::fs::write(BACKPORTS_SOURCE, BACKPORTS_DEB822)
+            .with_context(|| format!("write {BACKPORTS_SOURCE}"))?;
+        line("Debian backports", &format!("added {BACKPORTS_SOURCE}"));
+    }
     // The package lists may be absent or stale on a fresh machine.
     quiet(Command::new("apt-get").arg("update"))?;
     quiet(
