@@ -25,6 +25,8 @@ pub struct FdKey {
 #[derive(Clone, Copy, Debug)]
 pub struct DnsServer {
     pub addr: [u8; 28],
+    /// 1 for TCP: each message goes with its 2-byte length.
+    pub tcp: u32,
 }
 
 pub const DNS_SEND: u32 = 1;

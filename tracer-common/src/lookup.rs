@@ -19,6 +19,11 @@ pub enum LookupFn {
     Gethostbyname = 2,
     Gethostbyname2 = 3,
     GethostbynameR = 4,
+    /// Go's `net.(*Resolver).lookupIPAddr` (LookupIPAddr, LookupIP,
+    /// Dial, net/http).
+    GoLookupIpAddr = 5,
+    /// Go's `net.(*Resolver).lookupHost` (LookupHost).
+    GoLookupHost = 6,
 }
 
 impl LookupFn {
@@ -28,6 +33,8 @@ impl LookupFn {
             2 => Some(Self::Gethostbyname),
             3 => Some(Self::Gethostbyname2),
             4 => Some(Self::GethostbynameR),
+            5 => Some(Self::GoLookupIpAddr),
+            6 => Some(Self::GoLookupHost),
             _ => None,
         }
     }
@@ -38,8 +45,42 @@ impl LookupFn {
             Self::Gethostbyname => "gethostbyname",
             Self::Gethostbyname2 => "gethostbyname2",
             Self::GethostbynameR => "gethostbyname_r",
+            Self::GoLookupIpAddr => "net.(*Resolver).lookupIPAddr",
+            Self::GoLookupHost => "net.(*Resolver).lookupHost",
         }
     }
+
+    /// Go's resolver: its calls are keyed by goroutine, not thread.
+    pub fn is_go(self) -> bool {
+        matches!(self, Self::GoLookupIpAddr | Self::GoLookupHost)
+    }
+}
+
+/// Go calls in progress at once (goroutines inside a probed function).
+pub const MAX_GO_CALLS: u32 = 16384;
+
+/// A goroutine of a process: its `g` (register r14 in Go code), which is
+/// the same on whichever thread the goroutine runs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GoroutineKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub g: u64,
+}
+
+/// A goroutine inside one of Go's resolver functions, between its entry
+/// and one of its return instructions.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GoLookupState {
+    pub start_ns: u64,
+    /// The thread it entered on, whose stack was taken.
+    pub tid: u32,
+    pub func: u32,
+    /// The host name, a Go string.
+    pub host_ptr: u64,
+    pub host_len: u64,
 }
 
 /// A thread inside a lookup function, between its uprobe and uretprobe.
@@ -97,3 +138,7 @@ pub struct LookupEvent {
 // bit pattern.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for LookupState {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for GoroutineKey {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for GoLookupState {}

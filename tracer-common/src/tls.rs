@@ -25,6 +25,12 @@ pub enum TlsFn {
     /// table has it; never reported as a call of its own.
     StatemConnect = 8,
     StatemAccept = 9,
+    /// Go's crypto/tls: `(*Conn).Read`, `(*Conn).Write` and
+    /// `(*Conn).handshakeContext` (what Handshake and HandshakeContext
+    /// call), probed in a Go executable.
+    GoRead = 10,
+    GoWrite = 11,
+    GoHandshake = 12,
 }
 
 impl TlsFn {
@@ -40,8 +46,14 @@ impl TlsFn {
         Self::StatemAccept,
     ];
 
+    /// Go's functions, apart from OpenSSL's `ALL`.
+    pub const GO: [TlsFn; 3] = [Self::GoRead, Self::GoWrite, Self::GoHandshake];
+
     pub fn from_u32(v: u32) -> Option<Self> {
-        Self::ALL.into_iter().find(|f| *f as u32 == v)
+        Self::ALL
+            .into_iter()
+            .chain(Self::GO)
+            .find(|f| *f as u32 == v)
     }
 
     pub const fn symbol(self) -> &'static str {
@@ -55,6 +67,9 @@ impl TlsFn {
             Self::Accept => "SSL_accept",
             Self::StatemConnect => "ossl_statem_connect",
             Self::StatemAccept => "ossl_statem_accept",
+            Self::GoRead => "crypto/tls.(*Conn).Read",
+            Self::GoWrite => "crypto/tls.(*Conn).Write",
+            Self::GoHandshake => "crypto/tls.(*Conn).handshakeContext",
         }
     }
 
@@ -72,6 +87,9 @@ impl TlsFn {
             Self::Accept => "tls_entry_accept",
             Self::StatemConnect => "tls_entry_statem_connect",
             Self::StatemAccept => "tls_entry_statem_accept",
+            Self::GoRead => "go_tls_read_entry",
+            Self::GoWrite => "go_tls_write_entry",
+            Self::GoHandshake => "go_tls_handshake_entry",
         }
     }
 
@@ -81,11 +99,15 @@ impl TlsFn {
     }
 
     pub fn is_read(self) -> bool {
-        matches!(self, Self::Read | Self::ReadEx)
+        matches!(self, Self::Read | Self::ReadEx | Self::GoRead)
     }
 
     pub fn is_write(self) -> bool {
-        matches!(self, Self::Write | Self::WriteEx)
+        matches!(self, Self::Write | Self::WriteEx | Self::GoWrite)
+    }
+
+    pub fn is_go(self) -> bool {
+        matches!(self, Self::GoRead | Self::GoWrite | Self::GoHandshake)
     }
 
     pub fn is_handshake(self) -> bool {
@@ -96,6 +118,7 @@ impl TlsFn {
                 | Self::Accept
                 | Self::StatemConnect
                 | Self::StatemAccept
+                | Self::GoHandshake
         )
     }
 }
@@ -146,6 +169,35 @@ impl TlsFn {
     }
 }
 
+/// A goroutine inside one of crypto/tls's functions (the outermost: Read
+/// runs the handshake when it is not done yet).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GoTlsCall {
+    pub start_ns: u64,
+    /// The `*tls.Conn`.
+    pub conn: u64,
+    /// Time the goroutine waited for its socket inside the call
+    /// (`internal/poll.runtime_pollWait`).
+    pub blocked_ns: u64,
+    /// When its current wait began; 0 when not waiting.
+    pub wait_start_ns: u64,
+    /// The thread it entered on, whose stack was taken.
+    pub tid: u32,
+    pub func: u32,
+    pub depth: u32,
+    pub requested: u32,
+    /// The connection's socket, read through the `*tls.Conn`; -1 if not.
+    pub fd: i32,
+    /// Waits for the socket inside the call.
+    pub waits: u32,
+    /// The function and return address of the goroutine's last entry
+    /// probe hit, cleared at each return: the same again means the entry
+    /// ran twice for one call (after runtime.morestack grew the stack).
+    pub last_entry_func: u32,
+    pub last_entry_ra: u64,
+}
+
 /// Stacks of a thread's SSL calls are taken at most this often: a response
 /// can take a thousand reads from the same line.
 pub const TLS_STACK_EVERY_NS: u64 = 20_000_000;
@@ -194,3 +246,5 @@ pub struct TlsWaitEvent {
 // bit pattern.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for TlsCall {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for GoTlsCall {}

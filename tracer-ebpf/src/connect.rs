@@ -47,7 +47,12 @@ pub fn on_connect_exit(call: &Finished) {
         if !read_sockaddr(entry.args[1] as *const u8, addr_len, addr) {
             (*ev).addr_len = 0;
         }
-        let mut server = DnsServer { addr: [0; 28] };
+        // Only a TCP connect passed through SYN_SENT (and so has its
+        // socket's address).
+        let mut server = DnsServer {
+            addr: [0; 28],
+            tcp: u32::from(entry.skaddr != 0),
+        };
         server.addr.copy_from_slice(&addr[..28]);
         (sockaddr_port(&addr[..4]), server)
     };

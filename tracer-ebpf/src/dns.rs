@@ -15,22 +15,19 @@ use aya_ebpf::{
 };
 use tracer_common::{
     DNS_CAPTURE, DNS_PORT, DNS_RECV, DNS_SEND, DnsPacketEvent, DnsWaitEvent, EventKind, FdKey,
-    LOOKUP_ADDRS, LookupEvent, LookupFn, LookupStartEvent, LookupState, LostCounter,
-    STACK_FOR_LOOKUP, sysno,
+    LOOKUP_ADDRS, LookupFn, LookupState, LostCounter, sysno,
 };
 
 use crate::{
     calls::{Finished, first_polled_fd},
+    lookup_record::{self, AF_INET, AF_INET6, LookupHead, copy_addr},
     maps::{DNS_SOCKETS, EVENTS, LOOKUPS, count_lost, output, sockaddr_port, submit_flags},
     mem::{user as read_user, user_or as read_user_or},
-    stacks::{self, UserRegs},
 };
 
 /// A probed lookup still open after this long lost its return probe (the
 /// thread longjmp'd out, say): the next call starts afresh.
 const STALE_LOOKUP_NS: u64 = 120_000_000_000;
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
 
 pub fn on_close(call: &Finished) {
     if call.ret == 0 {
@@ -146,6 +143,29 @@ pub fn on_io_exit(call: &Finished) {
     }
 }
 
+/// Which syscall a message came in, for its record.
+struct Carrier {
+    tgid: u32,
+    tid: u32,
+    fd: i32,
+    nr: u32,
+    start_ns: u64,
+    duration: u64,
+}
+
+impl Carrier {
+    fn of(call: &Finished) -> Self {
+        Self {
+            tgid: call.tgid,
+            tid: call.tid,
+            fd: call.entry.args[0] as i32,
+            nr: call.entry.nr as u32,
+            start_ns: call.start_ns,
+            duration: call.duration,
+        }
+    }
+}
+
 #[inline(always)]
 fn emit_packet(call: &Finished, direction: u32, msg: &Message) {
     // Who is at the other end: the address given with the message, else the
@@ -172,6 +192,12 @@ fn emit_packet(call: &Finished, direction: u32, msg: &Message) {
         // SAFETY: map value pointer, valid during this program run.
         peer = unsafe { (*server).addr };
     }
+    emit_message(&Carrier::of(call), direction, msg, &peer);
+}
+
+/// Sends one DNS message to user space: `peer` is the server.
+#[inline(always)]
+fn emit_message(call: &Carrier, direction: u32, msg: &Message, peer: &[u8; 28]) {
     // First the message, into this CPU's scratch, then the record: the
     // copy and the parse are one global function (see `tracer_dns_capture`).
     let captured = tracer_dns_capture(msg.data, msg.len);
@@ -188,13 +214,13 @@ fn emit_packet(call: &Finished, direction: u32, msg: &Message) {
         (*ev).kind = EventKind::DnsPacket as u32;
         (*ev).tgid = call.tgid;
         (*ev).tid = call.tid;
-        (*ev).fd = call.entry.args[0] as i32;
+        (*ev).fd = call.fd;
         (*ev).direction = direction;
-        (*ev).nr = call.entry.nr as u32;
+        (*ev).nr = call.nr;
         (*ev).ts_ns = call.start_ns + call.duration;
         (*ev).syscall_ns = call.duration;
         (*ev).len = msg.len as u32;
-        (*ev).peer = peer;
+        (*ev).peer = *peer;
         (*ev)._pad = 0;
         // The scratch is all zeros past the question.
         let r = generated::bpf_probe_read_kernel(
@@ -208,6 +234,77 @@ fn emit_packet(call: &Finished, direction: u32, msg: &Message) {
         }
     }
     slot.submit(submit_flags(false));
+}
+
+/// read, write, readv or writev that moved `ret` bytes at `buf` (an iovec
+/// array for the vector calls) on descriptor `nr_fd & 0xffffffff`
+/// (syscall `nr_fd >> 32`): a DNS message when the socket was connected to
+/// a DNS server. Go's resolver, for one, connects and then writes and
+/// reads. Over TCP each message goes with its 2-byte length: a read of
+/// just the length is skipped, and a length at the start of a buffer is
+/// stripped. A global function, checked once: `sys_exit` is near the
+/// older kernels' verifier budget.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tracer_dns_fd_io(
+    pid_tgid: u64,
+    nr_fd: u64,
+    buf: u64,
+    ret: u64,
+    start_ns: u64,
+) -> u64 {
+    let key = FdKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd: nr_fd as u32,
+    };
+    let Some(server) = DNS_SOCKETS.get_ptr(key) else {
+        return 0;
+    };
+    // SAFETY: map value pointer, valid during this program run.
+    let server = unsafe { *server };
+    let nr = nr_fd >> 32;
+    let direction = if nr == sysno::READ || nr == sysno::READV {
+        DNS_RECV
+    } else {
+        DNS_SEND
+    };
+    let mut msg = Message {
+        data: buf,
+        len: ret,
+        name: 0,
+    };
+    if nr == sysno::READV || nr == sysno::WRITEV {
+        // struct iovec { iov_base, iov_len }: the message is the first, or
+        // the second when the first is a TCP length (glibc's writev).
+        let first_len = read_user_or::<u64>(buf + 8, 0);
+        if server.tcp != 0 && first_len == 2 && ret > 2 {
+            msg.data = read_user_or::<u64>(buf + 16, 0);
+            msg.len = ret - 2;
+        } else {
+            msg.data = read_user_or::<u64>(buf, 0);
+            msg.len = if first_len < ret { first_len } else { ret };
+        }
+    } else if server.tcp != 0 {
+        if msg.len <= 2 {
+            return 0;
+        }
+        let prefix = read_user_or::<[u8; 2]>(msg.data, [0, 0]);
+        if u16::from_be_bytes(prefix) as u64 == msg.len - 2 {
+            msg.data += 2;
+            msg.len -= 2;
+        }
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let carrier = Carrier {
+        tgid: key.tgid,
+        tid: pid_tgid as u32,
+        fd: key.fd as i32,
+        nr: nr as u32,
+        start_ns,
+        duration: now.saturating_sub(start_ns),
+    };
+    emit_message(&carrier, direction, &msg, &server.addr);
+    0
 }
 
 /// The message being captured on this CPU.
@@ -369,20 +466,7 @@ fn lookup_entry(ctx: &ProbeContext, func: LookupFn) -> u32 {
         count_lost(LostCounter::LookupMapFull);
         return 0;
     }
-    stacks::capture(
-        tgid,
-        tid,
-        STACK_FOR_LOOKUP,
-        now,
-        &UserRegs::from_probe_ctx(ctx.regs),
-    );
-    output(&LookupStartEvent {
-        kind: EventKind::LookupStart as u32,
-        tgid,
-        tid,
-        func: func as u32,
-        start_ns: now,
-    });
+    lookup_record::started(tgid, tid, func, now, ctx.regs);
     0
 }
 
@@ -454,89 +538,25 @@ pub fn lookup_return(ctx: RetProbeContext) -> u32 {
             tracer_walk_hostent(hostent),
         )
     };
-    let Some(addrs) = LOOKUP_SCRATCH.get_ptr(0) else {
-        return 0;
+    let head = LookupHead {
+        tgid: (pid_tgid >> 32) as u32,
+        tid,
+        func,
+        start_ns: state.start_ns,
+        duration_ns: now.saturating_sub(state.start_ns),
+        ret,
+        naddrs,
     };
-    let Some(mut slot) = EVENTS.reserve::<LookupEvent>(0) else {
-        count_lost(LostCounter::RingFull);
-        return 0;
-    };
-    let ev = slot.as_mut_ptr();
-    // SAFETY: `ev` points to a reserved ring buffer record of our size.
-    unsafe {
-        (*ev).kind = EventKind::Lookup as u32;
-        (*ev).tgid = (pid_tgid >> 32) as u32;
-        (*ev).tid = tid;
-        (*ev).func = func;
-        (*ev).start_ns = state.start_ns;
-        (*ev).duration_ns = now.saturating_sub(state.start_ns);
-        (*ev).ret = ret;
-        (*ev).naddrs = naddrs;
-        (*ev).host[0] = 0;
-        (*ev).service[0] = 0;
-        let _ = bpf_probe_read_user_str_bytes(args[0] as *const u8, &mut (*ev).host);
-        if func == LookupFn::Getaddrinfo as u32 && args[1] != 0 {
-            let _ = bpf_probe_read_user_str_bytes(args[1] as *const u8, &mut (*ev).service);
+    lookup_record::emit(&head, |ev| {
+        // SAFETY: `ev` is the reserved record; the helpers check the reads.
+        unsafe {
+            let _ = bpf_probe_read_user_str_bytes(args[0] as *const u8, &mut (*ev).host);
+            if func == LookupFn::Getaddrinfo as u32 && args[1] != 0 {
+                let _ = bpf_probe_read_user_str_bytes(args[1] as *const u8, &mut (*ev).service);
+            }
         }
-        // SAFETY: the scratch has the layout of the record's two fields.
-        let copied = generated::bpf_probe_read_kernel(
-            (&raw mut (*ev).families).cast::<c_void>(),
-            core::mem::size_of::<LookupAddrs>() as u32,
-            addrs.cast(),
-        );
-        if copied != 0 {
-            (*ev).families = [0; LOOKUP_ADDRS];
-        }
-    }
-    slot.submit(submit_flags(false));
+    });
     0
-}
-
-/// The addresses of a lookup's result, as `LookupEvent` holds them
-/// (`families` then `addrs`, back to back).
-#[repr(C)]
-struct LookupAddrs {
-    families: [u16; LOOKUP_ADDRS],
-    addrs: [[u8; 16]; LOOKUP_ADDRS],
-}
-
-const _: () = assert!(
-    core::mem::offset_of!(LookupEvent, addrs) - core::mem::offset_of!(LookupEvent, families)
-        == core::mem::offset_of!(LookupAddrs, addrs)
-);
-
-/// The result being walked on this CPU.
-#[map]
-static LOOKUP_SCRATCH: PerCpuArray<LookupAddrs> = PerCpuArray::with_max_entries(1, 0);
-
-/// Copies one address (4 or 16 bytes) from `src` into slot `i`.
-#[inline(always)]
-fn copy_addr(out: &mut LookupAddrs, i: usize, family: u16, src: u64) {
-    if i >= LOOKUP_ADDRS {
-        return;
-    }
-    let dst = &mut out.addrs[i];
-    // SAFETY: the helper checks the user-space access.
-    let ok = unsafe {
-        if family == AF_INET6 {
-            bpf_probe_read_user_buf(src as *const u8, &mut dst[..16])
-        } else {
-            bpf_probe_read_user_buf(src as *const u8, &mut dst[..4])
-        }
-    };
-    if ok.is_ok() {
-        out.families[i] = family;
-    }
-}
-
-/// This CPU's scratch, emptied for a new result.
-#[inline(always)]
-fn lookup_scratch() -> Option<&'static mut LookupAddrs> {
-    let out = LOOKUP_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: this CPU's slot; the program is not re-entered on this CPU.
-    let out = unsafe { &mut *out };
-    out.families = [0; LOOKUP_ADDRS];
-    Some(out)
 }
 
 /// Walks getaddrinfo's result list into this CPU's `LOOKUP_SCRATCH`;
@@ -547,7 +567,7 @@ fn lookup_scratch() -> Option<&'static mut LookupAddrs> {
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn tracer_walk_addrinfo(mut ai: u64) -> u32 {
-    let Some(out) = lookup_scratch() else {
+    let Some(out) = lookup_record::scratch() else {
         return 0;
     };
     let mut naddrs = 0;
@@ -576,7 +596,7 @@ pub extern "C" fn tracer_walk_addrinfo(mut ai: u64) -> u32 {
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn tracer_walk_hostent(h: u64) -> u32 {
-    let Some(out) = lookup_scratch() else {
+    let Some(out) = lookup_record::scratch() else {
         return 0;
     };
     if h == 0 {

@@ -25,7 +25,13 @@ mod dns;
 #[cfg(target_arch = "bpf")]
 mod floor;
 #[cfg(target_arch = "bpf")]
+mod go_dns;
+#[cfg(target_arch = "bpf")]
+mod go_tls;
+#[cfg(target_arch = "bpf")]
 mod idle;
+#[cfg(target_arch = "bpf")]
+mod lookup_record;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]

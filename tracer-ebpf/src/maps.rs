@@ -8,11 +8,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    DnsServer, EVENT_RING_BYTES, FdKey, KernelLayout, LAYOUT_ALL, LOST_COUNTERS, LatencyStats,
-    LookupState, LostCounter, MAX_CONNECTED_FDS, MAX_DNS_SOCKETS, MAX_IDLE_PROCESSES, MAX_LOOKUPS,
-    MAX_NAME_ROWS, MAX_PENDING_HANDSHAKES, MAX_PY_PROCS, MAX_SERVER_CONNS, MAX_SYSCALL_KEYS,
-    MAX_TLS_CALLS, MAX_TLS_SOCKETS, MAX_TRACED_PROCESSES, MAX_TRACED_THREADS, PendingHandshake,
-    PyProcess, RequestTime, RowName, ServerConn, SyscallKey, ThreadEntry, TlsCall, name_row,
+    DnsServer, EVENT_RING_BYTES, FdKey, GoLookupState, GoTlsCall, GoroutineKey, KernelLayout,
+    LAYOUT_ALL, LOST_COUNTERS, LatencyStats, LookupState, LostCounter, MAX_CONNECTED_FDS,
+    MAX_DNS_SOCKETS, MAX_GO_CALLS, MAX_IDLE_PROCESSES, MAX_LOOKUPS, MAX_NAME_ROWS,
+    MAX_PENDING_HANDSHAKES, MAX_PY_PROCS, MAX_SERVER_CONNS, MAX_SYSCALL_KEYS, MAX_TLS_CALLS,
+    MAX_TLS_SOCKETS, MAX_TRACED_PROCESSES, MAX_TRACED_THREADS, PendingHandshake, PyProcess,
+    RequestTime, RowName, ServerConn, SyscallKey, ThreadEntry, TlsCall, name_row,
 };
 
 /// Processes (tgids) being traced. User space seeds it; forks add to it.
@@ -48,6 +49,16 @@ pub static PENDING_HANDSHAKES: HashMap<u64, PendingHandshake> =
 pub static LOOKUPS: HashMap<u32, LookupState> = HashMap::with_max_entries(MAX_LOOKUPS, 0);
 
 /// Threads inside an SSL call, by tid.
+/// Goroutines inside Go's resolver functions.
+#[map]
+pub static GO_LOOKUPS: HashMap<GoroutineKey, GoLookupState> =
+    HashMap::with_max_entries(MAX_GO_CALLS, 0);
+
+/// Goroutines inside crypto/tls's functions.
+#[map]
+pub static GO_TLS_CALLS: HashMap<GoroutineKey, GoTlsCall> =
+    HashMap::with_max_entries(MAX_GO_CALLS, 0);
+
 #[map]
 pub static TLS_CALLS: HashMap<u32, TlsCall> = HashMap::with_max_entries(MAX_TLS_CALLS, 0);
 

@@ -165,6 +165,19 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
                 _ => dns::on_io_exit(&call),
             }
         }
+        if fd_only(entry.nr) && ret > 0 {
+            // The buffer's address is still in the saved registers.
+            let regs: *const u8 = ctx.arg(0);
+            // SAFETY: the kernel pt_regs of this syscall; the helper checks.
+            let buf = mem::kernel_or(unsafe { regs.add(ARG_REGS[1]) } as *const u64, 0);
+            dns::tracer_dns_fd_io(
+                pid_tgid,
+                (entry.nr << 32) | (entry.args[0] & 0xffff_ffff),
+                buf,
+                ret as u64,
+                start_ns,
+            );
+        }
         if is_fd_io(entry.nr) && entry.in_tls == 0 {
             let regs: *const pt_regs = ctx.arg(0);
             idle::maybe_slow_io(&call, regs);

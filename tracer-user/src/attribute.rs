@@ -84,7 +84,8 @@ impl Frame {
 }
 
 /// A function of a language runtime linked into the executable (Rust's
-/// std, a static libc): not the program's own code.
+/// std, a static libc, Go's runtime and standard library): not the
+/// program's own code.
 fn is_runtime_symbol(function: &str) -> bool {
     let f = function.trim_start_matches(['<', '&']);
     [
@@ -92,6 +93,24 @@ fn is_runtime_symbol(function: &str) -> bool {
     ]
     .iter()
     .any(|p| f.starts_with(p))
+        || is_go_std_symbol(f)
+}
+
+/// A Go function of the standard library: its package path (up to the
+/// first dot after the last slash: `net/http.(*Transport).dialConn`) has
+/// no dot in its first element, where a module's has its domain
+/// (`github.com/...`), and is not `main`. (A C compiler's clones,
+/// `foo.part.0`, read as such too: they are not in a program's own code
+/// often enough to matter.)
+fn is_go_std_symbol(function: &str) -> bool {
+    let head = function.split('(').next().unwrap_or(function);
+    let last_slash = head.rfind('/').map_or(0, |i| i + 1);
+    let Some(dot) = head[last_slash..].find('.') else {
+        return false;
+    };
+    let package = &head[..last_slash + dot];
+    let first = package.split('/').next().unwrap_or(package);
+    !package.is_empty() && !first.contains('.') && package != "main" && !package.contains("::")
 }
 
 impl CallSite {
@@ -308,6 +327,33 @@ impl Attributor {
         let mut frames = python_frames;
         frames.extend(native);
         frames
+    }
+}
+
+#[cfg(test)]
+mod go_tests {
+    use super::is_go_std_symbol;
+
+    #[test]
+    fn go_standard_library_functions_are_told_from_the_programs() {
+        for std in [
+            "net.(*Resolver).lookupIPAddr",
+            "net/http.(*Transport).dialConn",
+            "crypto/tls.(*Conn).Read",
+            "runtime.goexit",
+            "internal/poll.runtime_pollWait",
+        ] {
+            assert!(is_go_std_symbol(std), "{std}");
+        }
+        for own in [
+            "main.lookup",
+            "main.countingConn.Read",
+            "github.com/acme/api/client.(*Client).Get",
+            "getaddrinfo",
+            "std::rt::lang_start",
+        ] {
+            assert!(!is_go_std_symbol(own), "{own}");
+        }
     }
 }
 

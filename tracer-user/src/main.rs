@@ -21,6 +21,7 @@ mod error;
 mod export;
 #[cfg(test)]
 mod fuzz;
+mod golang;
 mod kernel;
 mod kind;
 mod mapped;

@@ -169,6 +169,9 @@ pub struct NativeUnwinder {
     processes: HashMap<u32, ProcessModules>,
     symbolizer: Option<Symbolizer>,
     symbols: HashMap<(u64, u64, u64), Symbol>,
+    /// Go executables by file, read on their first frame without a
+    /// symbol (a stripped Go binary keeps its function table).
+    go_files: HashMap<(u64, u64), Option<crate::golang::GoBinary>>,
     /// framehop's unwind rules by address, kept from one stack to the next:
     /// parsing the CFI again for every stack was a tenth of the collector's
     /// time at 10,000 lookups a second. Entries carry the generation of
@@ -228,7 +231,31 @@ impl NativeUnwinder {
     /// (return addresses already moved back into their call instruction).
     pub fn unwind(&mut self, pid: u32, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> Vec<u64> {
         let mut cache = self.rules.take().unwrap_or_default();
-        let frames = self.unwind_with(&mut cache, pid, ip, sp, bp, stack);
+        // At the entry of a Go function (a probe there) the frame is not
+        // made yet: the return address is at sp and rbp is the caller's.
+        // Go code has no CFI, and frame pointers alone would skip the
+        // caller: start from the return address instead.
+        let at_go_entry = self.process(pid, ip).is_some()
+            && self
+                .go_binary(pid, ip)
+                .is_some_and(|(go, vaddr)| go.is_entry(vaddr));
+        let frames = match stack.get(..8) {
+            Some(ra) if at_go_entry => {
+                let ra = u64::from_ne_bytes(ra.try_into().unwrap_or_default());
+                let mut frames = vec![ip];
+                let callers = self.unwind_with(&mut cache, pid, ra, sp + 8, bp, &stack[8..]);
+                // The return address is after the call: its line is the
+                // call's one byte back, as for every other caller frame.
+                frames.extend(
+                    callers
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, a)| if i == 0 { a.saturating_sub(1) } else { a }),
+                );
+                frames
+            }
+            _ => self.unwind_with(&mut cache, pid, ip, sp, bp, stack),
+        };
         self.rules = Some(cache);
         frames
     }
@@ -326,7 +353,7 @@ impl NativeUnwinder {
                     .and_then(|(m, _)| m.file_path(pid).ok())
                     .unwrap_or_else(|| PathBuf::from(&module)),
             };
-            let src = source::Source::Elf(source::Elf::new(path));
+            let src = source::Source::Elf(source::Elf::new(path.clone()));
             let result = symbolizer.symbolize_single(&src, Input::FileOffset(file_offset));
             if let Err(e) = &result {
                 log::debug!("symbolizing {module}+{file_offset:#x}: {e:#}");
@@ -343,6 +370,10 @@ impl NativeUnwinder {
                 ),
                 _ => (None, None),
             };
+            let resolved = match resolved {
+                (None, _) => self.go_symbol(file, &path, file_offset),
+                named => named,
+            };
             self.symbols.insert(key, resolved);
         }
         let (function, source) = self.symbols[&key].clone();
@@ -353,6 +384,59 @@ impl NativeUnwinder {
             function,
             source,
         }
+    }
+
+    /// The Go executable an address of a process is in, if it is one, and
+    /// the address as a virtual address of that file.
+    fn go_binary(&mut self, pid: u32, addr: u64) -> Option<(&crate::golang::GoBinary, u64)> {
+        let (_, file_offset, file) = self.module_of(pid, addr)?;
+        let path = self.file_path(pid, addr, file)?;
+        let go = self.go_file(file, &path)?;
+        Some((go, go.vaddr_of_offset(file_offset)?))
+    }
+
+    /// A path to read a process's mapped file by: its descriptor kept open,
+    /// else through /proc.
+    fn file_path(&self, pid: u32, addr: u64, file: (u64, u64)) -> Option<PathBuf> {
+        match self.open_files.get(&file) {
+            Some(f) => {
+                use std::os::fd::AsRawFd as _;
+                Some(PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd())))
+            }
+            None => self
+                .processes
+                .get(&pid)
+                .and_then(|p| p.find(addr))
+                .and_then(|(m, _)| m.file_path(pid).ok()),
+        }
+    }
+
+    /// A file as a Go executable, read once (None: not one).
+    fn go_file(&mut self, file: (u64, u64), path: &Path) -> Option<&crate::golang::GoBinary> {
+        self.go_files
+            .entry(file)
+            .or_insert_with(|| {
+                crate::golang::GoBinary::open(path)
+                    .map_err(|e| log::debug!("{}: {e:#}", path.display()))
+                    .ok()
+                    .flatten()
+            })
+            .as_ref()
+    }
+
+    /// Names an address of a Go executable from its function table.
+    fn go_symbol(&mut self, file: (u64, u64), path: &Path, file_offset: u64) -> Symbol {
+        let Some(frame) = self
+            .go_file(file, path)
+            .and_then(|go| go.frame(go.vaddr_of_offset(file_offset)?))
+        else {
+            return (None, None);
+        };
+        let source = frame.file.zip(frame.line).map(|(file, line)| {
+            let base = file.rsplit('/').next().unwrap_or(&file).to_string();
+            (base, line)
+        });
+        (Some(frame.function), source)
     }
 
     /// Forgets a process that exited; past `MAX_CACHED_FILES`, also the
@@ -370,6 +454,7 @@ impl NativeUnwinder {
             .flat_map(|p| p.maps.iter().map(|m| (m.dev, m.inode)))
             .collect();
         self.files.retain(|key, _| in_use.contains(key));
+        self.go_files.retain(|key, _| in_use.contains(key));
         let files = &self.files;
         self.open_files.retain(|key, _| files.contains_key(key));
         self.symbols

@@ -63,6 +63,7 @@ const LAYERS: &[(&str, Layers)] = &[
                     "target",
                     "mapped",
                     "elf",
+                    "golang",
                     "container",
                     "btf",
                     "kernel",
@@ -77,8 +78,11 @@ const LAYERS: &[(&str, Layers)] = &[
         "tracer-ebpf/src/main.rs",
         &[
             (&["syscalls", "floor"], false),
-            (&["connect", "dns", "tls", "idle", "tasks"], false),
-            (&["calls", "stacks", "scope"], true),
+            (
+                &["connect", "dns", "go_dns", "tls", "go_tls", "idle", "tasks"],
+                false,
+            ),
+            (&["calls", "stacks", "scope", "lookup_record"], true),
             (&["maps"], false),
             (&["mem"], false),
         ],

@@ -48,7 +48,8 @@ pub const KERNELS: &[Kernel] = &[
 /// The checks, in the order `kernel-checks` runs them (the table's
 /// columns).
 const CHECKS: &[&str] = &[
-    "syscalls", "connect", "dns", "tls", "python", "server", "node", "cgroup", "netns", "detach",
+    "syscalls", "connect", "dns", "tls", "go", "python", "server", "node", "cgroup", "netns",
+    "detach",
 ];
 
 /// How long one guest may take, boot to power-off.

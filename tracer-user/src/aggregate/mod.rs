@@ -291,7 +291,9 @@ impl Aggregate {
     fn on_lookup(&mut self, l: &LookupEvent) {
         let site = self.sites.take(l.tid, l.start_ns);
         let label = site.map(|id| self.sites.site(id).label());
-        let record = self.dns.on_lookup(l, label);
+        let Some(record) = self.dns.on_lookup(l, label) else {
+            return;
+        };
         let call = FinishedCall {
             kind: CallKind::Lookup,
             pid: record.pid,

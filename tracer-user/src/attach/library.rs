@@ -72,6 +72,8 @@ const OPENSSL_FUNCTIONS: [(&str, &str); TlsFn::ALL.len()] = {
 pub(super) enum ProbeSet {
     Lookups,
     Tls,
+    GoLookups,
+    GoTls,
 }
 
 /// A file, by device and inode: the same library in two containers (or
@@ -96,7 +98,7 @@ enum Probed {
 }
 
 /// A probe for one process, or (None) for every process.
-fn scope(pid: Option<u32>) -> UProbeScope {
+pub(super) fn scope(pid: Option<u32>) -> UProbeScope {
     match pid.and_then(std::num::NonZeroU32::new) {
         Some(pid) => UProbeScope::OneProcess(pid),
         None => UProbeScope::AllProcesses,
@@ -193,6 +195,10 @@ impl Probes {
                     )));
                 }
             }
+        }
+        // A Go program resolves names itself.
+        if self.go_pids.contains(&pid) {
+            return None;
         }
         if self.warned.insert(pid) {
             let what = if libc.is_some() {
@@ -305,14 +311,14 @@ impl Probes {
     }
 
     /// Whether `file` is probed for `pid` already.
-    fn covers(&self, set: ProbeSet, file: FileId, pid: u32) -> bool {
+    pub(super) fn covers(&self, set: ProbeSet, file: FileId, pid: u32) -> bool {
         self.probed_files.contains(&(set, file, Some(pid)))
             || self.probed_files.contains(&(set, file, None))
     }
 
     /// The scope to probe `file` with for `pid`: that process, or every
     /// process once many were probed apart.
-    fn scope_for(&self, set: ProbeSet, file: FileId, pid: u32) -> Option<u32> {
+    pub(super) fn scope_for(&self, set: ProbeSet, file: FileId, pid: u32) -> Option<u32> {
         if self.node_mode {
             return None;
         }
@@ -325,14 +331,14 @@ impl Probes {
     }
 
     /// Records that `file` is probed with `scope`.
-    fn mark_probed(&mut self, set: ProbeSet, file: FileId, scope: Option<u32>) {
+    pub(super) fn mark_probed(&mut self, set: ProbeSet, file: FileId, scope: Option<u32>) {
         self.probed_files.insert((set, file, scope));
         if scope.is_some() {
             *self.probed_processes.entry((set, file)).or_default() += 1;
         }
     }
 
-    fn uprobe(&mut self, name: &str) -> anyhow::Result<&mut UProbe> {
+    pub(super) fn uprobe(&mut self, name: &str) -> anyhow::Result<&mut UProbe> {
         Ok(self
             .ebpf
             .program_mut(name)

@@ -6,6 +6,7 @@
 //! `preflight` checks the machine, `layout` tells the programs what user
 //! space knows, `library` attaches the uprobes of each kind's table.
 
+mod go;
 mod layout;
 mod library;
 pub mod preflight;
@@ -62,6 +63,8 @@ pub struct Probes {
     unprobeable: HashSet<(ProbeSet, FileId)>,
     /// Processes already told they have no libc to probe.
     warned: HashSet<u32>,
+    /// Go processes whose resolver is probed.
+    go_pids: HashSet<u32>,
     /// Node mode: every file is probed for every process at once (one
     /// attach per library file), since every process is traced.
     node_mode: bool,
@@ -201,12 +204,19 @@ impl Probes {
                 .with_context(|| format!("attaching to tracepoint {category}:{event}"))?;
             debug!("attached tracepoint {category}:{event}");
         }
-        for name in library::TABLES.iter().flat_map(|t| {
+        let library_programs = library::TABLES.iter().flat_map(|t| {
             t.functions
                 .iter()
                 .map(|(_, entry)| *entry)
                 .chain([t.return_program])
-        }) {
+        });
+        let mut go_programs: Vec<&str> = go::GO_TABLES
+            .iter()
+            .flat_map(|t| t.functions.iter().flat_map(|(_, e, r)| [*e, *r]))
+            .collect();
+        go_programs.sort_unstable();
+        go_programs.dedup();
+        for name in library_programs.chain(go_programs) {
             let prog: &mut UProbe = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
@@ -221,6 +231,7 @@ impl Probes {
             probed_processes: StdHashMap::new(),
             unprobeable: HashSet::new(),
             warned: HashSet::new(),
+            go_pids: HashSet::new(),
             node_mode: options.node.is_some(),
             tls_files: Vec::new(),
             preprobed_roots: HashSet::new(),
@@ -239,7 +250,7 @@ impl Probes {
         if maps.is_empty() {
             return Vec::new(); // gone, or a kernel thread
         }
-        let mut notes = Vec::new();
+        let mut notes = self.probe_go(pid, &maps);
         notes.extend(self.probe_lookups(pid, &maps));
         notes.extend(self.probe_python(pid, &maps));
         notes.extend(self.probe_tls(pid, &maps, late));
@@ -289,6 +300,7 @@ impl Probes {
     /// node starts (the kernel drops its interpreter entry at exit).
     pub fn forget_process(&mut self, pid: u32) {
         self.warned.remove(&pid);
+        self.go_pids.remove(&pid);
         self.python_pids.remove(&pid);
         self.python_checked.remove(&pid);
         self.preprobed_roots.retain(|&(_, _, owner)| owner != pid);

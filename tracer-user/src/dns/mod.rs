@@ -2,86 +2,29 @@
 //! and received while inside it, DNS traffic outside any libc lookup, and
 //! per host name the evidence a finding is made of.
 //!
-//! The wire format is decoded with hickory-proto (header and question only:
-//! we copy at most `DNS_CAPTURE` bytes of each message, which can cut
-//! answers short).
+//! `wire` decodes the messages; `go` gives a Go lookup the queries its
+//! resolver's goroutines sent.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use hickory_proto::{
-    op::{Header, MessageType, Query},
-    serialize::binary::{BinDecodable as _, BinDecoder},
-};
 use serde::Serialize;
 use tracer_common::{
     DNS_SEND, DnsPacketEvent, DnsWaitEvent, LatencyStats, LookupEvent, LookupFn, LookupStartEvent,
 };
 
+pub use self::wire::{DnsMessage, parse_message};
 use crate::peer::{Peer, parse_sockaddr};
+
+mod go;
+mod wire;
 
 /// Lookups kept with their full detail, slowest first.
 const SLOWEST_KEPT: usize = 100;
 /// Messages and waits kept per lookup (a lookup with more is abnormal).
 const EVENTS_PER_LOOKUP: usize = 64;
-
-/// What we read of one DNS message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsMessage {
-    pub id: u16,
-    pub response: bool,
-    pub truncated: bool,
-    /// Response code name (NOERROR, NXDOMAIN, SERVFAIL, ...).
-    pub rcode: String,
-    pub answers: u16,
-    /// The first question: name (lower case, no trailing dot) and type.
-    pub question: Option<(String, String)>,
-}
-
-/// Decodes the header and the first question of a DNS message. `None` when
-/// not even the header is there; never panics on any input.
-pub fn parse_message(bytes: &[u8]) -> Option<DnsMessage> {
-    let mut decoder = BinDecoder::new(bytes);
-    let header = Header::read(&mut decoder).ok()?;
-    let question = if header.counts.queries > 0 {
-        Query::read(&mut decoder).ok().map(|q| {
-            let name = q.name().to_ascii().to_lowercase();
-            let name = name.strip_suffix('.').unwrap_or(&name).to_string();
-            (name, q.query_type().to_string())
-        })
-    } else {
-        None
-    };
-    Some(DnsMessage {
-        id: header.metadata.id,
-        response: header.metadata.message_type == MessageType::Response,
-        truncated: header.metadata.truncation,
-        rcode: rcode_name(u16::from(header.metadata.response_code)),
-        answers: header.counts.answers,
-        question,
-    })
-}
-
-/// The response code by its RFC 1035 / 2136 mnemonic, as dig shows it.
-fn rcode_name(code: u16) -> String {
-    let name = match code {
-        0 => "NOERROR",
-        1 => "FORMERR",
-        2 => "SERVFAIL",
-        3 => "NXDOMAIN",
-        4 => "NOTIMP",
-        5 => "REFUSED",
-        6 => "YXDOMAIN",
-        7 => "YXRRSET",
-        8 => "NXRRSET",
-        9 => "NOTAUTH",
-        10 => "NOTZONE",
-        _ => return format!("RCODE{code}"),
-    };
-    name.to_string()
-}
 
 /// One DNS query and, when it came, its answer.
 #[derive(Debug, Clone, Serialize)]
@@ -98,6 +41,30 @@ pub struct QueryRecord {
     pub answers: u16,
     /// The same name and type were already asked in this lookup.
     pub retry: bool,
+}
+
+impl QueryRecord {
+    /// A query just sent, not answered yet.
+    fn sent(name: String, qtype: String, id: u16, server: Option<String>, sent_ns: u64) -> Self {
+        Self {
+            name,
+            qtype,
+            id,
+            server,
+            sent_ns,
+            latency_ns: None,
+            rcode: None,
+            answers: 0,
+            retry: false,
+        }
+    }
+
+    /// The answer came: when, with what code and how many records.
+    fn answered(&mut self, msg: &DnsMessage, ts_ns: u64) {
+        self.latency_ns = Some(ts_ns.saturating_sub(self.sent_ns));
+        self.rcode = Some(msg.rcode.clone());
+        self.answers = msg.answers;
+    }
 }
 
 /// A resolver's wait in poll() for an answer.
@@ -202,6 +169,13 @@ pub struct DnsState {
     last_by_thread: HashMap<u32, (String, Vec<IpAddr>)>,
     /// Every query seen, by (type, response code or "none", server).
     pub query_counts: BTreeMap<(String, String, String), u64>,
+    /// Go lookups in progress, per process. Go's resolver sends its
+    /// queries from goroutines of their own, on any thread: a query is a
+    /// lookup's when the process has one open, and the lookup, when it
+    /// ends, takes the queries for its name sent while it ran.
+    open_go: HashMap<u32, u32>,
+    /// Queries sent while a Go lookup was open, by process: (fd, query).
+    go_queries: HashMap<u32, Vec<(i32, QueryRecord)>>,
 }
 
 /// Counts a query by type, response code and server.
@@ -223,6 +197,10 @@ fn server_of(peer: &[u8; 28]) -> Option<String> {
 
 impl DnsState {
     pub fn on_lookup_start(&mut self, ev: &LookupStartEvent) {
+        if LookupFn::from_u32(ev.func).is_some_and(LookupFn::is_go) {
+            *self.open_go.entry(ev.tgid).or_default() += 1;
+            return;
+        }
         self.open.insert(
             ev.tid,
             OpenLookup {
@@ -241,21 +219,15 @@ impl DnsState {
         };
         let server = server_of(&ev.peer);
         let open = self.open.get_mut(&ev.tid);
+        if open.is_none() && self.open_go.get(&ev.tgid).is_some_and(|&n| n > 0) {
+            self.on_go_packet(ev, msg, server);
+            return;
+        }
         if ev.direction == DNS_SEND {
             let Some((name, qtype)) = msg.question.clone() else {
                 return;
             };
-            let mut q = QueryRecord {
-                name,
-                qtype,
-                id: msg.id,
-                server,
-                sent_ns: ev.ts_ns,
-                latency_ns: None,
-                rcode: None,
-                answers: 0,
-                retry: false,
-            };
+            let mut q = QueryRecord::sent(name, qtype, msg.id, server, ev.ts_ns);
             match open {
                 Some(open) => {
                     q.retry = open
@@ -281,11 +253,7 @@ impl DnsState {
                     .as_ref()
                     .is_none_or(|(n, t)| *n == q.name && *t == q.qtype)
         };
-        let answer = |q: &mut QueryRecord| {
-            q.latency_ns = Some(ev.ts_ns.saturating_sub(q.sent_ns));
-            q.rcode = Some(msg.rcode.clone());
-            q.answers = msg.answers;
-        };
+        let answer = |q: &mut QueryRecord| q.answered(&msg, ev.ts_ns);
         if let Some(open) = open {
             if let Some(q) = open.queries.iter_mut().rev().find(|q| matches(q)) {
                 answer(q);
@@ -310,11 +278,36 @@ impl DnsState {
         }
     }
 
-    /// A finished lookup; returns its record (also kept if among the slowest).
-    pub fn on_lookup(&mut self, ev: &LookupEvent, call_site: Option<String>) -> LookupRecord {
-        let open = self.open.remove(&ev.tid);
+    /// A finished lookup; returns its record (also kept if among the
+    /// slowest), or None when it was a part of a Go lookup: a Go program
+    /// built with cgo resolves through getaddrinfo (`GODEBUG=netdns=cgo`),
+    /// inside `lookupIPAddr`, and the lookup counts once, as Go's, with
+    /// the queries getaddrinfo sent.
+    pub fn on_lookup(
+        &mut self,
+        ev: &LookupEvent,
+        call_site: Option<String>,
+    ) -> Option<LookupRecord> {
         let func = LookupFn::from_u32(ev.func).unwrap_or(LookupFn::Getaddrinfo);
+        if !func.is_go() && self.open_go.get(&ev.tgid).is_some_and(|&n| n > 0) {
+            let held = self.go_queries.entry(ev.tgid).or_default();
+            if let Some(open) = self.open.remove(&ev.tid) {
+                held.extend(open.queries.into_iter().map(|q| (-1, q)));
+            }
+            return None;
+        }
+        let open = if func.is_go() {
+            None
+        } else {
+            self.open.remove(&ev.tid)
+        };
         let host = c_string(&ev.host);
+        // Go "looks up" every address it dials, the DNS server's own
+        // included, and returns at once: not a lookup.
+        if func.is_go() && host.parse::<IpAddr>().is_ok() {
+            self.claim_go_queries(ev, &host);
+            return None;
+        }
         let service = Some(c_string(&ev.service)).filter(|s| !s.is_empty());
         let result = lookup_result(func, ev.ret);
         let mut addresses: Vec<IpAddr> = ev
@@ -323,6 +316,8 @@ impl DnsState {
             .zip(ev.addrs.iter())
             .filter_map(|(&fam, a)| match fam as i32 {
                 libc::AF_INET => Some(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
+                // Go keeps some IPv4 addresses in 16 bytes.
+                libc::AF_INET6 if func.is_go() => Some(Ipv6Addr::from(*a).to_canonical()),
                 libc::AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*a))),
                 _ => None,
             })
@@ -346,6 +341,7 @@ impl DnsState {
         // LookupStart lost to a full ring buffer leaves it empty.
         let (queries, waits) = match open {
             Some(o) if o.start_ns == ev.start_ns => (o.queries, o.waits),
+            _ if func.is_go() => (self.claim_go_queries(ev, &host), Vec::new()),
             _ => (Vec::new(), Vec::new()),
         };
         let record = LookupRecord {
@@ -363,7 +359,7 @@ impl DnsState {
             call_site,
         };
         self.add_lookup(record.clone());
-        record
+        Some(record)
     }
 
     fn add_lookup(&mut self, r: LookupRecord) {
@@ -563,7 +559,10 @@ pub fn lookup_result(func: LookupFn, ret: i32) -> String {
     if ret == 0 {
         return "ok".into();
     }
-    let name = if func == LookupFn::Getaddrinfo {
+    let name = if func.is_go() {
+        // A Go error value; the tracer does not read which.
+        "error"
+    } else if func == LookupFn::Getaddrinfo {
         match ret {
             -1 => "EAI_BADFLAGS",
             -2 => "EAI_NONAME",
@@ -600,46 +599,6 @@ pub fn lookup_result(func: LookupFn, ret: i32) -> String {
 mod tests {
     use super::*;
 
-    /// A query for `name`/`qtype` with id 0x1234, built by hand.
-    fn query(name: &str, qtype: u16) -> Vec<u8> {
-        let mut b = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-        for label in name.split('.') {
-            b.push(label.len() as u8);
-            b.extend_from_slice(label.as_bytes());
-        }
-        b.push(0);
-        b.extend_from_slice(&qtype.to_be_bytes());
-        b.extend_from_slice(&1u16.to_be_bytes());
-        b
-    }
-
-    #[test]
-    fn parses_queries_and_responses() {
-        let q = parse_message(&query("Api.Example.com", 28)).unwrap();
-        assert_eq!(q.id, 0x1234);
-        assert!(!q.response);
-        assert_eq!(
-            q.question,
-            Some(("api.example.com".to_string(), "AAAA".to_string()))
-        );
-        let mut r = query("api.example.com", 1);
-        r[2] = 0x81; // response, RD
-        r[3] = 0x83; // RA, NXDOMAIN
-        let r = parse_message(&r).unwrap();
-        assert!(r.response);
-        assert_eq!(r.rcode, "NXDOMAIN");
-        assert_eq!(r.question.unwrap().1, "A");
-    }
-
-    #[test]
-    fn a_truncated_message_keeps_its_header() {
-        let q = query("api.example.com", 1);
-        let m = parse_message(&q[..20]).unwrap();
-        assert_eq!(m.id, 0x1234);
-        assert_eq!(m.question, None);
-        assert_eq!(parse_message(&q[..5]), None);
-    }
-
     #[test]
     fn error_names() {
         assert_eq!(lookup_result(LookupFn::Getaddrinfo, -2), "EAI_NONAME");
@@ -647,27 +606,5 @@ mod tests {
         assert_eq!(lookup_result(LookupFn::GethostbynameR, 1), "HOST_NOT_FOUND");
         assert_eq!(lookup_result(LookupFn::Getaddrinfo, 0), "ok");
         assert_eq!(lookup_result(LookupFn::Getaddrinfo, -77), "error -77");
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn never_panics_on_random_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
-            let _ = parse_message(&bytes);
-        }
-
-        #[test]
-        fn never_panics_on_mutated_queries(
-            cut in 0usize..40,
-            flips in proptest::collection::vec((0usize..40, proptest::num::u8::ANY), 0..6),
-        ) {
-            let mut q = query("a-rather-long-label.example.com", 28);
-            for (i, v) in flips {
-                if i < q.len() {
-                    q[i] = v;
-                }
-            }
-            q.truncate(cut.min(q.len()));
-            let _ = parse_message(&q);
-        }
     }
 }

@@ -1,0 +1,90 @@
+//! Go lookups and their queries. Go's resolver sends a lookup's queries
+//! from goroutines of their own, on any thread: while a process has a Go
+//! lookup open, its DNS messages are held, and a Go lookup, when it ends,
+//! takes the queries for its name sent while it ran.
+
+use tracer_common::{DNS_SEND, DnsPacketEvent, LookupEvent};
+
+use super::{DnsMessage, DnsState, EVENTS_PER_LOOKUP, QueryRecord};
+
+/// Whether `name` was asked for a lookup of `host`: the name itself, or a
+/// search-domain expansion of it.
+fn asked_for(name: &str, host: &str) -> bool {
+    let (name, host) = (name.trim_end_matches('.'), host.trim_end_matches('.'));
+    name.eq_ignore_ascii_case(host)
+        || (name.len() > host.len()
+            && name.as_bytes()[host.len()] == b'.'
+            && name[..host.len()].eq_ignore_ascii_case(host))
+}
+
+impl DnsState {
+    /// A DNS message of a process with a Go lookup open: held for the
+    /// lookup (see `open_go`).
+    pub(super) fn on_go_packet(
+        &mut self,
+        ev: &DnsPacketEvent,
+        msg: DnsMessage,
+        server: Option<String>,
+    ) {
+        let held = self.go_queries.entry(ev.tgid).or_default();
+        if ev.direction == DNS_SEND {
+            let Some((name, qtype)) = msg.question else {
+                return;
+            };
+            let retry = held.iter().any(|(_, p)| p.name == name && p.qtype == qtype);
+            if held.len() < EVENTS_PER_LOOKUP * 4 {
+                let mut q = QueryRecord::sent(name, qtype, msg.id, server, ev.ts_ns);
+                q.retry = retry;
+                held.push((ev.fd, q));
+            }
+            return;
+        }
+        if let Some((_, q)) = held.iter_mut().rev().find(|(fd, q)| {
+            *fd == ev.fd
+                && q.id == msg.id
+                && q.latency_ns.is_none()
+                && msg
+                    .question
+                    .as_ref()
+                    .is_none_or(|(n, t)| *n == q.name && *t == q.qtype)
+        }) {
+            q.answered(&msg, ev.ts_ns);
+        }
+    }
+
+    /// A Go lookup ended: it takes the held queries for its host sent
+    /// while it ran. When none is open any more, the rest are queries of
+    /// their own.
+    pub(super) fn claim_go_queries(&mut self, ev: &LookupEvent, host: &str) -> Vec<QueryRecord> {
+        let open = self.open_go.entry(ev.tgid).or_default();
+        *open = open.saturating_sub(1);
+        let none_open = *open == 0;
+        let held = self.go_queries.remove(&ev.tgid).unwrap_or_default();
+        let end = ev.start_ns + ev.duration_ns;
+        let (mine, rest): (Vec<_>, Vec<_>) = held.into_iter().partition(|(_, q)| {
+            (ev.start_ns..=end).contains(&q.sent_ns) && asked_for(&q.name, host)
+        });
+        if none_open {
+            self.open_go.remove(&ev.tgid);
+            for (_, q) in &rest {
+                self.record_standalone(q);
+            }
+        } else if !rest.is_empty() {
+            self.go_queries.insert(ev.tgid, rest);
+        }
+        mine.into_iter().map(|(_, q)| q).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::asked_for;
+
+    #[test]
+    fn a_lookup_asks_for_its_name_and_its_expansions_only() {
+        assert!(asked_for("api.example.com", "API.example.com."));
+        assert!(asked_for("svc.corp.example", "svc"));
+        assert!(!asked_for("svcx.corp.example", "svc"));
+        assert!(!asked_for("other.example.com", "api.example.com"));
+    }
+}
