@@ -16,11 +16,13 @@ use std::{
 
 pub use serde_json::Value;
 
+mod go;
 mod kernel;
 mod net;
 pub mod prometheus;
 pub mod seed;
 
+pub use go::*;
 pub use kernel::*;
 pub use net::*;
 
@@ -37,7 +39,7 @@ pub fn require_root() {
 /// Directory holding the built binaries (target/debug), found from the
 /// running executable: a test (target/debug/deps/e2e-*) or a binary of
 /// this crate beside them (kernel-checks).
-fn bin_dir() -> PathBuf {
+pub(crate) fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().expect("target dir");
     if dir.ends_with("deps") {
@@ -290,6 +292,16 @@ pub struct Traced {
     pub report: Value,
     pub stdout: String,
     pub stderr: String,
+}
+
+impl Traced {
+    /// The warnings tracer printed.
+    pub fn warnings(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| l.contains("warning"))
+            .collect()
+    }
 }
 
 /// Attaches `tracer report` to `client`, lets `drive` tell it what to do,

@@ -218,8 +218,17 @@ pub struct TlsServer {
 
 impl TlsServer {
     pub fn start(records: u32, size: u32, delay_ms: u32) -> Self {
+        Self::start_command(Command::new(python()), records, size, delay_ms)
+    }
+
+    /// On the loopback of a network namespace.
+    pub fn start_in(ns: &NetNs, records: u32, size: u32, delay_ms: u32) -> Self {
+        Self::start_command(ns.command(python()), records, size, delay_ms)
+    }
+
+    fn start_command(mut cmd: Command, records: u32, size: u32, delay_ms: u32) -> Self {
         let (cert, key) = self_signed_cert();
-        let mut child = Command::new(python())
+        let mut child = cmd
             .arg(fixture_file("tls_server.py"))
             .arg(&cert)
             .arg(&key)

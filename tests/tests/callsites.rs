@@ -242,11 +242,7 @@ fn an_unsupported_python_gets_native_stacks_and_one_warning() {
         c.run("lookup localhost", LONG);
         settle();
     });
-    let warnings: Vec<&str> = traced
-        .stderr
-        .lines()
-        .filter(|l| l.contains("warning"))
-        .collect();
+    let warnings = traced.warnings();
     assert_eq!(warnings.len(), 1, "{}", traced.stderr);
     assert!(warnings[0].contains("Python 3.9"), "{}", warnings[0]);
     let lookups = sites(&traced.report, "dns", "localhost");

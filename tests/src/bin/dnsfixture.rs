@@ -7,13 +7,16 @@
 //!   dnsfixture --listen 127.0.0.1:53 [--delay-ms N] [--drop-type AAAA]
 //!              [--nxdomain SUFFIX]... [--answer-a IP] [--empty-aaaa]
 //!
+//! It answers over UDP and over TCP (each message after its 2-byte
+//! length), on the same address; a query's line says which.
+//!
 //! A queries are answered 10.1.2.3 (or --answer-a), AAAA queries fd00::1
 //! (or nothing, with --empty-aaaa); other types get an empty NOERROR
 //! answer. It prints {"listening": "ADDR"} when ready.
 
 use std::{
-    io::Write as _,
-    net::UdpSocket,
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream, UdpSocket},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -97,6 +100,56 @@ fn answer(q: &[u8], end: usize, qtype: u16, nx: bool, cfg: &Config) -> Vec<u8> {
     r
 }
 
+/// Logs a query; returns its type, where its question ends and whether
+/// it gets NXDOMAIN, or None when it is dropped or not a query.
+fn received(
+    q: &[u8],
+    transport: &str,
+    cfg: &Config,
+    out: &Mutex<std::io::Stdout>,
+) -> Option<(u16, usize, bool)> {
+    let (name, qtype, end) = question(q)?;
+    let id = u16::from_be_bytes([q[0], q[1]]);
+    let dropped = cfg.drop_types.contains(&qtype);
+    let nx = cfg
+        .nxdomain
+        .iter()
+        .any(|s| name == *s || name.ends_with(&format!(".{s}")));
+    let mut o = out.lock().unwrap();
+    let _ = writeln!(
+        o,
+        "{{\"name\":\"{name}\",\"type\":\"{}\",\"id\":{id},\"dropped\":{dropped},\
+         \"nxdomain\":{nx},\"transport\":\"{transport}\"}}",
+        type_name(qtype)
+    );
+    let _ = o.flush();
+    (!dropped).then_some((qtype, end, nx))
+}
+
+/// One TCP client: length-prefixed queries, answered in order.
+fn serve_tcp(mut conn: TcpStream, cfg: &Config, out: &Mutex<std::io::Stdout>) {
+    loop {
+        let mut len = [0u8; 2];
+        if conn.read_exact(&mut len).is_err() {
+            return;
+        }
+        let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+        if conn.read_exact(&mut q).is_err() {
+            return;
+        }
+        let Some((qtype, end, nx)) = received(&q, "tcp", cfg, out) else {
+            continue;
+        };
+        std::thread::sleep(cfg.delay);
+        let a = answer(&q, end, qtype, nx, cfg);
+        let mut framed = (a.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&a);
+        if conn.write_all(&framed).is_err() {
+            return;
+        }
+    }
+}
+
 fn main() {
     let mut listen = "127.0.0.1:53".to_string();
     let mut cfg = Config {
@@ -131,33 +184,25 @@ fn main() {
     }
     let sock = Arc::new(sock);
     let cfg = Arc::new(cfg);
+    let tcp = TcpListener::bind(&listen).expect("bind TCP");
+    {
+        let (cfg, out) = (cfg.clone(), out.clone());
+        std::thread::spawn(move || {
+            for conn in tcp.incoming().flatten() {
+                let (cfg, out) = (cfg.clone(), out.clone());
+                std::thread::spawn(move || serve_tcp(conn, &cfg, &out));
+            }
+        });
+    }
     let mut buf = [0u8; 1500];
     loop {
         let Ok((n, from)) = sock.recv_from(&mut buf) else {
             continue;
         };
         let q = buf[..n].to_vec();
-        let Some((name, qtype, end)) = question(&q) else {
+        let Some((qtype, end, nx)) = received(&q, "udp", &cfg, &out) else {
             continue;
         };
-        let id = u16::from_be_bytes([q[0], q[1]]);
-        let dropped = cfg.drop_types.contains(&qtype);
-        let nx = cfg
-            .nxdomain
-            .iter()
-            .any(|s| name == *s || name.ends_with(&format!(".{s}")));
-        {
-            let mut o = out.lock().unwrap();
-            let _ = writeln!(
-                o,
-                "{{\"name\":\"{name}\",\"type\":\"{}\",\"id\":{id},\"dropped\":{dropped},\"nxdomain\":{nx}}}",
-                type_name(qtype)
-            );
-            let _ = o.flush();
-        }
-        if dropped {
-            continue;
-        }
         let (sock, cfg) = (sock.clone(), cfg.clone());
         // Each answer on its own thread: a delay does not hold up the next.
         std::thread::spawn(move || {

@@ -36,6 +36,7 @@ const CHECKS: &[Check] = &[
     ("connect", connect_handshake),
     ("dns", lookup_with_messages),
     ("tls", ssl_reads_and_writes),
+    ("go", go_lookup_and_tls),
     ("python", python_call_site),
     ("server", server_requests),
     ("node", node_mode),
@@ -205,6 +206,7 @@ fn print_files() {
     for path in [env!("RESOLVE_BIN"), env!("TLS_CLIENT_BIN")] {
         println!("file {path}");
     }
+    println!("file {}", go_fixture(23, GoBuild::PureStripped).display());
     for name in ["callsites.py", "tls_server.py", "slow_server.py"] {
         println!("file {}", fixture_file(name).display());
     }
@@ -395,6 +397,55 @@ fn ssl_reads_and_writes() -> String {
     format!(
         "{} reads of {} bytes, {} write of {} bytes, 1 handshake",
         p["reads"], p["read_bytes"], p["writes"], p["write_bytes"]
+    )
+}
+
+/// A stripped Go program: a lookup timed at Go's resolver with the
+/// messages of its connected socket and its line of code, and
+/// crypto/tls's reads and bytes, exact.
+fn go_lookup_and_tls() -> String {
+    let mut dns = DnsServer::start_here(&["--delay-ms", "100"]);
+    let mut tls = TlsServer::start(50, 100, 1);
+    let client = Fixture::start_command(Command::new(go_fixture(23, GoBuild::PureStripped)));
+    let (mut lookup, mut get) = (Value::Null, Value::Null);
+    let report = traced("k-go", client, |c| {
+        lookup = c.run("lookup api.example.test", LONG);
+        get = c.run(&format!("get https://127.0.0.1:{}/", tls.port), LONG);
+    });
+    assert_eq!(lookup["err"], "", "{lookup}");
+    assert_eq!(get["err"], "", "{get}");
+    assert_eq!(tls.served(), 5000);
+    let l = &report["slowest_lookups"][0];
+    assert_eq!(l["host"], "api.example.test", "{l:#}");
+    assert_eq!(l["function"], "net.(*Resolver).lookupIPAddr", "{l:#}");
+    assert_close(
+        f64_of(l, "duration_ns"),
+        f64_of(&lookup, "micros") * 1e3,
+        "Go lookup",
+    );
+    let queries = l["queries"].as_array().map_or(0, Vec::len);
+    assert_eq!(queries, dns.queries().len(), "{l:#}");
+    assert!(
+        l["call_site"]
+            .as_str()
+            .unwrap_or("")
+            .contains("main.lookup (gofixture.go:"),
+        "{l:#}"
+    );
+    let p = one_row(
+        &report,
+        "tls_peers",
+        "peer",
+        &format!("127.0.0.1:{}", tls.port),
+    );
+    assert_eq!(p["reads"], get["tls_reads"], "{p:#} vs {get}");
+    assert_eq!(p["read_bytes"], get["tls_read"], "{p:#} vs {get}");
+    assert_eq!(p["write_bytes"], get["tls_written"], "{p:#} vs {get}");
+    format!(
+        "1 lookup, {:.0} ms, {queries} messages; {} TLS reads of {} bytes",
+        f64_of(l, "duration_ns") / 1e6,
+        p["reads"],
+        p["read_bytes"]
     )
 }
 

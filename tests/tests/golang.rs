@@ -1,0 +1,400 @@
+//! Go programs: the Go resolver's lookups timed at Go's own functions (by
+//! goroutine, with return probes on its return instructions), their DNS
+//! messages decoded from the connected socket's reads and writes, and
+//! their call sites named from the function table of a stripped binary;
+//! on each Go that `cargo xtask setup` installs, against a real DNS
+//! server in a network namespace and the fixture's own timings.
+
+use std::time::Duration;
+
+use tracer_tests::*;
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// The fixture's line that calls `needle`, for call-site checks.
+fn fixture_line(needle: &str) -> u64 {
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/go/gofixture.go"
+    ))
+    .unwrap();
+    src.lines().position(|l| l.contains(needle)).expect(needle) as u64 + 1
+}
+
+fn go_client(ns: &NetNs, minor: u32, build: GoBuild, env: &[(&str, &str)]) -> Fixture {
+    let mut cmd = ns.command(go_fixture(minor, build));
+    cmd.envs(env.iter().copied());
+    Fixture::start_command(cmd)
+}
+
+/// The lookups of `host` in the report, slowest first.
+fn lookups_of<'a>(report: &'a Value, host: &str) -> Vec<&'a Value> {
+    rows(report, "slowest_lookups", |l| l["host"] == host)
+}
+
+fn within(tracer_ns: u64, client_us: u64, tolerance: f64, what: &str) {
+    let client_ns = client_us as f64 * 1e3;
+    let err = (tracer_ns as f64 - client_ns).abs() / client_ns;
+    assert!(
+        err < tolerance,
+        "{what}: tracer {tracer_ns} ns vs the client's {client_ns} ns"
+    );
+}
+
+/// Whether a call site's frames hold the fixture's `function` at `line`.
+fn has_frame(site: &Value, function: &str, line: u64) -> bool {
+    site["frames"].as_array().is_some_and(|frames| {
+        frames.iter().any(|f| {
+            f["function"] == function
+                && f["file"]
+                    .as_str()
+                    .is_some_and(|s| s.ends_with("gofixture.go"))
+                && f["line"] == line
+        })
+    })
+}
+
+/// What one traced run of the fixture showed about its lookups.
+fn check_lookups(minor: u32, build: GoBuild, resolv: &str, env: &[(&str, &str)]) {
+    let ctx = format!("Go 1.{minor} {build:?} {env:?}");
+    let ns = NetNs::new(&format!("go{minor}"), resolv);
+    let mut server = DnsServer::start(&ns, &["--delay-ms", "100"]);
+    let mut truth = Vec::new();
+    let mut host_truth = Value::Null;
+    let traced = trace_until_exit(
+        &format!("go-lookups-go1{minor}-{build:?}"),
+        go_client(&ns, minor, build, env),
+        |c| {
+            for _ in 0..2 {
+                truth.push(c.run("lookup api.example.com", LONG));
+            }
+            host_truth = c.run("lookuphost db.example.com", LONG);
+        },
+    );
+    let report = &traced.report;
+    for t in truth.iter().chain([&host_truth]) {
+        assert_eq!(t["err"], "", "{ctx}: {t}");
+    }
+    let warnings = traced.warnings();
+    assert!(warnings.is_empty(), "{ctx}: {warnings:?}");
+
+    // Counted once each (a cgo lookup is Go's, not also libc's), with
+    // Go's function, the client's addresses and its latency.
+    let api = lookups_of(report, "api.example.com");
+    assert_eq!(api.len(), 2, "{ctx}: {:#}", report["slowest_lookups"]);
+    assert_eq!(report["dns_lookups_total"], 3, "{ctx}");
+    let mut client_us: Vec<u64> = truth
+        .iter()
+        .map(|t| t["micros"].as_u64().unwrap())
+        .collect();
+    client_us.sort_unstable();
+    for (lookup, us) in api.iter().zip(client_us.iter().rev()) {
+        assert_eq!(lookup["function"], "net.(*Resolver).lookupIPAddr", "{ctx}");
+        assert_eq!(lookup["result"], "ok", "{ctx}");
+        assert_eq!(
+            lookup["addresses"],
+            serde_json::json!(["10.1.2.3", "fd00::1"]),
+            "{ctx}"
+        );
+        within(lookup["duration_ns"].as_u64().unwrap(), *us, 0.05, &ctx);
+    }
+    let db = lookups_of(report, "db.example.com");
+    assert_eq!(db.len(), 1, "{ctx}");
+    assert_eq!(db[0]["function"], "net.(*Resolver).lookupHost", "{ctx}");
+    within(
+        db[0]["duration_ns"].as_u64().unwrap(),
+        host_truth["micros"].as_u64().unwrap(),
+        0.05,
+        &ctx,
+    );
+
+    // Every query the server received is in one of the lookups, and each
+    // lookup has its A and its AAAA, answered.
+    let received = server.queries();
+    let mut seen: Vec<(String, String, u64)> = api
+        .iter()
+        .chain(&db)
+        .flat_map(|l| l["queries"].as_array().unwrap().iter())
+        .map(|q| {
+            assert!(
+                q["latency_ns"].as_u64().unwrap() >= 100_000_000,
+                "{ctx}: {q}"
+            );
+            (
+                q["name"].as_str().unwrap().to_string(),
+                q["qtype"].as_str().unwrap().to_string(),
+                q["id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut sent: Vec<(String, String, u64)> = received
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["type"].as_str().unwrap().to_string(),
+                r["id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    seen.sort();
+    sent.sort();
+    assert_eq!(seen, sent, "{ctx}");
+    assert_eq!(sent.len(), 6, "{ctx}: A and AAAA per lookup: {received:#?}");
+    let transport = if resolv.contains("use-vc") {
+        "tcp"
+    } else {
+        "udp"
+    };
+    assert!(
+        received.iter().all(|r| r["transport"] == transport),
+        "{ctx}: all over {transport}: {received:#?}"
+    );
+
+    // The code that asked: the fixture's lines, named from the function
+    // table even when the binary is stripped.
+    let ip_line = fixture_line("net.DefaultResolver.LookupIPAddr(");
+    let host_line = fixture_line("net.LookupHost(");
+    let sites = |target: &str| {
+        rows(report, "call_sites", |c| {
+            c["kind"] == "dns" && c["target"] == target
+        })
+    };
+    assert!(
+        sites("api.example.com")
+            .iter()
+            .any(|s| has_frame(s, "main.lookup", ip_line)),
+        "{ctx}: main.lookup at gofixture.go:{ip_line}: {:#}",
+        report["call_sites"]
+    );
+    assert!(
+        sites("db.example.com")
+            .iter()
+            .any(|s| has_frame(s, "main.lookup", host_line)),
+        "{ctx}: main.lookup at gofixture.go:{host_line}: {:#}",
+        report["call_sites"]
+    );
+}
+
+#[test]
+fn go_resolver_lookups_are_timed_with_their_queries_and_code_on_every_go() {
+    for minor in GO_MINORS {
+        check_lookups(minor, GoBuild::PureStripped, "nameserver 127.0.0.1\n", &[]);
+    }
+}
+
+#[test]
+fn go_lookups_through_libc_count_once_as_go_lookups_on_every_go() {
+    for minor in GO_MINORS {
+        check_lookups(
+            minor,
+            GoBuild::Cgo,
+            "nameserver 127.0.0.1\n",
+            &[("GODEBUG", "netdns=cgo")],
+        );
+    }
+}
+
+#[test]
+fn dns_over_tcp_is_decoded_from_its_length_prefixed_messages() {
+    check_lookups(
+        23,
+        GoBuild::PureStripped,
+        "nameserver 127.0.0.1\noptions use-vc\n",
+        &[],
+    );
+}
+
+/// The server's answer: 100 records of 1000 bytes, 2 ms apart.
+const RECORDS: u32 = 100;
+const RECORD_BYTES: u32 = 1000;
+
+#[test]
+fn go_crypto_tls_calls_and_bytes_are_exact_on_every_go() {
+    let read_line = fixture_line("n, err := c.Conn.Read(b)");
+    for minor in GO_MINORS {
+        let ctx = format!("Go 1.{minor}");
+        let mut server = TlsServer::start(RECORDS, RECORD_BYTES, 2);
+        let client = Fixture::start_command(std::process::Command::new(go_fixture(
+            minor,
+            GoBuild::PureStripped,
+        )));
+        let mut truth = Value::Null;
+        let traced = trace_until_exit(&format!("go-tls-go1{minor}"), client, |c| {
+            truth = c.run(&format!("get https://127.0.0.1:{}/", server.port), LONG);
+        });
+        assert_eq!(truth["err"], "", "{ctx}: {truth}");
+        assert_eq!(truth["body"], RECORDS * RECORD_BYTES, "{ctx}: {truth}");
+        assert_eq!(server.served(), u64::from(RECORDS * RECORD_BYTES));
+        let report = &traced.report;
+        let want = format!("127.0.0.1:{}", server.port);
+        let peers = rows(report, "tls_peers", |p| p["peer"] == want.as_str());
+        assert_eq!(peers.len(), 1, "{ctx}: {:#}", report["tls_peers"]);
+        let p = peers[0];
+        // Every Read and Write crypto/tls made, and their bytes.
+        assert_eq!(p["reads"], truth["tls_reads"], "{ctx}: {p:#} vs {truth}");
+        assert_eq!(p["read_bytes"], truth["tls_read"], "{ctx}: {p:#}");
+        assert_eq!(p["writes"], truth["tls_writes"], "{ctx}: {p:#}");
+        assert_eq!(p["write_bytes"], truth["tls_written"], "{ctx}: {p:#}");
+        assert_eq!(p["handshakes"], 1, "{ctx}: {p:#}");
+        assert_eq!(p["connections"], 1, "{ctx}: {p:#}");
+        // The server sleeps between records: the reads wait for the socket.
+        let waiting = p["read_waiting_ns"].as_f64().unwrap() / p["read_ns"].as_f64().unwrap();
+        assert!(waiting > 0.8, "{ctx}: waiting share {waiting}: {p:#}");
+        assert!(
+            report["tls_libraries"][0]
+                .as_str()
+                .unwrap()
+                .contains("gofixture"),
+            "{ctx}: {:#}",
+            report["tls_libraries"]
+        );
+        // The code that read: the fixture's wrapper, named from the
+        // stripped binary's function table.
+        let sites = rows(report, "call_sites", |c| c["kind"] == "tls read");
+        assert!(
+            sites
+                .iter()
+                .any(|s| has_frame(s, "main.countingConn.Read", read_line)),
+            "{ctx}: main.countingConn.Read at gofixture.go:{read_line}: {:#}",
+            report["call_sites"]
+        );
+    }
+}
+
+/// A copy of the fixture that says it is Go 1.93 (its version rewritten
+/// in place, in .go.buildinfo and wherever else it is): a layout the
+/// tracer does not know.
+fn future_go_fixture() -> std::path::PathBuf {
+    let built = go_fixture(23, GoBuild::PureStripped);
+    let mut bytes = std::fs::read(&built).unwrap();
+    let mut patched = 0;
+    for at in 0..bytes.len() - 7 {
+        if &bytes[at..at + 7] == b"go1.23." {
+            bytes[at + 4] = b'9';
+            patched += 1;
+        }
+    }
+    assert!(patched > 0, "no Go version in the fixture");
+    let out = built.with_file_name("gofixture-future");
+    std::fs::write(&out, bytes).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
+    out
+}
+
+#[test]
+fn an_unknown_go_gets_one_warning_and_its_dns_traffic_is_still_decoded() {
+    let ns = NetNs::new("gofuture", "nameserver 127.0.0.1\n");
+    let mut server = DnsServer::start(&ns, &[]);
+    let client = Fixture::start_command(ns.command(future_go_fixture()));
+    let traced = trace_until_exit("go-future", client, |c| {
+        let r = c.run("lookup api.example.com", LONG);
+        assert_eq!(r["err"], "", "{r}");
+    });
+    let warnings = traced.warnings();
+    assert_eq!(warnings.len(), 1, "{}", traced.stderr);
+    assert!(
+        warnings[0].contains("go1.93") && warnings[0].contains("DNS traffic still is"),
+        "{}",
+        warnings[0]
+    );
+    let report = &traced.report;
+    assert_eq!(
+        report["dns_lookups_total"], 0,
+        "no Go probe: no lookup timed"
+    );
+    let received = server.queries().len() as u64;
+    assert_eq!(received, 2, "A and AAAA");
+    let decoded: u64 = rows(report, "dns_queries", |q| q["name"] == "api.example.com")
+        .iter()
+        .map(|q| q["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(decoded, received, "{:#}", report["dns_queries"]);
+}
+
+/// One request to the Go server's /work in the namespace, by curl there:
+/// what the handler measured.
+fn request_work(ns: &NetNs, port: u64, tls_port: u16) -> Value {
+    let url = format!(
+        "http://127.0.0.1:{port}/work?host=svc.example.com&url=https://127.0.0.1:{tls_port}/"
+    );
+    let out = ns
+        .command("curl")
+        .args(["-sS", "--max-time", "30", &url])
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&String::from_utf8_lossy(&out.stdout))
+}
+
+#[test]
+fn a_go_server_that_calls_out_is_seen_per_request_on_every_go() {
+    let lookup_line = fixture_line("\"lookup\": lookup(");
+    for minor in GO_MINORS {
+        let ctx = format!("Go 1.{minor}");
+        let ns = NetNs::new(&format!("gosrv{minor}"), "nameserver 127.0.0.1\n");
+        let _dns = DnsServer::start(&ns, &["--delay-ms", "50"]);
+        let mut tls = TlsServer::start_in(&ns, 20, 500, 1);
+        let server = Fixture::start_command(ns.command(go_fixture(minor, GoBuild::PureStripped)));
+        let mut truth = Vec::new();
+        let traced = trace_until_exit(&format!("go-server-go1{minor}"), server, |s| {
+            let port = s.run("serve", LONG)["port"].as_u64().unwrap();
+            for _ in 0..3 {
+                truth.push(request_work(&ns, port, tls.port));
+            }
+        });
+        for _ in 0..3 {
+            assert_eq!(tls.served(), 10_000, "{ctx}");
+        }
+        let report = &traced.report;
+        for t in &truth {
+            assert_eq!(t["lookup"]["err"], "", "{ctx}: {t}");
+            assert_eq!(t["get"]["err"], "", "{ctx}: {t}");
+        }
+        // Each request's lookup, timed as the handler timed it.
+        let lookups = lookups_of(report, "svc.example.com");
+        assert_eq!(lookups.len(), 3, "{ctx}: {:#}", report["slowest_lookups"]);
+        let mut tracer_ns: Vec<u64> = lookups
+            .iter()
+            .map(|l| l["duration_ns"].as_u64().unwrap())
+            .collect();
+        let mut client_us: Vec<u64> = truth
+            .iter()
+            .map(|t| t["lookup"]["micros"].as_u64().unwrap())
+            .collect();
+        tracer_ns.sort_unstable();
+        client_us.sort_unstable();
+        for (t, c) in tracer_ns.iter().zip(&client_us) {
+            within(*t, *c, 0.05, &ctx);
+        }
+        // Every TLS call of the three requests, and their bytes.
+        let sum = |field: &str| -> u64 {
+            truth
+                .iter()
+                .map(|t| t["get"][field].as_u64().unwrap())
+                .sum()
+        };
+        let want = format!("127.0.0.1:{}", tls.port);
+        let peers = rows(report, "tls_peers", |p| p["peer"] == want.as_str());
+        assert_eq!(peers.len(), 1, "{ctx}: {:#}", report["tls_peers"]);
+        let p = peers[0];
+        assert_eq!(p["reads"], sum("tls_reads"), "{ctx}: {p:#}");
+        assert_eq!(p["read_bytes"], sum("tls_read"), "{ctx}: {p:#}");
+        assert_eq!(p["write_bytes"], sum("tls_written"), "{ctx}: {p:#}");
+        assert_eq!(p["handshakes"], 3, "{ctx}: {p:#}");
+        // The handler's line, in the request's goroutine.
+        let sites = rows(report, "call_sites", |c| {
+            c["kind"] == "dns" && c["target"] == "svc.example.com"
+        });
+        assert!(
+            sites.iter().any(|s| has_frame(s, "main.work", lookup_line)),
+            "{ctx}: main.work at gofixture.go:{lookup_line}: {:#}",
+            report["call_sites"]
+        );
+    }
+}
