@@ -15,8 +15,8 @@ use tracer_common::{
 use crate::{
     calls::Finished,
     maps::{
-        CONNECTED_FDS, DNS_SOCKETS, EVENTS, PENDING_HANDSHAKES, THREAD_ENTRIES, count_lost,
-        is_traced, output, read_sockaddr, sockaddr_port, submit_flags,
+        CONNECTED_FDS, DNS_SOCKETS, DNS_SOCKETS_OPEN, EVENTS, PENDING_HANDSHAKES, THREAD_ENTRIES,
+        count_lost, is_traced, output, read_sockaddr, sockaddr_port, submit_flags,
     },
 };
 
@@ -72,8 +72,12 @@ pub fn on_connect_exit(call: &Finished) {
             tgid: call.tgid,
             fd: entry.args[0] as u32,
         };
+        let new = DNS_SOCKETS.get_ptr(key).is_none();
         if DNS_SOCKETS.insert(key, server, 0).is_err() {
             count_lost(LostCounter::DnsSocketMapFull);
+        } else if new && let Some(n) = DNS_SOCKETS_OPEN.get_ptr_mut(0) {
+            // SAFETY: the array's one slot; other CPUs add too.
+            unsafe { crate::calls::atomic_add(n, 1) };
         }
     }
 }

@@ -21,7 +21,10 @@ use tracer_common::{
 use crate::{
     calls::{Finished, first_polled_fd},
     lookup_record::{self, AF_INET, AF_INET6, LookupHead, copy_addr},
-    maps::{DNS_SOCKETS, EVENTS, LOOKUPS, count_lost, output, sockaddr_port, submit_flags},
+    maps::{
+        DNS_SOCKETS, DNS_SOCKETS_OPEN, EVENTS, LOOKUPS, count_lost, output, sockaddr_port,
+        submit_flags,
+    },
     mem::{user as read_user, user_or as read_user_or},
 };
 
@@ -31,10 +34,16 @@ const STALE_LOOKUP_NS: u64 = 120_000_000_000;
 
 pub fn on_close(call: &Finished) {
     if call.ret == 0 {
-        let _ = DNS_SOCKETS.remove(FdKey {
+        let removed = DNS_SOCKETS.remove(FdKey {
             tgid: call.tgid,
             fd: call.entry.args[0] as u32,
         });
+        if removed.is_ok()
+            && let Some(n) = DNS_SOCKETS_OPEN.get_ptr_mut(0)
+        {
+            // SAFETY: the array's one slot; adding all ones takes one away.
+            unsafe { crate::calls::atomic_add(n, u64::MAX) };
+        }
     }
 }
 

@@ -49,6 +49,18 @@ pub static PENDING_HANDSHAKES: HashMap<u64, PendingHandshake> =
 pub static LOOKUPS: HashMap<u32, LookupState> = HashMap::with_max_entries(MAX_LOOKUPS, 0);
 
 /// Threads inside an SSL call, by tid.
+/// How many `DNS_SOCKETS` there are (it may run high: a process that exits
+/// without closing one leaves it counted). While 0, reads and writes skip
+/// the DNS check, one array read instead of a hash lookup each.
+#[map]
+pub static DNS_SOCKETS_OPEN: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Whether any socket may be a DNS server's.
+#[inline(always)]
+pub fn dns_sockets_open() -> bool {
+    DNS_SOCKETS_OPEN.get(0).is_some_and(|n| *n > 0)
+}
+
 /// Goroutines inside Go's resolver functions.
 #[map]
 pub static GO_LOOKUPS: HashMap<GoroutineKey, GoLookupState> =

@@ -13,7 +13,7 @@ use tracer_common::{LostCounter, STACK_FOR_CONNECT, ThreadEntry, sysno};
 use crate::{
     calls::{self, Finished, fd_only, is_fd_io},
     connect, dns, idle,
-    maps::{THREAD_ENTRIES, count_lost},
+    maps::{THREAD_ENTRIES, count_lost, dns_sockets_open},
     mem,
     stacks::{self, UserRegs},
     tls,
@@ -165,7 +165,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
                 _ => dns::on_io_exit(&call),
             }
         }
-        if fd_only(entry.nr) && ret > 0 {
+        if fd_only(entry.nr) && ret > 0 && dns_sockets_open() {
             // The buffer's address is still in the saved registers.
             let regs: *const u8 = ctx.arg(0);
             // SAFETY: the kernel pt_regs of this syscall; the helper checks.
