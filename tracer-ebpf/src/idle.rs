@@ -117,7 +117,6 @@ pub fn is_server_io(nr: u64) -> bool {
         nr,
         sysno::ACCEPT
             | sysno::ACCEPT4
-            | sysno::CLOSE
             | sysno::READ
             | sysno::READV
             | sysno::RECVFROM
@@ -145,6 +144,9 @@ fn add_request(tgid: u32, ns: u64) {
 
 /// Times a server's requests on the connections it accepted (see
 /// `ServerConn`): called on the exit of each syscall `is_server_io` names,
+/// and on the entry of close (at its exit the number may be another
+/// thread's new connection already: accept can reuse it as soon as close
+/// lets it go, and the old connection's request was lost with the new one),
 /// with the syscall's fd (the new one for accept) and its return value. A
 /// global BPF function, checked once on its own: `sys_exit` is near the
 /// older kernels' verifier budget.

@@ -73,6 +73,11 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
         args[0] = mem::kernel_or(unsafe { regs.add(ARG_REGS[0]) } as *const u64, 0);
     }
     let start_ns = unsafe { bpf_ktime_get_ns() };
+    if nr == sysno::CLOSE {
+        // While the number is still this connection's (see
+        // `tracer_server_io`).
+        idle::tracer_server_io(u64::from(tgid), nr, args[0], 0, start_ns);
+    }
     if nr == sysno::CONNECT {
         let user = UserRegs::from_kernel_pt_regs(regs.cast());
         stacks::capture(tgid, tid, STACK_FOR_CONNECT, start_ns, &user);
