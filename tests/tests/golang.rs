@@ -108,6 +108,21 @@ fn check_lookups(minor: u32, build: GoBuild, resolv: &str, env: &[(&str, &str)])
         &ctx,
     );
 
+    // A Go program's busy time is the time it was traced, not its
+    // threads' (which park in futex and epoll): the lookups are most of it.
+    let busy = report["busy_ns"].as_u64().unwrap();
+    let lookups_ns: u64 = api
+        .iter()
+        .chain(&db)
+        .map(|l| l["duration_ns"].as_u64().unwrap())
+        .sum();
+    assert_eq!(report["processes"][0]["go"], true, "{ctx}");
+    assert!(
+        busy <= report["traced_ns"].as_u64().unwrap() && busy >= lookups_ns,
+        "{ctx}: busy {busy} ns, traced {}, lookups {lookups_ns}",
+        report["traced_ns"]
+    );
+
     // Every query the server received is in one of the lookups, and each
     // lookup has its A and its AAAA, answered.
     let received = server.queries();

@@ -607,6 +607,7 @@ fn probe_libraries(probes: &mut Probes, agg: &mut Aggregate, pid: u32, late: boo
                 agg.sites_mut().set_interpreter(pid, interp);
             }
             ProbeNote::Maps(pid, maps) => agg.sites_mut().remember_maps(pid, maps),
+            ProbeNote::Go(pid) => agg.mark_go(pid),
         }
     }
 }

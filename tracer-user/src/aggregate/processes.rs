@@ -38,6 +38,10 @@ pub struct ProcessState {
     /// Its cgroup v2 id (0 if unknown): with the name, the row it folds
     /// into, as the kernel keys node mode's syscall stats.
     pub cgroup_id: u64,
+    /// A Go program, its resolver or crypto/tls probed: its goroutines run
+    /// on a pool of threads, so its busy time is not its threads' (see
+    /// `Report::build`).
+    pub go: bool,
 }
 
 /// Exited processes kept as rows of their own. Past this, exited processes
@@ -202,6 +206,32 @@ impl Aggregate {
             _ => {}
         }
     }
+    /// Marks a process as a Go program (see `ProcessState::go`).
+    pub fn mark_go(&mut self, pid: u32) {
+        if let Some(p) = self.processes.get_mut(&pid) {
+            p.go = true;
+        }
+    }
+
+    /// How long the process was traced: from its first thread's start (or
+    /// the trace's) to its exit (or now).
+    pub fn lifetime_ns(&self, pid: u32, now_ns: u64) -> u64 {
+        let Some(p) = self.processes.get(&pid) else {
+            return 0;
+        };
+        let start = p
+            .threads
+            .values()
+            .map(|s| s.start_ns)
+            .min()
+            .unwrap_or(self.start_ns)
+            .max(self.start_ns);
+        p.exited_ns
+            .unwrap_or(now_ns)
+            .min(now_ns)
+            .saturating_sub(start)
+    }
+
     /// Marks a process gone that exited without us seeing the event (it
     /// exited between the PID check and the attach).
     pub fn mark_exited(&mut self, pid: u32, now_ns: u64) {

@@ -3,7 +3,7 @@
 //! program at its entry and the table's return program at each of its
 //! return instructions (see `golang`: no uretprobes in Go code).
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use log::debug;
 use tracer_common::TlsFn;
 
@@ -75,6 +75,19 @@ pub(super) const GO_TLS: GoProbes = GoProbes {
 /// Every Go table, for loading their programs.
 pub(super) const GO_TABLES: [&GoProbes; 2] = [&GO_LOOKUPS, &GO_TLS];
 
+/// The binary has not the table's first function: it does not use that
+/// package.
+#[derive(Debug)]
+struct NotLinked(&'static str);
+
+impl std::fmt::Display for NotLinked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no {}", self.0)
+    }
+}
+
+impl std::error::Error for NotLinked {}
+
 impl Probes {
     /// Probes the Go functions of `pid`'s executable, if it is a Go
     /// program: once per file; one warning when its Go is not one whose
@@ -94,8 +107,8 @@ impl Probes {
         let mut notes = Vec::new();
         for probes in GO_TABLES {
             if self.covers(probes.set, file, pid) {
-                if probes.set == ProbeSet::GoLookups {
-                    self.go_pids.insert(pid);
+                if self.go_pids.insert(pid) {
+                    notes.push(ProbeNote::Go(pid));
                 }
                 continue;
             }
@@ -114,6 +127,9 @@ impl Probes {
                     continue;
                 }
             };
+            if self.go_pids.insert(pid) {
+                notes.push(ProbeNote::Go(pid));
+            }
             if let Some(why) = go.unknown_layout() {
                 self.unprobeable.insert((probes.set, file));
                 if self.warned.insert(pid) {
@@ -129,20 +145,19 @@ impl Probes {
             match path.and_then(|path| self.attach_go(probes, &go, &path, scope)) {
                 Ok(text) => {
                     self.mark_probed(probes.set, file, scope);
-                    match probes.set {
-                        ProbeSet::GoTls if !self.tls_files.iter().any(|f| *f == exe) => {
-                            self.tls_files.push(exe.to_string());
-                        }
-                        ProbeSet::GoLookups => {
-                            self.go_pids.insert(pid);
-                        }
-                        _ => {}
+                    if probes.set == ProbeSet::GoTls && !self.tls_files.iter().any(|f| *f == exe) {
+                        self.tls_files.push(exe.to_string());
                     }
                     notes.push(ProbeNote::Probed(format!(
                         "probing {} in {exe} ({}, {text})",
                         probes.what,
                         go.version.as_deref().unwrap_or("Go")
                     )));
+                }
+                // A program that does not use the package: nothing to say.
+                Err(e) if e.is::<NotLinked>() => {
+                    debug!("PID {pid}: no {} in {exe}: {e:#}", probes.what);
+                    self.unprobeable.insert((probes.set, file));
                 }
                 Err(e) => {
                     self.unprobeable.insert((probes.set, file));
@@ -169,7 +184,7 @@ impl Probes {
         let names: Vec<&str> = probes.functions.iter().map(|(f, _, _)| *f).collect();
         let found = go.functions(&names)?;
         if !found.iter().any(|f| f.name == names[0]) {
-            bail!("no {}", names[0]);
+            return Err(NotLinked(names[0]).into());
         }
         let (mut functions, mut returns) = (0, 0);
         for (name, entry, return_program) in probes.functions {

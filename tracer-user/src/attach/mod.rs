@@ -63,7 +63,8 @@ pub struct Probes {
     unprobeable: HashSet<(ProbeSet, FileId)>,
     /// Processes already told they have no libc to probe.
     warned: HashSet<u32>,
-    /// Go processes whose resolver is probed.
+    /// Go programs (their busy time is not their threads', and they
+    /// resolve names themselves: no libc warning).
     go_pids: HashSet<u32>,
     /// Node mode: every file is probed for every process at once (one
     /// attach per library file), since every process is traced.
@@ -91,6 +92,8 @@ pub enum ProbeNote {
     Warning(String),
     /// A CPython process: its frames are read at every call site.
     Python(u32, Interpreter),
+    /// A Go program.
+    Go(u32),
     /// What the process maps now (for unwinding its stacks later).
     Maps(u32, Vec<Mapping>),
 }

@@ -71,6 +71,11 @@ pub struct ProcessRow {
     /// For a row of exited processes folded by name and container (its
     /// `pid` is a row id, not a PID): how many; 0 for a process.
     pub folded: usize,
+    /// A Go program: its busy time is the time it was traced (see
+    /// `Report::build`), `lifetime_ns`.
+    pub go: bool,
+    #[serde(skip)]
+    pub lifetime_ns: u64,
 }
 
 /// What the text report shows, from the command line.
@@ -197,11 +202,24 @@ impl Report {
         // profiler of its request handlers sums), whatever its threads do
         // around them: a listener's waits, a pool's idle workers, an event
         // loop's waits between requests, a supervisor process. Anything
-        // else: its threads' time, less a listener's waits for work.
+        // else: its threads' time, less a listener's waits for work; but a
+        // Go program's, the time it was traced, one flow of work (its
+        // goroutines run on a pool of threads that park in futex and
+        // epoll whenever a goroutine waits: their time is not its work).
         let busy_ns = if requests > 0 {
             processes.iter().map(|p| p.request_ns).sum()
         } else {
-            total_wall_ns - agg.idle().values().sum::<u64>().min(total_wall_ns)
+            processes
+                .iter()
+                .map(|p| {
+                    if p.go {
+                        p.lifetime_ns
+                    } else {
+                        let idle = agg.idle().get(&p.pid).copied().unwrap_or(0);
+                        p.wall_ns.saturating_sub(idle)
+                    }
+                })
+                .sum()
         };
         let idle_ns = total_wall_ns.saturating_sub(busy_ns);
         // The denominator of every share below.
@@ -479,6 +497,8 @@ fn process_rows(agg: &Aggregate, now_ns: u64) -> Vec<ProcessRow> {
             container: p.container.id.clone(),
             pod: p.container.pod_uid.clone(),
             folded: p.folded,
+            go: p.go,
+            lifetime_ns: agg.lifetime_ns(pid, now_ns),
         })
         .collect()
 }
