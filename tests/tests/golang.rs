@@ -413,3 +413,53 @@ fn a_go_server_that_calls_out_is_seen_per_request_on_every_go() {
         );
     }
 }
+
+#[test]
+fn a_go_lookup_whose_aaaa_is_dropped_shows_the_timeouts_and_the_retry() {
+    let ns = NetNs::new(
+        "goaaaa",
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:2\n",
+    );
+    let mut server = DnsServer::start(&ns, &["--drop-type", "AAAA"]);
+    let client = go_client(&ns, 23, GoBuild::PureStripped, &[]);
+    let mut truth = Value::Null;
+    let traced = trace_until_exit("go-aaaa", client, |c| {
+        truth = c.run("lookup api.example.com", LONG);
+    });
+    let report = &traced.report;
+    let micros = truth["micros"].as_u64().unwrap();
+    assert!(
+        micros > 1_900_000,
+        "the client waited for two timeouts: {truth}"
+    );
+    let lookups = lookups_of(report, "api.example.com");
+    assert_eq!(lookups.len(), 1, "{:#}", report["slowest_lookups"]);
+    within(
+        lookups[0]["duration_ns"].as_u64().unwrap(),
+        micros,
+        0.05,
+        "lookup",
+    );
+    let received = server.queries();
+    let queries = lookups[0]["queries"].as_array().unwrap();
+    assert_eq!(
+        queries.len(),
+        received.len(),
+        "{queries:#?} vs {received:#?}"
+    );
+    let unanswered = received.iter().filter(|r| r["dropped"] == true).count();
+    assert!(unanswered >= 2, "{received:#?}");
+    let h = rows(report, "dns_hosts", |h| h["host"] == "api.example.com")[0];
+    assert_eq!(h["timeouts"], unanswered, "{h:#}");
+    assert!(h["retries"].as_u64().unwrap() >= 1, "{h:#}");
+    let findings: String = h["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(
+        findings.contains("AAAA queries got no answer"),
+        "{findings}"
+    );
+}

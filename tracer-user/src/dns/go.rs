@@ -5,7 +5,7 @@
 
 use tracer_common::{DNS_SEND, DnsPacketEvent, LookupEvent};
 
-use super::{DnsMessage, DnsState, EVENTS_PER_LOOKUP, QueryRecord};
+use super::{DnsMessage, DnsState, EVENTS_PER_LOOKUP, QueryRecord, WaitRecord};
 
 /// Whether `name` was asked for a lookup of `host`: the name itself, or a
 /// search-domain expansion of it.
@@ -15,6 +15,29 @@ fn asked_for(name: &str, host: &str) -> bool {
         || (name.len() > host.len()
             && name.as_bytes()[host.len()] == b'.'
             && name[..host.len()].eq_ignore_ascii_case(host))
+}
+
+/// The timeouts of a Go lookup's queries: Go's resolver waits in the
+/// netpoller, not in a poll() the kernel side could time, so a query
+/// never answered is a wait that timed out, from its send to the next
+/// send of the same name and type (the retry) or the lookup's end.
+fn timeouts(queries: &[QueryRecord], end_ns: u64) -> Vec<WaitRecord> {
+    queries
+        .iter()
+        .enumerate()
+        .filter(|(_, q)| q.latency_ns.is_none())
+        .map(|(i, q)| {
+            let until = queries[i + 1..]
+                .iter()
+                .find(|r| r.name == q.name && r.qtype == q.qtype)
+                .map_or(end_ns, |r| r.sent_ns);
+            WaitRecord {
+                duration_ns: until.saturating_sub(q.sent_ns),
+                timed_out: true,
+                timeout_ms: -1,
+            }
+        })
+        .collect()
 }
 
 impl DnsState {
@@ -53,9 +76,13 @@ impl DnsState {
     }
 
     /// A Go lookup ended: it takes the held queries for its host sent
-    /// while it ran. When none is open any more, the rest are queries of
-    /// their own.
-    pub(super) fn claim_go_queries(&mut self, ev: &LookupEvent, host: &str) -> Vec<QueryRecord> {
+    /// while it ran, and their timeouts (see `timeouts`). When none is
+    /// open any more, the rest are queries of their own.
+    pub(super) fn claim_go_queries(
+        &mut self,
+        ev: &LookupEvent,
+        host: &str,
+    ) -> (Vec<QueryRecord>, Vec<WaitRecord>) {
         let open = self.open_go.entry(ev.tgid).or_default();
         *open = open.saturating_sub(1);
         let none_open = *open == 0;
@@ -72,13 +99,36 @@ impl DnsState {
         } else if !rest.is_empty() {
             self.go_queries.insert(ev.tgid, rest);
         }
-        mine.into_iter().map(|(_, q)| q).collect()
+        let mut mine: Vec<QueryRecord> = mine.into_iter().map(|(_, q)| q).collect();
+        mine.sort_by_key(|q| q.sent_ns);
+        let waits = timeouts(&mine, end);
+        (mine, waits)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::asked_for;
+    use super::{QueryRecord, asked_for, timeouts};
+
+    fn query(qtype: &str, sent_ns: u64, latency_ns: Option<u64>) -> QueryRecord {
+        let mut q = QueryRecord::sent("api.example.com".into(), qtype.into(), 1, None, sent_ns);
+        q.latency_ns = latency_ns;
+        q
+    }
+
+    #[test]
+    fn an_unanswered_go_query_waited_until_its_retry_or_the_end() {
+        // AAAA dropped twice, A answered: two timeouts, 1 s then 0.5 s.
+        let queries = [
+            query("A", 0, Some(100)),
+            query("AAAA", 10, None),
+            query("AAAA", 1_000_010, None),
+        ];
+        let waits = timeouts(&queries, 1_500_010);
+        let durations: Vec<u64> = waits.iter().map(|w| w.duration_ns).collect();
+        assert_eq!(durations, [1_000_000, 500_000]);
+        assert!(waits.iter().all(|w| w.timed_out));
+    }
 
     #[test]
     fn a_lookup_asks_for_its_name_and_its_expansions_only() {

@@ -341,7 +341,7 @@ impl DnsState {
         // LookupStart lost to a full ring buffer leaves it empty.
         let (queries, waits) = match open {
             Some(o) if o.start_ns == ev.start_ns => (o.queries, o.waits),
-            _ if func.is_go() => (self.claim_go_queries(ev, &host), Vec::new()),
+            _ if func.is_go() => self.claim_go_queries(ev, &host),
             _ => (Vec::new(), Vec::new()),
         };
         let record = LookupRecord {

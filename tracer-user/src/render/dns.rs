@@ -102,11 +102,17 @@ impl Report {
                     );
                 }
                 for w in l.waits.iter().filter(|w| w.timed_out) {
+                    // A Go resolver's wait is in the netpoller: no poll
+                    // timeout to show.
+                    let bound = if w.timeout_ms >= 0 {
+                        format!(" (poll timeout {} ms)", w.timeout_ms)
+                    } else {
+                        String::new()
+                    };
                     let _ = writeln!(
                         out,
-                        "      timeout: waited {} (poll timeout {} ms) with no answer",
+                        "      timeout: waited {}{bound} with no answer",
                         fmt_ns(w.duration_ns),
-                        w.timeout_ms
                     );
                 }
             }
