@@ -340,19 +340,10 @@ impl NativeUnwinder {
         };
         let key = (file.0, file.1, file_offset);
         if !self.symbols.contains_key(&key) {
+            let path = self
+                .file_path(pid, addr, file)
+                .unwrap_or_else(|| PathBuf::from(&module));
             let symbolizer = self.symbolizer.get_or_insert_with(Symbolizer::new);
-            let path = match self.open_files.get(&file) {
-                Some(f) => {
-                    use std::os::fd::AsRawFd as _;
-                    PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
-                }
-                None => self
-                    .processes
-                    .get(&pid)
-                    .and_then(|p| p.find(addr))
-                    .and_then(|(m, _)| m.file_path(pid).ok())
-                    .unwrap_or_else(|| PathBuf::from(&module)),
-            };
             let src = source::Source::Elf(source::Elf::new(path.clone()));
             let result = symbolizer.symbolize_single(&src, Input::FileOffset(file_offset));
             if let Err(e) = &result {

@@ -105,6 +105,9 @@ impl Probes {
             ino: m.inode,
         };
         let mut notes = Vec::new();
+        // The executable as a Go binary and its path, once read: None
+        // inside when it is not one.
+        let mut go_file: Option<Option<(GoBinary, String)>> = None;
         for probes in GO_TABLES {
             if self.covers(probes.set, file, pid) {
                 if self.go_pids.insert(pid) {
@@ -115,17 +118,22 @@ impl Probes {
             if self.unprobeable.contains(&(probes.set, file)) {
                 continue;
             }
-            let go = match m.file_path(pid).and_then(|p| GoBinary::open(&p)) {
-                Ok(Some(go)) => go,
-                Ok(None) => {
-                    self.unprobeable.insert((probes.set, file));
-                    continue;
-                }
-                Err(e) => {
-                    debug!("PID {pid}: reading {exe} as a Go binary: {e:#}");
-                    self.unprobeable.insert((probes.set, file));
-                    continue;
-                }
+            // Read once for every table, through the process (its root, its
+            // mapping): the same path for reading and for attaching.
+            if go_file.is_none() {
+                let read = m.file_path(pid).and_then(|p| Ok((GoBinary::open(&p)?, p)));
+                go_file = Some(match read {
+                    Ok((Some(go), p)) => Some((go, p.to_string_lossy().into_owned())),
+                    Ok((None, _)) => None,
+                    Err(e) => {
+                        debug!("PID {pid}: reading {exe} as a Go binary: {e:#}");
+                        None
+                    }
+                });
+            }
+            let Some(Some((go, path))) = &go_file else {
+                self.unprobeable.insert((probes.set, file));
+                continue;
             };
             if self.go_pids.insert(pid) {
                 notes.push(ProbeNote::Go(pid));
@@ -141,8 +149,7 @@ impl Probes {
                 continue;
             }
             let scope = self.scope_for(probes.set, file, pid);
-            let path = m.file_path(pid).map(|p| p.to_string_lossy().into_owned());
-            match path.and_then(|path| self.attach_go(probes, &go, &path, scope)) {
+            match self.attach_go(probes, go, path, scope) {
                 Ok(text) => {
                     self.mark_probed(probes.set, file, scope);
                     if probes.set == ProbeSet::GoTls && !self.tls_files.iter().any(|f| *f == exe) {
