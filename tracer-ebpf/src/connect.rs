@@ -90,17 +90,14 @@ const ISS_NEWSTATE: usize = 20;
 const ISS_PROTOCOL: usize = 30;
 const IPPROTO_TCP: u16 = 6;
 
-/// close() of a socket this process connected: tell user space.
-pub fn on_close(call: &Finished) {
-    let key = FdKey {
-        tgid: call.tgid,
-        fd: call.entry.args[0] as u32,
-    };
-    if call.ret == 0 && CONNECTED_FDS.remove(key).is_ok() {
+/// close() of a socket this process connected, at its entry (see
+/// `syscalls`): tell user space.
+pub fn on_close(tgid: u32, fd: u32) {
+    if CONNECTED_FDS.remove(FdKey { tgid, fd }).is_ok() {
         output(&FdClosedEvent {
             kind: EventKind::FdClosed as u32,
-            tgid: call.tgid,
-            fd: key.fd as i32,
+            tgid,
+            fd: fd as i32,
             _pad: 0,
         });
     }

@@ -32,18 +32,13 @@ use crate::{
 /// thread longjmp'd out, say): the next call starts afresh.
 const STALE_LOOKUP_NS: u64 = 120_000_000_000;
 
-pub fn on_close(call: &Finished) {
-    if call.ret == 0 {
-        let removed = DNS_SOCKETS.remove(FdKey {
-            tgid: call.tgid,
-            fd: call.entry.args[0] as u32,
-        });
-        if removed.is_ok()
-            && let Some(n) = DNS_SOCKETS_OPEN.get_ptr_mut(0)
-        {
-            // SAFETY: the array's one slot; adding all ones takes one away.
-            unsafe { crate::calls::atomic_add(n, u64::MAX) };
-        }
+/// close() of a DNS socket, at its entry (see `syscalls`).
+pub fn on_close(tgid: u32, fd: u32) {
+    if DNS_SOCKETS.remove(FdKey { tgid, fd }).is_ok()
+        && let Some(n) = DNS_SOCKETS_OPEN.get_ptr_mut(0)
+    {
+        // SAFETY: the array's one slot; adding all ones takes one away.
+        unsafe { crate::calls::atomic_add(n, u64::MAX) };
     }
 }
 

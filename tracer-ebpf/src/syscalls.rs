@@ -74,9 +74,16 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     }
     let start_ns = unsafe { bpf_ktime_get_ns() };
     if nr == sysno::CLOSE {
-        // While the number is still this connection's (see
-        // `tracer_server_io`).
+        // While the number is still this socket's: by the exit, another
+        // thread's accept, socket or connect may have it already, and
+        // forgetting it then would forget that new socket (see
+        // `tracer_server_io`). Linux frees the number even when close
+        // fails, but for EBADF, when it was not open.
         idle::tracer_server_io(u64::from(tgid), nr, args[0], 0, start_ns);
+        let fd = args[0] as u32;
+        dns::on_close(tgid, fd);
+        tls::on_close(tgid, fd);
+        connect::on_close(tgid, fd);
     }
     if nr == sysno::CONNECT {
         let user = UserRegs::from_kernel_pt_regs(regs.cast());
@@ -158,11 +165,8 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
         if decoded(entry.nr) {
             match entry.nr {
                 sysno::CONNECT => connect::on_connect_exit(&call),
-                sysno::CLOSE => {
-                    dns::on_close(&call);
-                    tls::on_close(&call);
-                    connect::on_close(&call);
-                }
+                // Taken at its entry.
+                sysno::CLOSE => {}
                 sysno::POLL | sysno::PPOLL => {
                     known_wait = dns::on_poll_exit(&call) || tls::on_poll_exit(&call);
                 }

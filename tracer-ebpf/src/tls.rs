@@ -273,13 +273,9 @@ pub fn on_nested_syscall(tid: u32, entry: &ThreadEntry, ret: i64, duration: u64)
     }
 }
 
-pub fn on_close(call: &Finished) {
-    if call.ret == 0 {
-        let _ = TLS_SOCKETS.remove(FdKey {
-            tgid: call.tgid,
-            fd: call.entry.args[0] as u32,
-        });
-    }
+/// close() of a TLS socket, at its entry (see `syscalls`).
+pub fn on_close(tgid: u32, fd: u32) {
+    let _ = TLS_SOCKETS.remove(FdKey { tgid, fd });
 }
 
 /// poll()/ppoll() on a socket that carries TLS: a client with a
