@@ -463,3 +463,158 @@ fn a_go_lookup_whose_aaaa_is_dropped_shows_the_timeouts_and_the_retry() {
         "{findings}"
     );
 }
+
+#[test]
+fn a_go_lookup_still_open_when_tracing_stops_is_reported_in_progress() {
+    // The AAAA query is never answered: the lookup waits out a 1 s
+    // timeout, retries, and ends after 2 s; the trace stops after 1 s.
+    let ns = NetNs::new(
+        "goopen",
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:2\n",
+    );
+    let mut server = DnsServer::start(&ns, &["--drop-type", "AAAA"]);
+    let mut client = go_client(&ns, 23, GoBuild::PureStripped, &[]);
+    let json_path = scratch("go-open-lookup");
+    let pid = client.pid.to_string();
+    let tracer = Tracer::attached(&[
+        "report",
+        "--pid",
+        &pid,
+        "--json",
+        json_path.to_str().unwrap(),
+        "--duration",
+        "1s",
+    ]);
+    let sent = std::time::Instant::now();
+    client.send("lookup api.example.com");
+    let done = tracer.finish(LONG);
+    let traced_for = sent.elapsed();
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    let truth = json(&client.out.wait_for("\"cmd\":\"lookup\"", LONG));
+    client.exit();
+    let report = read_report(&json_path);
+    let micros = truth["micros"].as_u64().unwrap();
+    assert!(micros > 1_900_000, "the lookup outlived the trace: {truth}");
+
+    let lookups = lookups_of(&report, "api.example.com");
+    assert_eq!(lookups.len(), 1, "{:#}", report["slowest_lookups"]);
+    let open = lookups[0];
+    assert_eq!(open["result"], "in progress", "{open:#}");
+    assert_eq!(open["function"], "net.(*Resolver).lookupIPAddr", "{open:#}");
+    // Timed to the trace's end: less than the whole lookup, no more than
+    // the time from the command to the tracer's exit.
+    let ns_so_far = open["duration_ns"].as_u64().unwrap();
+    assert!(
+        ns_so_far < micros * 1000 && ns_so_far <= traced_for.as_nanos() as u64,
+        "{ns_so_far} ns so far; the lookup took {micros} µs, the trace {traced_for:?}"
+    );
+    assert_eq!(report["dns_lookups_total"], 1);
+    // Its queries so far: the A answered, the AAAA waiting, counted in the
+    // lookup and nowhere else.
+    let queries = open["queries"].as_array().unwrap();
+    let answered = |t: &str, yes: bool| {
+        queries
+            .iter()
+            .any(|q| q["qtype"] == t && q["latency_ns"].is_u64() == yes)
+    };
+    assert!(
+        answered("A", true) && answered("AAAA", false),
+        "{queries:#?}"
+    );
+    let received = server.queries();
+    assert!(
+        queries.len() <= received.len(),
+        "{queries:#?} vs {received:#?}"
+    );
+    assert_eq!(report["dns_queries"], serde_json::json!([]), "{report:#}");
+    // Its call site, as for a lookup that ended.
+    let line = fixture_line("net.DefaultResolver.LookupIPAddr(");
+    let sites = rows(&report, "call_sites", |c| {
+        c["kind"] == "dns" && c["target"] == "api.example.com"
+    });
+    assert!(
+        sites.iter().any(|s| has_frame(s, "main.lookup", line)),
+        "main.lookup at gofixture.go:{line}: {:#}",
+        report["call_sites"]
+    );
+}
+
+#[test]
+fn go_read_loops_idle_waits_are_not_read_time_and_wrapped_sockets_are_named() {
+    // The fixture serves HTTPS and calls itself over one kept-alive
+    // connection, as Prometheus scrapes: 5 GETs of a page that takes
+    // 50 ms, 400 ms apart, each end of the connection wrapped as
+    // connection trackers do.
+    const GETS: u64 = 5;
+    const PAUSE_MS: u64 = 400;
+    for minor in GO_MINORS {
+        let ctx = format!("Go 1.{minor}");
+        let (cert, key) = self_signed_cert();
+        let client = Fixture::start_command(std::process::Command::new(go_fixture(
+            minor,
+            GoBuild::PureStripped,
+        )));
+        let mut truth = Value::Null;
+        let mut port = 0;
+        let traced = trace_until_exit(&format!("go-keepalive-go1{minor}"), client, |c| {
+            let served = c.run(
+                &format!("servetls {} {}", cert.display(), key.display()),
+                LONG,
+            );
+            port = served["port"].as_u64().expect("servetls port");
+            truth = c.run(
+                &format!("keepalive https://127.0.0.1:{port}/slow?ms=50 {GETS} {PAUSE_MS}"),
+                LONG,
+            );
+        });
+        assert_eq!(truth["err"], "", "{ctx}: {truth}");
+        assert_eq!(truth["handshakes"], 1, "{ctx}: {truth}");
+        let report = &traced.report;
+        let peers = report["tls_peers"].as_array().unwrap();
+        assert!(
+            peers
+                .iter()
+                .all(|p| !p["peer"].as_str().unwrap().contains("unknown")),
+            "{ctx}: every socket named: {peers:#?}"
+        );
+
+        // The client's end: every call and byte, and read time that is
+        // the GETs' waits, not the pauses between them.
+        let want = format!("127.0.0.1:{port}");
+        let client_end = rows(report, "tls_peers", |p| p["peer"] == want.as_str());
+        assert_eq!(client_end.len(), 1, "{ctx}: {peers:#?}");
+        let c = client_end[0];
+        assert_eq!(c["reads"], truth["tls_reads"], "{ctx}: {c:#} vs {truth}");
+        assert_eq!(c["read_bytes"], truth["tls_read"], "{ctx}: {c:#}");
+        assert_eq!(c["write_bytes"], truth["tls_written"], "{ctx}: {c:#}");
+        let read_ns = c["read_ns"].as_u64().unwrap();
+        let gets_ns = truth["micros"].as_u64().unwrap() * 1000;
+        assert!(
+            read_ns <= gets_ns && read_ns >= GETS * 50_000_000,
+            "{ctx}: read time {read_ns} ns, the GETs took {gets_ns} ns: {c:#}"
+        );
+        let idle_ns = c["read_idle_ns"].as_u64().unwrap();
+        assert!(
+            idle_ns >= (GETS - 1) * PAUSE_MS * 900_000,
+            "{ctx}: the pauses are the idle waits: {idle_ns} ns: {c:#}"
+        );
+
+        // The server's end (the client's port): its waits for the next
+        // request are idle, and so is the read net/http keeps pending
+        // while the handler runs; what is left is reading the requests.
+        let server_end = rows(report, "tls_peers", |p| {
+            p["peer"].as_str().unwrap().starts_with("127.0.0.1:") && p["peer"] != want.as_str()
+        });
+        assert_eq!(server_end.len(), 1, "{ctx}: {peers:#?}");
+        let s = server_end[0];
+        assert_eq!(s["write_bytes"], truth["tls_read"], "{ctx}: {s:#}");
+        assert!(
+            s["read_ns"].as_u64().unwrap() < GETS * 5_000_000,
+            "{ctx}: {s:#}"
+        );
+        assert!(
+            s["read_idle_ns"].as_u64().unwrap() >= (GETS - 1) * PAUSE_MS * 900_000,
+            "{ctx}: {s:#}"
+        );
+    }
+}

@@ -234,14 +234,24 @@ pub fn go_tls_return(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// `internal/poll.runtime_pollWait`'s entry: a goroutine inside a TLS
-/// call starts waiting for its socket.
+/// `internal/poll.runtime_pollWait(ctx uintptr, mode int)`'s entry: a
+/// goroutine inside a TLS call starts waiting for its socket. `ctx` (in
+/// rax) is the runtime's `*pollDesc`, whose `fd` is at 8 from Go 1.13 to
+/// 1.23: the socket the call waits on, which names it better than
+/// `conn_fd` can. A connection whose `net.Conn` is wrapped (a connection
+/// tracker, a rate limiter) is not a `*net.TCPConn`, and `conn_fd`'s chain
+/// then reads other fields.
 #[uprobe]
 pub fn go_poll_wait_entry(ctx: ProbeContext) -> u32 {
     let key = goroutine(&ctx, bpf_get_current_pid_tgid());
     if let Some(call) = GO_TLS_CALLS.get_ptr_mut(key) {
         // SAFETY: a live map value of this goroutine.
-        unsafe { (*call).wait_start_ns = bpf_ktime_get_ns() };
+        let call = unsafe { &mut *call };
+        call.wait_start_ns = unsafe { bpf_ktime_get_ns() };
+        let fd = read_user_or::<u64>(regs(&ctx).rax + 8, u64::MAX);
+        if fd < 1 << 20 {
+            call.fd = fd as i32;
+        }
     }
     0
 }

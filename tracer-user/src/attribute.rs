@@ -233,6 +233,11 @@ impl Attributor {
         self.pending.remove(&(tid, start_ns))
     }
 
+    /// The call site of a call still in progress (kept for its end).
+    pub fn peek(&self, tid: u32, start_ns: u64) -> Option<u32> {
+        self.pending.get(&(tid, start_ns)).copied()
+    }
+
     /// For SSL calls, whose stacks are sampled: this call's own, else the
     /// thread's last one for the same kind of call.
     pub fn take_tls(&mut self, tid: u32, start_ns: u64, ssl: u64, class: usize) -> Option<u32> {

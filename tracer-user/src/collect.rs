@@ -9,9 +9,9 @@ use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
     CONN_ANSWERED, CONN_IN_REQUEST, ConnectEvent, DnsPacketEvent, DnsServer, DnsWaitEvent,
-    EventKind, ExecMapEvent, FdClosedEvent, FdKey, HandshakeEvent, LatencyStats, LookupEvent,
-    LookupStartEvent, LookupState, LostCounter, RequestTime, ServerConn, SlowIoEvent, StackEvent,
-    SyscallKey, TaskEvent, ThreadEntry, TlsEvent, TlsWaitEvent,
+    EventKind, ExecMapEvent, FdClosedEvent, FdKey, GoLookupState, GoroutineKey, HandshakeEvent,
+    LatencyStats, LookupEvent, LookupStartEvent, LookupState, LostCounter, RequestTime, ServerConn,
+    SlowIoEvent, StackEvent, SyscallKey, TaskEvent, ThreadEntry, TlsEvent, TlsWaitEvent,
 };
 
 use crate::attach::Probes;
@@ -111,6 +111,7 @@ pub struct Collector {
     syscall_stats: HashMap<MapData, SyscallKey, LatencyStats>,
     thread_entries: HashMap<MapData, u32, ThreadEntry>,
     lookups: HashMap<MapData, u32, LookupState>,
+    go_lookups: HashMap<MapData, GoroutineKey, GoLookupState>,
     dns_sockets: HashMap<MapData, FdKey, DnsServer>,
     tls_sockets: HashMap<MapData, FdKey, u8>,
     connected_fds: HashMap<MapData, FdKey, u8>,
@@ -156,6 +157,7 @@ impl Collector {
             syscall_stats: take(probes, "SYSCALL_STATS")?,
             thread_entries: take(probes, "THREAD_ENTRIES")?,
             lookups: take(probes, "LOOKUPS")?,
+            go_lookups: take(probes, "GO_LOOKUPS")?,
             dns_sockets: take(probes, "DNS_SOCKETS")?,
             tls_sockets: take(probes, "TLS_SOCKETS")?,
             connected_fds: take(probes, "CONNECTED_FDS")?,
@@ -400,18 +402,65 @@ impl Collector {
         all
     }
 
-    /// Lookups in progress right now: (tid, state) of threads inside one.
-    pub fn open_lookups(&self) -> Vec<(u32, LookupState)> {
-        self.lookups
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, l)| l.depth > 0)
-            .collect()
+    /// Lookups in progress right now: libc's threads and Go's goroutines
+    /// inside one.
+    pub fn open_lookups(&self) -> OpenLookups {
+        OpenLookups {
+            by_thread: self
+                .lookups
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|(_, l)| l.depth > 0)
+                .collect(),
+            by_goroutine: self
+                .go_lookups
+                .iter()
+                .filter_map(Result::ok)
+                .map(|(key, l)| (key.tgid, l))
+                .collect(),
+        }
     }
 
     /// Threads that made at least one syscall since we attached.
     pub fn threads_seen(&self) -> std::collections::HashSet<u32> {
         self.thread_entries.keys().filter_map(Result::ok).collect()
+    }
+}
+
+/// The kernel's open lookups: (tid, state) of threads inside a libc
+/// lookup, (pid, state) of goroutines inside a Go one.
+pub struct OpenLookups {
+    by_thread: Vec<(u32, LookupState)>,
+    by_goroutine: Vec<(u32, GoLookupState)>,
+}
+
+impl OpenLookups {
+    /// As (pid, tid, function, start, host), with the host read from the
+    /// process, for live threads (`owners`: tid → pid) and processes: a
+    /// goroutine's entry outlives a process that exits inside its lookup.
+    pub fn resolve(
+        &self,
+        now: u64,
+        owners: &std::collections::HashMap<u32, u32>,
+    ) -> Vec<(u32, u32, u32, u64, String)> {
+        let by_thread = self.by_thread.iter().filter(|(_, l)| l.start_ns < now);
+        let libc = by_thread.filter_map(|(tid, l)| {
+            let pid = *owners.get(tid)?;
+            let host = crate::target::read_c_string(pid, l.args[0], tracer_common::HOST_MAX);
+            Some((pid, *tid, l.func, l.start_ns, host.unwrap_or_default()))
+        });
+        let live: std::collections::HashSet<u32> = owners.values().copied().collect();
+        let by_goroutine = self.by_goroutine.iter();
+        let go = by_goroutine
+            .filter(|(pid, l)| l.start_ns < now && live.contains(pid))
+            .map(|(pid, l)| {
+                // A Go string: a pointer and a length.
+                let len = (l.host_len as usize).min(tracer_common::HOST_MAX);
+                let host = crate::target::read_memory(*pid, l.host_ptr, len)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned());
+                (*pid, l.tid, l.func, l.start_ns, host.unwrap_or_default())
+            });
+        libc.chain(go).collect()
     }
 }
 

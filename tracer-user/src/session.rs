@@ -655,17 +655,7 @@ fn snapshot(
     agg.set_syscalls(stats, &in_flight, now, target::read_memory);
     agg.set_idle(collector.idle_ns(), &in_flight, now);
     agg.set_requests(collector.requests(now).into_iter().collect());
-    let tid_to_pid = agg.thread_owners();
-    let open: Vec<(u32, u32, u32, u64, String)> = open_lookups
-        .iter()
-        .filter(|(_, l)| l.start_ns < now)
-        .filter_map(|(tid, l)| {
-            let pid = *tid_to_pid.get(tid)?;
-            let host =
-                target::read_c_string(pid, l.args[0], tracer_common::HOST_MAX).unwrap_or_default();
-            Some((pid, *tid, l.func, l.start_ns, host))
-        })
-        .collect();
+    let open = open_lookups.resolve(now, &agg.thread_owners());
     agg.set_open_lookups(&open, now);
     if ended != EndReason::Running {
         agg.finish(now);

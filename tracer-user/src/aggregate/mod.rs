@@ -237,6 +237,10 @@ impl Aggregate {
     /// The lookups open right now: (pid, tid, function, start, host).
     pub fn set_open_lookups(&mut self, open: &[(u32, u32, u32, u64, String)], now_ns: u64) {
         self.in_flight_lookups = self.dns.in_flight(open, now_ns);
+        for r in &mut self.in_flight_lookups {
+            let site = self.sites.peek(r.tid, r.start_ns);
+            r.call_site = site.map(|id| self.sites.site(id).label());
+        }
     }
 
     /// Applies a batch of events in order, after reading the Python code
@@ -291,9 +295,12 @@ impl Aggregate {
     fn on_lookup(&mut self, l: &LookupEvent) {
         let site = self.sites.take(l.tid, l.start_ns);
         let label = site.map(|id| self.sites.site(id).label());
-        let Some(record) = self.dns.on_lookup(l, label) else {
-            return;
-        };
+        if let Some(record) = self.dns.on_lookup(l, label) {
+            self.account_lookup(&record, site);
+        }
+    }
+
+    fn account_lookup(&mut self, record: &LookupRecord, site: Option<u32>) {
         let call = FinishedCall {
             kind: CallKind::Lookup,
             pid: record.pid,
@@ -307,10 +314,23 @@ impl Aggregate {
         self.account(&call, |_| (record.host.clone(), record.result.clone()));
     }
 
-    fn on_tls(&mut self, t: &TlsEvent) {
-        let work = crate::tls::work_of(t);
+    fn on_tls(&mut self, call: &TlsEvent) {
+        let work = crate::tls::work_of(call);
         let class = work.map_or(0, tracer_common::TlsFn::class);
-        let site = self.sites.take_tls(t.tid, t.start_ns, t.ssl, class);
+        let site = self
+            .sites
+            .take_tls(call.tid, call.start_ns, call.ssl, class);
+        // A Go read's wait while its connection had nothing asked of the
+        // peer is not the call's time (`TlsState::idle_wait_ns`).
+        let idle = self.tls.idle_wait_ns(call, |pid, fd| {
+            crate::target::accepted_sockets(pid).contains(&fd)
+        });
+        let t = &TlsEvent {
+            start_ns: call.start_ns + idle,
+            duration_ns: call.duration_ns - idle,
+            blocked_ns: call.blocked_ns.saturating_sub(idle),
+            ..*call
+        };
         // A socket: one we saw connected and not closed, or one /proc says
         // is a socket; named now, as its fd number may be reused later.
         let mut tls = std::mem::take(&mut self.tls);
@@ -496,7 +516,12 @@ impl Aggregate {
         for record in self.connects.take_unfinished(now_ns) {
             self.finish_connect(record);
         }
+        // Lookups not finished count as far as they went, as connects do.
         let lookups = std::mem::take(&mut self.in_flight_lookups);
+        for record in &lookups {
+            let site = self.sites.take(record.tid, record.start_ns);
+            self.account_lookup(record, site);
+        }
         self.dns.finish(lookups);
     }
 
@@ -509,27 +534,6 @@ impl Aggregate {
         {
             let call = make(self);
             self.slow_calls.push(call);
-        }
-    }
-
-    /// Takes the kernel's idle counters, and adds the waits listener
-    /// threads are in right now.
-    pub fn set_idle(
-        &mut self,
-        idle: HashMap<u32, u64>,
-        in_flight: &[(u32, ThreadEntry)],
-        now_ns: u64,
-    ) {
-        self.idle = idle.into_iter().collect();
-        let owners = self.thread_owners();
-        for (tid, e) in in_flight {
-            if e.listener == 0 || !crate::syscall_names::is_wait_for_work(e.nr as u32) {
-                continue;
-            }
-            if let Some(&pid) = owners.get(tid) {
-                *self.idle.entry(pid).or_default() +=
-                    now_ns.saturating_sub(e.start_ns.max(self.start_ns));
-            }
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use tracer_common::{
     NAME_ROW_BASE, SyscallKey, TASK_ADOPTED, TASK_EXEC, TASK_EXIT_PROCESS, TASK_EXIT_THREAD,
-    TASK_NEW_PROCESS, TASK_NEW_THREAD, TaskEvent,
+    TASK_NEW_PROCESS, TASK_NEW_THREAD, TaskEvent, ThreadEntry,
 };
 
 use super::{Aggregate, ThreadTime};
@@ -230,6 +230,27 @@ impl Aggregate {
             .unwrap_or(now_ns)
             .min(now_ns)
             .saturating_sub(start)
+    }
+
+    /// Takes the kernel's idle counters, and adds the waits listener
+    /// threads are in right now.
+    pub fn set_idle(
+        &mut self,
+        idle: HashMap<u32, u64>,
+        in_flight: &[(u32, ThreadEntry)],
+        now_ns: u64,
+    ) {
+        self.idle = idle.into_iter().collect();
+        let owners = self.thread_owners();
+        for (tid, e) in in_flight {
+            if e.listener == 0 || !crate::syscall_names::is_wait_for_work(e.nr as u32) {
+                continue;
+            }
+            if let Some(&pid) = owners.get(tid) {
+                *self.idle.entry(pid).or_default() +=
+                    now_ns.saturating_sub(e.start_ns.max(self.start_ns));
+            }
+        }
     }
 
     /// Marks a process gone that exited without us seeing the event (it

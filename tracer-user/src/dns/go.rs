@@ -20,22 +20,25 @@ fn asked_for(name: &str, host: &str) -> bool {
 /// The timeouts of a Go lookup's queries: Go's resolver waits in the
 /// netpoller, not in a poll() the kernel side could time, so a query
 /// never answered is a wait that timed out, from its send to the next
-/// send of the same name and type (the retry) or the lookup's end.
-fn timeouts(queries: &[QueryRecord], end_ns: u64) -> Vec<WaitRecord> {
+/// send of the same name and type (the retry) or the lookup's end. For a
+/// lookup still open (`end_ns` None), a query with no retry yet is still
+/// being waited for: not a timeout.
+fn timeouts(queries: &[QueryRecord], end_ns: Option<u64>) -> Vec<WaitRecord> {
     queries
         .iter()
         .enumerate()
         .filter(|(_, q)| q.latency_ns.is_none())
-        .map(|(i, q)| {
+        .filter_map(|(i, q)| {
             let until = queries[i + 1..]
                 .iter()
                 .find(|r| r.name == q.name && r.qtype == q.qtype)
-                .map_or(end_ns, |r| r.sent_ns);
-            WaitRecord {
+                .map(|r| r.sent_ns)
+                .or(end_ns)?;
+            Some(WaitRecord {
                 duration_ns: until.saturating_sub(q.sent_ns),
                 timed_out: true,
                 timeout_ms: -1,
-            }
+            })
         })
         .collect()
 }
@@ -101,8 +104,45 @@ impl DnsState {
         }
         let mut mine: Vec<QueryRecord> = mine.into_iter().map(|(_, q)| q).collect();
         mine.sort_by_key(|q| q.sent_ns);
-        let waits = timeouts(&mine, end);
+        let waits = timeouts(&mine, Some(end));
         (mine, waits)
+    }
+
+    /// The queries a Go lookup still open has sent so far, and the
+    /// timeouts among them (nothing is taken: it may end later).
+    pub(super) fn go_queries_so_far(
+        &self,
+        tgid: u32,
+        start_ns: u64,
+        host: &str,
+    ) -> (Vec<QueryRecord>, Vec<WaitRecord>) {
+        let mut mine: Vec<QueryRecord> = self
+            .go_queries
+            .get(&tgid)
+            .into_iter()
+            .flatten()
+            .filter(|(_, q)| q.sent_ns >= start_ns && asked_for(&q.name, host))
+            .map(|(_, q)| q.clone())
+            .collect();
+        mine.sort_by_key(|q| q.sent_ns);
+        let waits = timeouts(&mine, None);
+        (mine, waits)
+    }
+
+    /// The run ended: held messages that no open lookup counts (see
+    /// `go_queries_so_far`) are queries of their own.
+    pub(super) fn finish_go(&mut self, in_flight: &[super::LookupRecord]) {
+        for (tgid, held) in std::mem::take(&mut self.go_queries) {
+            for (_, q) in held {
+                let counted = in_flight.iter().any(|r| {
+                    r.pid == tgid && q.sent_ns >= r.start_ns && asked_for(&q.name, &r.host)
+                });
+                if !counted {
+                    self.record_standalone(&q);
+                }
+            }
+        }
+        self.open_go.clear();
     }
 }
 
@@ -124,10 +164,16 @@ mod tests {
             query("AAAA", 10, None),
             query("AAAA", 1_000_010, None),
         ];
-        let waits = timeouts(&queries, 1_500_010);
+        let waits = timeouts(&queries, Some(1_500_010));
         let durations: Vec<u64> = waits.iter().map(|w| w.duration_ns).collect();
         assert_eq!(durations, [1_000_000, 500_000]);
         assert!(waits.iter().all(|w| w.timed_out));
+        // The lookup still open: the retry is still being waited for.
+        let so_far: Vec<u64> = timeouts(&queries, None)
+            .iter()
+            .map(|w| w.duration_ns)
+            .collect();
+        assert_eq!(so_far, [1_000_000]);
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub enum ConnectName {
     Unknown,
 }
 
+/// The result of a lookup still open when the report was made.
+pub const IN_PROGRESS: &str = "in progress";
+
 /// One finished libc lookup.
 #[derive(Debug, Clone, Serialize)]
 pub struct LookupRecord {
@@ -459,6 +462,7 @@ impl DnsState {
     /// End of the trace: lookups still in progress count with the time they
     /// waited; standalone queries never answered count as such.
     pub fn finish(&mut self, in_flight: Vec<LookupRecord>) {
+        self.finish_go(&in_flight);
         for r in in_flight {
             self.add_lookup(r);
         }
@@ -478,21 +482,26 @@ impl DnsState {
     ) -> Vec<LookupRecord> {
         open.iter()
             .map(|(pid, tid, func, start, host)| {
+                let func = LookupFn::from_u32(*func).unwrap_or(LookupFn::Getaddrinfo);
                 let seen = self.open.get(tid).filter(|o| o.start_ns == *start);
+                let (queries, waits) = if func.is_go() {
+                    self.go_queries_so_far(*pid, *start, host)
+                } else {
+                    seen.map(|o| (o.queries.clone(), o.waits.clone()))
+                        .unwrap_or_default()
+                };
                 LookupRecord {
                     pid: *pid,
                     tid: *tid,
-                    function: LookupFn::from_u32(*func)
-                        .unwrap_or(LookupFn::Getaddrinfo)
-                        .name(),
+                    function: func.name(),
                     host: host.clone(),
                     service: None,
                     start_ns: *start,
                     duration_ns: now_ns.saturating_sub(*start),
-                    result: "in progress".into(),
+                    result: IN_PROGRESS.into(),
                     addresses: Vec::new(),
-                    queries: seen.map(|o| o.queries.clone()).unwrap_or_default(),
-                    waits: seen.map(|o| o.waits.clone()).unwrap_or_default(),
+                    queries,
+                    waits,
                     call_site: None,
                 }
             })

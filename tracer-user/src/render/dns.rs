@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     aggregate::Aggregate,
-    dns::{HostStats, LookupRecord},
+    dns::{HostStats, IN_PROGRESS, LookupRecord},
     units::{LatencyRow, fmt_count, fmt_ns, fmt_share, share},
 };
 
@@ -300,9 +300,14 @@ pub fn host_findings(
     let failed: Vec<String> = h
         .results
         .iter()
-        .filter(|(r, _)| r.as_str() != "ok")
+        .filter(|(r, _)| !matches!(r.as_str(), "ok" | IN_PROGRESS))
         .map(|(r, n)| format!("{n} failed with {r}"))
         .collect();
+    if let Some(n) = h.results.get(IN_PROGRESS) {
+        out.push(format!(
+            "  {n} still in progress when the trace ended (timed until then)"
+        ));
+    }
     if !failed.is_empty() {
         let rcodes: Vec<String> = h
             .by_type

@@ -39,6 +39,9 @@ pub struct TlsPeerRow {
     /// Time waiting on the network while reading: in syscalls inside
     /// SSL_read, and in poll() on the socket between reads.
     pub read_waiting_ns: u64,
+    /// Go reads' waits while the connection was idle (nothing asked of
+    /// the peer): not in `read_ns`.
+    pub read_idle_ns: u64,
     pub writes: u64,
     pub write_bytes: u64,
     pub write_ns: u64,
@@ -85,6 +88,13 @@ pub fn peer_row(
             ));
         }
         findings.push(s);
+        if p.reads.idle_ns > 0 {
+            findings.push(format!(
+                "  not counted: {} that Go's reading goroutines waited while nothing was asked \
+                 of the peer (before the next request, or a server's wait for its client)",
+                fmt_ns(p.reads.idle_ns)
+            ));
+        }
         if per_read > 0 && per_read < 1024 && p.reads.ok_calls >= 100 {
             findings.push(format!(
                 "  the peer sends small TLS records ({per_read} bytes each): every read is a \
@@ -115,6 +125,7 @@ pub fn peer_row(
         read_bytes: p.reads.bytes,
         read_ns: p.read_time_ns(),
         read_waiting_ns: p.reads.blocked_ns + p.wait_ns,
+        read_idle_ns: p.reads.idle_ns,
         writes: p.writes.latency.count,
         write_bytes: p.writes.bytes,
         write_ns: p.writes.latency.total_ns,

@@ -6,7 +6,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::kind::CallKind;
+
+mod go;
 use tracer_common::{LatencyStats, TlsEvent, TlsFn, TlsWaitEvent};
+
+/// Closed connections kept for a late call (`TlsState::closed_recently`)
+/// before all are added up.
+const MAX_CLOSED_RECENTLY: usize = 1024;
 
 /// Reads, or writes, of one connection.
 #[derive(Debug, Clone)]
@@ -17,6 +23,9 @@ pub struct Direction {
     pub bytes: u64,
     /// Time inside the calls spent in syscalls (blocked on the socket).
     pub blocked_ns: u64,
+    /// Waits of Go reads on a connection with nothing asked of its peer,
+    /// left out of the calls' time (see `TlsState::idle_wait_ns`).
+    pub idle_ns: u64,
 }
 
 impl Default for Direction {
@@ -26,6 +35,7 @@ impl Default for Direction {
             ok_calls: 0,
             bytes: 0,
             blocked_ns: 0,
+            idle_ns: 0,
         }
     }
 }
@@ -45,6 +55,7 @@ impl Direction {
         self.ok_calls += o.ok_calls;
         self.bytes += o.bytes;
         self.blocked_ns += o.blocked_ns;
+        self.idle_ns += o.idle_ns;
     }
 }
 
@@ -90,6 +101,14 @@ pub struct Connection {
     socket_io: bool,
     /// Bursts of reads after a write: responses to requests.
     pub responses: u64,
+    /// Whether the process accepted this connection (it is the server):
+    /// known once its socket is.
+    server: Option<bool>,
+    /// The end of the last read that brought data, and of the last write.
+    last_data_read_end_ns: u64,
+    last_write_end_ns: u64,
+    /// When the writes since the last read ended (a few).
+    writes_since_read: Vec<u64>,
     /// Calls per OpenSSL function (SSL_read_ex vs SSL_read, ...).
     pub functions: BTreeMap<&'static str, u64>,
     /// Calls and time per kind of call and call site (sampled stacks: a
@@ -125,6 +144,10 @@ impl Connection {
             span: None,
             socket_io: false,
             responses: 0,
+            server: None,
+            last_data_read_end_ns: 0,
+            last_write_end_ns: 0,
+            writes_since_read: Vec::new(),
             functions: BTreeMap::new(),
             sites: BTreeMap::new(),
             last_was_read: false,
@@ -140,6 +163,10 @@ pub struct TlsState {
     /// Connections that are over (socket closed, or `SSL *` reused for a
     /// new handshake), already added up per peer.
     closed_by_peer: BTreeMap<String, PeerTls>,
+    /// Connections whose socket was closed, kept a while before they are
+    /// added up: net/http's read loop makes its last Read (the error the
+    /// close causes) after the close, and it is theirs.
+    closed_recently: HashMap<(u32, u64), Connection>,
     pub calls_total: u64,
 }
 
@@ -162,6 +189,7 @@ impl TlsState {
         };
         let func = work_of(ev).unwrap_or(called);
         self.calls_total += 1;
+        self.reopen_if_closed(ev);
         // A freed `SSL *` comes back for the next connection: a handshake
         // on a connection that already carried data starts a new one.
         if called.is_handshake()
@@ -205,12 +233,16 @@ impl TlsState {
             conn.handshakes.record(ev.duration_ns);
             conn.handshake_blocked_ns += ev.blocked_ns.min(ev.duration_ns);
         } else if func.is_read() {
-            if ev.bytes > 0 && !conn.last_was_read {
-                conn.responses += 1;
-                conn.last_was_read = true;
-            }
-            conn.reads.add(ev);
             let end_ns = ev.start_ns + ev.duration_ns;
+            if ev.bytes > 0 {
+                if !conn.last_was_read {
+                    conn.responses += 1;
+                    conn.last_was_read = true;
+                }
+                conn.last_data_read_end_ns = end_ns;
+            }
+            conn.writes_since_read.clear();
+            conn.reads.add(ev);
             if let Some(span) = conn.span.as_mut()
                 && ev.start_ns >= span.start_ns
             {
@@ -224,8 +256,26 @@ impl TlsState {
         } else if func.is_write() {
             if ev.bytes > 0 {
                 conn.last_was_read = false;
+                conn.last_write_end_ns = ev.start_ns + ev.duration_ns;
+                if conn.writes_since_read.len() < 16 {
+                    conn.writes_since_read.push(conn.last_write_end_ns);
+                }
             }
             conn.writes.add(ev);
+        }
+    }
+
+    /// A call on a connection whose socket was closed (`closed_recently`)
+    /// is that connection's, unless it is a handshake: a new connection
+    /// on a reused `SSL *` or `*tls.Conn`.
+    fn reopen_if_closed(&mut self, ev: &TlsEvent) {
+        let Some(closed) = self.closed_recently.remove(&(ev.tgid, ev.ssl)) else {
+            return;
+        };
+        if TlsFn::from_u32(ev.func).is_some_and(TlsFn::is_handshake) {
+            self.add_up(closed);
+        } else {
+            self.connections.insert((ev.tgid, ev.ssl), closed);
         }
     }
 
@@ -237,8 +287,14 @@ impl TlsState {
                 .connections
                 .get(&(pid, ssl))
                 .is_some_and(|c| c.fd == Some(fd))
+            && let Some(conn) = self.connections.remove(&(pid, ssl))
         {
-            self.retire(pid, ssl);
+            if self.closed_recently.len() >= MAX_CLOSED_RECENTLY {
+                for (_, old) in std::mem::take(&mut self.closed_recently) {
+                    self.add_up(old);
+                }
+            }
+            self.closed_recently.insert((pid, ssl), conn);
         }
     }
 
@@ -254,6 +310,17 @@ impl TlsState {
         for ssl in ssls {
             self.retire(pid, ssl);
         }
+        let closed: Vec<(u32, u64)> = self
+            .closed_recently
+            .keys()
+            .filter(|&&(owner, _)| owner == pid)
+            .copied()
+            .collect();
+        for key in closed {
+            if let Some(conn) = self.closed_recently.remove(&key) {
+                self.add_up(conn);
+            }
+        }
         self.by_fd.retain(|&(owner, _), _| owner != pid);
     }
 
@@ -265,11 +332,16 @@ impl TlsState {
             {
                 self.by_fd.remove(&(pid, fd));
             }
-            self.closed_by_peer
-                .entry(peer_key(&conn))
-                .or_default()
-                .add(&conn);
+            self.add_up(conn);
         }
+    }
+
+    /// Adds a connection that is over to its peer's totals.
+    fn add_up(&mut self, conn: Connection) {
+        self.closed_by_peer
+            .entry(peer_key(&conn))
+            .or_default()
+            .add(&conn);
     }
 
     pub fn on_wait(&mut self, ev: &TlsWaitEvent) {
@@ -386,6 +458,9 @@ pub fn peer_key(c: &Connection) -> String {
 /// Groups connections, open and closed, by peer.
 pub fn by_peer(state: &TlsState) -> BTreeMap<String, PeerTls> {
     let mut out = state.closed_by_peer.clone();
+    for c in state.closed_recently.values() {
+        out.entry(peer_key(c)).or_default().add(c);
+    }
     for c in state.connections.values() {
         out.entry(peer_key(c)).or_default().add(c);
     }
@@ -397,7 +472,14 @@ mod tests {
     use super::*;
     use tracer_common::EventKind;
 
-    fn call(func: TlsFn, ssl: u64, fd: i32, bytes: u32, dur: u64, blocked: u64) -> TlsEvent {
+    pub(super) fn call(
+        func: TlsFn,
+        ssl: u64,
+        fd: i32,
+        bytes: u32,
+        dur: u64,
+        blocked: u64,
+    ) -> TlsEvent {
         TlsEvent {
             kind: EventKind::Tls as u32,
             tgid: 7,
@@ -545,5 +627,30 @@ mod tests {
         assert_eq!(peers["b"].connections, 2);
         assert_eq!(peers["b"].handshaken, 2);
         assert_eq!(peers["b"].reads.latency.count, 1);
+    }
+
+    #[test]
+    fn a_read_that_ends_after_its_socket_closed_is_its_connections() {
+        // net/http's read loop returns from Read with the error the close
+        // caused, after the close; the next connection on the same
+        // `*tls.Conn` address begins with a handshake.
+        let mut s = TlsState::default();
+        let socket = |_, fd| (fd == 3).then(|| "peer".to_string());
+        s.on_call(&call(TlsFn::GoHandshake, 1, 3, 0, 500, 0), None, socket);
+        s.on_call(&call(TlsFn::GoRead, 1, 3, 100, 500, 0), None, socket);
+        s.on_close(7, 3);
+        s.on_call(&call(TlsFn::GoRead, 1, -1, 0, 500, 0), None, |_, _| None);
+        let peers = by_peer(&s);
+        assert_eq!(peers.len(), 1, "{:?}", peers.keys());
+        assert_eq!(peers["peer"].connections, 1);
+        assert_eq!(peers["peer"].reads.latency.count, 2);
+        s.on_close(7, 3);
+        let other = |_, fd| (fd == 4).then(|| "other".to_string());
+        s.on_call(&call(TlsFn::GoHandshake, 1, 4, 0, 500, 0), None, other);
+        let peers = by_peer(&s);
+        assert_eq!(
+            (peers["peer"].connections, peers["other"].connections),
+            (1, 1)
+        );
     }
 }
