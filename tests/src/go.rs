@@ -6,6 +6,11 @@ use std::{
     process::Command,
 };
 
+/// The lookups of `host` in a report, slowest first.
+pub fn lookups_of<'a>(report: &'a serde_json::Value, host: &str) -> Vec<&'a serde_json::Value> {
+    super::rows(report, "slowest_lookups", |l| l["host"] == host)
+}
+
 /// The Go versions the tracer supports, by minor: Debian 12's own Go and
 /// the later ones of its backports.
 pub const GO_MINORS: [u32; 4] = [19, 21, 22, 23];

@@ -27,11 +27,6 @@ fn go_client(ns: &NetNs, minor: u32, build: GoBuild, env: &[(&str, &str)]) -> Fi
     Fixture::start_command(cmd)
 }
 
-/// The lookups of `host` in the report, slowest first.
-fn lookups_of<'a>(report: &'a Value, host: &str) -> Vec<&'a Value> {
-    rows(report, "slowest_lookups", |l| l["host"] == host)
-}
-
 fn within(tracer_ns: u64, client_us: u64, tolerance: f64, what: &str) {
     let client_ns = client_us as f64 * 1e3;
     let err = (tracer_ns as f64 - client_ns).abs() / client_ns;

@@ -233,30 +233,48 @@ impl NativeUnwinder {
         let mut cache = self.rules.take().unwrap_or_default();
         // At the entry of a Go function (a probe there) the frame is not
         // made yet: the return address is at sp and rbp is the caller's.
-        // Go code has no CFI, and frame pointers alone would skip the
-        // caller: start from the return address instead.
         let at_go_entry = self.process(pid, ip).is_some()
             && self
                 .go_binary(pid, ip)
                 .is_some_and(|(go, vaddr)| go.is_entry(vaddr));
-        let frames = match stack.get(..8) {
-            Some(ra) if at_go_entry => {
-                let ra = u64::from_ne_bytes(ra.try_into().unwrap_or_default());
-                let mut frames = vec![ip];
-                let callers = self.unwind_with(&mut cache, pid, ra, sp + 8, bp, &stack[8..]);
-                // The return address is after the call: its line is the
-                // call's one byte back, as for every other caller frame.
-                frames.extend(
-                    callers
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, a)| if i == 0 { a.saturating_sub(1) } else { a }),
-                );
-                frames
-            }
-            _ => self.unwind_with(&mut cache, pid, ip, sp, bp, stack),
+        let frames = if at_go_entry {
+            self.go_frames(pid, ip, sp, bp, stack)
+        } else {
+            self.unwind_with(&mut cache, pid, ip, sp, bp, stack)
         };
         self.rules = Some(cache);
+        frames
+    }
+
+    /// A goroutine's stack from the entry of a Go function, by its frame
+    /// pointers: the return address at sp, then each frame's saved rbp and
+    /// return address above it, until the chain leaves the copy or the
+    /// code. Not framehop's: Go code has no CFI, and in a binary whose C
+    /// parts have some (a cgo binary linked by gcc, as Debian's Prometheus
+    /// is) framehop's stacks stopped at the caller.
+    fn go_frames(&mut self, pid: u32, ip: u64, sp: u64, bp: u64, stack: &[u8]) -> Vec<u64> {
+        let word = |addr: u64| -> Option<u64> {
+            let off = usize::try_from(addr.checked_sub(sp)?).ok()?;
+            let bytes = stack.get(off..off.checked_add(8)?)?;
+            Some(u64::from_ne_bytes(bytes.try_into().ok()?))
+        };
+        let Some(p) = self.process(pid, ip) else {
+            return vec![ip];
+        };
+        let mut frames = vec![ip];
+        // A return address is after its call: its line is the call's, one
+        // byte back.
+        let mut ret = word(sp);
+        let mut bp = bp;
+        while let Some(ra) = ret.filter(|&ra| ra != 0 && p.find(ra).is_some()) {
+            frames.push(ra - 1);
+            if frames.len() >= MAX_FRAMES || bp == 0 {
+                break;
+            }
+            ret = word(bp + 8);
+            // The outermost frame (runtime.goexit's caller) saved a 0.
+            bp = word(bp).filter(|&next| next > bp).unwrap_or(0);
+        }
         frames
     }
 
