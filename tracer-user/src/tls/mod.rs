@@ -265,17 +265,22 @@ impl TlsState {
         }
     }
 
-    /// A call on a connection whose socket was closed (`closed_recently`)
-    /// is that connection's, unless it is a handshake: a new connection
-    /// on a reused `SSL *` or `*tls.Conn`.
+    /// A Go read or write on a connection whose socket was closed
+    /// (`closed_recently`) is that connection's: net/http's read loop
+    /// returns from its last Read after the close. Any other call is a new
+    /// connection on a reused `SSL *` or `*tls.Conn` (Node.js handshakes
+    /// inside SSL_read, so "not a handshake call" does not tell).
     fn reopen_if_closed(&mut self, ev: &TlsEvent) {
         let Some(closed) = self.closed_recently.remove(&(ev.tgid, ev.ssl)) else {
             return;
         };
-        if TlsFn::from_u32(ev.func).is_some_and(TlsFn::is_handshake) {
-            self.add_up(closed);
-        } else {
+        if matches!(
+            TlsFn::from_u32(ev.func),
+            Some(TlsFn::GoRead | TlsFn::GoWrite)
+        ) {
             self.connections.insert((ev.tgid, ev.ssl), closed);
+        } else {
+            self.add_up(closed);
         }
     }
 
@@ -647,6 +652,19 @@ mod tests {
         s.on_close(7, 3);
         let other = |_, fd| (fd == 4).then(|| "other".to_string());
         s.on_call(&call(TlsFn::GoHandshake, 1, 4, 0, 500, 0), None, other);
+        let peers = by_peer(&s);
+        assert_eq!(
+            (peers["peer"].connections, peers["other"].connections),
+            (1, 1)
+        );
+        // OpenSSL's `SSL *` reused after a close, as Node.js does, with the
+        // handshake inside SSL_read: a new connection.
+        let mut s = TlsState::default();
+        s.on_call(&call(TlsFn::Read, 2, 3, 100, 500, 0), None, socket);
+        s.on_close(7, 3);
+        let mut step = call(TlsFn::Read, 2, 4, 0, 500, 0);
+        step.handshake_step = 1;
+        s.on_call(&step, None, other);
         let peers = by_peer(&s);
         assert_eq!(
             (peers["peer"].connections, peers["other"].connections),
