@@ -5,10 +5,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use tracer_common::{LatencyStats, TlsEvent, TlsFn, TlsWaitEvent};
+
 use crate::kind::CallKind;
 
 mod go;
-use tracer_common::{LatencyStats, TlsEvent, TlsFn, TlsWaitEvent};
 
 /// Closed connections kept for a late call (`TlsState::closed_recently`)
 /// before all are added up.
