@@ -127,6 +127,11 @@ pub struct LookupEvent {
     /// Result entries walked (getaddrinfo returns one per address and
     /// socket type).
     pub naddrs: u32,
+    /// The thread the call returned on: `tid` for libc, but a Go lookup's
+    /// goroutine parks while it waits and may resume on another thread,
+    /// where it goes on to dial.
+    pub end_tid: u32,
+    pub _pad: u32,
     /// Address family of each copied address (AF_INET / AF_INET6).
     pub families: [u16; LOOKUP_ADDRS],
     pub addrs: [[u8; 16]; LOOKUP_ADDRS],

@@ -545,6 +545,7 @@ pub fn lookup_return(ctx: RetProbeContext) -> u32 {
     let head = LookupHead {
         tgid: (pid_tgid >> 32) as u32,
         tid,
+        end_tid: tid,
         func,
         start_ns: state.start_ns,
         duration_ns: now.saturating_sub(state.start_ns),

@@ -120,6 +120,7 @@ pub fn go_lookup_return(ctx: ProbeContext) -> u32 {
     let head = LookupHead {
         tgid: key.tgid,
         tid: state.tid,
+        end_tid: pid_tgid as u32,
         func: state.func,
         start_ns: state.start_ns,
         duration_ns: now.saturating_sub(state.start_ns),

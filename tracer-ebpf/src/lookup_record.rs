@@ -93,6 +93,7 @@ pub fn started(tgid: u32, tid: u32, func: LookupFn, now: u64, regs: *const pt_re
 pub struct LookupHead {
     pub tgid: u32,
     pub tid: u32,
+    pub end_tid: u32,
     pub func: u32,
     pub start_ns: u64,
     pub duration_ns: u64,
@@ -122,6 +123,8 @@ pub fn emit(head: &LookupHead, names: impl FnOnce(*mut LookupEvent)) {
         (*ev).duration_ns = head.duration_ns;
         (*ev).ret = head.ret;
         (*ev).naddrs = head.naddrs;
+        (*ev).end_tid = head.end_tid;
+        (*ev)._pad = 0;
         (*ev).host[0] = 0;
         (*ev).service[0] = 0;
         names(ev);

@@ -22,7 +22,7 @@ use crate::{
     attribute::Attributor,
     collect::Event,
     connect::{ConnectOutcome, ConnectRecord, ConnectState},
-    dns::{ConnectName, DnsState, LookupRecord},
+    dns::{DnsState, LookupRecord},
     kind::CallKind,
     peer::{Peer, parse_sockaddr},
     slow_io::SlowIoStats,
@@ -47,7 +47,7 @@ pub struct Aggregate {
     fd_peers: HashMap<(u32, i32), (Peer, String)>,
     /// Host names of the addresses connected to, from the lookup the
     /// connecting thread made just before; `None` for an address the
-    /// program connected to by number.
+    /// program connected to by number, or by several names.
     names_by_addr: HashMap<SocketAddr, Option<String>>,
     /// Processes that mapped a file executable since the last look: they
     /// may have loaded a library to probe.
@@ -405,25 +405,6 @@ impl Aggregate {
         self.account(&call, |_| (shown, result));
     }
 
-    /// Names the socket a connect went to, for the calls made on it later.
-    fn name_connected_socket(&mut self, record: &ConnectRecord) {
-        let Some(peer) = &record.peer else { return };
-        if let Peer::Inet(a) = peer {
-            match self.dns.host_for_connect(record.tid, &a.ip()) {
-                ConnectName::Host(host) => {
-                    self.names_by_addr.insert(*a, Some(host));
-                }
-                ConnectName::Address => {
-                    self.names_by_addr.entry(*a).or_insert(None);
-                }
-                ConnectName::Unknown => {}
-            }
-        }
-        let name = self.name_peer(peer);
-        self.fd_peers
-            .insert((record.pid, record.fd), (peer.clone(), name));
-    }
-
     fn finish_connect(&mut self, record: ConnectRecord) {
         let call = FinishedCall {
             kind: CallKind::Connect,
@@ -431,7 +412,10 @@ impl Aggregate {
             tid: record.tid,
             start_ns: record.start_ns,
             latency_ns: record.latency_ns(),
-            target: record.peer.as_ref().map(|p| self.name_peer(p)),
+            target: match self.fd_peers.get(&(record.pid, record.fd)) {
+                Some((_, name)) => Some(name.clone()),
+                None => record.peer.as_ref().map(|p| self.name_peer(p)),
+            },
             site: record.call_site,
             per_site: true,
         };
@@ -635,6 +619,28 @@ mod tests {
             start_ns: start,
             duration_ns: dur,
         }
+    }
+
+    #[test]
+    fn a_socket_is_named_by_the_lookup_before_its_connect_not_by_its_address() {
+        use crate::dns::tests::lookup;
+        use tracer_common::LookupFn;
+        let mut agg = Aggregate::new(0);
+        let connect = |agg: &mut Aggregate, fd: i32| {
+            let mut ev = connect_event(fd as u64, 0, 100, 5);
+            (ev.tgid, ev.tid, ev.fd) = (100, 2, fd);
+            agg.apply(Event::Connect(ev));
+            agg.peer_name(100, fd).unwrap()
+        };
+        // Two names for one address, each dialed by the goroutine that
+        // looked it up (on the thread its lookup returned on).
+        for (fd, host) in [(3, "prom1.example.com"), (4, "prom2.example.com")] {
+            agg.dns
+                .on_lookup(&lookup(LookupFn::GoLookupIpAddr, host, 2), None);
+            assert_eq!(connect(&mut agg, fd), format!("{host}:9000 (127.0.0.1)"));
+        }
+        // A connect no lookup names: either name would be a guess.
+        assert_eq!(connect(&mut agg, 5), "127.0.0.1:9000");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use super::Aggregate;
-use crate::peer::Peer;
+use crate::{connect::ConnectRecord, dns::ConnectName, peer::Peer};
 
 impl Aggregate {
     /// The other end of a process's socket, for people: the host name it
@@ -48,5 +48,41 @@ impl Aggregate {
                     .is_some_and(|n| n.eq_ignore_ascii_case(host))
             });
         agrees.then_some(host)
+    }
+
+    /// Names the socket a connect went to, for the calls made on it later:
+    /// by the lookup that preceded it on its thread, else as the address's
+    /// other connects were named.
+    pub(super) fn name_connected_socket(&mut self, record: &ConnectRecord) {
+        let Some(peer) = &record.peer else { return };
+        let name = match peer {
+            Peer::Inet(a) => match self.dns.host_for_connect(record.tid, &a.ip()) {
+                ConnectName::Host(host) => {
+                    self.note_name_of_addr(*a, Some(&host));
+                    format!("{host}:{} ({})", a.port(), a.ip())
+                }
+                ConnectName::Address => {
+                    self.note_name_of_addr(*a, None);
+                    a.to_string()
+                }
+                ConnectName::Unknown => self.name_peer(peer),
+            },
+            _ => self.name_peer(peer),
+        };
+        self.fd_peers
+            .insert((record.pid, record.fd), (peer.clone(), name));
+    }
+
+    /// What connects to an address were to: one host, or (None) the bare
+    /// address or several hosts sharing it, when a connect no lookup
+    /// names cannot be told apart.
+    fn note_name_of_addr(&mut self, a: SocketAddr, host: Option<&str>) {
+        let named = self
+            .names_by_addr
+            .entry(a)
+            .or_insert_with(|| host.map(str::to_string));
+        if named.as_deref() != host {
+            *named = None;
+        }
     }
 }

@@ -85,6 +85,17 @@ pub enum ConnectName {
     Unknown,
 }
 
+/// A thread's last lookup, for naming the connect that follows it.
+#[derive(Debug, Clone)]
+struct LastLookup {
+    host: String,
+    addrs: Vec<IpAddr>,
+    /// A Go lookup names only the next connect to its addresses on its
+    /// thread: the thread runs other goroutines after it, whose connects
+    /// are not this lookup's.
+    go: bool,
+}
+
 /// The result of a lookup still open when the report was made.
 pub const IN_PROGRESS: &str = "in progress";
 
@@ -166,10 +177,10 @@ pub struct DnsState {
     pub undecodable: u64,
     /// The host names traced lookups returned each address for.
     hosts_by_ip: HashMap<IpAddr, BTreeSet<String>>,
-    /// Each thread's last successful lookup: host and addresses. A connect
-    /// on the same thread to one of them is a connect to that host, even
-    /// when several hosts share the address.
-    last_by_thread: HashMap<u32, (String, Vec<IpAddr>)>,
+    /// Each thread's last successful lookup, by the thread it returned
+    /// on. A connect on the same thread to one of its addresses is a
+    /// connect to that host, even when several hosts share the address.
+    last_by_thread: HashMap<u32, LastLookup>,
     /// Every query seen, by (type, response code or "none", server).
     pub query_counts: BTreeMap<(String, String, String), u64>,
     /// Go lookups in progress, per process. Go's resolver sends its
@@ -306,9 +317,18 @@ impl DnsState {
         };
         let host = c_string(&ev.host);
         // Go "looks up" every address it dials, the DNS server's own
-        // included, and returns at once: not a lookup.
-        if func.is_go() && host.parse::<IpAddr>().is_ok() {
+        // included, and returns at once: not a lookup, but it says that
+        // the dial that follows is to the bare address.
+        if func.is_go()
+            && let Ok(ip) = host.parse::<IpAddr>()
+        {
             self.claim_go_queries(ev, &host);
+            let last = LastLookup {
+                host,
+                addrs: vec![ip.to_canonical()],
+                go: true,
+            };
+            self.last_by_thread.insert(ev.end_tid, last);
             return None;
         }
         let service = Some(c_string(&ev.service)).filter(|s| !s.is_empty());
@@ -337,8 +357,12 @@ impl DnsState {
                         .insert(host.to_lowercase());
                 }
             }
-            self.last_by_thread
-                .insert(ev.tid, (host.clone(), addresses.clone()));
+            let last = LastLookup {
+                host: host.clone(),
+                addrs: addresses.clone(),
+                go: func.is_go(),
+            };
+            self.last_by_thread.insert(ev.end_tid, last);
         }
         // Traffic between LookupStart and now belongs to this lookup; a
         // LookupStart lost to a full ring buffer leaves it empty.
@@ -537,17 +561,25 @@ impl DnsState {
     /// last lookup if it returned `ip` (or the bare address, if that lookup
     /// was of the address itself, or the connect is a lookup's own, to its
     /// DNS server); `Unknown` if no lookup on the thread says.
-    pub fn host_for_connect(&self, tid: u32, ip: &IpAddr) -> ConnectName {
+    pub fn host_for_connect(&mut self, tid: u32, ip: &IpAddr) -> ConnectName {
         if self.open.contains_key(&tid) {
             return ConnectName::Address;
         }
-        match self.last_by_thread.get(&tid) {
-            Some((host, addrs)) if addrs.contains(ip) => match host.parse::<IpAddr>() {
-                Ok(_) => ConnectName::Address,
-                Err(_) => ConnectName::Host(host.clone()),
-            },
-            _ => ConnectName::Unknown,
+        let Some(last) = self
+            .last_by_thread
+            .get(&tid)
+            .filter(|l| l.addrs.contains(ip))
+        else {
+            return ConnectName::Unknown;
+        };
+        let name = match last.host.parse::<IpAddr>() {
+            Ok(_) => ConnectName::Address,
+            Err(_) => ConnectName::Host(last.host.clone()),
+        };
+        if last.go {
+            self.last_by_thread.remove(&tid);
         }
+        name
     }
 
     /// Forgets open lookups of threads that are gone.
@@ -605,7 +637,7 @@ pub fn lookup_result(func: LookupFn, ret: i32) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -615,5 +647,45 @@ mod tests {
         assert_eq!(lookup_result(LookupFn::GethostbynameR, 1), "HOST_NOT_FOUND");
         assert_eq!(lookup_result(LookupFn::Getaddrinfo, 0), "ok");
         assert_eq!(lookup_result(LookupFn::Getaddrinfo, -77), "error -77");
+    }
+
+    /// A finished lookup of `host` to 127.0.0.1, started on thread 1 and
+    /// returned on `end_tid`.
+    pub(crate) fn lookup(func: LookupFn, host: &str, end_tid: u32) -> LookupEvent {
+        // SAFETY: a #[repr(C)] record of integers and byte arrays.
+        let mut ev: LookupEvent = unsafe { std::mem::zeroed() };
+        ev.tgid = 100;
+        ev.tid = 1;
+        ev.end_tid = end_tid;
+        ev.func = func as u32;
+        ev.naddrs = 1;
+        ev.families[0] = libc::AF_INET as u16;
+        ev.addrs[0][..4].copy_from_slice(&[127, 0, 0, 1]);
+        ev.host[..host.len()].copy_from_slice(host.as_bytes());
+        ev
+    }
+
+    #[test]
+    fn a_go_lookup_names_the_next_connect_on_the_thread_it_returned_on() {
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let host = |name: &str| ConnectName::Host(name.into());
+        let mut dns = DnsState::default();
+        // The goroutine parked in the lookup and came back on thread 2.
+        dns.on_lookup(
+            &lookup(LookupFn::GoLookupIpAddr, "prom1.example.com", 2),
+            None,
+        );
+        assert_eq!(dns.host_for_connect(1, &local), ConnectName::Unknown);
+        assert_eq!(dns.host_for_connect(2, &local), host("prom1.example.com"));
+        // Thread 2 runs another goroutine next, dialing the same address
+        // by number: not prom1's connect.
+        assert_eq!(dns.host_for_connect(2, &local), ConnectName::Unknown);
+        dns.on_lookup(&lookup(LookupFn::GoLookupIpAddr, "127.0.0.1", 2), None);
+        assert_eq!(dns.host_for_connect(2, &local), ConnectName::Address);
+        // A thread of a C program is its own: its lookup names each of its
+        // connects (a client retrying the same host), until the next.
+        dns.on_lookup(&lookup(LookupFn::Getaddrinfo, "api.example.com", 1), None);
+        assert_eq!(dns.host_for_connect(1, &local), host("api.example.com"));
+        assert_eq!(dns.host_for_connect(1, &local), host("api.example.com"));
     }
 }
