@@ -130,14 +130,15 @@ fn floor(a: &cli::FloorArgs) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let ebpf = attach::attach_floor(a.syscalls, &uprobes)?;
-    eprintln!("tracer: floor attached");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
+        // The signals are ours before we say we are attached.
         let mut int = signal(SignalKind::interrupt())?;
         let mut term = signal(SignalKind::terminate())?;
+        eprintln!("tracer: floor attached");
         tokio::select! {
             _ = int.recv() => {}
             _ = term.recv() => {}

@@ -141,13 +141,14 @@ pub async fn run(
         // their first call.
         probe_libraries(&mut t.probes, &mut t.agg, std::process::id(), false);
     }
+    // Ctrl-C is ours from before we say we are tracing: one that came
+    // between the two killed the tracer with its report (fresh19).
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
     announce(&infos, node_mode.as_deref(), duration, &output);
     if let Some(cmd) = launched.as_mut() {
         cmd.release().context("starting the command")?;
     }
-
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let tick_every = match &output {
         Output::Top { interval, .. } => *interval,
         Output::Report { .. } | Output::Serve { .. } => Duration::from_millis(200),
