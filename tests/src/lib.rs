@@ -413,6 +413,18 @@ pub fn scratch(name: &str) -> PathBuf {
     p
 }
 
+/// Checks that the report's call sites were unwound by the kernel's
+/// tables (a stack or two may be copied before a process's tables are
+/// written) and says how many were.
+pub fn assert_unwound_in_kernel(report: &Value) -> String {
+    let a = &report["attribution"];
+    let count = |key: &str| a[key].as_u64().unwrap_or(0);
+    let kernel = count("unwound_in_kernel");
+    let here = count("unwound_here_no_tables_yet") + count("unwound_here_tables_full");
+    assert!(kernel > here, "stacks unwound in the kernel: {a:#}");
+    format!("{kernel} stacks unwound in the kernel, {here} here")
+}
+
 /// Rows of `report["syscall_groups"]` (or another array) matching a predicate.
 pub fn rows<'a>(report: &'a Value, key: &str, pred: impl Fn(&Value) -> bool) -> Vec<&'a Value> {
     report[key]

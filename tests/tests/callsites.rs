@@ -81,6 +81,8 @@ fn python_call_sites_name_the_functions_and_lines_in_every_cpython() {
             settle();
         });
         let report = &traced.report;
+        // By the kernel's unwind tables, not from a stack copy.
+        assert_unwound_in_kernel(report);
         let ctx = format!("{python}: {:#}", report["call_sites"]);
         // (A module's top-level code object is freed once it has run: a
         // stack taken during an import can name one that is gone by the time
@@ -160,6 +162,7 @@ fn trace_deep(bin: &str) -> Value {
     });
     let lookups = sites(&traced.report, "dns", "localhost");
     assert_eq!(lookups.len(), 1, "{:#}", traced.report["call_sites"]);
+    assert_unwound_in_kernel(&traced.report);
     lookups[0].clone()
 }
 

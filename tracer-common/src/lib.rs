@@ -18,6 +18,7 @@ mod stack;
 mod syscall;
 mod task;
 mod tls;
+mod unwind;
 
 pub use connect::*;
 pub use dns::*;
@@ -29,6 +30,7 @@ pub use stack::*;
 pub use syscall::*;
 pub use task::*;
 pub use tls::*;
+pub use unwind::*;
 
 pub use histogram::{HIST_BUCKETS, LatencyStats};
 
@@ -79,6 +81,7 @@ pub enum EventKind {
     Stack = 11,
     SlowIo = 12,
     FdClosed = 13,
+    Frames = 14,
 }
 
 impl EventKind {
@@ -97,6 +100,7 @@ impl EventKind {
             11 => Some(Self::Stack),
             12 => Some(Self::SlowIo),
             13 => Some(Self::FdClosed),
+            14 => Some(Self::Frames),
             _ => None,
         }
     }

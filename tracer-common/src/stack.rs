@@ -67,6 +67,67 @@ pub struct PyProcess {
     pub instr_is_index: u32,
 }
 
+/// Native frames the kernel's unwinder sends at most (the user-space
+/// unwinder's limit is 64; a Python process's native frames stop at the
+/// interpreter).
+pub const NATIVE_FRAMES: usize = 32;
+
+/// Words of a `FramesEvent`: the native frames, then two per Python frame.
+pub const FRAME_WORDS: usize = NATIVE_FRAMES + 2 * PY_FRAMES;
+
+/// Why the kernel's unwinder stopped.
+pub const UNWOUND_END: u32 = 1;
+/// At the first frame in the interpreter, in a process whose Python
+/// frames were read: user space shows those in its place.
+pub const UNWOUND_INTERPRETER: u32 = 2;
+/// `NATIVE_FRAMES` reached.
+pub const UNWOUND_LIMIT: u32 = 3;
+/// Code in no mapping it knows (JIT code, or a library mapped since its
+/// tables were written).
+pub const UNWOUND_UNKNOWN_CODE: u32 = 4;
+/// A read of the stack failed, CFI it cannot follow, or a frame-pointer
+/// chain that goes nowhere.
+pub const UNWOUND_STOPPED: u32 = 5;
+
+/// A call site unwound in the kernel: the native frames (the leaf's
+/// instruction, then return addresses as found), then each Python frame
+/// as two words (code object, instruction). Sent only as long as its
+/// frames: the header and `native_depth + 2 * py_depth` words.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FramesEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub reason: u32,
+    /// The start time of the call it belongs to (joins the two).
+    pub key_ns: u64,
+    pub native_depth: u32,
+    /// `UNWOUND_*`.
+    pub native_end: u32,
+    pub py_status: u32,
+    pub py_depth: u32,
+    pub words: [u64; FRAME_WORDS],
+}
+
+impl core::fmt::Debug for FramesEvent {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("FramesEvent")
+            .field("tgid", &self.tgid)
+            .field("tid", &self.tid)
+            .field("reason", &self.reason)
+            .field("key_ns", &self.key_ns)
+            .field("native_depth", &self.native_depth)
+            .field("native_end", &self.native_end)
+            .field("py_status", &self.py_status)
+            .field("py_depth", &self.py_depth)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bytes of a `FramesEvent` before its words.
+pub const FRAMES_HEADER: usize = 40;
+
 /// One Python frame: the code object and where in it the thread is.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]

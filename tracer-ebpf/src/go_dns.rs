@@ -132,7 +132,10 @@ pub fn go_lookup_return(ctx: ProbeContext) -> u32 {
         if len == 0 || len >= HOST_MAX as u64 {
             return;
         }
-        let n = (len as u32) & (HOST_MAX as u32 - 1);
+        // The mask is hidden from LLVM, which knows it changes nothing and
+        // dropped it; 5.10's and 6.1's verifiers lost the bound checked
+        // above when the length was spilled and reloaded.
+        let n = core::hint::black_box(len as u32) & (HOST_MAX as u32 - 1);
         // SAFETY: `ev` is the reserved record, `n` below the host field's
         // size; the helper checks the user-space read.
         unsafe {

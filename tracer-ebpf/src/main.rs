@@ -46,6 +46,8 @@ mod syscalls;
 mod tasks;
 #[cfg(target_arch = "bpf")]
 mod tls;
+#[cfg(target_arch = "bpf")]
+mod unwind;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -11,14 +11,15 @@ use aya_ebpf::{
     maps::PerCpuArray,
 };
 use tracer_common::{
-    EventKind, LAYOUT_NO_STACKS, LostCounter, PY_FRAME_VIA_CFRAME, PY_FRAMES, PY_NO_THREAD,
-    PY_NOT_PYTHON, PY_OK, PY_READ_FAILED, PY_THREADS, PyFrameRef, PyProcess, STACK_COPY,
-    StackEvent,
+    EventKind, FRAME_WORDS, FRAMES_HEADER, LAYOUT_NO_STACKS, LostCounter, NATIVE_FRAMES,
+    PY_FRAME_VIA_CFRAME, PY_FRAMES, PY_NO_THREAD, PY_NOT_PYTHON, PY_OK, PY_READ_FAILED, PY_THREADS,
+    PyFrameRef, PyProcess, STACK_COPY, StackEvent,
 };
 
 use crate::{
     maps::{EVENTS, KERNEL_LAYOUT, PY_PROCS, count_lost, submit_flags},
     mem::{self, user_or as read_or},
+    unwind::{self, FRAMES_SCRATCH, FRAMES_SEND_MASK, UNWIND_PROCS},
 };
 
 /// User registers at the call.
@@ -26,6 +27,8 @@ pub struct UserRegs {
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
+    /// At a function's first instruction (a uprobe on its entry).
+    pub at_entry: bool,
 }
 
 impl UserRegs {
@@ -38,6 +41,7 @@ impl UserRegs {
                 ip: mem::kernel_or(&raw const (*regs).rip, 0),
                 sp: mem::kernel_or(&raw const (*regs).rsp, 0),
                 bp: mem::kernel_or(&raw const (*regs).rbp, 0),
+                at_entry: false,
             }
         }
     }
@@ -51,6 +55,7 @@ impl UserRegs {
                 ip: (*regs).rip,
                 sp: (*regs).rsp,
                 bp: (*regs).rbp,
+                at_entry: true,
             }
         }
     }
@@ -64,6 +69,9 @@ pub fn capture(tgid: u32, tid: u32, reason: u32, key_ns: u64, regs: &UserRegs) {
         .get(0)
         .is_some_and(|l| l.flags & LAYOUT_NO_STACKS != 0)
     {
+        return;
+    }
+    if send_frames(tgid, tid, reason, key_ns, regs) {
         return;
     }
     let Some(mut slot) = EVENTS.reserve::<StackEvent>(0) else {
@@ -92,6 +100,80 @@ pub fn capture(tgid: u32, tid: u32, reason: u32, key_ns: u64, regs: &UserRegs) {
     // SAFETY: written just above.
     let urgent = unsafe { (*ev).py_depth } > 0;
     slot.submit(submit_flags(urgent));
+}
+
+/// Sends the call site unwound in the kernel, when the process's tables
+/// are loaded: the Python frames first (the native unwind stops at the
+/// interpreter when there are some), then the native frames, as one
+/// record as long as its frames. False: no tables, take the copy.
+#[inline(always)]
+fn send_frames(tgid: u32, tid: u32, reason: u32, key_ns: u64, regs: &UserRegs) -> bool {
+    if UNWIND_PROCS.get_ptr(tgid).is_none() {
+        return false;
+    }
+    let found = tracer_py_thread_frame(tgid);
+    let (py_status, py_depth) = if found < PY_FOUND_MIN {
+        (found as u32, 0)
+    } else {
+        (PY_OK, tracer_py_walk_frames(tgid, found))
+    };
+    let Some((depth, end)) =
+        unwind::unwind(tgid, regs.ip, regs.sp, regs.bp, regs.at_entry, py_depth > 0)
+    else {
+        return false;
+    };
+    let (Some(scratch), Some(py)) = (FRAMES_SCRATCH.get_ptr_mut(0), PY_SCRATCH.get_ptr(0)) else {
+        return true;
+    };
+    // SAFETY: this CPU's slot.
+    let ev = unsafe { &raw mut (*scratch).ev };
+    if depth == 0 || depth as usize > NATIVE_FRAMES || py_depth as usize > PY_FRAMES {
+        return true;
+    }
+    // SAFETY: this CPU's slot, written by the unwind just above; the copy
+    // of the Python frames ends within `words` (depth and py_depth are
+    // bounded just above).
+    unsafe {
+        (*ev).kind = EventKind::Frames as u32;
+        (*ev).tgid = tgid;
+        (*ev).tid = tid;
+        (*ev).reason = reason;
+        (*ev).key_ns = key_ns;
+        (*ev).native_depth = depth;
+        (*ev).native_end = end;
+        (*ev).py_status = py_status;
+        (*ev).py_depth = py_depth;
+        if py_depth > 0 {
+            let copied = generated::bpf_probe_read_kernel(
+                (*ev).words.as_mut_ptr().add(depth as usize).cast(),
+                // Masked for the verifier (see below); it changes nothing.
+                core::hint::black_box(py_depth * core::mem::size_of::<PyFrameRef>() as u32) & 1023,
+                py.cast(),
+            );
+            if copied != 0 {
+                (*ev).py_status = PY_READ_FAILED;
+                (*ev).py_depth = 0;
+            }
+        }
+    }
+    // SAFETY: as above.
+    let words = unsafe { (*ev).native_depth + 2 * (*ev).py_depth } as usize;
+    if words > FRAME_WORDS {
+        return true;
+    }
+    // Hidden from LLVM, which knows the mask changes nothing and drops
+    // it; the verifier does not know that.
+    let len = core::hint::black_box(FRAMES_HEADER + words * 8) & FRAMES_SEND_MASK;
+    // SAFETY: the record's first bytes, within the scratch slot (the mask
+    // bounds `len` by its size).
+    let bytes = unsafe { core::slice::from_raw_parts(scratch.cast::<u8>(), len) };
+    if EVENTS
+        .output::<[u8]>(bytes, submit_flags(py_depth > 0))
+        .is_err()
+    {
+        count_lost(LostCounter::RingFull);
+    }
+    true
 }
 
 /// Copies the top of the user stack: as much of `STACK_COPY` bytes as is

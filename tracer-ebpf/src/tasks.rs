@@ -73,6 +73,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         let _ = TRACED_PROCESSES.remove(tgid);
         // Its PID may come back for a process that is not Python.
         let _ = PY_PROCS.remove(tgid);
+        let _ = crate::unwind::UNWIND_PROCS.remove(tgid);
         emit_task(&ctx, TASK_EXIT_PROCESS, tgid, tid, 0);
     } else {
         emit_task(&ctx, TASK_EXIT_THREAD, tgid, tid, 0);

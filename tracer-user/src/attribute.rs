@@ -7,7 +7,9 @@
 use crate::unwind::HashMap;
 
 use serde::Serialize;
-use tracer_common::{PY_OK, StackEvent};
+use tracer_common::{
+    FramesEvent, NATIVE_FRAMES, PY_OK, PyFrameRef, StackEvent, UNWOUND_UNKNOWN_CODE,
+};
 
 use crate::{
     python::{CodeReader, Interpreter},
@@ -152,6 +154,15 @@ pub struct AttributionCounts {
     pub stale_python_frames: u64,
     /// Python processes whose thread state was not found for a call.
     pub python_thread_not_found: u64,
+    /// Stacks unwound in the kernel, by its tables.
+    pub unwound_in_kernel: u64,
+    /// Of those, the ones whose unwind stopped at code no table covers
+    /// (JIT code, or a library mapped since the tables were written).
+    pub stopped_at_unknown_code: u64,
+    /// Stacks copied for user space to unwind, by why the kernel did not:
+    /// its tables were full, or the process's were not written yet.
+    pub unwound_here_tables_full: u64,
+    pub unwound_here_no_tables_yet: u64,
 }
 
 #[derive(Default)]
@@ -168,6 +179,35 @@ pub struct Attributor {
     /// connections, come from different lines.
     last_tls: HashMap<(u32, u64, usize), u32>,
     pub counts: AttributionCounts,
+    /// Processes the kernel's unwind tables had no room for.
+    tables_full: std::collections::HashSet<u32>,
+    /// Call sites by the kernel's words for them: (process, Python status,
+    /// native depth, words).
+    by_raw: HashMap<RawStack, u32>,
+}
+
+type RawStack = (u32, u32, u32, Vec<u64>);
+
+/// Raw stacks remembered before the memo starts over (a few MiB).
+const MAX_RAW_STACKS: usize = 16384;
+
+/// A stack copy's Python frames, as the kernel read them.
+pub fn stack_python(ev: &StackEvent) -> &[PyFrameRef] {
+    &ev.py[..(ev.py_depth as usize).min(ev.py.len())]
+}
+
+/// A kernel-unwound stack's native frames, and its Python frames.
+pub fn frames_words(ev: &FramesEvent) -> (&[u64], Vec<PyFrameRef>) {
+    let native = (ev.native_depth as usize).min(NATIVE_FRAMES);
+    let python = ev.words[native..]
+        .chunks_exact(2)
+        .take(ev.py_depth as usize)
+        .map(|w| PyFrameRef {
+            code: w[0],
+            instr: w[1],
+        })
+        .collect();
+    (&ev.words[..native], python)
 }
 
 impl std::fmt::Debug for Attributor {
@@ -193,23 +233,99 @@ impl Attributor {
     }
 
     /// Reads the code objects of a stack's Python frames into the cache.
-    pub fn prefetch_python(&mut self, ev: &StackEvent) {
-        let Some(interp) = self.interpreters.get(&ev.tgid).copied() else {
+    pub fn prefetch_python(&mut self, tgid: u32, py_status: u32, py: &[PyFrameRef]) {
+        let Some(interp) = self.interpreters.get(&tgid).copied() else {
             return;
         };
-        if ev.py_status != PY_OK {
+        if py_status != PY_OK {
             return;
         }
-        let depth = (ev.py_depth as usize).min(ev.py.len());
-        for f in ev.py[..depth].iter().filter(|f| f.code != 0) {
-            let _ = self.code.code(ev.tgid, &interp, f.code);
+        for f in py.iter().filter(|f| f.code != 0) {
+            let _ = self.code.code(tgid, &interp, f.code);
         }
     }
 
+    /// A stack copy, unwound here: the kernel had no tables for its
+    /// process.
     pub fn on_stack(&mut self, ev: &StackEvent) {
+        if self.tables_full.contains(&ev.tgid) {
+            self.counts.unwound_here_tables_full += 1;
+        } else {
+            self.counts.unwound_here_no_tables_yet += 1;
+        }
+        let python = self.python_frames(ev.tgid, ev.py_status, stack_python(ev));
+        let stack_len = (ev.stack_len as usize).min(ev.stack.len());
+        let addrs = self
+            .native
+            .unwind(ev.tgid, ev.ip, ev.sp, ev.bp, &ev.stack[..stack_len]);
+        let id = self.intern(ev.tgid, python, &addrs);
+        self.wait_for_call(ev.tid, ev.key_ns, id);
+    }
+
+    /// A stack the kernel unwound.
+    pub fn on_frames(&mut self, ev: &FramesEvent) {
+        self.counts.unwound_in_kernel += 1;
+        if ev.native_end == UNWOUND_UNKNOWN_CODE {
+            self.counts.stopped_at_unknown_code += 1;
+            log::debug!(
+                "PID {}: the kernel's unwind stopped at code it does not know: {:x?}",
+                ev.tgid,
+                &ev.words[..(ev.native_depth as usize).min(NATIVE_FRAMES)]
+            );
+        }
+        // The same frames again are the same call site: a lookup, not a
+        // symbolization (code objects are taken to stay where they are,
+        // as `CodeReader`'s cache does).
+        let words = ev.native_depth as usize + 2 * ev.py_depth as usize;
+        let raw = (
+            ev.tgid,
+            ev.py_status,
+            ev.native_depth,
+            ev.words[..words].to_vec(),
+        );
+        if let Some(&id) = self.by_raw.get(&raw) {
+            self.counts.stacks += 1;
+            if self.interpreters.contains_key(&ev.tgid) {
+                if ev.py_status == PY_OK {
+                    self.counts.python_stacks += 1;
+                } else {
+                    self.counts.python_thread_not_found += 1;
+                }
+            }
+            self.wait_for_call(ev.tid, ev.key_ns, id);
+            return;
+        }
+        let (native, python) = frames_words(ev);
+        let python = self.python_frames(ev.tgid, ev.py_status, &python);
+        // A return address is after its call: its line is the call's,
+        // one byte back.
+        let addrs: Vec<u64> = native
+            .iter()
+            .enumerate()
+            .map(|(i, &a)| if i == 0 { a } else { a.wrapping_sub(1) })
+            .collect();
+        self.native.learn_addresses(ev.tgid, &addrs);
+        let id = self.intern(ev.tgid, python, &addrs);
+        if self.by_raw.len() >= MAX_RAW_STACKS {
+            self.by_raw.clear();
+        }
+        self.by_raw.insert(raw, id);
+        self.wait_for_call(ev.tid, ev.key_ns, id);
+    }
+
+    /// Processes whose stacks the kernel cannot unwind: its tables were
+    /// full when theirs were to be written.
+    pub fn note_tables_full(&mut self, pid: u32) {
+        self.tables_full.insert(pid);
+    }
+
+    /// The call site of Python and native frames, interned.
+    fn intern(&mut self, pid: u32, python: Vec<Frame>, addrs: &[u64]) -> u32 {
         self.counts.stacks += 1;
-        let frames = self.frames(ev);
-        let id = match self.by_frames.get(&frames) {
+        let mut frames = python;
+        let native = self.native_frames(pid, !frames.is_empty(), addrs);
+        frames.extend(native);
+        match self.by_frames.get(&frames) {
             Some(&id) => id,
             None => {
                 let id = self.sites.len() as u32;
@@ -220,12 +336,16 @@ impl Attributor {
                 self.by_frames.insert(frames, id);
                 id
             }
-        };
+        }
+    }
+
+    /// Keeps a call site for the event of the call it was taken at.
+    fn wait_for_call(&mut self, tid: u32, key_ns: u64, id: u32) {
         // Unclaimed stacks (their event lost) must not pile up.
         if self.pending.len() > 65536 {
             self.pending.clear();
         }
-        self.pending.insert((ev.tid, ev.key_ns), id);
+        self.pending.insert((tid, key_ns), id);
     }
 
     /// The call site of the call that started at `start_ns` on `tid`.
@@ -259,19 +379,20 @@ impl Attributor {
         self.native.forget(pid);
         self.code.forget(pid);
         self.interpreters.remove(&pid);
+        self.tables_full.remove(&pid);
+        self.by_raw.retain(|(owner, ..), _| *owner != pid);
     }
 
-    fn frames(&mut self, ev: &StackEvent) -> Vec<Frame> {
-        let pid = ev.tgid;
+    /// The Python frames of a stack, outermost first. Read first: their
+    /// code objects are read from the live process, which may exit soon
+    /// after its last call.
+    fn python_frames(&mut self, pid: u32, py_status: u32, py: &[PyFrameRef]) -> Vec<Frame> {
         let interp = self.interpreters.get(&pid).copied();
-        // Python frames first: their code objects are read from the live
-        // process, which may exit soon after its last call.
         let mut python_frames = Vec::new();
         if let Some(interp) = interp {
-            if ev.py_status == PY_OK {
+            if py_status == PY_OK {
                 self.counts.python_stacks += 1;
-                let depth = (ev.py_depth as usize).min(ev.py.len());
-                for f in &ev.py[..depth] {
+                for f in py {
                     if f.code == 0 {
                         continue; // a C-stack shim frame (3.12+)
                     }
@@ -301,21 +422,21 @@ impl Attributor {
         }
         // Kernel order is innermost first; show the outermost caller first.
         python_frames.reverse();
+        python_frames
+    }
 
-        let stack_len = (ev.stack_len as usize).min(ev.stack.len());
-        let addrs = self
-            .native
-            .unwind(pid, ev.ip, ev.sp, ev.bp, &ev.stack[..stack_len]);
-        // Native frames below the Python ones: from the call up to the
-        // first frame inside the interpreter itself.
-        let interp_module = interp.map(|i| i.module);
+    /// The native frames below the Python ones (`addrs` leaf first), shown
+    /// outermost first: from the call up to the first frame inside the
+    /// interpreter itself when there are Python frames, else all.
+    fn native_frames(&mut self, pid: u32, below_python: bool, addrs: &[u64]) -> Vec<Frame> {
+        let interp_module = self.interpreters.get(&pid).map(|i| i.module);
         let mut native = Vec::new();
-        for &addr in &addrs {
+        for &addr in addrs {
             let in_interpreter = self
                 .native
                 .module_of(pid, addr)
                 .is_some_and(|(_, _, file)| Some(file) == interp_module);
-            if !python_frames.is_empty() && in_interpreter {
+            if below_python && in_interpreter {
                 break;
             }
             let frame = self.native.symbolize(pid, addr);
@@ -329,9 +450,7 @@ impl Attributor {
             });
         }
         native.reverse();
-        let mut frames = python_frames;
-        frames.extend(native);
-        frames
+        native
     }
 }
 

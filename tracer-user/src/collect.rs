@@ -9,9 +9,10 @@ use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
     CONN_ANSWERED, CONN_IN_REQUEST, ConnectEvent, DnsPacketEvent, DnsServer, DnsWaitEvent,
-    EventKind, ExecMapEvent, FdClosedEvent, FdKey, GoLookupState, GoroutineKey, HandshakeEvent,
-    LatencyStats, LookupEvent, LookupStartEvent, LookupState, LostCounter, RequestTime, ServerConn,
-    SlowIoEvent, StackEvent, SyscallKey, TaskEvent, ThreadEntry, TlsEvent, TlsWaitEvent,
+    EventKind, ExecMapEvent, FRAMES_HEADER, FdClosedEvent, FdKey, FramesEvent, GoLookupState,
+    GoroutineKey, HandshakeEvent, LatencyStats, LookupEvent, LookupStartEvent, LookupState,
+    LostCounter, NATIVE_FRAMES, RequestTime, ServerConn, SlowIoEvent, StackEvent, SyscallKey,
+    TaskEvent, ThreadEntry, TlsEvent, TlsWaitEvent,
 };
 
 use crate::attach::Probes;
@@ -30,6 +31,7 @@ pub enum Event {
     TlsWait(TlsWaitEvent),
     ExecMap(ExecMapEvent),
     Stack(Box<StackEvent>),
+    Frames(Box<FramesEvent>),
     SlowIo(SlowIoEvent),
     FdClosed(FdClosedEvent),
 }
@@ -59,6 +61,23 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
             Some(boxed.assume_init())
         }
     }
+    /// A record sent only as long as its content: what came, the rest
+    /// zero; None when the header says more than came.
+    fn read_frames(bytes: &[u8]) -> Option<Box<FramesEvent>> {
+        let len = bytes.len().min(size_of::<FramesEvent>());
+        if len < FRAMES_HEADER {
+            return None;
+        }
+        // SAFETY: FramesEvent is repr(C) integers, valid as all zeroes.
+        let mut ev: Box<FramesEvent> = unsafe { Box::new_zeroed().assume_init() };
+        // SAFETY: at most the record's size, from a slice that long.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&raw mut *ev).cast::<u8>(), len);
+        }
+        let words = ev.native_depth as usize + 2 * ev.py_depth as usize;
+        (ev.native_depth as usize <= NATIVE_FRAMES && FRAMES_HEADER + words * 8 <= len)
+            .then_some(ev)
+    }
     let kind = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
     match EventKind::from_u32(kind)? {
         EventKind::Connect => read(bytes).map(Event::Connect),
@@ -72,6 +91,7 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
         EventKind::TlsWait => read(bytes).map(Event::TlsWait),
         EventKind::ExecMap => read(bytes).map(Event::ExecMap),
         EventKind::Stack => read_boxed(bytes).map(Event::Stack),
+        EventKind::Frames => read_frames(bytes).map(Event::Frames),
         EventKind::SlowIo => read(bytes).map(Event::SlowIo),
         EventKind::FdClosed => read(bytes).map(Event::FdClosed),
     }

@@ -36,6 +36,7 @@ mod target;
 mod tls;
 mod units;
 mod unwind;
+mod unwind_table;
 
 use std::{path::PathBuf, time::Duration};
 

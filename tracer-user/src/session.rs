@@ -609,6 +609,7 @@ fn probe_libraries(probes: &mut Probes, agg: &mut Aggregate, pid: u32, late: boo
             }
             ProbeNote::Maps(pid, maps) => agg.sites_mut().remember_maps(pid, maps),
             ProbeNote::Go(pid) => agg.mark_go(pid),
+            ProbeNote::UnwindTablesFull(pid) => agg.sites_mut().note_tables_full(pid),
         }
     }
 }

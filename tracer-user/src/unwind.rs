@@ -347,6 +347,19 @@ impl NativeUnwinder {
 
     /// Names a native frame: function and source line where the file has
     /// them; module+offset where it is stripped.
+    /// Makes a process's modules known for naming frames the kernel
+    /// unwound: its maps are read again when one of `addrs` is in code
+    /// not known yet (a library loaded since), once.
+    pub fn learn_addresses(&mut self, pid: u32, addrs: &[u64]) {
+        let unknown = addrs
+            .iter()
+            .copied()
+            .find(|&a| self.processes.get(&pid).is_none_or(|p| p.find(a).is_none()));
+        if let Some(addr) = unknown {
+            let _ = self.process(pid, addr);
+        }
+    }
+
     pub fn symbolize(&mut self, pid: u32, addr: u64) -> NativeFrame {
         let Some((module, file_offset, file)) = self.module_of(pid, addr) else {
             return NativeFrame {
@@ -573,28 +586,100 @@ mod tests {
 #[cfg(test)]
 mod libc_tests {
     use super::*;
-    use std::sync::Mutex;
+    use std::cell::RefCell;
 
-    static SNAP: Mutex<Option<super::Snapshot>> = Mutex::new(None);
+    use tracer_common::{Step, UnwindRegs, find_row, unwind_step};
+
+    use crate::mapped::load_bias;
+
+    thread_local! {
+        static SNAP: RefCell<Option<super::Snapshot>> = const { RefCell::new(None) };
+    }
 
     extern "C" fn compare(a: *const libc::c_void, b: *const libc::c_void) -> i32 {
-        let mut g = SNAP.lock().unwrap();
-        if g.is_none() {
-            *g = Some(std::hint::black_box(super::tests_support::snapshot()));
-        }
+        SNAP.with_borrow_mut(|g| {
+            if g.is_none() {
+                *g = Some(std::hint::black_box(super::tests_support::snapshot()));
+            }
+        });
         unsafe { (*(a as *const i32)).cmp(&*(b as *const i32)) as i32 }
     }
 
+    /// A snapshot taken in qsort's comparator: our frames, glibc's (no
+    /// frame pointers), then ours again.
     #[inline(never)]
-    fn sort_through_libc() {
+    fn sort_through_libc() -> super::Snapshot {
         let mut v = [3i32, 1, 2, 9, 4];
         unsafe { libc::qsort(v.as_mut_ptr().cast(), v.len(), 4, Some(compare)) };
+        SNAP.take().unwrap()
+    }
+
+    /// Unwinds a snapshot of this process by the tables compiled for the
+    /// kernel, as its unwinder does: frame addresses, return addresses
+    /// moved back into their calls.
+    fn unwind_by_tables((ip, sp, bp, stack): &super::Snapshot) -> Vec<u64> {
+        let pid = std::process::id();
+        let modules: Vec<_> = executable_mappings(pid)
+            .into_iter()
+            .filter_map(|m| {
+                let bias = load_bias(pid, &m)?;
+                let data = std::fs::read(m.file_path(pid).ok()?).ok()?;
+                Some((
+                    m.exec.clone(),
+                    bias,
+                    crate::unwind_table::compile(&data).unwrap(),
+                ))
+            })
+            .collect();
+        let word = |addr: u64| -> Option<u64> {
+            let off = usize::try_from(addr.checked_sub(*sp)?).ok()?;
+            Some(u64::from_ne_bytes(
+                stack.get(off..off + 8)?.try_into().ok()?,
+            ))
+        };
+        let mut regs = UnwindRegs {
+            pc: *ip,
+            sp: *sp,
+            bp: *bp,
+        };
+        let mut frames = vec![*ip];
+        loop {
+            // The code a caller's frame is in: its call instruction.
+            let pc = if frames.len() == 1 {
+                regs.pc
+            } else {
+                regs.pc - 1
+            };
+            let Some((bias, rows)) = modules.iter().find_map(|(exec, bias, rows)| {
+                exec.iter()
+                    .any(|&(s, e, _)| (s..e).contains(&pc))
+                    .then_some((bias, rows))
+            }) else {
+                break;
+            };
+            let at = u32::try_from(pc - bias).unwrap();
+            let row = find_row(rows.len() as u32, at, |i| rows.get(i as usize).copied());
+            if unwind_step(row.as_ref(), &mut regs, word) != Step::Caller {
+                break;
+            }
+            frames.push(regs.pc - 1);
+        }
+        frames
+    }
+
+    #[test]
+    fn the_kernels_tables_unwind_through_libc_as_framehop_does() {
+        let snap = sort_through_libc();
+        let (ip, sp, bp, stack) = &snap;
+        let by_framehop =
+            NativeUnwinder::default().unwind(std::process::id(), *ip, *sp, *bp, stack);
+        assert!(by_framehop.len() >= 6, "{by_framehop:x?}");
+        assert_eq!(unwind_by_tables(&snap), by_framehop);
     }
 
     #[test]
     fn unwinds_through_libc() {
-        sort_through_libc();
-        let (ip, sp, bp, stack) = SNAP.lock().unwrap().take().unwrap();
+        let (ip, sp, bp, stack) = sort_through_libc();
         let mut u = NativeUnwinder::default();
         let pid = std::process::id();
         let frames = u.unwind(pid, ip, sp, bp, &stack);

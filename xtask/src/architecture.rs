@@ -60,6 +60,7 @@ const LAYERS: &[(&str, Layers)] = &[
             (
                 &[
                     "python",
+                    "unwind_table",
                     "target",
                     "mapped",
                     "elf",
@@ -82,7 +83,10 @@ const LAYERS: &[(&str, Layers)] = &[
                 &["connect", "dns", "go_dns", "tls", "go_tls", "idle", "tasks"],
                 false,
             ),
-            (&["calls", "stacks", "scope", "lookup_record"], true),
+            (
+                &["calls", "stacks", "unwind", "scope", "lookup_record"],
+                true,
+            ),
             (&["maps"], false),
             (&["mem"], false),
         ],

@@ -442,10 +442,11 @@ fn go_lookup_and_tls() -> String {
     assert_eq!(p["read_bytes"], get["tls_read"], "{p:#} vs {get}");
     assert_eq!(p["write_bytes"], get["tls_written"], "{p:#} vs {get}");
     format!(
-        "1 lookup, {:.0} ms, {queries} messages; {} TLS reads of {} bytes",
+        "1 lookup, {:.0} ms, {queries} messages; {} TLS reads of {} bytes; {}",
         f64_of(l, "duration_ns") / 1e6,
         p["reads"],
-        p["read_bytes"]
+        p["read_bytes"],
+        assert_unwound_in_kernel(&report)
     )
 }
 
@@ -490,9 +491,10 @@ fn python_call_site() -> String {
         .unwrap_or_else(|| panic!("no getaddrinfo frame in libc: {:#}", report["call_sites"]));
     let file = frame["file"].as_str().unwrap_or("?");
     format!(
-        "lookup_host ({}:{}) down to {native}",
+        "lookup_host ({}:{}) down to {native}; {}",
         file.rsplit('/').next().unwrap_or(file),
-        frame["line"]
+        frame["line"],
+        assert_unwound_in_kernel(&report)
     )
 }
 

@@ -249,8 +249,16 @@ impl Aggregate {
     /// the first time a library is seen.
     pub fn apply_batch(&mut self, batch: Vec<Event>) {
         for ev in &batch {
-            if let Event::Stack(st) = ev {
-                self.sites.prefetch_python(st);
+            match ev {
+                Event::Stack(st) => {
+                    let py = crate::attribute::stack_python(st);
+                    self.sites.prefetch_python(st.tgid, st.py_status, py);
+                }
+                Event::Frames(f) => {
+                    let (_, py) = crate::attribute::frames_words(f);
+                    self.sites.prefetch_python(f.tgid, f.py_status, &py);
+                }
+                _ => {}
             }
         }
         for ev in batch {
@@ -284,6 +292,7 @@ impl Aggregate {
                 self.mapped_new_code.insert(m.tgid);
             }
             Event::Stack(st) => self.sites.on_stack(&st),
+            Event::Frames(f) => self.sites.on_frames(&f),
             Event::SlowIo(io) => self.on_slow_io(&io),
             Event::FdClosed(c) => {
                 self.fd_peers.remove(&(c.tgid, c.fd));

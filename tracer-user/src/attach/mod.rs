@@ -10,6 +10,7 @@ mod go;
 mod layout;
 mod library;
 pub mod preflight;
+mod unwind_tables;
 
 use std::{
     collections::{HashMap as StdHashMap, HashSet},
@@ -63,6 +64,12 @@ pub struct Probes {
     unprobeable: HashSet<(ProbeSet, FileId)>,
     /// Processes already told they have no libc to probe.
     warned: HashSet<u32>,
+    /// Take stacks for call sites.
+    call_sites: bool,
+    /// The kernel's unwind tables.
+    unwind: unwind_tables::UnwindTables,
+    /// The interpreter file of each CPython process.
+    python_modules: StdHashMap<u32, (u64, u64)>,
     /// Go programs (their busy time is not their threads', and they
     /// resolve names themselves: no libc warning).
     go_pids: HashSet<u32>,
@@ -96,6 +103,9 @@ pub enum ProbeNote {
     Go(u32),
     /// What the process maps now (for unwinding its stacks later).
     Maps(u32, Vec<Mapping>),
+    /// The kernel's unwind tables had no room for the process: its stacks
+    /// are copied and unwound in user space.
+    UnwindTablesFull(u32),
 }
 
 /// The embedded eBPF object.
@@ -234,6 +244,9 @@ impl Probes {
             probed_processes: StdHashMap::new(),
             unprobeable: HashSet::new(),
             warned: HashSet::new(),
+            call_sites: options.call_sites,
+            unwind: unwind_tables::UnwindTables::default(),
+            python_modules: StdHashMap::new(),
             go_pids: HashSet::new(),
             node_mode: options.node.is_some(),
             tls_files: Vec::new(),
@@ -256,6 +269,10 @@ impl Probes {
         let mut notes = self.probe_go(pid, &maps);
         notes.extend(self.probe_lookups(pid, &maps));
         notes.extend(self.probe_python(pid, &maps));
+        if self.call_sites {
+            let interpreter = self.python_modules.get(&pid).copied();
+            notes.extend(self.write_unwind_tables(pid, &maps, interpreter));
+        }
         notes.extend(self.probe_tls(pid, &maps, late));
         notes.push(ProbeNote::Maps(pid, maps));
         notes
@@ -293,6 +310,7 @@ impl Probes {
                     )));
                 }
                 self.python_pids.insert(pid);
+                self.python_modules.insert(pid, interp.module);
                 Some(ProbeNote::Python(pid, interp))
             }
         }
@@ -306,6 +324,8 @@ impl Probes {
         self.go_pids.remove(&pid);
         self.python_pids.remove(&pid);
         self.python_checked.remove(&pid);
+        self.python_modules.remove(&pid);
+        self.forget_unwind_tables(pid);
         self.preprobed_roots.retain(|&(_, _, owner)| owner != pid);
     }
 
