@@ -181,12 +181,13 @@ pub struct Attributor {
     pub counts: AttributionCounts,
     /// Processes the kernel's unwind tables had no room for.
     tables_full: std::collections::HashSet<u32>,
-    /// Call sites by the kernel's words for them: (process, Python status,
-    /// native depth, words).
-    by_raw: HashMap<RawStack, u32>,
+    /// Each site's label, by id.
+    labels: Vec<String>,
+    /// Call sites by the kernel's words for them (see `on_frames`).
+    by_raw: HashMap<Box<[u64]>, u32>,
+    /// The key being looked up, kept to look up without allocating.
+    raw_key: Vec<u64>,
 }
-
-type RawStack = (u32, u32, u32, Vec<u64>);
 
 /// Raw stacks remembered before the memo starts over (a few MiB).
 const MAX_RAW_STACKS: usize = 16384;
@@ -226,6 +227,12 @@ impl Attributor {
 
     pub fn remember_maps(&mut self, pid: u32, maps: Vec<crate::mapped::Mapping>) {
         self.native.remember_maps(pid, maps);
+    }
+
+    /// A call site's whole chain (`CallSite::label`), made once per site:
+    /// every lookup record carries it.
+    pub fn site_label(&self, id: u32) -> String {
+        self.labels[id as usize].clone()
     }
 
     pub fn site(&self, id: u32) -> &CallSite {
@@ -277,13 +284,14 @@ impl Attributor {
         // symbolization (code objects are taken to stay where they are,
         // as `CodeReader`'s cache does).
         let words = ev.native_depth as usize + 2 * ev.py_depth as usize;
-        let raw = (
-            ev.tgid,
-            ev.py_status,
-            ev.native_depth,
-            ev.words[..words].to_vec(),
-        );
-        if let Some(&id) = self.by_raw.get(&raw) {
+        // Key: process and Python status, native depth, then the words.
+        self.raw_key.clear();
+        self.raw_key.extend([
+            u64::from(ev.tgid) << 32 | u64::from(ev.py_status),
+            u64::from(ev.native_depth),
+        ]);
+        self.raw_key.extend_from_slice(&ev.words[..words]);
+        if let Some(&id) = self.by_raw.get(self.raw_key.as_slice()) {
             self.counts.stacks += 1;
             if self.interpreters.contains_key(&ev.tgid) {
                 if ev.py_status == PY_OK {
@@ -309,7 +317,7 @@ impl Attributor {
         if self.by_raw.len() >= MAX_RAW_STACKS {
             self.by_raw.clear();
         }
-        self.by_raw.insert(raw, id);
+        self.by_raw.insert(self.raw_key.as_slice().into(), id);
         self.wait_for_call(ev.tid, ev.key_ns, id);
     }
 
@@ -329,10 +337,12 @@ impl Attributor {
             Some(&id) => id,
             None => {
                 let id = self.sites.len() as u32;
-                self.sites.push(CallSite {
+                let site = CallSite {
                     id,
                     frames: frames.clone(),
-                });
+                };
+                self.labels.push(site.label());
+                self.sites.push(site);
                 self.by_frames.insert(frames, id);
                 id
             }
@@ -380,7 +390,7 @@ impl Attributor {
         self.code.forget(pid);
         self.interpreters.remove(&pid);
         self.tables_full.remove(&pid);
-        self.by_raw.retain(|(owner, ..), _| *owner != pid);
+        self.by_raw.retain(|key, _| key[0] >> 32 != u64::from(pid));
     }
 
     /// The Python frames of a stack, outermost first. Read first: their

@@ -239,7 +239,7 @@ impl Aggregate {
         self.in_flight_lookups = self.dns.in_flight(open, now_ns);
         for r in &mut self.in_flight_lookups {
             let site = self.sites.peek(r.tid, r.start_ns);
-            r.call_site = site.map(|id| self.sites.site(id).label());
+            r.call_site = site.map(|id| self.sites.site_label(id));
         }
     }
 
@@ -303,7 +303,7 @@ impl Aggregate {
 
     fn on_lookup(&mut self, l: &LookupEvent) {
         let site = self.sites.take(l.tid, l.start_ns);
-        let label = site.map(|id| self.sites.site(id).label());
+        let label = site.map(|id| self.sites.site_label(id));
         if let Some(record) = self.dns.on_lookup(l, label) {
             self.account_lookup(&record, site);
         }
