@@ -225,7 +225,12 @@ pub struct TlsEvent {
     /// 1 if OpenSSL's handshake state machine ran inside the call (a
     /// handshake done by SSL_read, as Node.js does).
     pub handshake_step: u32,
-    pub _pad: u32,
+    /// A Go read: microseconds from its start to when the last write on
+    /// its connection that began during it began, plus 1; 0: none began.
+    /// Taken at the write's entry, so known whatever order the two calls'
+    /// records come in (a write can return after the read it was
+    /// answered by).
+    pub write_began_us: u32,
 }
 
 /// A poll() on a socket that carries TLS: the time a TLS client with a

@@ -37,6 +37,12 @@ const STALE_NS: u64 = 600_000_000_000;
 static GO_TLS_STACKS: LruHashMap<GoroutineKey, [u64; 6]> =
     LruHashMap::with_max_entries(MAX_GO_CALLS, 0);
 
+/// When the last Write on each connection (tgid, `*tls.Conn` in `g`)
+/// began: a read's idle wait ends there (`TlsEvent::write_began_us`).
+#[map]
+static GO_TLS_WRITE_STARTS: LruHashMap<GoroutineKey, u64> =
+    LruHashMap::with_max_entries(MAX_GO_CALLS, 0);
+
 #[inline(always)]
 fn regs(ctx: &ProbeContext) -> &pt_regs {
     // SAFETY: the probe context is the thread's user registers.
@@ -99,6 +105,14 @@ fn entry(ctx: &ProbeContext, func: TlsFn) -> u32 {
         }
     }
     let tid = pid_tgid as u32;
+    if func == TlsFn::GoWrite {
+        let on = GoroutineKey {
+            tgid: key.tgid,
+            _pad: 0,
+            g: conn,
+        };
+        let _ = GO_TLS_WRITE_STARTS.insert(on, now, 0);
+    }
     sample_stack(ctx, key, func, conn, now, tid);
     // Read(b []byte) and Write(b []byte): b's length in rcx.
     let requested = if func == TlsFn::GoHandshake {
@@ -213,6 +227,22 @@ pub fn go_tls_return(ctx: ProbeContext) -> u32 {
             (0, 0)
         }
     };
+    let mut write_began_us = 0;
+    if call.func == TlsFn::GoRead as u32 {
+        let conn = GoroutineKey {
+            tgid: key.tgid,
+            _pad: 0,
+            g: call.conn,
+        };
+        // SAFETY: a map value, copied at once.
+        if let Some(&began) = unsafe { GO_TLS_WRITE_STARTS.get(conn) }
+            && began > call.start_ns
+            && began <= now
+        {
+            write_began_us =
+                ((began - call.start_ns) / 1000).min(u64::from(u32::MAX - 1)) as u32 + 1;
+        }
+    }
     output(&TlsEvent {
         kind: EventKind::Tls as u32,
         tgid: key.tgid,
@@ -229,7 +259,7 @@ pub fn go_tls_return(ctx: ProbeContext) -> u32 {
         fd: call.fd,
         hint_fd: -1,
         handshake_step: 0,
-        _pad: 0,
+        write_began_us,
     });
     0
 }

@@ -250,7 +250,7 @@ pub fn tls_return(ctx: RetProbeContext) -> u32 {
         fd: call.fd,
         hint_fd: call.hint_fd,
         handshake_step: call.handshake_step,
-        _pad: 0,
+        write_began_us: 0,
     });
     0
 }

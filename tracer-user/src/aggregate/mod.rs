@@ -8,6 +8,7 @@
 
 mod names;
 mod processes;
+mod tls;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -15,7 +16,7 @@ use std::{
 };
 
 use serde::Serialize;
-use tracer_common::{LatencyStats, LookupEvent, SlowIoEvent, SyscallKey, ThreadEntry, TlsEvent};
+use tracer_common::{LatencyStats, LookupEvent, SlowIoEvent, SyscallKey, ThreadEntry};
 
 pub use self::processes::{ProcessState, is_process};
 use crate::{
@@ -321,63 +322,6 @@ impl Aggregate {
             per_site: true,
         };
         self.account(&call, |_| (record.host.clone(), record.result.clone()));
-    }
-
-    fn on_tls(&mut self, call: &TlsEvent) {
-        let work = crate::tls::work_of(call);
-        let class = work.map_or(0, tracer_common::TlsFn::class);
-        let site = self
-            .sites
-            .take_tls(call.tid, call.start_ns, call.ssl, class);
-        // A Go read's wait while its connection had nothing asked of the
-        // peer is not the call's time (`TlsState::idle_wait_ns`).
-        let idle = self.tls.idle_wait_ns(call, |pid, fd| {
-            crate::target::accepted_sockets(pid).contains(&fd)
-        });
-        let t = &TlsEvent {
-            start_ns: call.start_ns + idle,
-            duration_ns: call.duration_ns - idle,
-            blocked_ns: call.blocked_ns.saturating_sub(idle),
-            ..*call
-        };
-        // A socket: one we saw connected and not closed, or one /proc says
-        // is a socket; named now, as its fd number may be reused later.
-        let mut tls = std::mem::take(&mut self.tls);
-        let this = &*self;
-        tls.on_call(t, site, |pid, fd| {
-            if this.fd_peers.contains_key(&(pid, fd)) || crate::target::is_socket(pid, fd) {
-                Some(
-                    this.peer_name(pid, fd)
-                        .unwrap_or_else(|| format!("pid {pid} fd {fd}")),
-                )
-            } else {
-                None
-            }
-        });
-        self.tls = tls;
-        let Some(func) = work else { return };
-        let target = match self.tls.connections.get(&(t.tgid, t.ssl)) {
-            Some(conn) => crate::tls::peer_key(conn),
-            None => format!("pid {} (socket unknown)", t.tgid),
-        };
-        let call = FinishedCall {
-            kind: crate::tls::call_kind(func),
-            pid: t.tgid,
-            tid: t.tid,
-            start_ns: t.start_ns,
-            latency_ns: t.duration_ns,
-            target: Some(target),
-            site,
-            // An SSL call's site is kept with its connection (`tls`).
-            per_site: false,
-        };
-        let result = if t.ret > 0 {
-            format!("{} bytes", t.bytes)
-        } else {
-            format!("returned {}", t.ret)
-        };
-        let shown = call.target.clone().unwrap_or_default();
-        self.account(&call, |_| (shown, result));
     }
 
     fn on_slow_io(&mut self, io: &SlowIoEvent) {

@@ -14,8 +14,9 @@ impl TlsState {
     /// (WINDOW_UPDATE, PING acks) in both directions, so a write is not
     /// always a request, nor a read an answer:
     /// - On a client's connection: the wait before the last write during
-    ///   the read (the next request: the acknowledgements of the last
-    ///   answer come first); with none, all of a read that brought nothing
+    ///   the read began (the next request: the acknowledgements of the last
+    ///   answer come first; the kernel notes when each write begins, as the
+    ///   write can return after the read its request was answered by); with none, all of a read that brought nothing
     ///   when nothing was written since the last answer (the connection
     ///   idle until it closed). A read begun with a request out counts
     ///   whole, a timeout too; but with requests out at once on one
@@ -47,6 +48,10 @@ impl TlsState {
             (conn.writes_since_read.iter()).rfind(|&&w| w > ev.start_ns && w <= end_ns);
         let idle = if server {
             waited
+        } else if ev.write_began_us > 0 {
+            // The kernel saw the write begin: right whatever order the
+            // records of the two calls came in.
+            (u64::from(ev.write_began_us - 1) * 1000).min(waited)
         } else if let Some(&w) = last_write_during {
             (w - ev.start_ns).min(waited)
         } else if ev.bytes == 0 && conn.last_write_end_ns <= conn.last_data_read_end_ns {
@@ -70,6 +75,31 @@ mod tests {
         ev.start_ns = start_ms * 1_000_000;
         ev.blocked_ns = ev.duration_ns.saturating_sub(1_000_000);
         ev
+    }
+
+    #[test]
+    fn a_request_whose_record_comes_after_the_read_still_ends_its_wait() {
+        let mut s = TlsState::default();
+        let socket = |_, _| Some("peer".to_string());
+        // A request and its answer; then the read loop waits from 2 ms,
+        // the next request's write begins at 1000 ms, the answer comes at
+        // 1002 ms, and the write returns at 1003 ms: after the read, so its
+        // record comes second. The kernel says when it began.
+        for ev in [
+            go_call(TlsFn::GoWrite, 50, 0, 1),
+            go_call(TlsFn::GoRead, 100, 1, 2),
+        ] {
+            s.idle_wait_ns(&ev, |_, _| false);
+            s.on_call(&ev, None, socket);
+        }
+        let mut read = go_call(TlsFn::GoRead, 100, 2, 1002);
+        assert_eq!(
+            s.idle_wait_ns(&read, |_, _| false),
+            0,
+            "without the kernel's note"
+        );
+        read.write_began_us = 998_000 + 1;
+        assert_eq!(s.idle_wait_ns(&read, |_, _| false), 998_000_000);
     }
 
     /// Each call through idle_wait_ns then on_call, as the aggregate does;

@@ -502,7 +502,7 @@ mod tests {
             fd,
             hint_fd: -1,
             handshake_step: 0,
-            _pad: 0,
+            write_began_us: 0,
         }
     }
 
