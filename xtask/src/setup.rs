@@ -131,7 +131,15 @@ fn apt_packages(todo_as_root: &mut Vec<String>) -> anyhow::Result<()> {
         return Ok(());
     }
     let t0 = Instant::now();
-    if missing.iter().any(|p| BACKPORTS_PACKAGES.contains(p))
+    // qemu's packages must all come from one release: a machine with
+    // backports' qemu-utils (10.x) cannot take bookworm's qemu-system-x86
+    // (7.2; "qemu-utils: Breaks: qemu-system-common (< 1:8.0)").
+    let qemu_from_backports = missing.contains(&"qemu-system-x86")
+        && Command::new("dpkg-query")
+            .args(["-W", "-f=${Version}", "qemu-utils"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("~bpo"));
+    if (qemu_from_backports || missing.iter().any(|p| BACKPORTS_PACKAGES.contains(p)))
         && !std::path::Path::new(BACKPORTS_SOURCE).exists()
     {
         std::fs::write(BACKPORTS_SOURCE, BACKPORTS_DEB822)
@@ -140,12 +148,27 @@ fn apt_packages(todo_as_root: &mut Vec<String>) -> anyhow::Result<()> {
     }
     // The package lists may be absent or stale on a fresh machine.
     quiet(Command::new("apt-get").arg("update"))?;
-    quiet(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing),
-    )?;
+    let install = |packages: &[&str], release: Option<&str>| {
+        let mut cmd = Command::new("apt-get");
+        cmd.env("DEBIAN_FRONTEND", "noninteractive").args([
+            "install",
+            "-y",
+            "--no-install-recommends",
+        ]);
+        if let Some(release) = release {
+            cmd.args(["-t", release]);
+        }
+        quiet(cmd.args(packages))
+    };
+    let (qemu, rest): (Vec<&str>, Vec<&str>) = missing
+        .iter()
+        .partition(|&&p| qemu_from_backports && p == "qemu-system-x86");
+    if !rest.is_empty() {
+        install(&rest, None)?;
+    }
+    if !qemu.is_empty() {
+        install(&qemu, Some("bookworm-backports"))?;
+    }
     line(
         "Debian packages",
         &format!("installed {} in {:.0?}", missing.join(" "), t0.elapsed()),
