@@ -15,6 +15,20 @@ fn map(path: &Path) -> anyhow::Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))
 }
 
+/// Whether the file asks for a dynamic loader (PT_INTERP): a process that
+/// maps it alone is one its kernel has not finished exec'ing.
+pub fn asks_for_loader(path: &Path) -> anyhow::Result<bool> {
+    use object::read::elf::{FileHeader as _, ProgramHeader as _};
+    let data = map(path)?;
+    let header = object::elf::FileHeader64::<object::Endianness>::parse(&*data)
+        .with_context(|| format!("parsing {}", path.display()))?;
+    let endian = header.endian()?;
+    Ok(header
+        .program_headers(endian, &*data)?
+        .iter()
+        .any(|p| p.p_type(endian) == object::elf::PT_INTERP))
+}
+
 /// The virtual address of the loadable segment that starts the file (0 for
 /// shared libraries and PIE executables, 0x400000 for a classic one).
 pub fn first_load_vaddr(path: &Path) -> anyhow::Result<u64> {

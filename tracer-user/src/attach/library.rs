@@ -95,6 +95,9 @@ enum Probed {
     Nothing,
     /// Attached this many functions now.
     Now(usize),
+    /// The process exited while its probes were attached: nothing is
+    /// known of the file.
+    Gone,
 }
 
 /// A probe for one process, or (None) for every process.
@@ -129,6 +132,20 @@ impl Probes {
             }
             Err(e) => {
                 debug!("no {} probes in a file of PID {pid}: {e:#}", probes.what);
+                // A probe scoped to a process that just exited fails (ESRCH,
+                // or ENOENT for its /proc/PID/map_files path): that says
+                // nothing of the file, which the next process to map it
+                // needs probed. Seen with a shell's short-lived children:
+                // their libc was then taken for one without getaddrinfo,
+                // for every process after.
+                let exited = e.chain().any(|c| {
+                    c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                        matches!(io.raw_os_error(), Some(libc::ESRCH | libc::ENOENT))
+                    })
+                });
+                if exited || !crate::target::is_alive(pid) {
+                    return Probed::Gone;
+                }
                 self.unprobeable.insert((probes.set, file));
                 Probed::Nothing
             }
@@ -176,6 +193,15 @@ impl Probes {
             // The dynamic loader is there but libc is not mapped yet (a
             // process just exec'd): look again when it is.
             None if maps.iter().any(|m| is_dynamic_loader(&m.path)) => return None,
+            // Nor the loader yet: the kernel is still mapping the program
+            // (a pass woken by its exec's first mapping).
+            None if maps.iter().any(|m| {
+                m.file_path(pid)
+                    .is_ok_and(|p| crate::elf::asks_for_loader(&p).unwrap_or(false))
+            }) =>
+            {
+                return None;
+            }
             // No libc: a static binary may carry getaddrinfo itself.
             None => maps.iter().collect(),
         };
@@ -186,7 +212,7 @@ impl Probes {
             };
             let path = || Ok(m.file_path(pid)?.to_string_lossy().into_owned());
             match self.probe_file(&LOOKUPS, file, path, pid) {
-                Probed::Already => return None,
+                Probed::Already | Probed::Gone => return None,
                 Probed::Nothing => continue,
                 Probed::Now(n) => {
                     return Some(ProbeNote::Probed(format!(
@@ -239,6 +265,7 @@ impl Probes {
             let newly_used = !self.tls_files.contains(&m.path);
             match self.probe_file(&OPENSSL, file, path, pid) {
                 Probed::Nothing => continue,
+                Probed::Gone => break,
                 // Probed ahead of its loading: now it is in use.
                 Probed::Already if newly_used && late => {
                     notes.push(ProbeNote::Probed(format!("PID {pid} loaded {}", m.path)));
