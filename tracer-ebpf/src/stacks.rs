@@ -13,7 +13,7 @@ use aya_ebpf::{
 use tracer_common::{
     EventKind, FRAME_WORDS, FRAMES_HEADER, LAYOUT_NO_STACKS, LostCounter, NATIVE_FRAMES,
     PY_FRAME_VIA_CFRAME, PY_FRAMES, PY_NO_THREAD, PY_NOT_PYTHON, PY_OK, PY_READ_FAILED, PY_THREADS,
-    PyFrameRef, PyProcess, STACK_COPY, StackEvent,
+    PyFrameRef, PyProcess, STACK_COPY, StackEvent, UNWOUND_UNKNOWN_CODE,
 };
 
 use crate::{
@@ -122,6 +122,12 @@ fn send_frames(tgid: u32, tid: u32, reason: u32, key_ns: u64, regs: &UserRegs) -
     else {
         return false;
     };
+    if depth == 1 && end == UNWOUND_UNKNOWN_CODE {
+        // The call is in code its tables do not have yet (a library it
+        // loaded just now, still compiling): the copy, unwound in user
+        // space, which knows the library.
+        return false;
+    }
     let (Some(scratch), Some(py)) = (FRAMES_SCRATCH.get_ptr_mut(0), PY_SCRATCH.get_ptr(0)) else {
         return true;
     };

@@ -168,8 +168,11 @@ pub async fn run(
         _ => Progress::none(),
     };
 
+    // Woken when unwind tables compiled apart are ready to be written.
+    let tables_ready = t.probes.unwind_tables_ready();
     let ended = loop {
         tokio::select! {
+            _ = notified(tables_ready.as_deref()) => t.write_compiled_tables(),
             r = t.collector.readable() => {
                 r?;
                 t.drain();
@@ -385,6 +388,12 @@ impl Tracing {
         Ok(())
     }
 
+    /// Writes the unwind tables compiled since the last call.
+    fn write_compiled_tables(&mut self) {
+        let notes = self.probes.poll_unwind_tables();
+        apply_notes(self.probes.node_mode(), &mut self.agg, notes);
+    }
+
     fn drain(&mut self) {
         drain(
             &mut self.collector,
@@ -588,13 +597,26 @@ fn write_flame_graphs(report: &Report, svg: Option<&Path>, folded: Option<&Path>
     }
 }
 
+/// Waits for `n`, or forever without one.
+async fn notified(n: Option<&tokio::sync::Notify>) {
+    match n {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Probes the libraries `pid` maps that we have not probed yet; tells the
 /// user about late loads and problems, and about the rest with -v.
 fn probe_libraries(probes: &mut Probes, agg: &mut Aggregate, pid: u32, late: bool) {
+    let notes = probes.probe_process(pid, late);
+    apply_notes(probes.node_mode(), agg, notes);
+}
+
+/// Tells the user what probing found, and the aggregate what it needs.
+fn apply_notes(node_mode: bool, agg: &mut Aggregate, notes: Vec<ProbeNote>) {
     // In node mode processes come and go by the hundred: what is said of
     // each one is for -v.
-    let node_mode = probes.node_mode();
-    for note in probes.probe_process(pid, late) {
+    for note in notes {
         match note {
             ProbeNote::Probed(m) => info!("{m}"),
             ProbeNote::ProbedLate(m) | ProbeNote::Warning(m) if node_mode => info!("{m}"),

@@ -269,11 +269,13 @@ impl Probes {
         let mut notes = self.probe_go(pid, &maps);
         notes.extend(self.probe_lookups(pid, &maps));
         notes.extend(self.probe_python(pid, &maps));
-        if self.call_sites {
-            let interpreter = self.python_modules.get(&pid).copied();
-            notes.extend(self.write_unwind_tables(pid, &maps, interpreter));
-        }
         notes.extend(self.probe_tls(pid, &maps, late));
+        if self.call_sites {
+            // Compiled apart from this path (see `unwind_tables`); waited
+            // for at attach only, before the process is said to be traced.
+            let interpreter = self.python_modules.get(&pid).copied();
+            notes.extend(self.write_unwind_tables(pid, &maps, interpreter, !late));
+        }
         notes.push(ProbeNote::Maps(pid, maps));
         notes
     }
