@@ -14,11 +14,13 @@
 //! 5. Node mode: `tracer serve --all` idle, then busy with a getppid loop
 //!    and a connect loop: its CPU share, peak RSS and processes traced, and
 //!    the loops' cost per call against their untraced rounds.
+//! 6. Attach: the time to "tracing PID" with call sites (unwind tables
+//!    written first) against `--no-call-sites`.
 //!
 //!   bench [--rounds N] [--out DIR] [--only SECTION,...]
 //!
 //! `--only` runs the named sections alone (per-call, application, capacity,
-//! footprint, node), to try one while working on it; a full run is what
+//! footprint, node, attach), to try one while working on it; a full run is what
 //! the README quotes.
 
 use std::{
@@ -32,6 +34,7 @@ use std::{
 use serde_json::{Value, json};
 
 mod application;
+mod attach;
 mod capacity;
 mod footprint;
 mod harness;
@@ -53,7 +56,14 @@ struct Env {
 }
 
 /// The sections, by the names `--only` takes.
-const SECTIONS: [&str; 5] = ["per-call", "application", "capacity", "footprint", "node"];
+const SECTIONS: [&str; 6] = [
+    "per-call",
+    "application",
+    "capacity",
+    "footprint",
+    "node",
+    "attach",
+];
 
 struct Report {
     md: String,
@@ -90,12 +100,13 @@ fn run(env: &Env) -> Result<()> {
         notes: Vec::new(),
     };
     type Section = fn(&Env, &mut Report) -> Result<()>;
-    let sections: [Section; 5] = [
+    let sections: [Section; 6] = [
         per_call::per_call,
         application::application,
         capacity::capacity,
         footprint::footprint,
         node::node_mode,
+        attach::attach,
     ];
     for (name, section) in SECTIONS.into_iter().zip(sections) {
         if env.only.is_empty() || env.only.iter().any(|o| o == name) {
