@@ -65,6 +65,28 @@ pub enum Command {
     /// Benchmark only: attach empty programs to the same points, until Ctrl-C
     #[command(hide = true)]
     Floor(FloorArgs),
+    /// Packaging: print the man page (roff) or a shell's completions
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// What to print
+    #[arg(value_enum)]
+    pub what: Generated,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Generated {
+    /// The man page, tracer(1), in roff
+    Man,
+    /// Completions for bash
+    Bash,
+    /// Completions for zsh
+    Zsh,
+    /// Completions for fish
+    Fish,
 }
 
 #[derive(Debug, Args)]

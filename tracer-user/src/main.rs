@@ -166,13 +166,40 @@ fn writable(path: Option<PathBuf>, what: &str) -> anyhow::Result<Option<PathBuf>
     Ok(path)
 }
 
+/// Prints the man page or a shell's completions, made from the command
+/// line's own definition (for `cargo xtask dist`'s package).
+fn generate(what: crate::cli::Generated) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    use clap_complete::Shell;
+
+    use crate::cli::Generated;
+    let mut cmd = Cli::command();
+    let mut out = std::io::stdout().lock();
+    let shell = match what {
+        Generated::Man => {
+            clap_mangen::Man::new(cmd).render(&mut out)?;
+            return Ok(());
+        }
+        Generated::Bash => Shell::Bash,
+        Generated::Zsh => Shell::Zsh,
+        Generated::Fish => Shell::Fish,
+    };
+    cmd.set_bin_name("tracer");
+    cmd.build();
+    // try_: a closed pipe is an error to report, not a panic.
+    clap_complete::Generator::try_generate(&shell, &cmd, &mut out)?;
+    Ok(())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Floor(a) = &cli.command {
-        return floor(a);
+    match &cli.command {
+        Command::Floor(a) => return floor(a),
+        Command::Generate(a) => return generate(a.what),
+        _ => {}
     }
     raise_open_file_limit();
     let (target, duration, output) = match cli.command {
-        Command::Floor(_) => unreachable!("handled above"),
+        Command::Floor(_) | Command::Generate(_) => unreachable!("handled above"),
         Command::Top(a) => (
             a.target,
             a.duration,

@@ -401,7 +401,7 @@ pub fn netns_scope(path: &Path) -> Result<u32, UsageError> {
     };
     let file = fs::File::open(path).map_err(|e| bad(e.to_string()))?;
     // NS_GET_NSTYPE (_IO(0xb7, 0x3)): the kind of namespace a file is.
-    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    const NS_GET_NSTYPE: libc::Ioctl = 0xb703;
     // SAFETY: an ioctl without an argument on a descriptor we own.
     let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
     if kind != libc::CLONE_NEWNET {

@@ -6,10 +6,12 @@
 //!   cargo xtask bench   setup, release build, measure what tracing costs
 //!   cargo xtask soak    setup, release build, the seed under load for 30 min
 //!   cargo xtask kernels setup, release build, the checks on every kernel of the matrix
+//!   cargo xtask dist    setup, the static executable and the Debian package (target/dist/)
 //!   cargo xtask architecture  the layout rules: no module circles, no long files or functions
 
 mod architecture;
 mod demo;
+mod dist;
 mod initramfs;
 mod kernels;
 mod setup;
@@ -64,6 +66,15 @@ enum Cmd {
     /// and run the end-to-end checks on each and on this machine's kernel
     /// (writes target/kernels/results.md)
     Kernels,
+    /// Setup, then a static executable (target/dist/tracer) and a Debian
+    /// package with its man page, completions and systemd unit
+    /// (target/dist/tracer_VERSION_amd64.deb)
+    Dist {
+        /// Then install the package, run it, read its man page, and
+        /// remove it, checking that nothing is left
+        #[arg(long)]
+        check: bool,
+    },
     /// Setup, build, start the bundled example workload and trace it
     Demo {
         /// Which workload: `seed` (the slow Flask app of the seed, traced and
@@ -89,6 +100,14 @@ fn main() {
         Cmd::Architecture => architecture::run(&root()),
         Cmd::Soak { minutes } => setup::run().and_then(|()| soak(minutes)),
         Cmd::Kernels => setup::run().and_then(|()| kernels::run()),
+        Cmd::Dist { check } => setup::run().and_then(|()| {
+            let made = dist::run_dist()?;
+            if check {
+                dist::check_deb(&made)
+            } else {
+                Ok(())
+            }
+        }),
         Cmd::Demo {
             workload,
             requests,
@@ -239,6 +258,11 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
     }
     step("end-to-end tests (root)", &mut e2e)?;
     if filter.is_none() {
+        // What a user installs without Rust: the static executable and the
+        // package, installed, run and removed.
+        let t0 = Instant::now();
+        dist::check_deb(&dist::run_dist()?)?;
+        timings.push(("static binary and package".to_string(), t0.elapsed()));
         // The same checks on every kernel of the matrix (release build).
         let t0 = Instant::now();
         kernels::run()?;

@@ -28,6 +28,9 @@ const APT_PACKAGES: &[&str] = &[
     "libssl-dev",
     "openssl",
     "curl",
+    // `cargo xtask dist`: checks the executable is static, packs the man page.
+    "file",
+    "gzip",
     // The seed scenario's database (scenario/seed.py starts its own).
     "mariadb-server",
     "mariadb-client",
@@ -78,6 +81,7 @@ pub fn run() -> anyhow::Result<()> {
     let mut todo_as_root: Vec<String> = Vec::new();
     apt_packages(&mut todo_as_root)?;
     rust_src()?;
+    musl_target()?;
     python_venv()?;
     if todo_as_root.is_empty() {
         bpf_linker()?;
@@ -200,6 +204,31 @@ fn rust_src() -> anyhow::Result<()> {
         "nightly rust-src",
         &format!("installed in {:.0?}", t0.elapsed()),
     );
+    Ok(())
+}
+
+/// The standard library for static executables (`cargo xtask dist`).
+fn musl_target() -> anyhow::Result<()> {
+    let target = crate::dist::MUSL_TARGET;
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(crate::root())
+        .output()
+        .context("rustup not found")?;
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == target)
+    {
+        line("musl target", "present");
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    quiet(
+        Command::new("rustup")
+            .args(["target", "add", target])
+            .current_dir(crate::root()),
+    )?;
+    line("musl target", &format!("installed in {:.0?}", t0.elapsed()));
     Ok(())
 }
 
