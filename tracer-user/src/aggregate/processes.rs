@@ -157,10 +157,21 @@ impl Aggregate {
             TASK_EXEC => {
                 // Named after the new program from its next call on; its
                 // code is probed.
-                if let Some(p) = self.processes.get_mut(&t.tgid)
-                    && !comm.is_empty()
-                {
-                    p.comm = comm;
+                if let Some(p) = self.processes.get_mut(&t.tgid) {
+                    if !comm.is_empty() {
+                        p.comm = comm;
+                    }
+                    // A container runtime forks its child in its own cgroup
+                    // and moves it into the container's before the exec
+                    // (runc): the child's container is known from here.
+                    let (container, cgroup_id) = crate::container::of_process_with_id(t.tgid);
+                    let known = container.id.is_some() || cgroup_id != 0;
+                    if known && (cgroup_id, &container) != (p.cgroup_id, &p.container) {
+                        self.containers_by_cgroup
+                            .insert(cgroup_id, container.clone());
+                        p.container = container;
+                        p.cgroup_id = cgroup_id;
+                    }
                 }
                 self.mapped_new_code.insert(t.tgid);
             }
