@@ -16,12 +16,14 @@ use std::{
 
 pub use serde_json::Value;
 
+mod fsroot;
 mod go;
 mod kernel;
 mod net;
 pub mod prometheus;
 pub mod seed;
 
+pub use fsroot::*;
 pub use go::*;
 pub use kernel::*;
 pub use net::*;

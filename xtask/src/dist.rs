@@ -287,3 +287,41 @@ fn package_files(deb: &Path) -> anyhow::Result<Vec<String>> {
         .map(|p| p.trim_start_matches('.').to_string())
         .collect())
 }
+
+/// podman as this machine runs it (PLATFORM.md, "Containers"): the vfs
+/// storage driver, runc (crun refuses hybrid cgroups), cgroupfs.
+pub fn podman() -> Command {
+    let mut cmd = Command::new("podman");
+    cmd.args([
+        "--storage-driver",
+        "vfs",
+        "--runtime",
+        "runc",
+        "--cgroup-manager",
+        "cgroupfs",
+    ]);
+    cmd
+}
+
+/// `localhost/tracer:<version>`: deploy/container/Containerfile around the
+/// static executable, `FROM scratch`.
+pub fn build_image(dist: &Dist) -> anyhow::Result<String> {
+    let tag = format!("localhost/tracer:{}", version(&dist.binary)?);
+    let context = dist.binary.parent().expect("target/dist");
+    run(podman()
+        .args(["build", "-t", &tag, "-f"])
+        .arg(root().join("deploy/container/Containerfile"))
+        .arg(context))?;
+    let size = podman()
+        .args(["image", "inspect", "--format", "{{.Size}}", &tag])
+        .output()?;
+    let bytes: f64 = String::from_utf8_lossy(&size.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0.0);
+    eprintln!(
+        "image: {tag} ({:.1} MiB); push it with `podman push {tag} REGISTRY/tracer:VERSION`",
+        bytes / (1024.0 * 1024.0)
+    );
+    Ok(tag)
+}

@@ -7,6 +7,7 @@
 //!   cargo xtask soak    setup, release build, the seed under load for 30 min
 //!   cargo xtask kernels setup, release build, the checks on every kernel of the matrix
 //!   cargo xtask dist    setup, the static executable and the Debian package (target/dist/)
+//!   cargo xtask image   setup, dist, then the container image localhost/tracer:VERSION
 //!   cargo xtask architecture  the layout rules: no module circles, no long files or functions
 
 mod architecture;
@@ -75,6 +76,9 @@ enum Cmd {
         #[arg(long)]
         check: bool,
     },
+    /// Setup, dist, then the OCI image the DaemonSet runs,
+    /// localhost/tracer:VERSION (FROM scratch around the static executable)
+    Image,
     /// Setup, build, start the bundled example workload and trace it
     Demo {
         /// Which workload: `seed` (the slow Flask app of the seed, traced and
@@ -100,6 +104,9 @@ fn main() {
         Cmd::Architecture => architecture::run(&root()),
         Cmd::Soak { minutes } => setup::run().and_then(|()| soak(minutes)),
         Cmd::Kernels => setup::run().and_then(|()| kernels::run()),
+        Cmd::Image => setup::run()
+            .and_then(|()| dist::run_dist())
+            .and_then(|made| dist::build_image(&made).map(drop)),
         Cmd::Dist { check } => setup::run().and_then(|()| {
             let made = dist::run_dist()?;
             if check {
@@ -250,6 +257,15 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
              (unit tests passed)"
         );
     }
+    // What a user installs without Rust: the static executable (the
+    // container test runs it in the DaemonSet's image) and the package,
+    // installed, run and removed.
+    let t0 = Instant::now();
+    let made = dist::run_dist()?;
+    if filter.is_none() {
+        dist::check_deb(&made)?;
+    }
+    let dist_took = t0.elapsed();
     // One at a time: they share the kernel's tracepoints and tracefs.
     let mut e2e = cargo();
     e2e.args(["test", "-p", "tracer-tests", "--", "--test-threads=1"]);
@@ -257,12 +273,8 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
         e2e.arg(f);
     }
     step("end-to-end tests (root)", &mut e2e)?;
+    timings.push(("static binary and package".to_string(), dist_took));
     if filter.is_none() {
-        // What a user installs without Rust: the static executable and the
-        // package, installed, run and removed.
-        let t0 = Instant::now();
-        dist::check_deb(&dist::run_dist()?)?;
-        timings.push(("static binary and package".to_string(), t0.elapsed()));
         // The same checks on every kernel of the matrix (release build).
         let t0 = Instant::now();
         kernels::run()?;

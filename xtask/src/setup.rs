@@ -36,6 +36,10 @@ const APT_PACKAGES: &[&str] = &[
     "mariadb-client",
     // A real Prometheus (and promtool) scrapes `tracer serve` in the tests.
     "prometheus",
+    // The container test runs the DaemonSet's image (crun, podman's
+    // default runtime, refuses this machine's hybrid cgroups).
+    "podman",
+    "runc",
     // The kernel matrix boots other kernels under software emulation.
     "qemu-system-x86",
     // `cargo xtask bench` measures bpftrace's probes beside ours.
