@@ -51,7 +51,21 @@ pub fn run(workload: Workload, requests: u32, duration: &str) -> anyhow::Result<
 }
 
 fn seed(requests: u32) -> anyhow::Result<()> {
-    run_cmd(cargo().args(["build", "-p", "tracer-user", "-p", "tracer-tests", "--bins"]))?;
+    // Only what the demo runs: tracer, the demo's driver and its DNS
+    // server (not the benchmark, soak and kernel-check programs).
+    run_cmd(cargo().args([
+        "build",
+        "-p",
+        "tracer-user",
+        "-p",
+        "tracer-tests",
+        "--bin",
+        "tracer",
+        "--bin",
+        "seed-demo",
+        "--bin",
+        "dnsfixture",
+    ]))?;
     run_cmd(
         Command::new(root().join("target/debug/seed-demo"))
             .args(["--requests", &requests.to_string()]),
@@ -59,7 +73,7 @@ fn seed(requests: u32) -> anyhow::Result<()> {
 }
 
 fn connects(duration: &str) -> anyhow::Result<()> {
-    run_cmd(cargo().args(["build", "-p", "tracer-user"]))?;
+    run_cmd(cargo().args(["build", "-p", "tracer-user", "--bin", "tracer"]))?;
     let tracer = root().join("target/debug/tracer");
     let python = python()?;
     let demo = root().join("demo");
