@@ -1,12 +1,7 @@
 //! The processes to trace: checking a PID the user gave, listing its threads,
 //! and starting a command held at the door until the probes are in place.
 
-use std::{
-    ffi::CString,
-    fs, io,
-    os::fd::{FromRawFd as _, OwnedFd},
-    path::Path,
-};
+use std::{ffi::CString, fs, io, path::Path};
 
 use crate::error::UsageError;
 
@@ -250,15 +245,23 @@ pub fn is_alive(pid: u32) -> bool {
 
 /// A command started by the tracer, stopped before `execvp` until
 /// [`LaunchedCommand::release`] so that its first syscall is traced.
+///
+/// The child stops itself (SIGSTOP) rather than waiting in a syscall: a
+/// wait in `read` on a pipe was traced as the command's own slow read (the
+/// time tracer took to attach, 88% of a short command's busy time, named
+/// after tracer's own code), and symbolizing that tracer frame held up the
+/// probing of the libraries the command went on to load (fresh31: curl's
+/// handshake came before its libssl was probed).
 pub struct LaunchedCommand {
     pub pid: u32,
-    gate: Option<OwnedFd>,
+    released: bool,
 }
 
 impl LaunchedCommand {
-    /// Forks; the child waits on a pipe, then execs `argv`. Call before any
-    /// other thread exists (before the async runtime starts): between fork
-    /// and exec the child only makes async-signal-safe calls.
+    /// Forks; the child stops itself, then execs `argv` when continued.
+    /// Call before any other thread exists (before the async runtime
+    /// starts): between fork and exec the child only makes
+    /// async-signal-safe calls.
     pub fn spawn(argv: &[String]) -> Result<Self, UsageError> {
         let c_args: Vec<CString> = argv
             .iter()
@@ -274,15 +277,7 @@ impl LaunchedCommand {
         let mut ptrs: Vec<*const libc::c_char> = c_args.iter().map(|a| a.as_ptr()).collect();
         ptrs.push(std::ptr::null());
 
-        let mut fds = [0; 2];
-        // SAFETY: plain pipe2 on a local array.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(UsageError(format!(
-                "cannot create a pipe: {}",
-                io::Error::last_os_error()
-            )));
-        }
-        // SAFETY: the child only calls read, close, execvp and _exit.
+        // SAFETY: the child only calls raise, execvp and _exit.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(UsageError(format!(
@@ -292,35 +287,35 @@ impl LaunchedCommand {
         }
         if pid == 0 {
             unsafe {
-                libc::close(fds[1]);
-                let mut byte = 0u8;
-                // Blocks until the tracer writes (go) or closes (give up).
-                let n = libc::read(fds[0], (&raw mut byte).cast(), 1);
-                if n != 1 {
-                    libc::_exit(127);
-                }
-                libc::close(fds[0]);
+                // Continued by `release` (SIGCONT), or killed by `drop`.
+                libc::raise(libc::SIGSTOP);
                 libc::execvp(program.as_ptr(), ptrs.as_ptr());
                 libc::_exit(127);
             }
         }
-        // SAFETY: fds come from pipe2 above and are owned here only.
-        unsafe {
-            libc::close(fds[0]);
+        // Stopped before it is traced: what it does from here on is its
+        // own program's.
+        let mut status = 0;
+        // SAFETY: waitpid on our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
+        if r != pid || !libc::WIFSTOPPED(status) {
+            return Err(UsageError(format!(
+                "the command's process did not wait to be traced (wait status {status:#x})"
+            )));
         }
-        let gate = unsafe { OwnedFd::from_raw_fd(fds[1]) };
         Ok(Self {
             pid: pid as u32,
-            gate: Some(gate),
+            released: false,
         })
     }
 
     /// Lets the command run (it execs right away).
     pub fn release(&mut self) -> io::Result<()> {
-        if let Some(gate) = self.gate.take() {
-            let mut file = fs::File::from(gate);
-            io::Write::write_all(&mut file, b"g")?;
+        // SAFETY: kill(2) on our own stopped child.
+        if unsafe { libc::kill(self.pid as i32, libc::SIGCONT) } != 0 {
+            return Err(io::Error::last_os_error());
         }
+        self.released = true;
         Ok(())
     }
 
@@ -335,8 +330,15 @@ impl LaunchedCommand {
 
 impl Drop for LaunchedCommand {
     fn drop(&mut self) {
-        // Never released (attach failed): closing the gate makes it exit 127.
-        self.gate.take();
+        // Never released (attach failed): it never runs its command.
+        if !self.released {
+            // SAFETY: kill(2) and waitpid on our own stopped child.
+            unsafe {
+                libc::kill(self.pid as i32, libc::SIGKILL);
+                let mut status = 0;
+                libc::waitpid(self.pid as i32, &mut status, 0);
+            }
+        }
     }
 }
 
