@@ -26,6 +26,7 @@ mod kernel;
 mod kind;
 mod mapped;
 mod peer;
+mod probing;
 mod python;
 mod render;
 mod session;

@@ -20,10 +20,11 @@ use tracer_common::ThreadEntry;
 
 use crate::{
     aggregate::Aggregate,
-    attach::{self, ProbeNote, Probes},
+    attach::{self, Probes},
     collect::{Collector, monotonic_ns},
     error::UsageError,
     export,
+    probing::{apply_notes, probe_libraries},
     render::{EndReason, Report, ShareOf},
     status::{Progress, status},
     target::{self, LaunchedCommand, ProcessInfo},
@@ -132,15 +133,11 @@ pub async fn run(
     let mut scrapes = serve_scrapes(&output).await?;
     let events_out = open_event_stream(&output)?;
     let mut t = Tracing::start(probe_options, &output, events_out, node_mode.is_some())?;
-    for info in &infos {
-        t.add_target(info.pid, &info.comm)?;
-    }
-    if node_mode.is_some() {
-        // The libraries the tracer maps (libc) are the system's: probed for
-        // every process now, so short-lived processes are covered from
-        // their first call.
-        probe_libraries(&mut t.probes, &mut t.agg, std::process::id(), false);
-    }
+    t.add_targets(
+        &infos,
+        launched.as_ref().map(|c| c.pid),
+        node_mode.is_some(),
+    )?;
     // Ctrl-C is ours from before we say we are tracing: one that came
     // between the two killed the tracer with its report (fresh19).
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -375,6 +372,28 @@ impl Tracing {
     }
 
     /// Starts tracing a process the user named.
+    /// The named processes (`launched`: the command tracer starts, probed
+    /// ahead of what it will load); in node mode, the libraries the tracer
+    /// maps (libc), which are the system's: probed for every process now,
+    /// so short-lived processes are covered from their first call.
+    fn add_targets(
+        &mut self,
+        infos: &[ProcessInfo],
+        launched: Option<u32>,
+        node_mode: bool,
+    ) -> anyhow::Result<()> {
+        if let Some(pid) = launched {
+            self.probes.expect_command(pid);
+        }
+        for info in infos {
+            self.add_target(info.pid, &info.comm)?;
+        }
+        if node_mode {
+            probe_libraries(&mut self.probes, &mut self.agg, std::process::id(), false);
+        }
+        Ok(())
+    }
+
     fn add_target(&mut self, pid: u32, comm: &str) -> anyhow::Result<()> {
         self.probes.trace_process(pid)?;
         self.collector
@@ -602,37 +621,6 @@ async fn notified(n: Option<&tokio::sync::Notify>) {
     match n {
         Some(n) => n.notified().await,
         None => std::future::pending().await,
-    }
-}
-
-/// Probes the libraries `pid` maps that we have not probed yet; tells the
-/// user about late loads and problems, and about the rest with -v.
-fn probe_libraries(probes: &mut Probes, agg: &mut Aggregate, pid: u32, late: bool) {
-    let notes = probes.probe_process(pid, late);
-    apply_notes(probes.node_mode(), agg, notes);
-}
-
-/// Tells the user what probing found, and the aggregate what it needs.
-fn apply_notes(node_mode: bool, agg: &mut Aggregate, notes: Vec<ProbeNote>) {
-    // In node mode processes come and go by the hundred: what is said of
-    // each one is for -v.
-    for note in notes {
-        match note {
-            ProbeNote::Probed(m) => info!("{m}"),
-            ProbeNote::ProbedLate(m) | ProbeNote::Warning(m) if node_mode => info!("{m}"),
-            ProbeNote::ProbedLate(m) => status!("tracer: {m}"),
-            ProbeNote::Warning(m) => status!("tracer: warning: {m}"),
-            ProbeNote::Python(pid, interp) => {
-                info!(
-                    "PID {pid} runs Python {}.{}: reading its frames",
-                    interp.layout.version.0, interp.layout.version.1
-                );
-                agg.sites_mut().set_interpreter(pid, interp);
-            }
-            ProbeNote::Maps(pid, maps) => agg.sites_mut().remember_maps(pid, maps),
-            ProbeNote::Go(pid) => agg.mark_go(pid),
-            ProbeNote::UnwindTablesFull(pid) => agg.sites_mut().note_tables_full(pid),
-        }
     }
 }
 

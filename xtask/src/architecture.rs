@@ -51,7 +51,7 @@ const LAYERS: &[(&str, Layers)] = &[
     (
         "tracer-user/src/main.rs",
         &[
-            (&["cli", "session"], true),
+            (&["cli", "session", "probing"], true),
             (&["render", "export"], true),
             (&["aggregate"], false),
             (&["dns", "tls", "connect", "slow_io"], false),

@@ -244,9 +244,12 @@ impl Probes {
         let exe = fs::read_link(format!("/proc/{pid}/exe"))
             .ok()
             .map(|p| p.to_string_lossy().into_owned());
-        // Python loads libssl late (`import ssl`): probe it ahead. Other
-        // programs link it, or are probed on mapping it.
-        let mut notes = if self.python_pids.contains(&pid) {
+        // Python loads libssl late (`import ssl`), and a command tracer
+        // starts maps it a moment after its exec and may use it at once:
+        // probe it ahead. Other programs link it, or are probed on mapping
+        // it. (Attaching libssl's 7 functions took 83 ms here, in which
+        // curl had made its handshake: fresh31.)
+        let mut notes = if self.python_pids.contains(&pid) || self.launched_pids.contains(&pid) {
             self.preprobe_tls(pid)
         } else {
             Vec::new()

@@ -80,6 +80,8 @@ pub struct Probes {
     pub tls_files: Vec<String>,
     /// Processes found to run CPython.
     python_pids: HashSet<u32>,
+    /// Commands tracer starts (probed ahead of their exec).
+    launched_pids: HashSet<u32>,
     /// Roots (containers) whose libssl files were probed ahead of use, per
     /// process.
     preprobed_roots: HashSet<(u64, u64, u32)>,
@@ -252,6 +254,7 @@ impl Probes {
             tls_files: Vec::new(),
             preprobed_roots: HashSet::new(),
             python_pids: HashSet::new(),
+            launched_pids: HashSet::new(),
             python_checked: StdHashMap::new(),
         })
     }
@@ -325,6 +328,7 @@ impl Probes {
         self.warned.remove(&pid);
         self.go_pids.remove(&pid);
         self.python_pids.remove(&pid);
+        self.launched_pids.remove(&pid);
         self.python_checked.remove(&pid);
         self.python_modules.remove(&pid);
         self.forget_unwind_tables(pid);
@@ -334,6 +338,12 @@ impl Probes {
     /// Node mode: files are probed for every process.
     pub fn node_mode(&self) -> bool {
         self.node_mode
+    }
+
+    /// A command tracer starts, held before its exec: what it may load
+    /// is probed ahead (see `probe_tls`). Before it is traced.
+    pub fn expect_command(&mut self, pid: u32) {
+        self.launched_pids.insert(pid);
     }
 
     /// Starts tracing a process (all its threads).
