@@ -299,6 +299,12 @@ impl LaunchedCommand {
         // SAFETY: waitpid on our own child.
         let r = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
         if r != pid || !libc::WIFSTOPPED(status) {
+            // Never to run untraced.
+            // SAFETY: kill(2) and waitpid on our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
             return Err(UsageError(format!(
                 "the command's process did not wait to be traced (wait status {status:#x})"
             )));
