@@ -273,7 +273,10 @@ impl Probes {
         notes.extend(self.probe_lookups(pid, &maps));
         notes.extend(self.probe_python(pid, &maps));
         notes.extend(self.probe_tls(pid, &maps, late));
-        if self.call_sites {
+        // A command held before its exec maps tracer itself: its tables
+        // would be thrown away at the exec (and tracer's are large).
+        let about_to_exec = !late && self.launched_pids.contains(&pid);
+        if self.call_sites && !about_to_exec {
             // Compiled apart from this path (see `unwind_tables`); waited
             // for at attach only, before the process is said to be traced.
             let interpreter = self.python_modules.get(&pid).copied();
