@@ -48,6 +48,24 @@ pub fn metric_sum(body: &str, name: &str, parts: &[&str]) -> f64 {
         .sum()
 }
 
+/// Scrapes until `name{parts}` sums to `want` (the tracer drains its ring
+/// buffer on a timer), or fails with what it last saw.
+pub fn wait_for_metric(port: u16, name: &str, parts: &[&str], want: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = http_get(port, "/metrics");
+        let got = metric_sum(&body, name, parts);
+        if got == want {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} {parts:?} = {got}, want {want}:\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// Percent-encodes a PromQL query for a URL.
 pub fn encode(q: &str) -> String {
     q.bytes()

@@ -59,23 +59,6 @@ fn build_image(tag: &str, containerfile: &Path, context: &Path) {
     );
 }
 
-/// Scrapes until `name{parts}` sums to `want`, or fails with what it saw.
-fn wait_for_metric(port: u16, name: &str, parts: &[&str], want: f64) {
-    let deadline = Instant::now() + LONG;
-    loop {
-        let (_, body) = http_get(port, "/metrics");
-        let got = metric_sum(&body, name, parts);
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} {parts:?} = {got}, want {want}:\n{body}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 /// The sum of `tracer_call_duration_seconds_count{parts}` once two
 /// scrapes a second apart agree (the tracer drains on a timer).
 fn settled_count(port: u16, parts: &[&str]) -> f64 {

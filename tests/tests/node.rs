@@ -3,29 +3,11 @@
 //! three simulated nodes, each a network namespace with its own workload
 //! and its own `tracer serve --netns`, scraped by one real Prometheus.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracer_tests::{prometheus::*, *};
 
 const LONG: Duration = Duration::from_secs(60);
-
-/// Scrapes until `name{parts}` sums to `want` (the tracer drains its ring
-/// buffer on a timer), or fails with what it last saw.
-fn wait_for_metric(port: u16, name: &str, parts: &[&str], want: f64) -> String {
-    let deadline = Instant::now() + LONG;
-    loop {
-        let (_, body) = http_get(port, "/metrics");
-        let got = metric_sum(&body, name, parts);
-        if got == want {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} {parts:?} = {got}, want {want}:\n{body}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
 
 /// `tracer serve ARGS --listen 127.0.0.1:PORT` on a free port, once it
 /// serves; and the port.
