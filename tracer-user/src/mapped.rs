@@ -78,9 +78,13 @@ pub fn device_number(meta: &fs::Metadata) -> u64 {
 /// the address in the process: where offset 0 is mapped, minus the virtual
 /// address the first loadable segment asks for.
 pub fn load_bias(pid: u32, m: &Mapping) -> Option<u64> {
-    let base = m.base?;
-    let vaddr = elf::first_load_vaddr(&m.file_path(pid).ok()?).ok()?;
-    Some(base.wrapping_sub(vaddr))
+    m.base?;
+    bias_of(m, elf::first_load_vaddr(&m.file_path(pid).ok()?).ok()?)
+}
+
+/// `load_bias`, given the file's first loadable segment address.
+pub fn bias_of(m: &Mapping, first_vaddr: u64) -> Option<u64> {
+    Some(m.base?.wrapping_sub(first_vaddr))
 }
 
 /// The executable file mappings of a process.

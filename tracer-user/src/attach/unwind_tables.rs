@@ -28,7 +28,7 @@ use tracer_common::{
 };
 
 use super::{ProbeNote, Probes};
-use crate::mapped::Mapping;
+use crate::mapped::{Mapping, bias_of};
 
 type FileKey = (u64, u64);
 
@@ -323,7 +323,7 @@ impl Probes {
     /// What to add to an address in the file to get the address in the
     /// process (the file's first segment address read once per file).
     fn load_bias(&mut self, pid: u32, m: &Mapping) -> Option<u64> {
-        let base = m.base?;
+        m.base?;
         let key = (m.dev, m.inode);
         let vaddr = match self.unwind.first_vaddr.get(&key) {
             Some(&v) => v,
@@ -333,7 +333,7 @@ impl Probes {
                 v
             }
         };
-        Some(base.wrapping_sub(vaddr))
+        bias_of(m, vaddr)
     }
 
     /// The rows of a mapped file; None while it compiles (sent to the
