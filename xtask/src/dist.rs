@@ -217,11 +217,7 @@ fn dir_size(dir: &Path) -> anyhow::Result<u64> {
 /// and `dpkg -r` leaves none of its files behind. Refuses to touch a
 /// machine where a tracer package is installed already.
 pub fn check_deb(dist: &Dist) -> anyhow::Result<()> {
-    let installed = Command::new("dpkg-query")
-        .args(["-W", "-f=${db:Status-Status}", "tracer"])
-        .output()
-        .is_ok_and(|o| o.stdout == b"installed");
-    if installed {
+    if crate::setup::is_installed("tracer") {
         bail!("a tracer package is installed already: not checking ours over it (dpkg -r tracer)");
     }
     let files = package_files(&dist.deb)?;

@@ -106,7 +106,7 @@ fn line(step: &str, what: &str) {
     eprintln!("setup: {step:<22} {what}");
 }
 
-fn is_installed(pkg: &str) -> bool {
+pub fn is_installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${db:Status-Status}", pkg])
         .output()
