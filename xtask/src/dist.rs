@@ -21,9 +21,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
+use crate::setup::MUSL_TARGET;
 use crate::{cargo, root, run};
-
-pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
 /// The unit: a node agent serving metrics on the loopback, as the
 /// DaemonSet does on the pod's address.

@@ -211,9 +211,12 @@ fn rust_src() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The target of the static executable that `cargo xtask dist` builds.
+pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+
 /// The standard library for static executables (`cargo xtask dist`).
 fn musl_target() -> anyhow::Result<()> {
-    let target = crate::dist::MUSL_TARGET;
+    let target = MUSL_TARGET;
     let out = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .current_dir(crate::root())
