@@ -82,6 +82,15 @@ def overview():
     return {"repositories_bytes": sum(repos), "open_crash_bugs": bugs}
 
 
+@app.route("/repos/<int:repo_id>", methods=["GET", "POST"])
+@login_required
+def repository(repo_id):
+    # The second endpoint (per-endpoint reports): the same user loader,
+    # one page of the code-hosting API, no database.
+    response = code_hosting.get(f"{CODE_URL}/repos?page={repo_id % PAGES + 1}", verify=False)
+    return {"repository": repo_id, "bytes": len(response.content)}
+
+
 def profiled(wsgi_app):
     """Under Werkzeug's ProfilerMiddleware when PROFILE_DIR is set: one
     cProfile file per request, named by process (gunicorn has several)."""

@@ -16,7 +16,8 @@ the code-hosting API over HTTPS; MariaDB with its own data directory and
 
 then takes commands on stdin, one JSON line of answer each:
 
-    drive N         send N requests to the app, one after the other
+    drive N [M]     send N requests to the app, one after the other (and M
+                    to its second route, taking turns: scenario/driver.py)
     dns-delay MS    restart the DNS server with another delay (0: the fix)
     clear-profiles  delete the profiles written so far
     down            stop everything, delete the namespace, exit
@@ -289,7 +290,7 @@ def main():
             break
         if words[0] == "drive":
             out = subprocess.run(
-                in_ns(args.python, os.path.join(HERE, "driver.py"), str(ready["port"]), words[1]),
+                in_ns(args.python, os.path.join(HERE, "driver.py"), str(ready["port"]), *words[1:3]),
                 capture_output=True,
                 text=True,
             )

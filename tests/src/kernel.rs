@@ -117,3 +117,47 @@ impl Drop for Cgroup {
         let _ = std::fs::remove_dir(&self.path);
     }
 }
+
+/// What kernel-checks runs, for the guest's initramfs (`kernel-checks
+/// --files`): `file PATH` and `tree DIR` lines, and the Python to run.
+pub fn print_guest_files() {
+    let bin = crate::tracer_bin();
+    let dir = bin.parent().unwrap().to_path_buf();
+    for name in ["tracer", "kernel-checks", "netfixture", "dnsfixture"] {
+        println!("file {}", dir.join(name).display());
+    }
+    for path in [env!("RESOLVE_BIN"), env!("TLS_CLIENT_BIN")] {
+        println!("file {path}");
+    }
+    println!(
+        "file {}",
+        crate::go::go_fixture(23, crate::go::GoBuild::PureStripped).display()
+    );
+    for name in ["callsites.py", "tls_server.py", "slow_server.py"] {
+        println!("file {}", crate::fixture_file(name).display());
+    }
+    let python = crate::python();
+    println!("file {}", python.display());
+    let stdlib = Command::new(&python)
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('stdlib'))",
+        ])
+        .output()
+        .expect("python");
+    println!("tree {}", String::from_utf8_lossy(&stdlib.stdout).trim());
+    for tool in ["openssl", "bpftool"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .expect("sh");
+        println!("file {}", String::from_utf8_lossy(&found.stdout).trim());
+    }
+    // openssl req reads its configuration.
+    println!("file /etc/ssl/openssl.cnf");
+    println!("file /usr/lib/ssl/openssl.cnf");
+    // localhost, and glibc's order of resolvers (files, then DNS).
+    println!("file /etc/hosts");
+    println!("file /etc/nsswitch.conf");
+    println!("python {}", python.display());
+}

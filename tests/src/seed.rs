@@ -255,6 +255,18 @@ impl Seed {
         Ok(answer)
     }
 
+    /// Sends `n` requests to GET /overview and `m` to POST /repos/ID,
+    /// taking turns; returns the driver's summary with each request's time
+    /// (`timings`) and the canaries it sent in query strings, headers and
+    /// bodies (`canaries`).
+    pub fn drive_routes(&mut self, n: u32, m: u32) -> Result<Value> {
+        let answer = self.command(&format!("drive {n} {m}"), Duration::from_secs(300))?;
+        if answer["ok"] != n + m {
+            return Err(format!("not every request succeeded: {answer}"));
+        }
+        Ok(answer)
+    }
+
     /// Restarts the DNS server with another answer delay.
     pub fn set_dns_delay(&mut self, ms: u32) -> Result<()> {
         self.command(&format!("dns-delay {ms}"), Duration::from_secs(30))
@@ -317,6 +329,22 @@ pub fn trace_requests(
     extra: &[&str],
     echo: bool,
 ) -> Result<TracedRun> {
+    trace_driven(paths, seed, json, (extra, &[]), echo, |seed| {
+        seed.drive(requests)
+    })
+}
+
+/// The same, with the requests sent by `drive`, and `extra` tracer's
+/// arguments and environment.
+pub fn trace_driven(
+    paths: &Paths,
+    seed: &mut Seed,
+    json: &Path,
+    extra: (&[&str], &[(&str, &Path)]),
+    echo: bool,
+    drive: impl FnOnce(&mut Seed) -> Result<Value>,
+) -> Result<TracedRun> {
+    let (extra, env) = extra;
     let _ = std::fs::remove_file(json);
     let pids = seed
         .app_pids
@@ -328,6 +356,7 @@ pub fn trace_requests(
         .args(["report", "--pid", &pids, "--json"])
         .arg(json)
         .args(extra)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -360,7 +389,7 @@ pub fn trace_requests(
             stderr.join().unwrap_or_default()
         ));
     }
-    let driven = seed.drive(requests);
+    let driven = drive(seed);
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
     let status = tracer
@@ -532,6 +561,40 @@ pub fn profiler_categories(paths: &Paths, requests: u32) -> Result<Categories> {
         mysql_connect: cat("mysql_connect"),
         total_seconds: v["total_seconds"].as_f64().unwrap_or(0.0),
     })
+}
+
+/// Per request of one endpoint, tracer's (from its "Requests by endpoint")
+/// and the profiler's (its time and lookups over its request count): mean
+/// request seconds and lookups per request, or `None` when tracer has no
+/// such endpoint.
+pub fn per_request(
+    report: &Value,
+    endpoint: &str,
+    profiler: &Categories,
+    requests: u32,
+) -> Option<((f64, f64), (f64, f64))> {
+    let e = report["http_requests"]["endpoints"]
+        .as_array()?
+        .iter()
+        .find(|e| e["endpoint"] == endpoint)?;
+    let count = e["latency"]["count"].as_f64()?.max(1.0);
+    let lookups: u64 = e["calls"]
+        .as_array()?
+        .iter()
+        .filter(|c| c["kind"] == "dns")
+        .filter_map(|c| c["calls"].as_u64())
+        .sum();
+    let n = f64::from(requests.max(1));
+    Some((
+        (
+            e["latency"]["total_ns"].as_f64()? / 1e9 / count,
+            lookups as f64 / count,
+        ),
+        (
+            profiler.total_seconds / n,
+            profiler.lookups.calls as f64 / n,
+        ),
+    ))
 }
 
 /// The two side by side, as a table.

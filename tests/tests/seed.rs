@@ -60,6 +60,20 @@ fn seed_app_traced_live_agrees_with_its_profiler_and_the_fix_shows() {
     check_against_profiler(&traced, &profiled);
     // Lookups dominate, as in the seed.
     assert!(traced.lookups.share > 0.3, "{traced:?}");
+    // Per request of the endpoint, as the profiler saw each request: its
+    // time (tracer's runs from the request's read to the response's last
+    // write, so it is the longer) and its lookups.
+    let ((t_secs, t_lookups), (p_secs, p_lookups)) =
+        seed::per_request(report, "GET /overview", &profiled, REQUESTS)
+            .expect("GET /overview in Requests by endpoint");
+    eprintln!(
+        "per request: tracer {t_secs:.4}s {t_lookups} lookups, cProfile {p_secs:.4}s {p_lookups} lookups"
+    );
+    assert_eq!(t_lookups, p_lookups, "lookups per request");
+    assert!(
+        t_secs >= p_secs && t_secs <= p_secs * 1.05,
+        "a request: tracer {t_secs:.4}s, cProfile {p_secs:.4}s"
+    );
 
     // Where, in the user's terms.
     let (dns, site) = row_and_site(report, "dns", |t| t == "identity.stormpath.test");

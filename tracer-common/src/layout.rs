@@ -60,6 +60,9 @@ pub const LAYOUT_NO_STACKS: u32 = 1;
 /// is traced from its next syscall.
 pub const LAYOUT_ALL: u32 = 2;
 
+/// `KernelLayout::flags`: read no HTTP request lines (`--no-http`).
+pub const LAYOUT_NO_HTTP: u32 = 4;
+
 // SAFETY: #[repr(C)] structs of integers and byte arrays, valid for any
 // bit pattern.
 #[cfg(feature = "user")]

@@ -82,6 +82,8 @@ pub enum EventKind {
     SlowIo = 12,
     FdClosed = 13,
     Frames = 14,
+    RequestLine = 15,
+    RequestEnd = 16,
 }
 
 impl EventKind {
@@ -101,6 +103,8 @@ impl EventKind {
             12 => Some(Self::SlowIo),
             13 => Some(Self::FdClosed),
             14 => Some(Self::Frames),
+            15 => Some(Self::RequestLine),
+            16 => Some(Self::RequestEnd),
             _ => None,
         }
     }

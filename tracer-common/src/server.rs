@@ -14,7 +14,9 @@ pub const MAX_SERVER_CONNS: u32 = 16384;
 pub struct ServerConn {
     /// One of `CONN_*`.
     pub state: u32,
-    pub _pad: u32,
+    /// 1 while the request in progress began with an HTTP request line,
+    /// sent as a `RequestLineEvent`: its end is sent too.
+    pub http: u32,
     /// When the request's first bytes were read (the read's return).
     pub start_ns: u64,
     /// The return of the last write of the response so far.
@@ -36,6 +38,45 @@ pub const CONN_ANSWERED: u32 = 2;
 pub struct RequestTime {
     pub ns: u64,
     pub count: u64,
+}
+
+/// The bytes of a request line read at most: method, space, path.
+pub const REQUEST_LINE_BYTES: usize = 256;
+
+/// A request on an accepted connection began with an HTTP/1.x request
+/// line. `line` holds its method and path, and nothing after them: the
+/// kernel side zeroes every byte from the end of the path (the space before
+/// the version, a `?` or `#`, or the end of the line) on, so no query
+/// string, header or body byte leaves the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RequestLineEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    /// The thread that read it: in a thread-per-request server, the thread
+    /// that serves it.
+    pub tid: u32,
+    pub fd: i32,
+    /// The request's start (the return of the read), as `ServerConn`'s.
+    pub start_ns: u64,
+    /// Bytes of `line` used; `REQUEST_LINE_BYTES` when the path was longer.
+    pub len: u32,
+    pub _pad: u32,
+    pub line: [u8; REQUEST_LINE_BYTES],
+}
+
+/// The end of a request a `RequestLineEvent` began: the return of its
+/// response's last write. `end_ns` is 0 when no response was written (the
+/// client went away, or the connection was closed unanswered).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RequestEndEvent {
+    pub kind: u32,
+    pub tgid: u32,
+    pub fd: i32,
+    pub _pad: u32,
+    pub start_ns: u64,
+    pub end_ns: u64,
 }
 
 // SAFETY: #[repr(C)] structs of integers and byte arrays, valid for any

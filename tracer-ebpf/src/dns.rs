@@ -25,7 +25,7 @@ use crate::{
         DNS_SOCKETS, DNS_SOCKETS_OPEN, EVENTS, LOOKUPS, count_lost, output, sockaddr_port,
         submit_flags,
     },
-    mem::{user as read_user, user_or as read_user_or},
+    mem::{self, user as read_user, user_or as read_user_or},
 };
 
 /// A probed lookup still open after this long lost its return probe (the
@@ -327,20 +327,9 @@ pub extern "C" fn tracer_dns_capture(data: u64, len: u64) -> u32 {
         return 0;
     };
     // SAFETY: this CPU's slot; the program is not re-entered on this CPU.
-    let scratch = unsafe { &mut *scratch };
-    // At most the scratch's size; the verifier wants the bound it can see.
-    let n = if len > DNS_CAPTURE as u64 {
-        DNS_CAPTURE as u32
-    } else {
-        len as u32
-    };
-    // SAFETY: the helper checks the user-space access; `n` is at most the
-    // scratch's size.
-    let r = unsafe {
-        generated::bpf_probe_read_user(scratch.as_mut_ptr().cast(), n, data as *const c_void)
-    };
-    let end = if r == 0 {
-        tracer_dns_question_end(u64::from(n))
+    let n = mem::user_prefix(unsafe { &mut *scratch }, data, len);
+    let end = if n > 0 {
+        tracer_dns_question_end(n as u64)
     } else {
         0
     };
@@ -371,7 +360,7 @@ pub extern "C" fn tracer_dns_scrub_after(end: u64) -> u64 {
         return 0;
     };
     // SAFETY: this CPU's slot; the program is not re-entered on this CPU.
-    scrub_after(unsafe { &mut *scratch }, end as usize);
+    mem::scrub_after(unsafe { &mut *scratch }, end as usize);
     0
 }
 
@@ -406,29 +395,6 @@ fn question_end(data: &[u8; DNS_CAPTURE], len: usize) -> usize {
         labels += 1;
     }
     end
-}
-
-/// Zeroes `data` from `end` on: nothing past the question reaches user
-/// space (no answers, which hold the addresses, and none of the ring's
-/// earlier bytes). Word by word, so the verifier walks 34 steps, not 272.
-#[inline(always)]
-fn scrub_after(data: &mut [u8; DNS_CAPTURE], end: usize) {
-    const WORDS: usize = DNS_CAPTURE / 8;
-    let mut w = 0;
-    while w < WORDS {
-        let at = w * 8;
-        // SAFETY: `at + 8 <= DNS_CAPTURE`; unaligned access is fine.
-        let word = unsafe { data.as_mut_ptr().add(at).cast::<u64>() };
-        if at >= end {
-            unsafe { core::ptr::write_unaligned(word, 0) };
-        } else if at + 8 > end {
-            // Keep the first `end - at` bytes of this word (little endian).
-            let keep = (end - at) as u32;
-            let mask = (1u64 << (keep * 8)) - 1;
-            unsafe { core::ptr::write_unaligned(word, core::ptr::read_unaligned(word) & mask) };
-        }
-        w += 1;
-    }
 }
 
 #[inline(always)]

@@ -9,8 +9,8 @@
 
 use aya_ebpf::bindings::pt_regs;
 use tracer_common::{
-    CONN_ANSWERED, CONN_IN_REQUEST, CONN_WAITING, EventKind, FdKey, RequestTime, SLOW_IO_NS,
-    STACK_FOR_IO, ServerConn, SlowIoEvent, ThreadEntry, sysno,
+    CONN_ANSWERED, CONN_IN_REQUEST, CONN_WAITING, EventKind, FdKey, RequestEndEvent, RequestTime,
+    SLOW_IO_NS, STACK_FOR_IO, ServerConn, SlowIoEvent, ThreadEntry, sysno,
 };
 
 use crate::{
@@ -147,9 +147,10 @@ fn add_request(tgid: u32, ns: u64) {
 /// and on the entry of close (at its exit the number may be another
 /// thread's new connection already: accept can reuse it as soon as close
 /// lets it go, and the old connection's request was lost with the new one),
-/// with the syscall's fd (the new one for accept) and its return value. A
-/// global BPF function, checked once on its own: `sys_exit` is near the
-/// older kernels' verifier budget.
+/// with the syscall's fd (the new one for accept) and its return value.
+/// Returns 1 when a read began a request (http.rs then looks for its
+/// request line). A global BPF function, checked once on its own:
+/// `sys_exit` is near the older kernels' verifier budget.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn tracer_server_io(tgid: u64, nr: u64, fd: u64, ret: u64, now: u64) -> u64 {
@@ -170,9 +171,8 @@ pub extern "C" fn tracer_server_io(tgid: u64, nr: u64, fd: u64, ret: u64, now: u
     let answered = conn.state == CONN_ANSWERED;
     match nr {
         sysno::CLOSE => {
-            if answered {
-                add_request(key.tgid, conn.last_write_ns.saturating_sub(conn.start_ns));
-            }
+            // An HTTP request never answered ends too, with no time.
+            end_request(key, conn);
             let _ = SERVER_CONNS.remove(key);
         }
         sysno::READ | sysno::READV | sysno::RECVFROM | sysno::RECVMSG => {
@@ -180,15 +180,14 @@ pub extern "C" fn tracer_server_io(tgid: u64, nr: u64, fd: u64, ret: u64, now: u
                 // The client is done: so is its last request (one it sent
                 // before it shut its side is still to be answered).
                 if answered {
-                    add_request(key.tgid, conn.last_write_ns.saturating_sub(conn.start_ns));
+                    end_request(key, conn);
                     conn.state = CONN_WAITING;
                 }
             } else if ret > 0 && conn.state != CONN_IN_REQUEST {
-                if answered {
-                    add_request(key.tgid, conn.last_write_ns.saturating_sub(conn.start_ns));
-                }
+                end_request(key, conn);
                 conn.state = CONN_IN_REQUEST;
                 conn.start_ns = now;
+                return 1;
             }
         }
         _ => {
@@ -199,4 +198,26 @@ pub extern "C" fn tracer_server_io(tgid: u64, nr: u64, fd: u64, ret: u64, now: u
         }
     }
     0
+}
+
+/// The request in progress on a connection is over (its response's last
+/// write is its end): counted if it was answered, and its end sent if its
+/// request line was.
+#[inline(always)]
+fn end_request(key: FdKey, conn: &mut ServerConn) {
+    let answered = conn.state == CONN_ANSWERED;
+    if answered {
+        add_request(key.tgid, conn.last_write_ns.saturating_sub(conn.start_ns));
+    }
+    if conn.http != 0 {
+        conn.http = 0;
+        output(&RequestEndEvent {
+            kind: EventKind::RequestEnd as u32,
+            tgid: key.tgid,
+            fd: key.fd as i32,
+            _pad: 0,
+            start_ns: conn.start_ns,
+            end_ns: if answered { conn.last_write_ns } else { 0 },
+        });
+    }
 }

@@ -29,6 +29,8 @@ mod go_dns;
 #[cfg(target_arch = "bpf")]
 mod go_tls;
 #[cfg(target_arch = "bpf")]
+mod http;
+#[cfg(target_arch = "bpf")]
 mod idle;
 #[cfg(target_arch = "bpf")]
 mod lookup_record;

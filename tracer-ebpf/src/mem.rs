@@ -91,3 +91,44 @@ pub fn kernel_at_or<T>(base: u64, offset: u32, default: T) -> T {
         default,
     )
 }
+
+/// Zeroes `data` from `end` on, for buffers whose start alone may reach
+/// user space (a DNS question, an HTTP method and path): nothing past
+/// `end` leaves the kernel. Word by word, so the verifier walks `N / 8`
+/// steps, not `N`; `N` is a multiple of 8.
+#[inline(always)]
+pub fn scrub_after<const N: usize>(data: &mut [u8; N], end: usize) {
+    let words = N / 8;
+    let mut w = 0;
+    while w < words {
+        let at = w * 8;
+        // SAFETY: `at + 8 <= N`; unaligned access is fine.
+        let word = unsafe { data.as_mut_ptr().add(at).cast::<u64>() };
+        if at >= end {
+            unsafe { core::ptr::write_unaligned(word, 0) };
+        } else if at + 8 > end {
+            // Keep the first `end - at` bytes of this word (little endian).
+            let keep = (end - at) as u32;
+            let mask = (1u64 << (keep * 8)) - 1;
+            unsafe { core::ptr::write_unaligned(word, core::ptr::read_unaligned(word) & mask) };
+        }
+        w += 1;
+    }
+}
+
+/// Copies the first bytes of `len` at user address `data`, at most `N`,
+/// into `scratch`; the bytes copied, or 0 when nothing could be read.
+#[inline(always)]
+pub fn user_prefix<const N: usize>(scratch: &mut [u8; N], data: u64, len: u64) -> usize {
+    // At most the scratch's size; the verifier wants the bound it can see.
+    let n = if len > N as u64 { N as u32 } else { len as u32 };
+    if data == 0 || n == 0 {
+        return 0;
+    }
+    // SAFETY: the helper checks the user-space access; `n` is at most the
+    // scratch's size.
+    let r = unsafe {
+        generated::bpf_probe_read_user(scratch.as_mut_ptr().cast(), n, data as *const c_void)
+    };
+    if r == 0 { n as usize } else { 0 }
+}

@@ -12,7 +12,7 @@ use tracer_common::{LostCounter, STACK_FOR_CONNECT, ThreadEntry, sysno};
 
 use crate::{
     calls::{self, Finished, fd_only, is_fd_io},
-    connect, dns, idle,
+    connect, dns, http, idle,
     maps::{THREAD_ENTRIES, count_lost, dns_sockets_open},
     mem,
     stacks::{self, UserRegs},
@@ -146,8 +146,21 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     if idle::is_server_io(entry.nr) {
         let accepted = entry.nr == sysno::ACCEPT || entry.nr == sysno::ACCEPT4;
         let fd = if accepted { ret as u64 } else { entry.args[0] };
-        if !accepted || ret >= 0 {
-            idle::tracer_server_io(tgid as u64, entry.nr, fd, ret as u64, now);
+        if (!accepted || ret >= 0)
+            && idle::tracer_server_io(tgid as u64, entry.nr, fd, ret as u64, now) != 0
+        {
+            // A request began: its line is at the buffer still in the
+            // saved registers.
+            let regs: *const u8 = ctx.arg(0);
+            // SAFETY: the kernel pt_regs of this syscall; the helper checks.
+            let buf = mem::kernel_or(unsafe { regs.add(ARG_REGS[1]) } as *const u64, 0);
+            http::tracer_request_line(
+                pid_tgid,
+                (entry.nr << 32) | (fd & 0xffff_ffff),
+                buf,
+                ret as u64,
+                now,
+            );
         }
     }
 

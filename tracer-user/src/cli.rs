@@ -138,6 +138,19 @@ pub struct TargetArgs {
     #[arg(long)]
     pub no_call_sites: bool,
 
+    /// Read no HTTP request lines: no "Requests by endpoint". By default
+    /// the method and path of each request a traced server reads on a
+    /// connection it accepted are read (never the query string, headers or
+    /// body)
+    #[arg(long)]
+    pub no_http: bool,
+
+    /// Keep at most N HTTP routes (method and path, with ids as `:id`);
+    /// requests to the others are counted under `other`
+    #[arg(long, value_name = "N", default_value_t = crate::http::DEFAULT_MAX_ROUTES,
+          value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(1..=10000), usize::from))]
+    pub max_routes: usize,
+
     /// Size of the kernel-to-tracer event ring buffer (a power of two from
     /// 4KiB to 1GiB). Events that find it full are counted as lost and
     /// reported; in-kernel syscall counts stay exact either way

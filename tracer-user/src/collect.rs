@@ -11,8 +11,8 @@ use tracer_common::{
     CONN_ANSWERED, CONN_IN_REQUEST, ConnectEvent, DnsPacketEvent, DnsServer, DnsWaitEvent,
     EventKind, ExecMapEvent, FRAMES_HEADER, FdClosedEvent, FdKey, FramesEvent, GoLookupState,
     GoroutineKey, HandshakeEvent, LatencyStats, LookupEvent, LookupStartEvent, LookupState,
-    LostCounter, NATIVE_FRAMES, RequestTime, ServerConn, SlowIoEvent, StackEvent, SyscallKey,
-    TaskEvent, ThreadEntry, TlsEvent, TlsWaitEvent,
+    LostCounter, NATIVE_FRAMES, RequestEndEvent, RequestLineEvent, RequestTime, ServerConn,
+    SlowIoEvent, StackEvent, SyscallKey, TaskEvent, ThreadEntry, TlsEvent, TlsWaitEvent,
 };
 
 use crate::attach::Probes;
@@ -34,6 +34,8 @@ pub enum Event {
     Frames(Box<FramesEvent>),
     SlowIo(SlowIoEvent),
     FdClosed(FdClosedEvent),
+    RequestLine(Box<RequestLineEvent>),
+    RequestEnd(RequestEndEvent),
 }
 
 /// Decodes a ring buffer record; `None` for a record we do not know (a
@@ -94,6 +96,8 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
         EventKind::Frames => read_frames(bytes).map(Event::Frames),
         EventKind::SlowIo => read(bytes).map(Event::SlowIo),
         EventKind::FdClosed => read(bytes).map(Event::FdClosed),
+        EventKind::RequestLine => read_boxed(bytes).map(Event::RequestLine),
+        EventKind::RequestEnd => read(bytes).map(Event::RequestEnd),
     }
 }
 
@@ -152,6 +156,11 @@ pub struct Collector {
     undecodable: u64,
     /// Ring buffer records taken so far.
     pub events_seen: u64,
+    /// Every record as the kernel wrote it, appended to the file named by
+    /// `TRACER_DUMP_RECORDS`: what crossed from the kernel, for the tests
+    /// that check that no more than the method and path of a request, or
+    /// the question of a DNS message, ever does.
+    record_dump: Option<std::fs::File>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -191,6 +200,13 @@ impl Collector {
             retired_requests: Default::default(),
             undecodable: 0,
             events_seen: 0,
+            record_dump: match std::env::var_os("TRACER_DUMP_RECORDS") {
+                Some(path) => Some(
+                    std::fs::File::create(&path)
+                        .with_context(|| format!("creating {}", path.to_string_lossy()))?,
+                ),
+                None => None,
+            },
         })
     }
 
@@ -201,7 +217,6 @@ impl Collector {
         Ok(())
     }
 
-    /// Hands every pending ring buffer record to `sink`.
     /// Hands every pending ring buffer record to `sink`, in order, as one
     /// batch (so that the fast, time-critical part of a batch can be done
     /// before the slow part: see `Aggregate::apply_batch`).
@@ -210,6 +225,10 @@ impl Collector {
         let mut batch = Vec::new();
         while let Some(item) = ring.next() {
             self.events_seen += 1;
+            if let Some(dump) = self.record_dump.as_mut() {
+                use std::io::Write as _;
+                let _ = dump.write_all(&item);
+            }
             match parse_event(&item) {
                 Some(ev) => batch.push(ev),
                 None => self.undecodable += 1,

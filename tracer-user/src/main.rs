@@ -22,6 +22,7 @@ mod export;
 #[cfg(test)]
 mod fuzz;
 mod golang;
+mod http;
 mod kernel;
 mod kind;
 mod mapped;
@@ -293,6 +294,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let probe_options = attach::ProbeOptions {
         call_sites: !target.no_call_sites,
+        http: !target.no_http,
+        max_routes: target.max_routes,
         ring_bytes: target.ring_size,
         node: node.as_ref().map(|(scope, _)| *scope),
     };

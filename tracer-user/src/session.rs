@@ -332,6 +332,7 @@ impl Tracing {
         events_out: Option<BufWriter<File>>,
         node_mode: bool,
     ) -> anyhow::Result<Self> {
+        let max_routes = probe_options.max_routes;
         let mut probes = Probes::load_and_attach(probe_options)?;
         let collector = Collector::new(&mut probes)?;
         // Messages of the kernel programs (aya-log), shown with -v.
@@ -348,6 +349,7 @@ impl Tracing {
             }
         };
         let mut agg = Aggregate::new(monotonic_ns());
+        agg.set_max_routes(max_routes);
         if let Output::Serve { labels, .. } = output
             && !labels.is_empty()
         {
@@ -571,13 +573,17 @@ fn drain(
 fn write_events(agg: &mut Aggregate, out: Option<&mut std::io::BufWriter<std::fs::File>>) {
     let Some(out) = out else { return };
     let calls = agg.take_slow_calls();
-    if calls.is_empty() {
+    let requests = agg.take_finished_requests();
+    if calls.is_empty() && requests.is_empty() {
         return;
     }
     for call in &calls {
         if let Ok(line) = serde_json::to_string(call) {
             let _ = writeln!(out, "{line}");
         }
+    }
+    for request in &requests {
+        let _ = writeln!(out, "{}", request.to_span(agg.span_ids()));
     }
     // Flushed per batch: the stream is for watching as it happens.
     if let Err(e) = out.flush() {

@@ -54,7 +54,7 @@ const LAYERS: &[(&str, Layers)] = &[
             (&["cli", "session", "probing"], true),
             (&["render", "export"], true),
             (&["aggregate"], false),
-            (&["dns", "tls", "connect", "slow_io"], false),
+            (&["dns", "tls", "connect", "slow_io", "http"], false),
             (&["collect", "attribute", "unwind"], true),
             (&["attach"], false),
             (
@@ -80,7 +80,9 @@ const LAYERS: &[(&str, Layers)] = &[
         &[
             (&["syscalls", "floor"], false),
             (
-                &["connect", "dns", "go_dns", "tls", "go_tls", "idle", "tasks"],
+                &[
+                    "connect", "dns", "go_dns", "tls", "go_tls", "http", "idle", "tasks",
+                ],
                 false,
             ),
             (

@@ -64,7 +64,7 @@ fn note_warnings(stderr: &str) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("--files") => print_files(),
+        Some("--files") => print_guest_files(),
         None if std::process::id() == 1 => {
             mount_kernel_filesystems();
             run_checks();
@@ -195,45 +195,6 @@ fn loopback_up() {
         assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &req), 0, "lo up");
         libc::close(fd);
     }
-}
-
-fn print_files() {
-    let bin = tracer_bin();
-    let dir = bin.parent().unwrap().to_path_buf();
-    for name in ["tracer", "kernel-checks", "netfixture", "dnsfixture"] {
-        println!("file {}", dir.join(name).display());
-    }
-    for path in [env!("RESOLVE_BIN"), env!("TLS_CLIENT_BIN")] {
-        println!("file {path}");
-    }
-    println!("file {}", go_fixture(23, GoBuild::PureStripped).display());
-    for name in ["callsites.py", "tls_server.py", "slow_server.py"] {
-        println!("file {}", fixture_file(name).display());
-    }
-    let python = python();
-    println!("file {}", python.display());
-    let stdlib = Command::new(&python)
-        .args([
-            "-c",
-            "import sysconfig; print(sysconfig.get_path('stdlib'))",
-        ])
-        .output()
-        .expect("python");
-    println!("tree {}", String::from_utf8_lossy(&stdlib.stdout).trim());
-    for tool in ["openssl", "bpftool"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .expect("sh");
-        println!("file {}", String::from_utf8_lossy(&found.stdout).trim());
-    }
-    // openssl req reads its configuration.
-    println!("file /etc/ssl/openssl.cnf");
-    println!("file /usr/lib/ssl/openssl.cnf");
-    // localhost, and glibc's order of resolvers (files, then DNS).
-    println!("file /etc/hosts");
-    println!("file /etc/nsswitch.conf");
-    println!("python {}", python.display());
 }
 
 /// Traces a fixture until it exits, keeping what the tracer warned.
@@ -667,8 +628,29 @@ fn server_requests() -> String {
         busy >= handled_ns && busy < handled_ns + 0.35e9,
         "busy {busy} ns vs the handlers' own {handled_ns} ns"
     );
+    // The same requests by endpoint (their request lines, read in the
+    // kernel), each owning its wait on the backend.
+    let endpoint = &report["http_requests"]["endpoints"][0];
+    assert_eq!(
+        endpoint["endpoint"], "GET /",
+        "{:#}",
+        report["http_requests"]
+    );
+    assert_eq!(endpoint["latency"]["count"], REQUESTS, "requests of GET /");
+    let backend_waits: u64 = endpoint["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == "io")
+        .filter_map(|c| c["calls"].as_u64())
+        .sum();
+    assert!(
+        backend_waits >= REQUESTS,
+        "backend waits of GET /: {endpoint:#}"
+    );
     format!(
-        "{REQUESTS} of {REQUESTS} requests; busy {:.0} ms, the handlers' own {:.0} ms",
+        "{REQUESTS} of {REQUESTS} requests (GET /, each with its backend wait); busy {:.0} ms, \
+         the handlers' own {:.0} ms",
         busy / 1e6,
         handled_ns / 1e6
     )

@@ -89,6 +89,16 @@ fn run(o: &Options) -> Result<(), String> {
         "{}",
         seed::side_by_side(&seed::tracer_categories(&first.report), &profiled)
     );
+    if let Some(((t_secs, t_lookups), (p_secs, p_lookups))) =
+        seed::per_request(&first.report, "GET /overview", &profiled, o.requests)
+    {
+        println!(
+            "Per request of GET /overview: tracer {:.1} ms and {t_lookups:.1} lookups (first read \
+             to last write); cProfile {:.1} ms and {p_lookups:.1} lookups (inside the app)",
+            t_secs * 1e3,
+            p_secs * 1e3
+        );
+    }
 
     println!(
         "\nThe fix the seed's author wanted: no wait for the name. The DNS server now answers at \

@@ -24,6 +24,7 @@ use crate::{
     collect::Event,
     connect::{ConnectOutcome, ConnectRecord, ConnectState},
     dns::{DnsState, LookupRecord},
+    http::{HttpState, RequestCall},
     kind::CallKind,
     peer::{Peer, parse_sockaddr},
     slow_io::SlowIoStats,
@@ -87,6 +88,10 @@ pub struct Aggregate {
     /// The container of each cgroup seen, for the rows the kernel names
     /// by cgroup id.
     containers_by_cgroup: HashMap<u64, crate::container::ContainerInfo>,
+    /// HTTP requests by endpoint, and the calls made for each.
+    http: HttpState,
+    /// The ids of the event stream's request spans.
+    span_ids: Option<crate::http::SpanIds>,
 }
 
 /// A lookup, connect, SSL call or slow read or write series of one process
@@ -204,6 +209,17 @@ impl Aggregate {
     /// Keeps the calls at least this slow for the event stream (`--events`).
     pub fn keep_slow_calls(&mut self, min_ns: u64) {
         self.slow_call_threshold_ns = Some(min_ns);
+        self.http.keep_finished(min_ns);
+    }
+
+    /// The ids of the event stream's spans, drawn in order.
+    pub fn span_ids(&mut self) -> &mut crate::http::SpanIds {
+        self.span_ids.get_or_insert_with(crate::http::SpanIds::new)
+    }
+
+    /// The HTTP requests finished since the last time, with `--events`.
+    pub fn take_finished_requests(&mut self) -> Vec<crate::http::RequestRecord> {
+        self.http.take_finished()
     }
 
     /// The slow calls kept since the last time.
@@ -224,6 +240,19 @@ impl Aggregate {
     /// The processes with new code since the last time.
     pub fn take_new_code(&mut self) -> BTreeSet<u32> {
         std::mem::take(&mut self.mapped_new_code)
+    }
+
+    pub fn http(&self) -> &HttpState {
+        &self.http
+    }
+
+    /// Keeps at most `n` HTTP routes (`--max-routes`); the rest are `other`.
+    pub fn set_max_routes(&mut self, n: usize) {
+        let keep = self.slow_call_threshold_ns;
+        self.http = HttpState::new(n);
+        if let Some(min) = keep {
+            self.http.keep_finished(min);
+        }
     }
 
     pub fn sites_mut(&mut self) -> &mut Attributor {
@@ -299,6 +328,8 @@ impl Aggregate {
                 self.fd_peers.remove(&(c.tgid, c.fd));
                 self.tls.on_close(c.tgid, c.fd);
             }
+            Event::RequestLine(l) => self.http.on_line(&l),
+            Event::RequestEnd(e) => self.http.on_end(&e),
         }
     }
 
@@ -384,6 +415,18 @@ impl Aggregate {
     /// result as the event stream says them, made only when needed.
     fn account(&mut self, call: &FinishedCall, shown: impl FnOnce(&Self) -> (String, String)) {
         self.add_thread_time(call.pid, call.tid, call.kind.row(), call.latency_ns);
+        if self.http.serving(call.pid) {
+            self.http.on_call(
+                call.pid,
+                call.tid,
+                RequestCall {
+                    kind: call.kind,
+                    target: call.target.clone().unwrap_or_else(|| "?".to_string()),
+                    start_ns: call.start_ns,
+                    latency_ns: call.latency_ns,
+                },
+            );
+        }
         if let Some(target) = &call.target {
             self.count_for_owner(call.pid, call.kind, target, call.latency_ns);
         }

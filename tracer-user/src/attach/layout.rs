@@ -98,6 +98,10 @@ pub(super) fn set_kernel_layout(
                     tracer_common::LAYOUT_ALL
                 } else {
                     0
+                } | if options.http {
+                    0
+                } else {
+                    tracer_common::LAYOUT_NO_HTTP
                 },
                 slow_io_ns: tracer_common::SLOW_IO_NS,
                 wakeup_bytes: u64::from(options.ring_bytes / 8),

@@ -39,6 +39,11 @@ use crate::{
 pub struct ProbeOptions {
     /// Take stacks for call sites (`--no-call-sites` turns it off).
     pub call_sites: bool,
+    /// Read HTTP request lines (`--no-http` turns it off).
+    pub http: bool,
+    /// HTTP routes kept (`--max-routes`): not the kernel's, carried to the
+    /// session with the rest.
+    pub max_routes: usize,
     /// Byte size of the event ring buffer (`--ring-size`).
     pub ring_bytes: u32,
     /// Node mode (`--all`, `--cgroup`): which processes the kernel adopts.

@@ -82,6 +82,8 @@ fn families(
         dns_queries(agg),
         tls_bytes(&tls_peers, caps.targets),
         connects(agg, caps.targets),
+        http_request_durations(agg),
+        http_request_call_seconds(agg),
         lost_events(lost),
         thread_seconds(report),
         build_info(),
@@ -147,6 +149,67 @@ fn durations(
     }
 
     duration
+}
+
+/// The HTTP requests' latency per route (`--max-routes` of them; the rest
+/// under `route="other"`).
+fn http_request_durations(agg: &Aggregate) -> MetricFamily {
+    let mut f = family(
+        "tracer_http_request_duration_seconds",
+        "Latency of the HTTP requests the traced servers served, from the read of the request \
+         line to the response's last write, by method and route (ids as :id)",
+        MetricType::HISTOGRAM,
+    );
+    for (labels, stats) in http_routes(agg) {
+        let mut m = metric(&labels);
+        m.set_histogram(histogram(&stats.latency));
+        f.mut_metric().push(m);
+    }
+    f
+}
+
+/// The time the HTTP requests of each route spent in each kind of call.
+fn http_request_call_seconds(agg: &Aggregate) -> MetricFamily {
+    let mut values = Vec::new();
+    for (labels, stats) in http_routes(agg) {
+        let mut by_kind: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for ((kind, _), &(_, ns)) in &stats.calls {
+            *by_kind.entry(kind.metric_name()).or_default() += ns;
+        }
+        for (kind, ns) in by_kind {
+            let mut l = labels.clone();
+            l.push(("kind", kind.to_string()));
+            values.push((l, ns as f64 / 1e9));
+        }
+    }
+    counters(
+        "tracer_http_request_call_seconds_total",
+        "Time the HTTP requests of each route spent in lookups, connects, TLS calls and slow \
+         reads and writes, by kind of call (as tracer_call_duration_seconds's kind)",
+        values,
+    )
+}
+
+/// Each route's labels (method, route) and its requests.
+fn http_routes(agg: &Aggregate) -> Vec<(Vec<(&'static str, String)>, &crate::http::RouteStats)> {
+    let http = agg.http();
+    let mut out: Vec<_> = http
+        .routes
+        .iter()
+        .map(|(r, s)| {
+            (
+                vec![("method", r.method.clone()), ("route", r.path.clone())],
+                s,
+            )
+        })
+        .collect();
+    if http.other.latency.count > 0 {
+        out.push((
+            vec![("method", OTHER.to_string()), ("route", OTHER.to_string())],
+            &http.other,
+        ));
+    }
+    out
 }
 
 /// DNS queries by type, response code and server.
@@ -325,6 +388,57 @@ fn traced_processes(report: &Report) -> MetricFamily {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_route_has_its_request_histogram_and_its_call_time_by_kind() {
+        use tracer_common::{REQUEST_LINE_BYTES, RequestEndEvent, RequestLineEvent};
+        let mut agg = Aggregate::new(0);
+        for (i, path) in ["/repos/17", "/repos/18", "/health"].iter().enumerate() {
+            let text = format!("GET {path}");
+            let mut line = [0u8; REQUEST_LINE_BYTES];
+            line[..text.len()].copy_from_slice(text.as_bytes());
+            let start_ns = 1_000_000_000 * (i as u64 + 1);
+            agg.apply(crate::collect::Event::RequestLine(Box::new(
+                RequestLineEvent {
+                    kind: 15,
+                    tgid: 7,
+                    tid: 7,
+                    fd: 4,
+                    start_ns,
+                    len: text.len() as u32,
+                    _pad: 0,
+                    line,
+                },
+            )));
+            agg.apply(crate::collect::Event::RequestEnd(RequestEndEvent {
+                kind: 16,
+                tgid: 7,
+                fd: 4,
+                _pad: 0,
+                start_ns,
+                end_ns: start_ns + 30_000_000,
+            }));
+        }
+        let text = {
+            let mut families = vec![http_request_durations(&agg)];
+            families.retain(|f| !f.get_metric().is_empty());
+            let mut out = Vec::new();
+            TextEncoder::new().encode(&families, &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert!(
+            text.contains(
+                "tracer_http_request_duration_seconds_count{method=\"GET\",route=\"/repos/:id\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "tracer_http_request_duration_seconds_bucket{method=\"GET\",route=\"/health\",le=\"0.05\"} 1"
+            ),
+            "{text}"
+        );
+    }
 
     #[test]
     fn buckets_are_cumulative_and_end_at_the_count() {

@@ -8,6 +8,7 @@ mod connect;
 mod dns;
 pub mod findings;
 pub mod flame;
+mod requests;
 mod slow_io;
 mod syscalls;
 mod tls;
@@ -176,6 +177,8 @@ pub struct Report {
     pub call_sites: Vec<CallSiteRow>,
     /// Where the time went: per kind of call and target, largest first.
     pub breakdown: Vec<breakdown::BreakdownRow>,
+    /// HTTP requests by endpoint, and the slowest requests' calls.
+    pub http_requests: requests::RequestsSection,
     /// The worst offenders, with evidence and fix, largest first.
     pub findings: Vec<findings::Finding>,
     /// Lookups, connects, SSL calls and slow I/O per thread, busiest first.
@@ -260,6 +263,7 @@ impl Report {
             tls_peers,
             call_sites,
             breakdown: Vec::new(),
+            http_requests: requests::section_of(agg),
             findings: Vec::new(),
             threads: thread_rows(agg, wall_ns),
             comparison: None,
@@ -288,6 +292,7 @@ impl Report {
         );
         findings::write(&mut out, self, rows, o.kinds.as_deref());
         compare::write(&mut out, self, self.share_of.words(), rows);
+        self.write_requests(&mut out, rows);
         if wanted(Kind::Syscall) {
             let (work, waits): (Vec<&SyscallGroupRow>, Vec<&SyscallGroupRow>) =
                 self.syscall_groups.iter().partition(|r| !r.waiting);
@@ -475,6 +480,7 @@ fn findings(r: &Report, denominator_ns: u64) -> Vec<findings::Finding> {
     dns::findings(r, &mut out);
     tls::findings(r, denominator_ns, &mut out);
     slow_io::findings(r, &mut out);
+    requests::findings(r, denominator_ns, &mut out);
     connect::findings(r, denominator_ns, &mut out);
     out.sort_by(|a, b| b.share.total_cmp(&a.share));
     out

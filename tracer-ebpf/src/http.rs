@@ -1,0 +1,169 @@
+//! HTTP/1.x request lines: the method and path of each request a traced
+//! server reads on a connection it accepted (idle.rs times the request),
+//! for "Requests by endpoint". Only the first bytes of the request's first
+//! read are looked at, in this CPU's scratch; the method and path are all
+//! that is sent on, and everything after them (the query string, the
+//! version, headers, body) is zeroed before the record is written.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{helpers::generated, macros::map, maps::PerCpuArray};
+use tracer_common::{
+    EventKind, FdKey, LAYOUT_NO_HTTP, LostCounter, REQUEST_LINE_BYTES, RequestLineEvent, sysno,
+};
+
+use crate::{
+    maps::{EVENTS, KERNEL_LAYOUT, SERVER_CONNS, count_lost, submit_flags},
+    mem::{self, user_or as read_user_or},
+};
+
+/// The start of the read being looked at, on this CPU.
+#[map]
+static LINE_SCRATCH: PerCpuArray<[u8; REQUEST_LINE_BYTES]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The first read of a request on an accepted connection returned `ret`
+/// bytes (idle.rs's `tracer_server_io` said so): syscall `nr_fd >> 32`
+/// on fd `nr_fd & 0xffffffff`, its buffer argument `buf` (an iovec array
+/// for readv, a msghdr for recvmsg). When they begin with a request line,
+/// sends its method and path, and marks the connection so that idle.rs
+/// sends the request's end. Returns 1 when sent. A global function, checked
+/// once: `sys_exit` is near the older kernels' verifier budget.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tracer_request_line(
+    pid_tgid: u64,
+    nr_fd: u64,
+    buf: u64,
+    ret: u64,
+    start_ns: u64,
+) -> u64 {
+    if KERNEL_LAYOUT
+        .get(0)
+        .is_some_and(|l| l.flags & LAYOUT_NO_HTTP != 0)
+    {
+        return 0;
+    }
+    let key = FdKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd: nr_fd as u32,
+    };
+    let (data, len) = match nr_fd >> 32 {
+        sysno::READ | sysno::RECVFROM => (buf, ret),
+        // struct iovec { iov_base, iov_len }: the line is in the first.
+        sysno::READV => first_iovec(buf, ret),
+        // struct msghdr: msg_iov after msg_name and msg_namelen (padded).
+        sysno::RECVMSG => first_iovec(read_user_or::<u64>(buf + 16, 0), ret),
+        _ => return 0,
+    };
+    let end = tracer_request_line_capture(data, len);
+    if end == 0 {
+        return 0;
+    }
+    let Some(conn) = SERVER_CONNS.get_ptr_mut(key) else {
+        return 0;
+    };
+    let Some(scratch) = LINE_SCRATCH.get_ptr(0) else {
+        return 0;
+    };
+    let Some(mut slot) = EVENTS.reserve::<RequestLineEvent>(0) else {
+        count_lost(LostCounter::RingFull);
+        return 0;
+    };
+    let ev = slot.as_mut_ptr();
+    // SAFETY: `ev` points to a reserved ring buffer record of our size;
+    // `conn` is a live map value, and one thread at a time serves a
+    // connection.
+    unsafe {
+        (*ev).kind = EventKind::RequestLine as u32;
+        (*ev).tgid = key.tgid;
+        (*ev).tid = pid_tgid as u32;
+        (*ev).fd = key.fd as i32;
+        (*ev).start_ns = start_ns;
+        (*ev).len = end as u32;
+        (*ev)._pad = 0;
+        // The scratch is all zeros past the path.
+        let r = generated::bpf_probe_read_kernel(
+            (&raw mut (*ev).line).cast::<c_void>(),
+            REQUEST_LINE_BYTES as u32,
+            scratch.cast(),
+        );
+        if r != 0 {
+            slot.discard(0);
+            return 0;
+        }
+        (*conn).http = 1;
+    }
+    slot.submit(submit_flags(false));
+    1
+}
+
+/// The first buffer of an iovec array, and the bytes of `ret` in it.
+#[inline(always)]
+fn first_iovec(iov: u64, ret: u64) -> (u64, u64) {
+    if iov == 0 {
+        return (0, 0);
+    }
+    let base = read_user_or::<u64>(iov, 0);
+    let len = read_user_or::<u64>(iov + 8, 0);
+    (base, if len < ret { len } else { ret })
+}
+
+/// Copies the first bytes of the read (`len` at user address `data`) into
+/// this CPU's scratch, and zeroes all of it but the method and path of a
+/// request line; returns the bytes kept (0: not a request line). Global,
+/// so that the verifier walks the scan once.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tracer_request_line_capture(data: u64, len: u64) -> u64 {
+    let Some(scratch) = LINE_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot; the program is not re-entered on this CPU.
+    let scratch = unsafe { &mut *scratch };
+    let n = mem::user_prefix(scratch, data, len);
+    let end = if n > 0 { path_end(scratch, n) } else { 0 };
+    mem::scrub_after(scratch, end);
+    end as u64
+}
+
+/// Where a request line's path ends in the first `len` bytes of `data`:
+/// a method (2 to 7 capital letters), a space, a path that starts with `/`
+/// (or `*`, for OPTIONS), up to the space before the version, a `?` or `#`,
+/// or the end of the line or of the bytes read. 0 when the bytes are not a
+/// request line.
+#[inline(always)]
+fn path_end(data: &[u8; REQUEST_LINE_BYTES], len: usize) -> usize {
+    let mut space = 0;
+    let mut i = 0;
+    while i < 8 && i < len {
+        let Some(&c) = data.get(i) else {
+            return 0;
+        };
+        if c == b' ' {
+            space = i;
+            break;
+        }
+        if !c.is_ascii_uppercase() {
+            return 0;
+        }
+        i += 1;
+    }
+    if space < 2 {
+        return 0;
+    }
+    match data.get(space + 1) {
+        Some(b'/' | b'*') if space + 1 < len => {}
+        _ => return 0,
+    }
+    let mut end = space + 1;
+    while end < REQUEST_LINE_BYTES && end < len {
+        let Some(&c) = data.get(end) else {
+            break;
+        };
+        if matches!(c, b' ' | b'?' | b'#' | b'\r' | b'\n' | 0) {
+            break;
+        }
+        end += 1;
+    }
+    end
+}

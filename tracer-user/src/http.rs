@@ -1,0 +1,533 @@
+//! HTTP requests a traced server served, by endpoint: each request from the
+//! read that began with its request line to its response's last write (the
+//! kernel side's `RequestLineEvent` and `RequestEndEvent`), and the
+//! lookups, connects, SSL calls and slow reads and writes made for it.
+//!
+//! Which calls are a request's: a call belongs to the request open on its
+//! own thread (a thread-per-request server: the thread that read the
+//! request serves it); on a thread with no request open, to the process's
+//! only open request (a server whose I/O thread reads and whose workers
+//! handle, as waitress, when one request runs at a time). A call made while
+//! several requests are open on its thread (an event loop serving
+//! concurrent requests), or in its process with none on its thread, has no
+//! sound owner: it is counted as such, not guessed.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use tracer_common::{LatencyStats, REQUEST_LINE_BYTES, RequestEndEvent, RequestLineEvent};
+
+use crate::kind::CallKind;
+
+/// Routes kept by default (`--max-routes`); the rest are counted as `other`.
+pub const DEFAULT_MAX_ROUTES: usize = 50;
+
+/// The slowest requests kept with their calls, for their timelines.
+const SLOWEST_KEPT: usize = 10;
+
+/// Calls kept per request for its timeline (a response read in 1,000 TLS
+/// records is shown as runs of calls anyway); the rest are still counted.
+const CALLS_KEPT: usize = 2000;
+
+/// The methods of RFC 9110, and PATCH: anything else the kernel side let
+/// through (capital letters and a space) is not a request line.
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// A route: method and normalized path.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Route {
+    pub method: String,
+    pub path: String,
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.path)
+    }
+}
+
+/// One call made for a request.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestCall {
+    pub kind: CallKind,
+    /// Host, peer or file, as the call's own table names it.
+    pub target: String,
+    pub start_ns: u64,
+    pub latency_ns: u64,
+}
+
+/// A request begun and not ended yet.
+#[derive(Debug)]
+struct OpenRequest {
+    fd: i32,
+    tid: u32,
+    start_ns: u64,
+    route: Route,
+    calls: Vec<RequestCall>,
+    /// Calls not kept in `calls` (over `CALLS_KEPT`).
+    calls_dropped: u64,
+}
+
+/// A request served, with the calls made for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestRecord {
+    pub pid: u32,
+    pub tid: u32,
+    pub route: Route,
+    pub start_ns: u64,
+    pub latency_ns: u64,
+    /// In the order they started.
+    pub calls: Vec<RequestCall>,
+    pub calls_dropped: u64,
+}
+
+/// One route's requests, and the calls made for them by kind and target.
+#[derive(Debug, Clone)]
+pub struct RouteStats {
+    pub latency: LatencyStats,
+    /// (kind as rows count it, target) -> (calls, ns).
+    pub calls: BTreeMap<(CallKind, String), (u64, u64)>,
+}
+
+impl Default for RouteStats {
+    fn default() -> Self {
+        Self {
+            latency: LatencyStats::ZERO,
+            calls: BTreeMap::new(),
+        }
+    }
+}
+
+/// Every traced server's HTTP requests.
+#[derive(Debug)]
+pub struct HttpState {
+    max_routes: usize,
+    /// Requests open, per process: few at a time, so a list.
+    open: HashMap<u32, Vec<OpenRequest>>,
+    pub routes: BTreeMap<Route, RouteStats>,
+    /// Requests whose route was not kept (over `max_routes`).
+    pub other: RouteStats,
+    /// The slowest requests, slowest first.
+    pub slowest: Vec<RequestRecord>,
+    /// Requests that ended with no response written (the client left, or
+    /// the connection was closed unanswered): not timed.
+    pub unanswered: u64,
+    /// Calls made while a request was open in their process that no rule
+    /// gives to one request (several open on their thread; or none on
+    /// their thread, and several in the process).
+    pub calls_unowned: u64,
+    /// With `--events`: requests at least this slow are kept in `finished`
+    /// until taken.
+    keep_finished_ns: Option<u64>,
+    finished: Vec<RequestRecord>,
+}
+
+impl Default for HttpState {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_ROUTES)
+    }
+}
+
+impl HttpState {
+    pub fn new(max_routes: usize) -> Self {
+        Self {
+            max_routes,
+            open: HashMap::new(),
+            routes: BTreeMap::new(),
+            other: RouteStats::default(),
+            slowest: Vec::new(),
+            unanswered: 0,
+            calls_unowned: 0,
+            keep_finished_ns: None,
+            finished: Vec::new(),
+        }
+    }
+
+    /// Keeps each request at least `min_ns` slow for the event stream.
+    pub fn keep_finished(&mut self, min_ns: u64) {
+        self.keep_finished_ns = Some(min_ns);
+    }
+
+    /// The requests kept since the last time.
+    pub fn take_finished(&mut self) -> Vec<RequestRecord> {
+        std::mem::take(&mut self.finished)
+    }
+
+    pub fn requests_total(&self) -> u64 {
+        self.routes.values().map(|r| r.latency.count).sum::<u64>() + self.other.latency.count
+    }
+
+    /// Whether a request is open in the process (its calls may be the
+    /// request's: see `on_call`).
+    pub fn serving(&self, pid: u32) -> bool {
+        self.open.contains_key(&pid)
+    }
+
+    /// Requests begun and not ended.
+    pub fn open_count(&self) -> usize {
+        self.open.values().map(Vec::len).sum()
+    }
+
+    pub fn on_line(&mut self, ev: &RequestLineEvent) {
+        let Some(route) = parse_line(&ev.line, ev.len as usize) else {
+            return;
+        };
+        let open = self.open.entry(ev.tgid).or_default();
+        // A request the kernel saw no end of (its end lost with a full
+        // ring) gives way to the next on its connection.
+        open.retain(|r| r.fd != ev.fd);
+        open.push(OpenRequest {
+            fd: ev.fd,
+            tid: ev.tid,
+            start_ns: ev.start_ns,
+            route,
+            calls: Vec::new(),
+            calls_dropped: 0,
+        });
+    }
+
+    pub fn on_end(&mut self, ev: &RequestEndEvent) {
+        let Some(open) = self.open.get_mut(&ev.tgid) else {
+            return;
+        };
+        let Some(i) = open
+            .iter()
+            .position(|r| r.fd == ev.fd && r.start_ns == ev.start_ns)
+        else {
+            return;
+        };
+        let mut req = open.swap_remove(i);
+        if open.is_empty() {
+            self.open.remove(&ev.tgid);
+        }
+        if ev.end_ns == 0 {
+            self.unanswered += 1;
+            return;
+        }
+        // Calls after the response's last write (the thread waiting for
+        // the connection's next request) are not the request's.
+        req.calls.retain(|c| c.start_ns < ev.end_ns);
+        // They came as they ended; a timeline is in the order they began
+        // (a resolver's connect inside its lookup after the lookup).
+        req.calls.sort_by_key(|c| c.start_ns);
+        let latency_ns = ev.end_ns.saturating_sub(req.start_ns);
+        let stats = if self.routes.contains_key(&req.route) || self.routes.len() < self.max_routes {
+            self.routes.entry(req.route.clone()).or_default()
+        } else {
+            &mut self.other
+        };
+        stats.latency.record(latency_ns);
+        for c in &req.calls {
+            let e = stats.calls.entry((c.kind, c.target.clone())).or_default();
+            e.0 += 1;
+            e.1 += c.latency_ns;
+        }
+        let record = RequestRecord {
+            pid: ev.tgid,
+            tid: req.tid,
+            route: req.route,
+            start_ns: req.start_ns,
+            latency_ns,
+            calls: req.calls,
+            calls_dropped: req.calls_dropped,
+        };
+        if self.keep_finished_ns.is_some_and(|min| latency_ns >= min) {
+            self.finished.push(record.clone());
+        }
+        self.keep_if_slow(record);
+    }
+
+    fn keep_if_slow(&mut self, record: RequestRecord) {
+        if self.slowest.len() == SLOWEST_KEPT
+            && self
+                .slowest
+                .last()
+                .is_some_and(|l| l.latency_ns >= record.latency_ns)
+        {
+            return;
+        }
+        let at = self
+            .slowest
+            .partition_point(|r| r.latency_ns >= record.latency_ns);
+        self.slowest.insert(at, record);
+        self.slowest.truncate(SLOWEST_KEPT);
+    }
+
+    /// A finished call of a traced process: the request it was made for
+    /// keeps it (see the module's rule).
+    pub fn on_call(&mut self, pid: u32, tid: u32, call: RequestCall) {
+        let Some(open) = self.open.get_mut(&pid) else {
+            return;
+        };
+        let began = |r: &&mut OpenRequest| r.start_ns <= call.start_ns;
+        let mut on_thread = open.iter_mut().filter(|r| r.tid == tid).filter(began);
+        let owner = match (on_thread.next(), on_thread.next()) {
+            (Some(r), None) => Some(r),
+            (Some(_), Some(_)) => None,
+            (None, _) => {
+                let mut in_process = open.iter_mut().filter(began);
+                match (in_process.next(), in_process.next()) {
+                    (Some(r), None) => Some(r),
+                    (None, _) => return,
+                    _ => None,
+                }
+            }
+        };
+        match owner {
+            Some(r) if r.calls.len() < CALLS_KEPT => r.calls.push(call),
+            Some(r) => r.calls_dropped += 1,
+            None => self.calls_unowned += 1,
+        }
+    }
+}
+
+impl RequestRecord {
+    /// The time inside at least one of its calls (a call inside another,
+    /// as a resolver's connect inside its lookup, is not counted twice).
+    pub fn in_calls_ns(&self) -> u64 {
+        let (mut total, mut covered_to) = (0u64, 0u64);
+        // `calls` are in the order they began.
+        for c in &self.calls {
+            let end = c.start_ns + c.latency_ns;
+            if end > covered_to {
+                total += end - c.start_ns.max(covered_to);
+                covered_to = end;
+            }
+        }
+        total
+    }
+
+    /// The request as a span tree, shaped after OpenTelemetry's span
+    /// model: the request is the root span of its own trace, each call a
+    /// child span; ids are random-looking and unique within the run
+    /// (`ids` draws them), times are CLOCK_MONOTONIC nanoseconds.
+    pub fn to_span(&self, ids: &mut SpanIds) -> serde_json::Value {
+        let trace_id = format!("{:016x}{:016x}", ids.next(), ids.next());
+        let span_id = format!("{:016x}", ids.next());
+        let children: Vec<serde_json::Value> = self
+            .calls
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "trace_id": trace_id,
+                    "span_id": format!("{:016x}", ids.next()),
+                    "parent_span_id": span_id,
+                    "name": format!("{} {}", c.kind, c.target),
+                    "start_ns": c.start_ns,
+                    "end_ns": c.start_ns + c.latency_ns,
+                    "attributes": {"tracer.kind": c.kind, "tracer.target": c.target},
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "kind": "http_request",
+            "trace_id": trace_id,
+            "span_id": span_id,
+            "name": self.route.to_string(),
+            "start_ns": self.start_ns,
+            "end_ns": self.start_ns + self.latency_ns,
+            "pid": self.pid,
+            "tid": self.tid,
+            "attributes": {
+                "http.request.method": self.route.method,
+                "http.route": self.route.path,
+            },
+            "children": children,
+            "children_dropped": self.calls_dropped,
+        })
+    }
+}
+
+/// Span ids: a splitmix64 sequence from a seed taken from the clock and
+/// the PID, so that two runs' ids do not collide.
+#[derive(Debug)]
+pub struct SpanIds(u64);
+
+impl SpanIds {
+    pub fn new() -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Self(now ^ (u64::from(std::process::id()) << 32))
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        // Never 0: an all-zero id is invalid in OpenTelemetry.
+        (z ^ (z >> 31)).max(1)
+    }
+}
+
+/// The route of a request line's method and path (as the kernel side cut
+/// it: nothing after the path); `None` when it is not a request line.
+pub fn parse_line(line: &[u8; REQUEST_LINE_BYTES], len: usize) -> Option<Route> {
+    let text = std::str::from_utf8(line.get(..len)?).ok()?;
+    let (method, path) = text.split_once(' ')?;
+    if !METHODS.contains(&method) {
+        return None;
+    }
+    Some(Route {
+        method: method.to_string(),
+        path: normalize_path(path),
+    })
+}
+
+/// A path as a route: each segment that is a number, a UUID or a long hex
+/// string (16 digits or more) becomes `:id`, so `/users/42/orders/9f8e…`
+/// and `/users/7/orders/0a1b…` are one route.
+pub fn normalize_path(path: &str) -> String {
+    path.split('/')
+        .map(|seg| if is_id(seg) { ":id" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn is_id(seg: &str) -> bool {
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    let groups: Vec<&str> = seg.split('-').collect();
+    let uuid = groups.len() == 5
+        && groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups.iter().all(|g| hex(g));
+    uuid || (seg.len() >= 16 && hex(seg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(text: &str) -> ([u8; REQUEST_LINE_BYTES], usize) {
+        let mut l = [0u8; REQUEST_LINE_BYTES];
+        l[..text.len()].copy_from_slice(text.as_bytes());
+        (l, text.len())
+    }
+
+    fn begin(state: &mut HttpState, fd: i32, tid: u32, start: u64, text: &str) {
+        let (l, len) = line(text);
+        state.on_line(&RequestLineEvent {
+            kind: 15,
+            tgid: 1,
+            tid,
+            fd,
+            start_ns: start,
+            len: len as u32,
+            _pad: 0,
+            line: l,
+        });
+    }
+
+    fn end(state: &mut HttpState, fd: i32, start: u64, end_ns: u64) {
+        state.on_end(&RequestEndEvent {
+            kind: 16,
+            tgid: 1,
+            fd,
+            _pad: 0,
+            start_ns: start,
+            end_ns,
+        });
+    }
+
+    fn lookup(start: u64) -> RequestCall {
+        RequestCall {
+            kind: CallKind::Lookup,
+            target: "identity.test".into(),
+            start_ns: start,
+            latency_ns: 10,
+        }
+    }
+
+    #[test]
+    fn ids_uuids_and_long_hex_become_one_route() {
+        assert_eq!(normalize_path("/users/42/orders"), "/users/:id/orders");
+        assert_eq!(
+            normalize_path("/o/123e4567-e89b-12d3-a456-426614174000"),
+            "/o/:id"
+        );
+        assert_eq!(normalize_path("/blob/9f8e7d6c5b4a39281706"), "/blob/:id");
+        // Short hex is a word, not an id.
+        assert_eq!(normalize_path("/cafe/beef"), "/cafe/beef");
+        assert_eq!(normalize_path("/"), "/");
+        let (l, len) = line("GET /repos/17");
+        assert_eq!(
+            parse_line(&l, len).map(|r| r.to_string()).as_deref(),
+            Some("GET /repos/:id")
+        );
+        let (l, len) = line("FOO /x");
+        assert_eq!(parse_line(&l, len), None);
+    }
+
+    #[test]
+    fn a_thread_s_calls_are_its_request_s_and_a_worker_s_go_to_the_only_one_open() {
+        let mut s = HttpState::default();
+        begin(&mut s, 5, 10, 100, "GET /a");
+        s.on_call(1, 10, lookup(150));
+        // Another thread of the process, while one request is open: its.
+        s.on_call(1, 11, lookup(160));
+        // Before the request began: not its.
+        s.on_call(1, 10, lookup(50));
+        // After its last write: not its.
+        s.on_call(1, 10, lookup(990));
+        end(&mut s, 5, 100, 900);
+        let route = &s.routes[&Route {
+            method: "GET".into(),
+            path: "/a".into(),
+        }];
+        assert_eq!(route.latency.count, 1);
+        assert_eq!(route.latency.max_ns, 800);
+        assert_eq!(
+            route.calls[&(CallKind::Lookup, "identity.test".into())].0,
+            2
+        );
+        assert_eq!(s.slowest[0].calls.len(), 2);
+    }
+
+    #[test]
+    fn concurrent_requests_on_one_thread_own_no_calls() {
+        let mut s = HttpState::default();
+        begin(&mut s, 5, 10, 100, "GET /a");
+        begin(&mut s, 6, 10, 110, "GET /b");
+        s.on_call(1, 10, lookup(150));
+        // Two open on other threads, none on this one: no owner either.
+        s.on_call(1, 12, lookup(150));
+        assert_eq!(s.calls_unowned, 2);
+        end(&mut s, 5, 100, 0);
+        assert_eq!((s.unanswered, s.requests_total()), (1, 0));
+    }
+
+    #[test]
+    fn a_call_inside_another_is_not_counted_twice_and_calls_are_in_start_order() {
+        let mut s = HttpState::default();
+        begin(&mut s, 5, 10, 100, "GET /a");
+        let mut connect = lookup(120);
+        (connect.kind, connect.latency_ns) = (CallKind::Connect, 5);
+        let mut outer = lookup(110);
+        outer.latency_ns = 50;
+        // The connect ends first, inside the lookup.
+        s.on_call(1, 10, connect);
+        s.on_call(1, 10, outer);
+        s.on_call(1, 10, lookup(200));
+        end(&mut s, 5, 100, 300);
+        let r = &s.slowest[0];
+        assert_eq!(r.calls[0].kind, CallKind::Lookup);
+        assert_eq!(r.in_calls_ns(), 50 + 10);
+    }
+
+    #[test]
+    fn routes_over_the_cap_are_counted_as_other() {
+        let mut s = HttpState::new(1);
+        begin(&mut s, 5, 10, 100, "GET /a");
+        end(&mut s, 5, 100, 200);
+        begin(&mut s, 5, 10, 300, "GET /b");
+        end(&mut s, 5, 300, 400);
+        assert_eq!(s.routes.len(), 1);
+        assert_eq!(s.other.latency.count, 1);
+        assert_eq!(s.requests_total(), 2);
+    }
+}
