@@ -155,6 +155,19 @@ fn requests_by_endpoint_under(server: Server) {
         .filter(|v| v["kind"] == "http_request")
         .collect();
     assert_eq!(spans.len() as u64, n + m, "{name}: a span per request");
+    // Request by request, in the order sent (one at a time): the span's
+    // time within 5% of, and not over, the client's own.
+    let client = run.driven["timings"].as_array().unwrap();
+    for (s, c) in spans.iter().zip(client) {
+        assert_eq!(s["name"], c["route"], "{name}: requests in order");
+        let traced = (s["end_ns"].as_u64().unwrap() - s["start_ns"].as_u64().unwrap()) as f64 / 1e9;
+        let own = c["seconds"].as_f64().unwrap();
+        assert!(
+            traced <= own && traced >= own * 0.95,
+            "{name}: {} {traced:.4}s traced vs the client's {own:.4}s",
+            c["route"]
+        );
+    }
     let mut trace_ids: Vec<&str> = spans
         .iter()
         .map(|s| s["trace_id"].as_str().unwrap())
