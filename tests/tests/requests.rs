@@ -146,18 +146,23 @@ fn requests_by_endpoint_under(server: Server) {
         run.text
     );
 
-    // The event stream: one span tree per request, its calls as children
-    // inside it, ids unique.
-    let spans: Vec<Value> = std::fs::read_to_string(&events)
+    check_spans(name, &events, &run.driven, n + m);
+    check_privacy(name, &dump, &run.driven);
+}
+
+/// The event stream: one span tree per request, its calls as children
+/// inside it, ids unique, each request's time against the client's.
+fn check_spans(name: &str, events: &Path, driven: &Value, requests: u64) {
+    let spans: Vec<Value> = std::fs::read_to_string(events)
         .expect("the event stream")
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["kind"] == "http_request")
         .collect();
-    assert_eq!(spans.len() as u64, n + m, "{name}: a span per request");
+    assert_eq!(spans.len() as u64, requests, "{name}: a span per request");
     // Request by request, in the order sent (one at a time): the span's
     // time within 5% of, and not over, the client's own.
-    let client = run.driven["timings"].as_array().unwrap();
+    let client = driven["timings"].as_array().unwrap();
     for (s, c) in spans.iter().zip(client) {
         assert_eq!(s["name"], c["route"], "{name}: requests in order");
         let traced = (s["end_ns"].as_u64().unwrap() - s["start_ns"].as_u64().unwrap()) as f64 / 1e9;
@@ -174,7 +179,7 @@ fn requests_by_endpoint_under(server: Server) {
         .collect();
     trace_ids.sort_unstable();
     trace_ids.dedup();
-    assert_eq!(trace_ids.len() as u64, n + m, "{name}: trace ids unique");
+    assert_eq!(trace_ids.len() as u64, requests, "{name}: trace ids unique");
     for s in &spans {
         let children = s["children"].as_array().unwrap();
         let identity = children
@@ -191,13 +196,15 @@ fn requests_by_endpoint_under(server: Server) {
             );
         }
     }
+}
 
-    // What came out of the kernel: the paths, never the query string, a
-    // header or the body.
-    let records = std::fs::read(&dump).expect("the record dump");
+/// What came out of the kernel: the paths, never the query string, a
+/// header or the body.
+fn check_privacy(name: &str, dump: &Path, driven: &Value) {
+    let records = std::fs::read(dump).expect("the record dump");
     assert!(contains(&records, "GET /overview"), "{name}: request line");
     assert!(contains(&records, "POST /repos/10"), "{name}: request line");
-    for (what, canary) in run.driven["canaries"].as_object().unwrap() {
+    for (what, canary) in driven["canaries"].as_object().unwrap() {
         let canary = canary.as_str().unwrap();
         assert!(
             !contains(&records, canary),
