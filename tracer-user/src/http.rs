@@ -165,6 +165,15 @@ impl HttpState {
         self.open.contains_key(&pid)
     }
 
+    /// The process exited: its open requests were never answered (the
+    /// kernel closes its connections with no close() to end them), and
+    /// they hold no memory from now on (node mode runs for days).
+    pub fn forget_process(&mut self, pid: u32) {
+        if let Some(open) = self.open.remove(&pid) {
+            self.unanswered += open.len() as u64;
+        }
+    }
+
     /// Requests begun and not ended.
     pub fn open_count(&self) -> usize {
         self.open.values().map(Vec::len).sum()
@@ -499,6 +508,9 @@ mod tests {
         assert_eq!(s.calls_unowned, 2);
         end(&mut s, 5, 100, 0);
         assert_eq!((s.unanswered, s.requests_total()), (1, 0));
+        // The process exits with /b open: unanswered, and forgotten.
+        s.forget_process(1);
+        assert_eq!((s.unanswered, s.open_count()), (2, 0));
     }
 
     #[test]

@@ -206,6 +206,7 @@ impl Aggregate {
                 self.sites.forget_thread(t.tid);
                 if t.what == TASK_EXIT_PROCESS {
                     self.sites.forget_process(t.tgid);
+                    self.http.forget_process(t.tgid);
                 }
                 if t.what == TASK_EXIT_PROCESS {
                     p.exited_ns = Some(t.ts_ns);
