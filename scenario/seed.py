@@ -109,6 +109,10 @@ def mariadb(workdir):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+    # A socket left by a server that was killed (the machine restarted, a
+    # run was interrupted) would pass the wait below and refuse connections.
+    if os.path.exists(sock):
+        os.unlink(sock)
     start(
         in_ns(
             "mariadbd",
