@@ -122,6 +122,8 @@ pub struct HttpState {
     /// until taken.
     keep_finished_ns: Option<u64>,
     finished: Vec<RequestRecord>,
+    /// The ids of their spans.
+    span_ids: SpanIds,
 }
 
 impl Default for HttpState {
@@ -142,7 +144,13 @@ impl HttpState {
             calls_unowned: 0,
             keep_finished_ns: None,
             finished: Vec::new(),
+            span_ids: SpanIds::new(),
         }
+    }
+
+    /// Keeps at most `n` routes (`--max-routes`); the rest are `other`.
+    pub fn set_max_routes(&mut self, n: usize) {
+        self.max_routes = n;
     }
 
     /// Keeps each request at least `min_ns` slow for the event stream.
@@ -150,9 +158,14 @@ impl HttpState {
         self.keep_finished_ns = Some(min_ns);
     }
 
-    /// The requests kept since the last time.
-    pub fn take_finished(&mut self) -> Vec<RequestRecord> {
-        std::mem::take(&mut self.finished)
+    /// The requests kept since the last time, as span trees (see
+    /// `RequestRecord::to_span`).
+    pub fn take_finished_spans(&mut self) -> Vec<serde_json::Value> {
+        let finished = std::mem::take(&mut self.finished);
+        finished
+            .iter()
+            .map(|r| r.to_span(&mut self.span_ids))
+            .collect()
     }
 
     pub fn requests_total(&self) -> u64 {
@@ -312,7 +325,7 @@ impl RequestRecord {
     /// model: the request is the root span of its own trace, each call a
     /// child span; ids are random-looking and unique within the run
     /// (`ids` draws them), times are CLOCK_MONOTONIC nanoseconds.
-    pub fn to_span(&self, ids: &mut SpanIds) -> serde_json::Value {
+    fn to_span(&self, ids: &mut SpanIds) -> serde_json::Value {
         let trace_id = format!("{:016x}{:016x}", ids.next(), ids.next());
         let span_id = format!("{:016x}", ids.next());
         let children: Vec<serde_json::Value> = self
@@ -352,10 +365,10 @@ impl RequestRecord {
 /// Span ids: a splitmix64 sequence from a seed taken from the clock and
 /// the PID, so that two runs' ids do not collide.
 #[derive(Debug)]
-pub struct SpanIds(u64);
+struct SpanIds(u64);
 
 impl SpanIds {
-    pub fn new() -> Self {
+    fn new() -> Self {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);

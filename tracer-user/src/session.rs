@@ -573,7 +573,7 @@ fn drain(
 fn write_events(agg: &mut Aggregate, out: Option<&mut std::io::BufWriter<std::fs::File>>) {
     let Some(out) = out else { return };
     let calls = agg.take_slow_calls();
-    let requests = agg.take_finished_requests();
+    let requests = agg.take_request_spans();
     if calls.is_empty() && requests.is_empty() {
         return;
     }
@@ -582,8 +582,8 @@ fn write_events(agg: &mut Aggregate, out: Option<&mut std::io::BufWriter<std::fs
             let _ = writeln!(out, "{line}");
         }
     }
-    for request in &requests {
-        let _ = writeln!(out, "{}", request.to_span(agg.span_ids()));
+    for span in &requests {
+        let _ = writeln!(out, "{span}");
     }
     // Flushed per batch: the stream is for watching as it happens.
     if let Err(e) = out.flush() {

@@ -90,8 +90,6 @@ pub struct Aggregate {
     containers_by_cgroup: HashMap<u64, crate::container::ContainerInfo>,
     /// HTTP requests by endpoint, and the calls made for each.
     http: HttpState,
-    /// The ids of the event stream's request spans.
-    span_ids: Option<crate::http::SpanIds>,
 }
 
 /// A lookup, connect, SSL call or slow read or write series of one process
@@ -212,14 +210,10 @@ impl Aggregate {
         self.http.keep_finished(min_ns);
     }
 
-    /// The ids of the event stream's spans, drawn in order.
-    pub fn span_ids(&mut self) -> &mut crate::http::SpanIds {
-        self.span_ids.get_or_insert_with(crate::http::SpanIds::new)
-    }
-
-    /// The HTTP requests finished since the last time, with `--events`.
-    pub fn take_finished_requests(&mut self) -> Vec<crate::http::RequestRecord> {
-        self.http.take_finished()
+    /// The HTTP requests finished since the last time, with `--events`,
+    /// as span trees.
+    pub fn take_request_spans(&mut self) -> Vec<serde_json::Value> {
+        self.http.take_finished_spans()
     }
 
     /// The slow calls kept since the last time.
@@ -248,11 +242,7 @@ impl Aggregate {
 
     /// Keeps at most `n` HTTP routes (`--max-routes`); the rest are `other`.
     pub fn set_max_routes(&mut self, n: usize) {
-        let keep = self.slow_call_threshold_ns;
-        self.http = HttpState::new(n);
-        if let Some(min) = keep {
-            self.http.keep_finished(min);
-        }
+        self.http.set_max_routes(n);
     }
 
     pub fn sites_mut(&mut self) -> &mut Attributor {

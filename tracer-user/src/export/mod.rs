@@ -390,7 +390,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_route_has_its_request_histogram_and_its_call_time_by_kind() {
+    fn each_route_has_its_request_histogram_with_ids_folded_into_one_route() {
         use tracer_common::{REQUEST_LINE_BYTES, RequestEndEvent, RequestLineEvent};
         let mut agg = Aggregate::new(0);
         for (i, path) in ["/repos/17", "/repos/18", "/health"].iter().enumerate() {
