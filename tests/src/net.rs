@@ -242,6 +242,10 @@ impl TlsServer {
         Self { child, port, out }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The response size in bytes: the body the server sends.
     pub fn served(&mut self) -> u64 {
         json(&self.out.wait_for("served", Duration::from_secs(30)))["served"]

@@ -63,6 +63,10 @@ pub const LAYOUT_ALL: u32 = 2;
 /// `KernelLayout::flags`: read no HTTP request lines (`--no-http`).
 pub const LAYOUT_NO_HTTP: u32 = 4;
 
+/// `KernelLayout::flags`: read the request line of a TLS server from the
+/// plaintext of its first SSL read of each request (`--http-tls`).
+pub const LAYOUT_HTTP_TLS: u32 = 8;
+
 // SAFETY: #[repr(C)] structs of integers and byte arrays, valid for any
 // bit pattern.
 #[cfg(feature = "user")]

@@ -14,8 +14,8 @@ pub const MAX_SERVER_CONNS: u32 = 16384;
 pub struct ServerConn {
     /// One of `CONN_*`.
     pub state: u32,
-    /// 1 while the request in progress began with an HTTP request line,
-    /// sent as a `RequestLineEvent`: its end is sent too.
+    /// Whether the request in progress is an HTTP request: one of
+    /// `HTTP_*`.
     pub http: u32,
     /// When the request's first bytes were read (the read's return).
     pub start_ns: u64,
@@ -31,6 +31,18 @@ pub const CONN_IN_REQUEST: u32 = 1;
 
 /// A response (partly) written: the request ends at its last write.
 pub const CONN_ANSWERED: u32 = 2;
+
+/// `ServerConn::http`: not an HTTP request (or not yet known).
+pub const HTTP_NONE: u32 = 0;
+
+/// `ServerConn::http`: the request began with a request line, sent as a
+/// `RequestLineEvent`: its end is sent too.
+pub const HTTP_LINE_SENT: u32 = 1;
+
+/// `ServerConn::http`: the request's first read was not a request line,
+/// as a TLS record is not: with `--http-tls`, the first plaintext an
+/// SSL read returns on the connection is looked at instead.
+pub const HTTP_LINE_IN_TLS: u32 = 2;
 
 /// A server's finished requests per process: how many, and their time.
 #[repr(C)]

@@ -77,6 +77,41 @@ pub mod sysno {
     /// Linux 6.11+ returns from uretprobes through this syscall: it is the
     /// tracer's own doing, not the process's, so it is not counted.
     pub const URETPROBE: u64 = 335;
+    pub const MPROTECT: u64 = 10;
+    pub const MUNMAP: u64 = 11;
+    pub const BRK: u64 = 12;
+    pub const RT_SIGPROCMASK: u64 = 14;
+    pub const SCHED_YIELD: u64 = 24;
+    pub const MREMAP: u64 = 25;
+    pub const MADVISE: u64 = 28;
+    pub const GETPID: u64 = 39;
+    pub const GETTID: u64 = 186;
+    pub const FUTEX: u64 = 202;
+    pub const CLOCK_GETTIME: u64 = 228;
+    pub const GETRANDOM: u64 = 318;
+}
+
+/// Syscalls about no descriptor (memory, the clock, the process's own id,
+/// random bytes, locks): made between an event loop's read and the SSL
+/// call that decrypts what it brought, they leave `read_just_before` set.
+#[inline(always)]
+pub fn keeps_read_hint(nr: u64) -> bool {
+    matches!(
+        nr,
+        sysno::MMAP
+            | sysno::MPROTECT
+            | sysno::MUNMAP
+            | sysno::BRK
+            | sysno::RT_SIGPROCMASK
+            | sysno::SCHED_YIELD
+            | sysno::MREMAP
+            | sysno::MADVISE
+            | sysno::GETPID
+            | sysno::GETTID
+            | sysno::FUTEX
+            | sysno::CLOCK_GETTIME
+            | sysno::GETRANDOM
+    )
 }
 
 /// Linux `sockaddr_un` is the largest address a connect() can carry here.
@@ -106,9 +141,11 @@ pub struct ThreadEntry {
     /// Non-zero once the thread accepted a connection: it is a listener,
     /// and its waits (accept, poll/select/epoll) are idle, not work.
     pub listener: u32,
-    /// Non-zero when the thread's last syscall was a read that returned
-    /// data (of `last_io_fd`): an SSL call right after it, on a memory
-    /// BIO, is decrypting what that read brought.
+    /// Non-zero when the thread's last syscall about descriptors was a
+    /// read that returned data (of `last_io_fd`): an SSL call right after
+    /// it, on a memory BIO, is decrypting what that read brought. Syscalls
+    /// about none (`keeps_read_hint`: Python allocating the buffer to read
+    /// into, say) come in between.
     pub read_just_before: u32,
     /// Waits of a thread not (yet) known as a listener: idle if it turns
     /// out to be one.

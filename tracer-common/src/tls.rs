@@ -131,6 +131,8 @@ pub struct TlsCall {
     pub ssl: u64,
     /// `size_t *readbytes` / `*written` of the `_ex` functions.
     pub out_ptr: u64,
+    /// A read's buffer (`--http-tls` looks for a request line in it).
+    pub buf: u64,
     /// Time in syscalls made inside the call (waiting on the network).
     pub blocked_ns: u64,
     pub func: u32,

@@ -3,13 +3,20 @@
 //! for "Requests by endpoint". Only the first bytes of the request's first
 //! read are looked at, in this CPU's scratch; the method and path are all
 //! that is sent on, and everything after them (the query string, the
-//! version, headers, body) is zeroed before the record is written.
+//! version, headers, body) is zeroed before the record is written. A TLS
+//! server's request line is in the plaintext of its first SSL read of the
+//! request, looked at only with `--http-tls`.
 
 use core::ffi::c_void;
 
-use aya_ebpf::{helpers::generated, macros::map, maps::PerCpuArray};
+use aya_ebpf::{
+    helpers::generated,
+    macros::map,
+    maps::{LruHashMap, PerCpuArray},
+};
 use tracer_common::{
-    EventKind, FdKey, LAYOUT_NO_HTTP, LostCounter, REQUEST_LINE_BYTES, RequestLineEvent, sysno,
+    EventKind, FdKey, HTTP_LINE_IN_TLS, HTTP_LINE_SENT, HTTP_NONE, LAYOUT_HTTP_TLS, LAYOUT_NO_HTTP,
+    LostCounter, MAX_SERVER_CONNS, REQUEST_LINE_BYTES, RequestLineEvent, sysno,
 };
 
 use crate::{
@@ -30,23 +37,10 @@ static LINE_SCRATCH: PerCpuArray<[u8; REQUEST_LINE_BYTES]> = PerCpuArray::with_m
 /// once: `sys_exit` is near the older kernels' verifier budget.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn tracer_request_line(
-    pid_tgid: u64,
-    nr_fd: u64,
-    buf: u64,
-    ret: u64,
-    start_ns: u64,
-) -> u64 {
-    if KERNEL_LAYOUT
-        .get(0)
-        .is_some_and(|l| l.flags & LAYOUT_NO_HTTP != 0)
-    {
+pub extern "C" fn tracer_request_line(pid_tgid: u64, nr_fd: u64, buf: u64, ret: u64) -> u64 {
+    if layout_flags() & LAYOUT_NO_HTTP != 0 {
         return 0;
     }
-    let key = FdKey {
-        tgid: (pid_tgid >> 32) as u32,
-        fd: nr_fd as u32,
-    };
     let (data, len) = match nr_fd >> 32 {
         sysno::READ | sysno::RECVFROM => (buf, ret),
         // struct iovec { iov_base, iov_len }: the line is in the first.
@@ -54,6 +48,90 @@ pub extern "C" fn tracer_request_line(
         // struct msghdr: msg_iov after msg_name and msg_namelen (padded).
         sysno::RECVMSG => first_iovec(read_user_or::<u64>(buf + 16, 0), ret),
         _ => return 0,
+    };
+    tracer_request_line_send(pid_tgid, nr_fd & 0xffff_ffff, data, len)
+}
+
+/// The accepted connection of each `SSL *` of a TLS server, with
+/// `--http-tls`: a read on a memory BIO (asyncio, Node.js) makes no
+/// syscall to name its socket, and the event loop's read just before does
+/// not always come right before it (the client's last handshake flight
+/// and its request read at once: the server writes its tickets first).
+#[map]
+static SSL_SERVER_SOCKETS: LruHashMap<SslKey, i32> =
+    LruHashMap::with_max_entries(MAX_SERVER_CONNS, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SslKey {
+    ssl: u64,
+    tgid: u32,
+    _pad: u32,
+}
+
+/// An SSL call on `ssl` returned (tls.rs), on socket `socket` if known
+/// (-1 if not); a read, `len` bytes of plaintext at `buf`. With
+/// `--http-tls`: if a request began on that accepted connection and its
+/// first read was no request line (a TLS record is not), these bytes are
+/// looked at instead, once. Returns 1 when a line was sent.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tracer_request_line_tls(
+    pid_tgid: u64,
+    ssl: u64,
+    socket: u64,
+    buf: u64,
+    len: u64,
+) -> u64 {
+    if layout_flags() & LAYOUT_HTTP_TLS == 0 {
+        return 0;
+    }
+    let tgid = (pid_tgid >> 32) as u32;
+    let ssl_key = SslKey { ssl, tgid, _pad: 0 };
+    let fd = match socket as i64 as i32 {
+        fd if fd >= 0 => fd,
+        _ => match SSL_SERVER_SOCKETS.get_ptr(ssl_key) {
+            // SAFETY: a live map value.
+            Some(fd) => unsafe { *fd },
+            None => return 0,
+        },
+    };
+    let key = FdKey {
+        tgid,
+        fd: fd as u32,
+    };
+    let Some(conn) = SERVER_CONNS.get_ptr_mut(key) else {
+        return 0;
+    };
+    if socket as i64 >= 0 {
+        let _ = SSL_SERVER_SOCKETS.insert(ssl_key, fd, 0);
+    }
+    // SAFETY: a live map value; one thread at a time serves a connection.
+    if buf == 0 || len == 0 || unsafe { (*conn).http } != HTTP_LINE_IN_TLS {
+        return 0;
+    }
+    let sent = tracer_request_line_send(pid_tgid, fd as u64, buf, len);
+    if sent == 0 {
+        // Only the request's first plaintext can begin it.
+        // SAFETY: as above.
+        unsafe { (*conn).http = HTTP_NONE };
+    }
+    sent
+}
+
+fn layout_flags() -> u32 {
+    KERNEL_LAYOUT.get(0).map_or(0, |l| l.flags)
+}
+
+/// Sends the request line at the start of `len` bytes at user address
+/// `data`, read on connection `fd` of the process, if they hold one: the
+/// request's start is the connection's. Returns 1 when sent.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn tracer_request_line_send(pid_tgid: u64, fd: u64, data: u64, len: u64) -> u64 {
+    let key = FdKey {
+        tgid: (pid_tgid >> 32) as u32,
+        fd: fd as u32,
     };
     let end = tracer_request_line_capture(data, len);
     if end == 0 {
@@ -78,7 +156,7 @@ pub extern "C" fn tracer_request_line(
         (*ev).tgid = key.tgid;
         (*ev).tid = pid_tgid as u32;
         (*ev).fd = key.fd as i32;
-        (*ev).start_ns = start_ns;
+        (*ev).start_ns = (*conn).start_ns;
         (*ev).len = end as u32;
         (*ev)._pad = 0;
         // The scratch is all zeros past the path.
@@ -91,7 +169,7 @@ pub extern "C" fn tracer_request_line(
             slot.discard(0);
             return 0;
         }
-        (*conn).http = 1;
+        (*conn).http = HTTP_LINE_SENT;
     }
     slot.submit(submit_flags(false));
     1

@@ -9,8 +9,9 @@
 
 use aya_ebpf::bindings::pt_regs;
 use tracer_common::{
-    CONN_ANSWERED, CONN_IN_REQUEST, CONN_WAITING, EventKind, FdKey, RequestEndEvent, RequestTime,
-    SLOW_IO_NS, STACK_FOR_IO, ServerConn, SlowIoEvent, ThreadEntry, sysno,
+    CONN_ANSWERED, CONN_IN_REQUEST, CONN_WAITING, EventKind, FdKey, HTTP_LINE_IN_TLS,
+    HTTP_LINE_SENT, HTTP_NONE, RequestEndEvent, RequestTime, SLOW_IO_NS, STACK_FOR_IO, ServerConn,
+    SlowIoEvent, ThreadEntry, sysno,
 };
 
 use crate::{
@@ -187,6 +188,8 @@ pub extern "C" fn tracer_server_io(tgid: u64, nr: u64, fd: u64, ret: u64, now: u
                 end_request(key, conn);
                 conn.state = CONN_IN_REQUEST;
                 conn.start_ns = now;
+                // Until http.rs finds a request line in the read.
+                conn.http = HTTP_LINE_IN_TLS;
                 return 1;
             }
         }
@@ -209,8 +212,9 @@ fn end_request(key: FdKey, conn: &mut ServerConn) {
     if answered {
         add_request(key.tgid, conn.last_write_ns.saturating_sub(conn.start_ns));
     }
-    if conn.http != 0 {
-        conn.http = 0;
+    let sent = conn.http == HTTP_LINE_SENT;
+    conn.http = HTTP_NONE;
+    if sent {
         output(&RequestEndEvent {
             kind: EventKind::RequestEnd as u32,
             tgid: key.tgid,

@@ -139,7 +139,11 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     if is_fd_io(entry.nr) && ret >= 0 {
         entry.last_io_fd = entry.args[0] as i32;
     }
-    entry.read_just_before = u32::from(calls::is_read(entry.nr) && ret > 0);
+    if calls::is_read(entry.nr) && ret > 0 {
+        entry.read_just_before = 1;
+    } else if !tracer_common::keeps_read_hint(entry.nr) {
+        entry.read_just_before = 0;
+    }
     if entry.in_tls != 0 {
         tls::on_nested_syscall(tid, entry, ret, duration);
     }
@@ -159,7 +163,6 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
                 (entry.nr << 32) | (fd & 0xffff_ffff),
                 buf,
                 ret as u64,
-                now,
             );
         }
     }

@@ -2,7 +2,8 @@
 //! SSL_connect and SSL_accept (in libssl, or in an executable that links
 //! OpenSSL statically, like node). One entry program per function (which
 //! the attach cookie could tell, but 5.10 has none), one return program
-//! for all. Sizes only: the payload is never read.
+//! for all. Sizes only: the payload is never read, but for a TLS server's
+//! request line with `--http-tls` (http.rs).
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
@@ -151,11 +152,17 @@ fn tls_entry(ctx: &ProbeContext, func: TlsFn) -> u32 {
     } else {
         (0, 0)
     };
+    let buf = if func == TlsFn::Read as u32 || func == TlsFn::ReadEx as u32 {
+        ctx.arg::<u64>(1).unwrap_or(0)
+    } else {
+        0
+    };
     let hint_fd = set_in_tls(tid, true);
     let call = TlsCall {
         start_ns: now,
         ssl,
         out_ptr,
+        buf,
         blocked_ns: 0,
         func,
         depth: 1,
@@ -210,16 +217,14 @@ pub fn tls_return(ctx: RetProbeContext) -> u32 {
     };
     let tgid = (pid_tgid >> 32) as u32;
     // A read or handshake on a memory BIO (asyncio, Node.js) makes no
-    // socket syscall: the event loop's read just before names its socket
-    // (a write's bytes are sent after it), as a candidate
-    // (user space checks it; the kernel only uses it to see the loop's
-    // waits for that socket, `tracer_tls_loop_wait`).
+    // socket syscall (OpenSSL's getpid checks are not about the socket):
+    // the event loop's read just before names its socket (a write's bytes
+    // are sent after it), as a candidate (user space checks it; the
+    // kernel uses it to see the loop's waits for that socket,
+    // `tracer_tls_loop_wait`, and for a TLS server's request lines).
     let socket = if call.fd >= 0 {
         call.fd
-    } else if call.nested_syscalls == 0
-        && call.func != TlsFn::Write as u32
-        && call.func != TlsFn::WriteEx as u32
-    {
+    } else if call.func != TlsFn::Write as u32 && call.func != TlsFn::WriteEx as u32 {
         call.hint_fd
     } else {
         -1
@@ -234,6 +239,14 @@ pub fn tls_return(ctx: RetProbeContext) -> u32 {
             0,
         );
     }
+    // A TLS server's request line (`--http-tls`; http.rs).
+    crate::http::tracer_request_line_tls(
+        pid_tgid,
+        call.ssl,
+        i64::from(socket) as u64,
+        call.buf,
+        u64::from(bytes),
+    );
     output(&TlsEvent {
         kind: EventKind::Tls as u32,
         tgid,

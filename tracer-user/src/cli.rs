@@ -145,6 +145,13 @@ pub struct TargetArgs {
     #[arg(long)]
     pub no_http: bool,
 
+    /// Read the request lines of TLS servers too: the first plaintext an
+    /// SSL read returns for each request on a connection the server
+    /// accepted (at most 256 bytes, looked at in the kernel; only the
+    /// method and path leave it). Off by default: it reads decrypted bytes
+    #[arg(long, conflicts_with = "no_http")]
+    pub http_tls: bool,
+
     /// Keep at most N HTTP routes (method and path, with ids as `:id`);
     /// requests to the others are counted under `other`
     #[arg(long, value_name = "N", default_value_t = crate::http::DEFAULT_MAX_ROUTES,

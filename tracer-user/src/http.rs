@@ -25,6 +25,9 @@ pub const DEFAULT_MAX_ROUTES: usize = 50;
 /// The slowest requests kept with their calls, for their timelines.
 const SLOWEST_KEPT: usize = 10;
 
+/// The target of a request's calls on its own connection.
+pub const CLIENT: &str = "the client";
+
 /// Calls kept per request for its timeline (a response read in 1,000 TLS
 /// records is shown as runs of calls anyway); the rest are still counted.
 const CALLS_KEPT: usize = 2000;
@@ -56,7 +59,13 @@ pub struct RequestCall {
     pub target: String,
     pub start_ns: u64,
     pub latency_ns: u64,
+    /// Its call site (`Attributor`'s id), if its stack was taken.
+    #[serde(skip)]
+    pub site: Option<u32>,
 }
+
+/// Calls of one kind to one target from one call site (if known).
+type CallKey = (CallKind, String, Option<u32>);
 
 /// A request begun and not ended yet.
 #[derive(Debug)]
@@ -66,8 +75,10 @@ struct OpenRequest {
     start_ns: u64,
     route: Route,
     calls: Vec<RequestCall>,
-    /// Calls not kept in `calls` (over `CALLS_KEPT`).
+    /// Calls not kept in `calls` (over `CALLS_KEPT`): not in its timeline,
+    /// but counted with its route's (calls, ns).
     calls_dropped: u64,
+    overflow: BTreeMap<CallKey, (u64, u64)>,
 }
 
 /// A request served, with the calls made for it.
@@ -83,12 +94,16 @@ pub struct RequestRecord {
     pub calls_dropped: u64,
 }
 
-/// One route's requests, and the calls made for them by kind and target.
+/// One route's requests, and the calls made for them by kind and target,
+/// and by call site.
 #[derive(Debug, Clone)]
 pub struct RouteStats {
     pub latency: LatencyStats,
     /// (kind as rows count it, target) -> (calls, ns).
     pub calls: BTreeMap<(CallKind, String), (u64, u64)>,
+    /// (kind, target, call site) -> (calls, ns), for the calls whose site
+    /// is known.
+    pub sites: BTreeMap<(CallKind, String, u32), (u64, u64)>,
 }
 
 impl Default for RouteStats {
@@ -96,7 +111,19 @@ impl Default for RouteStats {
         Self {
             latency: LatencyStats::ZERO,
             calls: BTreeMap::new(),
+            sites: BTreeMap::new(),
         }
+    }
+}
+
+impl RouteStats {
+    fn add(&mut self, (kind, target, site): CallKey, n: u64, ns: u64) {
+        if let Some(site) = site {
+            let e = self.sites.entry((kind, target.clone(), site)).or_default();
+            (e.0, e.1) = (e.0 + n, e.1 + ns);
+        }
+        let e = self.calls.entry((kind, target)).or_default();
+        (e.0, e.1) = (e.0 + n, e.1 + ns);
     }
 }
 
@@ -207,6 +234,7 @@ impl HttpState {
             route,
             calls: Vec::new(),
             calls_dropped: 0,
+            overflow: BTreeMap::new(),
         });
     }
 
@@ -231,10 +259,18 @@ impl HttpState {
         // Calls after the response's last write (the thread waiting for
         // the connection's next request) are not the request's.
         req.calls.retain(|c| c.start_ns < ev.end_ns);
+        // A TLS server's last SSL write returns after the last write
+        // syscall in it: the response is written when it returns.
+        let end_ns = req
+            .calls
+            .iter()
+            .filter(|c| c.target == CLIENT)
+            .map(|c| c.start_ns + c.latency_ns)
+            .fold(ev.end_ns, u64::max);
         // They came as they ended; a timeline is in the order they began
         // (a resolver's connect inside its lookup after the lookup).
         req.calls.sort_by_key(|c| c.start_ns);
-        let latency_ns = ev.end_ns.saturating_sub(req.start_ns);
+        let latency_ns = end_ns.saturating_sub(req.start_ns);
         let stats = if self.routes.contains_key(&req.route) || self.routes.len() < self.max_routes {
             self.routes.entry(req.route.clone()).or_default()
         } else {
@@ -242,9 +278,10 @@ impl HttpState {
         };
         stats.latency.record(latency_ns);
         for c in &req.calls {
-            let e = stats.calls.entry((c.kind, c.target.clone())).or_default();
-            e.0 += 1;
-            e.1 += c.latency_ns;
+            stats.add((c.kind, c.target.clone(), c.site), 1, c.latency_ns);
+        }
+        for (key, (n, ns)) in std::mem::take(&mut req.overflow) {
+            stats.add(key, n, ns);
         }
         let record = RequestRecord {
             pid: ev.tgid,
@@ -277,9 +314,12 @@ impl HttpState {
         self.slowest.truncate(SLOWEST_KEPT);
     }
 
-    /// A finished call of a traced process: the request it was made for
-    /// keeps it (see the module's rule).
-    pub fn on_call(&mut self, pid: u32, tid: u32, call: RequestCall) {
+    /// A finished call of a traced process, on socket or file `fd` if it
+    /// has one: the request it was made for keeps it (see the module's
+    /// rule). A call on the request's own connection (a TLS server's
+    /// reads and writes of it) is the server answering it: its target is
+    /// `CLIENT`, one row for every client.
+    pub fn on_call(&mut self, (pid, tid, fd): (u32, u32, Option<i32>), mut call: RequestCall) {
         let Some(open) = self.open.get_mut(&pid) else {
             return;
         };
@@ -297,9 +337,21 @@ impl HttpState {
                 }
             }
         };
+        if let Some(r) = &owner
+            && fd == Some(r.fd)
+        {
+            call.target = CLIENT.to_string();
+        }
         match owner {
             Some(r) if r.calls.len() < CALLS_KEPT => r.calls.push(call),
-            Some(r) => r.calls_dropped += 1,
+            Some(r) => {
+                r.calls_dropped += 1;
+                let e = r
+                    .overflow
+                    .entry((call.kind, call.target, call.site))
+                    .or_default();
+                (e.0, e.1) = (e.0 + 1, e.1 + call.latency_ns);
+            }
             None => self.calls_unowned += 1,
         }
     }
@@ -462,6 +514,7 @@ mod tests {
             target: "identity.test".into(),
             start_ns: start,
             latency_ns: 10,
+            site: Some(7),
         }
     }
 
@@ -489,13 +542,13 @@ mod tests {
     fn a_thread_s_calls_are_its_request_s_and_a_worker_s_go_to_the_only_one_open() {
         let mut s = HttpState::default();
         begin(&mut s, 5, 10, 100, "GET /a");
-        s.on_call(1, 10, lookup(150));
+        s.on_call((1, 10, None), lookup(150));
         // Another thread of the process, while one request is open: its.
-        s.on_call(1, 11, lookup(160));
+        s.on_call((1, 11, None), lookup(160));
         // Before the request began: not its.
-        s.on_call(1, 10, lookup(50));
+        s.on_call((1, 10, None), lookup(50));
         // After its last write: not its.
-        s.on_call(1, 10, lookup(990));
+        s.on_call((1, 10, None), lookup(990));
         end(&mut s, 5, 100, 900);
         let route = &s.routes[&Route {
             method: "GET".into(),
@@ -508,6 +561,54 @@ mod tests {
             2
         );
         assert_eq!(s.slowest[0].calls.len(), 2);
+        assert_eq!(
+            route.sites[&(CallKind::Lookup, "identity.test".into(), 7)],
+            (2, 20)
+        );
+    }
+
+    #[test]
+    fn calls_past_the_timeline_s_cap_still_count_for_the_route() {
+        let mut s = HttpState::default();
+        begin(&mut s, 5, 10, 100, "GET /a");
+        for _ in 0..CALLS_KEPT + 5 {
+            s.on_call((1, 10, None), lookup(150));
+        }
+        end(&mut s, 5, 100, 900);
+        let route = s.routes.values().next().unwrap();
+        let all = (CALLS_KEPT + 5) as u64;
+        assert_eq!(
+            route.calls[&(CallKind::Lookup, "identity.test".into())],
+            (all, all * 10)
+        );
+        assert_eq!(
+            route.sites[&(CallKind::Lookup, "identity.test".into(), 7)].0,
+            all
+        );
+        assert_eq!(s.slowest[0].calls_dropped, 5);
+    }
+
+    #[test]
+    fn a_tls_server_s_calls_on_the_request_s_own_connection_are_the_client_s() {
+        let mut s = HttpState::default();
+        begin(&mut s, 5, 10, 100, "GET /a");
+        let mut write = lookup(700);
+        (write.kind, write.target) = (CallKind::TlsWrite, "127.0.0.1:50620".into());
+        s.on_call((1, 10, Some(5)), write.clone());
+        // The same on another socket (a backend's): named as it is.
+        s.on_call((1, 10, Some(6)), write.clone());
+        // Its last SSL write returns after the write syscall in it that
+        // the kernel ends the request at: the request ends with it.
+        (write.start_ns, write.latency_ns) = (880, 30);
+        s.on_call((1, 10, Some(5)), write);
+        end(&mut s, 5, 100, 900);
+        assert_eq!(s.slowest[0].latency_ns, 810);
+        let route = s.routes.values().next().unwrap();
+        assert_eq!(route.calls[&(CallKind::TlsWrite, CLIENT.into())].0, 2);
+        assert_eq!(
+            route.calls[&(CallKind::TlsWrite, "127.0.0.1:50620".into())].0,
+            1
+        );
     }
 
     #[test]
@@ -515,9 +616,9 @@ mod tests {
         let mut s = HttpState::default();
         begin(&mut s, 5, 10, 100, "GET /a");
         begin(&mut s, 6, 10, 110, "GET /b");
-        s.on_call(1, 10, lookup(150));
+        s.on_call((1, 10, None), lookup(150));
         // Two open on other threads, none on this one: no owner either.
-        s.on_call(1, 12, lookup(150));
+        s.on_call((1, 12, None), lookup(150));
         assert_eq!(s.calls_unowned, 2);
         end(&mut s, 5, 100, 0);
         assert_eq!((s.unanswered, s.requests_total()), (1, 0));
@@ -535,9 +636,9 @@ mod tests {
         let mut outer = lookup(110);
         outer.latency_ns = 50;
         // The connect ends first, inside the lookup.
-        s.on_call(1, 10, connect);
-        s.on_call(1, 10, outer);
-        s.on_call(1, 10, lookup(200));
+        s.on_call((1, 10, None), connect);
+        s.on_call((1, 10, None), outer);
+        s.on_call((1, 10, None), lookup(200));
         end(&mut s, 5, 100, 300);
         let r = &s.slowest[0];
         assert_eq!(r.calls[0].kind, CallKind::Lookup);

@@ -295,6 +295,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let probe_options = attach::ProbeOptions {
         call_sites: !target.no_call_sites,
         http: !target.no_http,
+        http_tls: target.http_tls,
         max_routes: target.max_routes,
         ring_bytes: target.ring_size,
         node: node.as_ref().map(|(scope, _)| *scope),

@@ -80,13 +80,18 @@ const LAYERS: &[(&str, Layers)] = &[
         &[
             (&["syscalls", "floor"], false),
             (
-                &[
-                    "connect", "dns", "go_dns", "tls", "go_tls", "http", "idle", "tasks",
-                ],
+                &["connect", "dns", "go_dns", "tls", "go_tls", "idle", "tasks"],
                 false,
             ),
             (
-                &["calls", "stacks", "unwind", "scope", "lookup_record"],
+                &[
+                    "calls",
+                    "stacks",
+                    "unwind",
+                    "scope",
+                    "lookup_record",
+                    "http",
+                ],
                 true,
             ),
             (&["maps"], false),

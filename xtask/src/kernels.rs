@@ -48,7 +48,17 @@ pub const KERNELS: &[Kernel] = &[
 /// The checks, in the order `kernel-checks` runs them (the table's
 /// columns).
 const CHECKS: &[&str] = &[
-    "syscalls", "connect", "dns", "tls", "go", "python", "server", "node", "cgroup", "netns",
+    "syscalls",
+    "connect",
+    "dns",
+    "tls",
+    "go",
+    "python",
+    "server",
+    "tls-server",
+    "node",
+    "cgroup",
+    "netns",
     "detach",
 ];
 

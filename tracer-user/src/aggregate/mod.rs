@@ -120,6 +120,9 @@ struct FinishedCall {
     /// What it went to, as its series are keyed: a host (lower case), a
     /// peer, a file; `None` when not known.
     target: Option<String>,
+    /// The socket or file it was made on, when it has one: a call on the
+    /// connection a request came in on is the server's, answering it.
+    fd: Option<i32>,
     site: Option<u32>,
     /// Whether `by_site` keeps it under its call site (an SSL call's site
     /// is kept with its connection instead).
@@ -339,6 +342,7 @@ impl Aggregate {
             start_ns: record.start_ns,
             latency_ns: record.duration_ns,
             target: Some(record.host.to_lowercase()),
+            fd: None,
             site,
             per_site: true,
         };
@@ -367,6 +371,7 @@ impl Aggregate {
             start_ns: io.start_ns,
             latency_ns: io.duration_ns,
             target: Some(target),
+            fd: Some(io.fd),
             site: self.sites.take(io.tid, io.start_ns),
             per_site: true,
         };
@@ -390,6 +395,7 @@ impl Aggregate {
                 Some((_, name)) => Some(name.clone()),
                 None => record.peer.as_ref().map(|p| self.name_peer(p)),
             },
+            fd: Some(record.fd),
             site: record.call_site,
             per_site: true,
         };
@@ -407,13 +413,13 @@ impl Aggregate {
         self.add_thread_time(call.pid, call.tid, call.kind.row(), call.latency_ns);
         if self.http.serving(call.pid) {
             self.http.on_call(
-                call.pid,
-                call.tid,
+                (call.pid, call.tid, call.fd),
                 RequestCall {
                     kind: call.kind,
                     target: call.target.clone().unwrap_or_else(|| "?".to_string()),
                     start_ns: call.start_ns,
                     latency_ns: call.latency_ns,
+                    site: call.site,
                 },
             );
         }

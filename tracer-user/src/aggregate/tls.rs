@@ -44,9 +44,9 @@ impl Aggregate {
         });
         self.tls = tls;
         let Some(func) = work else { return };
-        let target = match self.tls.connections.get(&(t.tgid, t.ssl)) {
-            Some(conn) => crate::tls::peer_key(conn),
-            None => format!("pid {} (socket unknown)", t.tgid),
+        let (target, fd) = match self.tls.connections.get(&(t.tgid, t.ssl)) {
+            Some(conn) => (crate::tls::peer_key(conn), conn.fd),
+            None => (format!("pid {} (socket unknown)", t.tgid), None),
         };
         let call = FinishedCall {
             kind: crate::tls::call_kind(func),
@@ -55,6 +55,7 @@ impl Aggregate {
             start_ns: t.start_ns,
             latency_ns: t.duration_ns,
             target: Some(target),
+            fd,
             site,
             // An SSL call's site is kept with its connection (`tls`).
             per_site: false,

@@ -102,6 +102,10 @@ pub(super) fn set_kernel_layout(
                     0
                 } else {
                     tracer_common::LAYOUT_NO_HTTP
+                } | if options.http_tls {
+                    tracer_common::LAYOUT_HTTP_TLS
+                } else {
+                    0
                 },
                 slow_io_ns: tracer_common::SLOW_IO_NS,
                 wakeup_bytes: u64::from(options.ring_bytes / 8),

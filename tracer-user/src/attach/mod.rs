@@ -41,6 +41,8 @@ pub struct ProbeOptions {
     pub call_sites: bool,
     /// Read HTTP request lines (`--no-http` turns it off).
     pub http: bool,
+    /// And those of TLS servers, from SSL reads (`--http-tls`).
+    pub http_tls: bool,
     /// HTTP routes kept (`--max-routes`): not the kernel's, carried to the
     /// session with the rest.
     pub max_routes: usize,

@@ -25,6 +25,10 @@ use std::{
 
 use tracer_tests::*;
 
+mod servers;
+
+use servers::{server_requests, tls_server_requests};
+
 const LONG: Duration = Duration::from_secs(120);
 const MARK: &str = "tracer-check";
 
@@ -39,6 +43,7 @@ const CHECKS: &[Check] = &[
     ("go", go_lookup_and_tls),
     ("python", python_call_site),
     ("server", server_requests),
+    ("tls-server", tls_server_requests),
     ("node", node_mode),
     ("cgroup", cgroup_scope),
     ("netns", netns_scope),
@@ -589,71 +594,6 @@ fn netns_scope() -> String {
     );
     assert!(rows(&report, "processes", |p| p["pid"] == elsewhere_pid).is_empty());
     "4 of 4 connects from the namespace, 0 of 5 from another".to_string()
-}
-
-/// A threaded HTTP server's busy time: its requests, counted exactly, and
-/// timed as its handlers timed themselves (plus reading the request and
-/// writing the response), however long its listener waited between them.
-fn server_requests() -> String {
-    const REQUESTS: u64 = 5;
-    let backend = slow_backend(Duration::from_millis(60));
-    let mut cmd = Command::new(python());
-    cmd.arg(fixture_file("slow_server.py"))
-        .arg(backend.to_string());
-    let mut server = Fixture::start_command(cmd);
-    let ready = server
-        .out
-        .seen
-        .iter()
-        .find(|l| l.contains("ready"))
-        .unwrap();
-    let port = json(ready)["port"].as_u64().unwrap() as u16;
-    let path = scratch("k-server");
-    let pid = server.pid.to_string();
-    let tracer = Tracer::attached(&["report", "--pid", &pid, "--json", path.to_str().unwrap()]);
-    let mut handled_ns = 0.0;
-    for _ in 0..REQUESTS {
-        http_get_root(port);
-        std::thread::sleep(Duration::from_millis(200));
-        handled_ns += f64_of(&json(&server.out.wait_for("handled", LONG)), "micros") * 1e3;
-    }
-    server.kill();
-    let done = tracer.finish(LONG);
-    assert_eq!(done.code, Some(0), "{}", done.stderr);
-    note_warnings(&done.stderr);
-    let report = read_report(&path);
-    assert_eq!(report["requests"], REQUESTS, "requests served");
-    let busy = f64_of(&report, "busy_ns");
-    assert!(
-        busy >= handled_ns && busy < handled_ns + 0.35e9,
-        "busy {busy} ns vs the handlers' own {handled_ns} ns"
-    );
-    // The same requests by endpoint (their request lines, read in the
-    // kernel), each owning its wait on the backend.
-    let endpoint = &report["http_requests"]["endpoints"][0];
-    assert_eq!(
-        endpoint["endpoint"], "GET /",
-        "{:#}",
-        report["http_requests"]
-    );
-    assert_eq!(endpoint["latency"]["count"], REQUESTS, "requests of GET /");
-    let backend_waits: u64 = endpoint["calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["kind"] == "io")
-        .filter_map(|c| c["calls"].as_u64())
-        .sum();
-    assert!(
-        backend_waits >= REQUESTS,
-        "backend waits of GET /: {endpoint:#}"
-    );
-    format!(
-        "{REQUESTS} of {REQUESTS} requests (GET /, each with its backend wait); busy {:.0} ms, \
-         the handlers' own {:.0} ms",
-        busy / 1e6,
-        handled_ns / 1e6
-    )
 }
 
 /// Nothing of ours stays loaded once the tracer is interrupted, or killed.
