@@ -39,7 +39,24 @@ pub struct EndpointCallRow {
     pub total_ns: u64,
     /// Of the route's request time.
     pub share: f64,
+    /// Where in the code they were made, largest first (calls whose stack
+    /// was taken; sites with the same summary, reached by other paths,
+    /// together).
+    pub call_sites: Vec<EndpointSiteRow>,
 }
+
+/// The calls of one row made from one place in the code.
+#[derive(Debug, Serialize)]
+pub struct EndpointSiteRow {
+    pub call_site: String,
+    pub calls: u64,
+    pub total_ns: u64,
+    /// Of the route's request time.
+    pub share: f64,
+}
+
+/// Call sites shown under a row of the text.
+const SITES_PER_ROW: usize = 2;
 
 /// The HTTP requests of the traced servers.
 #[derive(Debug, Serialize)]
@@ -61,10 +78,10 @@ pub(super) fn section_of(agg: &Aggregate) -> RequestsSection {
     let mut endpoints: Vec<EndpointRow> = http
         .routes
         .iter()
-        .map(|(route, stats)| endpoint_row(route.to_string(), stats))
+        .map(|(route, stats)| endpoint_row(route.to_string(), stats, agg))
         .collect();
     if http.other.latency.count > 0 {
-        endpoints.push(endpoint_row("other".to_string(), &http.other));
+        endpoints.push(endpoint_row("other".to_string(), &http.other, agg));
     }
     endpoints.sort_by_key(|e| std::cmp::Reverse(e.latency.total_ns));
     RequestsSection {
@@ -77,8 +94,9 @@ pub(super) fn section_of(agg: &Aggregate) -> RequestsSection {
     }
 }
 
-fn endpoint_row(endpoint: String, stats: &RouteStats) -> EndpointRow {
+fn endpoint_row(endpoint: String, stats: &RouteStats, agg: &Aggregate) -> EndpointRow {
     let requests = stats.latency.count.max(1);
+    let of = stats.latency.total_ns;
     let mut calls: Vec<EndpointCallRow> = stats
         .calls
         .iter()
@@ -88,7 +106,8 @@ fn endpoint_row(endpoint: String, stats: &RouteStats) -> EndpointRow {
             calls: n,
             per_request: n as f64 / requests as f64,
             total_ns: ns,
-            share: share(ns, stats.latency.total_ns),
+            share: share(ns, of),
+            call_sites: sites_of(stats, (*kind, target), of, agg),
         })
         .collect();
     calls.sort_by_key(|c| std::cmp::Reverse(c.total_ns));
@@ -97,6 +116,38 @@ fn endpoint_row(endpoint: String, stats: &RouteStats) -> EndpointRow {
         latency: LatencyRow::from(&stats.latency),
         calls,
     }
+}
+
+/// The call sites of a route's calls of one kind to one target.
+fn sites_of(
+    stats: &RouteStats,
+    (kind, target): (CallKind, &String),
+    of: u64,
+    agg: &Aggregate,
+) -> Vec<EndpointSiteRow> {
+    let mut out: Vec<EndpointSiteRow> = Vec::new();
+    let from = (kind, target.clone(), 0);
+    for ((_, _, id), &(n, ns)) in stats
+        .sites
+        .range(from..)
+        .take_while(|((k, t, _), _)| *k == kind && t == target)
+    {
+        let summary = agg.sites().site(*id).summary();
+        match out.iter_mut().find(|o| o.call_site == summary) {
+            Some(o) => (o.calls, o.total_ns) = (o.calls + n, o.total_ns + ns),
+            None => out.push(EndpointSiteRow {
+                call_site: summary,
+                calls: n,
+                total_ns: ns,
+                share: 0.0,
+            }),
+        }
+    }
+    for o in &mut out {
+        o.share = share(o.total_ns, of);
+    }
+    out.sort_by_key(|o| std::cmp::Reverse(o.total_ns));
+    out
 }
 
 /// "lookups of X", "TLS reads from X": `n` calls of a kind to a target.
@@ -152,6 +203,16 @@ impl Report {
                     String::new(),
                     fmt_share(c.share),
                 ]);
+                for site in c.call_sites.iter().take(SITES_PER_ROW) {
+                    t.add_row(vec![
+                        format!("      {} from {}", site.calls, site.call_site),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                        fmt_share(site.share),
+                    ]);
+                }
             }
         }
         right_align(&mut t, 1..6);
