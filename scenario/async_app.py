@@ -1,8 +1,9 @@
 """The seed app's shape on an event loop: an ASGI app for uvicorn. Per
-request, as scenario/app.py: two HTTPS requests to the identity API by host
+request to /overview (any path but /repos/ID), as scenario/app.py: two HTTPS requests to the identity API by host
 name (each with its own lookup and handshake), three pages from the
 code-hosting API over one kept connection, and the MySQL query (pymysql in
-the loop's executor, as a synchronous driver is used from asyncio).
+the loop's executor, as a synchronous driver is used from asyncio). Per
+request to /repos/ID: the two identity requests and one page, no database.
 
 Configured by environment as scenario/app.py. With PROFILE_DIR, it times
 what each request awaits, by hand (cProfile cannot follow coroutines), and
@@ -121,15 +122,16 @@ async def load_user(t):
 code_hosting = None
 
 
-async def get_repositories_data(t):
+async def code_page(page, t):
     global code_hosting
     if code_hosting is None:
         code_hosting = await connect(CODE.hostname, CODE.port, t)
     reader, writer = code_hosting
-    return [
-        len(await get(reader, writer, CODE.hostname, f"/repos?page={page}", t))
-        for page in range(1, PAGES + 1)
-    ]
+    return len(await get(reader, writer, CODE.hostname, f"/repos?page={page}", t))
+
+
+async def get_repositories_data(t):
+    return [await code_page(page, t) for page in range(1, PAGES + 1)]
 
 
 def get_total_bug_count(t):
@@ -158,13 +160,24 @@ async def overview(t):
     return {"repositories_bytes": sum(repos), "open_crash_bugs": bugs}
 
 
+async def repository(repo_id, t):
+    # The second endpoint, as scenario/app.py's: the user loader, one page
+    # of the code-hosting API, no database.
+    await load_user(t)
+    return {"repository": repo_id, "bytes": await code_page(repo_id % PAGES + 1, t)}
+
+
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
     global current
     t0 = time.perf_counter()
     t = current = Timings()
-    body = json.dumps(await overview(t)).encode()
+    route = scope["path"].split("/")
+    if len(route) == 3 and route[1] == "repos" and route[2].isdigit():
+        body = json.dumps(await repository(int(route[2]), t)).encode()
+    else:
+        body = json.dumps(await overview(t)).encode()
     await send(
         {
             "type": "http.response.start",

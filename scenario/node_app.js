@@ -3,7 +3,10 @@
 // lookup and handshake), then three pages from the code-hosting API over
 // one kept connection. No MySQL query: Node.js has no MySQL client here.
 //
-//   node node_app.js PORT
+//   node node_app.js PORT [CERT KEY]
+//
+// /repos/ID, the second endpoint, makes the same two identity requests and
+// fetches one page. With CERT and KEY it serves HTTPS.
 //
 // Configured by environment as scenario/app.py (IDENTITY_URL, CODE_URL).
 // With PROFILE_DIR, it times what each request awaits with
@@ -17,6 +20,7 @@
 const dns = require("dns").promises;
 const fs = require("fs");
 const http = require("http");
+const https = require("https");
 const net = require("net");
 const path = require("path");
 const tls = require("tls");
@@ -116,20 +120,36 @@ async function loadUser(t) {
 
 let codeHosting = null;
 
-async function getRepositoriesData(t) {
+async function codePage(page, t) {
   codeHosting ||= await connect(CODE, t);
+  return get(codeHosting, CODE.hostname, `/repos?page=${page}`, t);
+}
+
+async function getRepositoriesData(t) {
   let bytes = 0;
   for (let page = 1; page <= PAGES; page++) {
-    bytes += await get(codeHosting, CODE.hostname, `/repos?page=${page}`, t);
+    bytes += await codePage(page, t);
   }
   return bytes;
 }
 
-const server = http.createServer(async (req, res) => {
+// Over TLS when given a certificate and key (`node_app.js PORT CERT KEY`).
+const [certFile, keyFile] = process.argv.slice(3, 5);
+const serve = (handler) =>
+  certFile
+    ? https.createServer({ cert: fs.readFileSync(certFile), key: fs.readFileSync(keyFile) }, handler)
+    : http.createServer(handler);
+
+const server = serve(async (req, res) => {
   const t0 = now();
   const t = new Timings();
+  req.resume(); // a POST's body: not read
   await loadUser(t);
-  const bytes = await getRepositoriesData(t);
+  // /repos/ID, the second endpoint: the user loader and one page.
+  const repo = /^\/repos\/(\d+)$/.exec(req.url);
+  const bytes = repo
+    ? await codePage((Number(repo[1]) % PAGES) + 1, t)
+    : await getRepositoriesData(t);
   res.on("finish", () => {
     if (!PROFILE_DIR) return;
     requestNumber += 1;

@@ -3,6 +3,7 @@
     seed.py --dnsfixture BIN --python VENV_PYTHON --workdir DIR
             [--dns-delay-ms 150] [--profile-dir DIR]
             [--server werkzeug|gunicorn-sync|gunicorn-gthread|waitress|uvicorn|node]
+            [--tls]
 
 Inside namespace `tracer-seed-PID` (loopback only): a DNS server that
 answers after a delay (this kernel has no netem: the delay is the
@@ -13,6 +14,8 @@ the code-hosting API over HTTPS; MariaDB with its own data directory and
     {"app_pid": PID, "app_pids": [PID, ...], "app_port": PORT, "netns": NAME}
 
 (app_pids: the server's processes, gunicorn's workers with its master.)
+With --tls the app serves HTTPS (gunicorn, uvicorn and node only), with the
+scenario's own certificate, and the driver speaks HTTPS to it.
 
 then takes commands on stdin, one JSON line of answer each:
 
@@ -193,6 +196,9 @@ def serve_app(args, env):
     server's processes], "port": PORT} once it listens (and, for gunicorn,
     once its workers are forked)."""
     log_file = os.path.join(args.workdir, "app.log")
+    cert, key = (os.path.join(args.workdir, n) for n in ("cert.pem", "key.pem"))
+    if args.tls and args.server in ("werkzeug", "waitress"):
+        raise SystemExit(f"seed: no --tls under {args.server}")
     if args.server == "werkzeug":
         app = start(in_ns(args.python, os.path.join(HERE, "app.py")), env=env, log=log_file)
         ready = first_json_line(app, "the app")
@@ -200,12 +206,18 @@ def serve_app(args, env):
     argv = [args.python, *SERVERS.get(args.server, [])]
     if args.server == "node":
         argv = [shutil.which("node") or "node", os.path.join(HERE, "node_app.js"), str(APP_PORT)]
+        if args.tls:
+            argv += [cert, key]
     elif args.server == "waitress":
         argv += [f"--listen=127.0.0.1:{APP_PORT}", "app:app"]
     elif args.server == "uvicorn":
         argv += ["--host", "127.0.0.1", "--port", str(APP_PORT), "async_app:app"]
+        if args.tls:
+            argv += ["--ssl-certfile", cert, "--ssl-keyfile", key]
     else:
         argv += ["--bind", f"127.0.0.1:{APP_PORT}", "--chdir", HERE, "app:app"]
+        if args.tls:
+            argv += ["--certfile", cert, "--keyfile", key]
     app = subprocess.Popen(in_ns(*argv), cwd=HERE, env=env, stdin=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL, stderr=open(log_file, "ab"))
     children.append(app)
@@ -229,6 +241,7 @@ def main():
     ap.add_argument("--dns-delay-ms", type=int, default=150)
     ap.add_argument("--profile-dir")
     ap.add_argument("--server", default="werkzeug", choices=["werkzeug", *SERVERS, "node"])
+    ap.add_argument("--tls", action="store_true")
     args = ap.parse_args()
     args.workdir = os.path.abspath(args.workdir)
     if args.profile_dir:
@@ -294,7 +307,8 @@ def main():
             break
         if words[0] == "drive":
             out = subprocess.run(
-                in_ns(args.python, os.path.join(HERE, "driver.py"), str(ready["port"]), *words[1:3]),
+                in_ns(args.python, os.path.join(HERE, "driver.py"), str(ready["port"]), *words[1:3],
+                      *(["--https"] if args.tls else [])),
                 capture_output=True,
                 text=True,
             )

@@ -2,6 +2,7 @@
 //! with a generated config) scrapes the exposition while a fixture makes
 //! connects we count ourselves; PromQL through Prometheus's HTTP API must
 //! return those counts, and `promtool check metrics` must accept the text.
+//! The same for an HTTP server's requests by route.
 
 use std::{
     io::Write as _,
@@ -120,6 +121,103 @@ fn prometheus_scrapes_serve_and_promql_returns_the_connects_we_made() {
         done.stderr
     );
     fixture.exit();
+}
+
+/// A plain HTTP server, one request at a time: GET /items/ID looks up
+/// localhost and takes 20 ms more; anything else answers at once.
+const ITEMS_SERVER: &str = r#"
+import http.server, socket, sys, time
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path.startswith("/items/"):
+            socket.getaddrinfo("localhost", 80)
+            time.sleep(0.02)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+print("ready", flush=True)
+server.serve_forever()
+"#;
+
+#[test]
+fn prometheus_scrapes_each_route_s_requests_and_the_lookup_time_in_them() {
+    require_root();
+    let app_port = closed_port();
+    let mut app = Command::new(python())
+        .args(["-c", ITEMS_SERVER, &app_port.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut ready = Lines::new_from(app.stdout.take().unwrap());
+    ready.wait_for("ready", LONG);
+    let port = closed_port();
+    let listen = format!("127.0.0.1:{port}");
+    let pid = app.id().to_string();
+    let tracer = Tracer::attached(&["serve", "--pid", &pid, "--listen", &listen]);
+    for i in 0..7 {
+        assert_eq!(http_get(app_port, &format!("/items/{}", 100 + i)).0, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(http_get(app_port, "/health?verbose=1").0, 200);
+    }
+    let items = ["method=\"GET\"", "route=\"/items/:id\""];
+    let text = wait_for_metric(
+        port,
+        "tracer_http_request_duration_seconds_count",
+        &items,
+        7.0,
+    );
+    let health = ["route=\"/health\""];
+    assert_eq!(
+        metric_sum(&text, "tracer_http_request_duration_seconds_count", &health),
+        3.0,
+        "{text}"
+    );
+    // Each /items request took its 20 ms: none in the 10 ms bucket.
+    let fast = ["route=\"/items/:id\"", "le=\"0.01\""];
+    assert_eq!(
+        metric_sum(&text, "tracer_http_request_duration_seconds_bucket", &fast),
+        0.0,
+        "{text}"
+    );
+    // The lookups were made in /items requests, none in /health's.
+    let lookups = ["route=\"/items/:id\"", "kind=\"dns\""];
+    let in_lookups = metric_sum(&text, "tracer_http_request_call_seconds_total", &lookups);
+    let items_sum = metric_sum(&text, "tracer_http_request_duration_seconds_sum", &items);
+    assert!(
+        in_lookups > 0.0 && in_lookups < items_sum,
+        "lookup time {in_lookups} s in {items_sum} s of requests:\n{text}"
+    );
+    assert_eq!(
+        metric_sum(&text, "tracer_http_request_call_seconds_total", &health),
+        0.0,
+        "{text}"
+    );
+
+    // A real Prometheus scrapes them; PromQL returns the counts.
+    let prometheus = Prometheus::start(&[(port, "")]);
+    prometheus.query_until(
+        "sum(tracer_http_request_duration_seconds_count{method=\"GET\",route=\"/items/:id\"})",
+        7.0,
+    );
+    prometheus.query_until(
+        "sum(tracer_http_request_duration_seconds_bucket{route=\"/health\",le=\"+Inf\"})",
+        3.0,
+    );
+    prometheus.query_until(
+        "count(tracer_http_request_call_seconds_total{route=\"/items/:id\",kind=\"dns\"} > 0)",
+        1.0,
+    );
+
+    tracer.interrupt();
+    let done = tracer.finish(LONG);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    let _ = app.kill();
+    let _ = app.wait();
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Requests by endpoint: the seed app with two routes (GET /overview: two
 //! lookups, three pages over TLS, a MySQL query; POST /repos/ID: the same
-//! two lookups and one page, no database) under real servers, traced from
+//! two lookups and one page, no database) under real servers (Werkzeug,
+//! gunicorn sync and gthread, waitress, uvicorn, Node.js; gunicorn, uvicorn
+//! and Node.js over TLS too, traced with `--http-tls`), traced from
 //! outside. Each route's request count is exact, its request time agrees
 //! with the client's own timing, each request's lookups, TLS reads and
 //! MySQL wait are its own, and no byte past the request's path (query
@@ -45,35 +47,65 @@ fn calls(e: &Value, kind: &str, pick: impl Fn(&str) -> bool) -> (u64, u64) {
         })
 }
 
+/// (call site, calls) of an endpoint's calls of `kind` to `target`.
+fn call_sites(e: &Value, kind: &str, target: &str) -> Vec<(String, u64)> {
+    e["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == kind && c["target"] == target)
+        .flat_map(|c| c["call_sites"].as_array().unwrap().iter())
+        .map(|s| {
+            (
+                s["call_site"].as_str().unwrap().to_string(),
+                s["calls"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
 }
 
-fn requests_by_endpoint_under(server: Server) {
+/// The scenario under `server`, over TLS with `tls` (traced with
+/// `--http-tls`), driven with `n` requests to /overview and `m` to
+/// /repos/ID.
+fn requests_by_endpoint_under(server: Server, tls: bool) {
     require_root();
     let paths = paths();
-    let mut scenario = Seed::start_under(&paths, 100, server).expect("scenario up");
+    let mut scenario = if tls {
+        Seed::start_over_tls(&paths, 100, server)
+    } else {
+        Seed::start_under(&paths, 100, server)
+    }
+    .expect("scenario up");
     let (n, m) = (4u64, 3u64);
     let json = paths.workdir.join("report.json");
     let dump = paths.workdir.join("records.bin");
     let events = paths.workdir.join("events.jsonl");
+    if tls {
+        tls_lines_only_when_asked(&paths, &mut scenario, &dump);
+    }
+    let mut args = vec!["--events", events.to_str().unwrap()];
+    if tls {
+        args.push("--http-tls");
+    }
     let run = seed::trace_driven(
         &paths,
         &mut scenario,
         &json,
-        (
-            &["--events", events.to_str().unwrap()],
-            &[("TRACER_DUMP_RECORDS", dump.as_path())],
-        ),
+        (&args, &[("TRACER_DUMP_RECORDS", dump.as_path())]),
         false,
         |s| s.drive_routes(n as u32, m as u32),
     )
     .expect("traced run");
     scenario.down();
+    let name = format!("{}{}", server.name(), if tls { " over TLS" } else { "" });
+    let name = name.as_str();
     let report = &run.report;
-    let name = server.name();
     let http = &report["http_requests"];
     eprintln!("{name}:\n{}", run.text);
     assert_eq!(http["total"], n + m, "{name}: requests, as sent");
@@ -112,33 +144,38 @@ fn requests_by_endpoint_under(server: Server) {
         // Per request: the user loader's two lookups of the identity host.
         let (lookups, _) = calls(e, "dns", |t| t == "identity.stormpath.test");
         assert_eq!(lookups, 2 * count, "{name}: {route} lookups");
+        // ... each from its call site in the app's code (Python's frames):
+        // the user loader; under uvicorn, asyncio's resolver thread, in
+        // the app's wrapper that times getaddrinfo as cProfile would.
+        let site = match server {
+            Server::Node => None,
+            Server::Uvicorn => Some("timed_getaddrinfo"),
+            _ => Some("load_user"),
+        };
+        if let Some(site) = site {
+            let sites = call_sites(e, "dns", "identity.stormpath.test");
+            let from_it: u64 = sites
+                .iter()
+                .filter(|(s, _)| s.contains(site))
+                .map(|(_, n)| n)
+                .sum();
+            assert_eq!(from_it, 2 * count, "{name}: {route} lookups from {sites:?}");
+        }
     }
-    // Every SSL read of the run was made for a request, and is counted
-    // under exactly one.
-    let ssl_reads: u64 = report["tls_peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["reads"].as_u64().unwrap())
-        .sum();
-    let read_by_requests =
-        calls(overview, "tls read", |_| true).0 + calls(repos, "tls read", |_| true).0;
-    assert_eq!(read_by_requests, ssl_reads, "{name}: SSL reads by request");
-    assert!(
-        calls(repos, "tls read", |_| true).0 >= m,
-        "{name}: a page each"
-    );
+    check_backend_reads(name, server, report, [overview, repos], m);
     // The MySQL wait is /overview's, never /repos's.
-    let mysql = |t: &str| t.ends_with(":3306");
-    assert!(
-        calls(overview, "io", mysql).0 >= n,
-        "{name}: a MySQL wait in each /overview request: {overview:#}"
-    );
-    assert_eq!(
-        calls(repos, "io", mysql).0,
-        0,
-        "{name}: /repos has no query"
-    );
+    if server.compared().mysql {
+        let mysql = |t: &str| t.ends_with(":3306");
+        assert!(
+            calls(overview, "io", mysql).0 >= n,
+            "{name}: a MySQL wait in each /overview request: {overview:#}"
+        );
+        assert_eq!(
+            calls(repos, "io", mysql).0,
+            0,
+            "{name}: /repos has no query"
+        );
+    }
     assert!(
         run.text
             .contains("GET /overview: 2 lookups of identity.stormpath.test per request"),
@@ -148,6 +185,64 @@ fn requests_by_endpoint_under(server: Server) {
 
     check_spans(name, &events, &run.driven, n + m);
     check_privacy(name, &dump, &run.driven);
+}
+
+/// Every SSL read of the run to the two APIs was made for a request, and
+/// is counted under exactly one; each /repos request read a page; no
+/// request has a row per client port.
+fn check_backend_reads(name: &str, server: Server, report: &Value, routes: [&Value; 2], m: u64) {
+    let [overview, repos] = routes;
+    // Every SSL read of the run to the two APIs was made for a request,
+    // and is counted under exactly one (a TLS server's reads of its
+    // clients are its own, under "the client"). Node.js tries one more
+    // read of a connection that brought data once the handler it woke
+    // has run (and answered): that read finds nothing, and is no
+    // request's.
+    let backend = |t: &str| t.contains(":8443") || t.contains(":9443");
+    let (ssl_reads, with_data) = report["tls_peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| backend(p["peer"].as_str().unwrap()))
+        .fold((0, 0), |(n, d), p| {
+            (
+                n + p["reads"].as_u64().unwrap(),
+                d + p["reads_with_data"].as_u64().unwrap(),
+            )
+        });
+    let read_by_requests =
+        calls(overview, "tls read", backend).0 + calls(repos, "tls read", backend).0;
+    if server == Server::Node {
+        assert!(
+            read_by_requests <= ssl_reads && ssl_reads - read_by_requests <= ssl_reads - with_data,
+            "{name}: SSL reads by request: {read_by_requests} of {ssl_reads}, {with_data} with data"
+        );
+    } else {
+        assert_eq!(read_by_requests, ssl_reads, "{name}: SSL reads by request");
+    }
+    assert!(
+        calls(repos, "tls read", backend).0 >= m,
+        "{name}: a page each"
+    );
+    for e in [overview, repos] {
+        let strays: Vec<&str> = e["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["target"].as_str().unwrap())
+            // The clients' ports are ephemeral (32768 and up); the
+            // backends' and DNS's are not.
+            .filter(|t| {
+                t.strip_prefix("127.0.0.1:")
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .is_some_and(|p| p >= 32768)
+            })
+            .collect();
+        assert!(
+            strays.is_empty(),
+            "{name}: calls to clients by port: {strays:?}"
+        );
+    }
 }
 
 /// The event stream: one span tree per request, its calls as children
@@ -186,13 +281,15 @@ fn check_spans(name: &str, events: &Path, driven: &Value, requests: u64) {
             .iter()
             .filter(|c| c["attributes"]["tracer.target"] == "identity.stormpath.test")
             .count();
-        assert_eq!(identity, 2, "{name}: lookups under {s}");
+        assert_eq!(identity, 2, "{name}: lookups under {}", s["name"]);
         for c in children {
             assert_eq!(c["parent_span_id"], s["span_id"]);
             assert!(c["start_ns"].as_u64() >= s["start_ns"].as_u64());
             assert!(
                 c["end_ns"].as_u64() <= s["end_ns"].as_u64(),
-                "{name}: {c} ends in {s}"
+                "{name}: {} ends after its request {}",
+                c["name"],
+                s["name"]
             );
         }
     }
@@ -219,12 +316,74 @@ fn check_privacy(name: &str, dump: &Path, driven: &Value) {
     }
 }
 
+/// Over TLS, without `--http-tls`: the requests are served and traced,
+/// and no request line comes out of the kernel.
+fn tls_lines_only_when_asked(paths: &Paths, scenario: &mut Seed, dump: &Path) {
+    let json = paths.workdir.join("report-no-http-tls.json");
+    let run = seed::trace_driven(
+        paths,
+        scenario,
+        &json,
+        (&[], &[("TRACER_DUMP_RECORDS", dump)]),
+        false,
+        |s| s.drive_routes(1, 1),
+    )
+    .expect("traced run without --http-tls");
+    assert_eq!(run.report["http_requests"]["total"], 0, "no --http-tls");
+    let records = std::fs::read(dump).expect("the record dump");
+    assert!(!contains(&records, "GET /overview"), "no --http-tls");
+    assert!(!contains(&records, "POST /repos"), "no --http-tls");
+    let lookups: u64 = run.report["dns_hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["host"] == "identity.stormpath.test")
+        .map(|h| h["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(lookups, 4, "the requests were traced: {}", run.text);
+}
+
 #[test]
 fn under_werkzeug_each_endpoint_s_requests_are_counted_timed_and_own_their_calls() {
-    requests_by_endpoint_under(Server::Werkzeug);
+    requests_by_endpoint_under(Server::Werkzeug, false);
 }
 
 #[test]
 fn under_gunicorn_each_endpoint_s_requests_are_counted_timed_and_own_their_calls() {
-    requests_by_endpoint_under(Server::GunicornSync);
+    requests_by_endpoint_under(Server::GunicornSync, false);
+}
+
+#[test]
+fn under_gunicorn_gthread_each_endpoint_s_requests_are_counted_timed_and_own_their_calls() {
+    requests_by_endpoint_under(Server::GunicornGthread, false);
+}
+
+#[test]
+fn under_waitress_the_io_thread_s_requests_own_their_workers_calls() {
+    requests_by_endpoint_under(Server::Waitress, false);
+}
+
+#[test]
+fn under_gunicorn_over_tls_request_lines_are_read_with_http_tls_only() {
+    requests_by_endpoint_under(Server::GunicornSync, true);
+}
+
+#[test]
+fn under_uvicorn_one_event_loop_s_requests_each_own_their_calls() {
+    requests_by_endpoint_under(Server::Uvicorn, false);
+}
+
+#[test]
+fn under_uvicorn_over_tls_request_lines_come_from_the_ssl_reads_of_the_loop() {
+    requests_by_endpoint_under(Server::Uvicorn, true);
+}
+
+#[test]
+fn under_node_one_event_loop_s_requests_each_own_their_calls() {
+    requests_by_endpoint_under(Server::Node, false);
+}
+
+#[test]
+fn under_node_over_tls_request_lines_come_from_the_ssl_reads_of_the_loop() {
+    requests_by_endpoint_under(Server::Node, true);
 }
