@@ -21,6 +21,10 @@ pub struct ServerConn {
     pub start_ns: u64,
     /// The return of the last write of the response so far.
     pub last_write_ns: u64,
+    /// The `SSL *` last seen on it (with `--http-tls`): a memory BIO's
+    /// SSL call finds its connection by it, and an `SSL *` freed and
+    /// reused for another connection does not match.
+    pub ssl: u64,
 }
 
 /// Opened, or its last request ended: waiting for the client.

@@ -10,13 +10,13 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::generated,
+    helpers::{bpf_ktime_get_ns, generated},
     macros::map,
     maps::{LruHashMap, PerCpuArray},
 };
 use tracer_common::{
-    EventKind, FdKey, HTTP_LINE_IN_TLS, HTTP_LINE_SENT, HTTP_NONE, LAYOUT_HTTP_TLS, LAYOUT_NO_HTTP,
-    LostCounter, MAX_SERVER_CONNS, REQUEST_LINE_BYTES, RequestLineEvent, sysno,
+    CONN_ANSWERED, EventKind, FdKey, HTTP_LINE_IN_TLS, HTTP_LINE_SENT, HTTP_NONE, LAYOUT_HTTP_TLS,
+    LAYOUT_NO_HTTP, LostCounter, MAX_SERVER_CONNS, REQUEST_LINE_BYTES, RequestLineEvent, sysno,
 };
 
 use crate::{
@@ -69,11 +69,14 @@ struct SslKey {
     _pad: u32,
 }
 
-/// An SSL call on `ssl` returned (tls.rs), on socket `socket` if known
-/// (-1 if not); a read, `len` bytes of plaintext at `buf`. With
-/// `--http-tls`: if a request began on that accepted connection and its
-/// first read was no request line (a TLS record is not), these bytes are
-/// looked at instead, once. Returns 1 when a line was sent.
+/// An SSL call on `ssl` returned (tls.rs), on socket `socket & 0xffffffff`
+/// if known (-1 if not), a write if bit 32 of `socket` is set; a read,
+/// `len` bytes of plaintext at `buf`. With `--http-tls`: if a request
+/// began on that accepted connection and its first read was no request
+/// line (a TLS record is not), these bytes are looked at instead, once.
+/// A write that returns ends the response so far: the write syscalls after
+/// it (the close_notify alert a server sends as it closes) are not the
+/// response. Returns 1 when a line was sent.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn tracer_request_line_tls(
@@ -88,7 +91,9 @@ pub extern "C" fn tracer_request_line_tls(
     }
     let tgid = (pid_tgid >> 32) as u32;
     let ssl_key = SslKey { ssl, tgid, _pad: 0 };
-    let fd = match socket as i64 as i32 {
+    let wrote = socket >> 32 & 1 != 0;
+    let socket = socket as u32 as i32;
+    let fd = match socket {
         fd if fd >= 0 => fd,
         _ => match SSL_SERVER_SOCKETS.get_ptr(ssl_key) {
             // SAFETY: a live map value.
@@ -103,17 +108,32 @@ pub extern "C" fn tracer_request_line_tls(
     let Some(conn) = SERVER_CONNS.get_ptr_mut(key) else {
         return 0;
     };
-    if socket as i64 >= 0 {
+    // SAFETY (each access below): a live map value; one thread at a time
+    // serves a connection.
+    if socket >= 0 {
+        unsafe { (*conn).ssl = ssl };
         let _ = SSL_SERVER_SOCKETS.insert(ssl_key, fd, 0);
+    } else if unsafe { (*conn).ssl } != ssl {
+        // The fd number is another connection's now.
+        return 0;
     }
-    // SAFETY: a live map value; one thread at a time serves a connection.
-    if buf == 0 || len == 0 || unsafe { (*conn).http } != HTTP_LINE_IN_TLS {
+    let http = unsafe { (*conn).http };
+    if wrote {
+        if len > 0 && http == HTTP_LINE_SENT {
+            // SAFETY: as above.
+            unsafe {
+                (*conn).state = CONN_ANSWERED;
+                (*conn).last_write_ns = bpf_ktime_get_ns();
+            }
+        }
+        return 0;
+    }
+    if buf == 0 || len == 0 || http != HTTP_LINE_IN_TLS {
         return 0;
     }
     let sent = tracer_request_line_send(pid_tgid, fd as u64, buf, len);
     if sent == 0 {
         // Only the request's first plaintext can begin it.
-        // SAFETY: as above.
         unsafe { (*conn).http = HTTP_NONE };
     }
     sent

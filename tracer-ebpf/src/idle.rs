@@ -196,7 +196,11 @@ pub extern "C" fn tracer_server_io(tgid: u64, nr: u64, fd: u64, ret: u64, now: u
         _ => {
             if ret > 0 && conn.state != CONN_WAITING {
                 conn.state = CONN_ANSWERED;
-                conn.last_write_ns = now;
+                // An HTTP request over TLS ends at its last SSL write's
+                // return (http.rs): a write after it is TLS's own.
+                if conn.http != HTTP_LINE_SENT || conn.ssl == 0 {
+                    conn.last_write_ns = now;
+                }
             }
         }
     }

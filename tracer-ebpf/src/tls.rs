@@ -239,11 +239,13 @@ pub fn tls_return(ctx: RetProbeContext) -> u32 {
             0,
         );
     }
-    // A TLS server's request line (`--http-tls`; http.rs).
+    // A TLS server's request line, and its response's end (`--http-tls`;
+    // http.rs): the socket in the low half, whether it wrote in bit 32.
+    let wrote = call.func == TlsFn::Write as u32 || call.func == TlsFn::WriteEx as u32;
     crate::http::tracer_request_line_tls(
         pid_tgid,
         call.ssl,
-        i64::from(socket) as u64,
+        u64::from(socket as u32) | (u64::from(wrote) << 32),
         call.buf,
         u64::from(bytes),
     );
