@@ -9,8 +9,11 @@
 //! only open request (a server whose I/O thread reads and whose workers
 //! handle, as waitress, when one request runs at a time). A call made while
 //! several requests are open on its thread (an event loop serving
-//! concurrent requests), or in its process with none on its thread, has no
-//! sound owner: it is counted as such, not guessed.
+//! concurrent requests), or in its process with none on its thread, waits:
+//! a request whose response's last write came before the call began is
+//! not its owner, and when one candidate is left, the call is its. When no
+//! such end tells them apart, the call has no sound owner: it is counted as
+//! such, not guessed.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -80,6 +83,21 @@ struct OpenRequest {
     calls_dropped: u64,
     overflow: BTreeMap<CallKey, (u64, u64)>,
 }
+
+/// A call that several open requests could own, kept until the others are
+/// known to have been answered before it began (waitress's I/O thread can
+/// read the next request before it sees the last one's connection close).
+#[derive(Debug)]
+struct PendingCall {
+    pid: u32,
+    fd: Option<i32>,
+    /// The requests it may be for: (fd, start).
+    candidates: Vec<(i32, u64)>,
+    call: RequestCall,
+}
+
+/// Calls kept undecided at most; past this, unowned at once.
+const PENDING_KEPT: usize = 10_000;
 
 /// A request served, with the calls made for it.
 #[derive(Debug, Clone, Serialize)]
@@ -151,6 +169,7 @@ pub struct HttpState {
     finished: Vec<RequestRecord>,
     /// The ids of their spans.
     span_ids: SpanIds,
+    pending: Vec<PendingCall>,
 }
 
 impl Default for HttpState {
@@ -172,6 +191,7 @@ impl HttpState {
             keep_finished_ns: None,
             finished: Vec::new(),
             span_ids: SpanIds::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -212,6 +232,14 @@ impl HttpState {
         if let Some(open) = self.open.remove(&pid) {
             self.unanswered += open.len() as u64;
         }
+        let before = self.pending.len();
+        self.pending.retain(|p| p.pid != pid);
+        self.calls_unowned += (before - self.pending.len()) as u64;
+    }
+
+    /// Calls that several open requests could still own.
+    pub fn calls_undecided(&self) -> u64 {
+        self.pending.len() as u64
     }
 
     /// Requests begun and not ended.
@@ -252,6 +280,7 @@ impl HttpState {
         if open.is_empty() {
             self.open.remove(&ev.tgid);
         }
+        self.settle_pending(ev);
         if ev.end_ns == 0 {
             self.unanswered += 1;
             return;
@@ -316,44 +345,98 @@ impl HttpState {
 
     /// A finished call of a traced process, on socket or file `fd` if it
     /// has one: the request it was made for keeps it (see the module's
-    /// rule). A call on the request's own connection (a TLS server's
-    /// reads and writes of it) is the server answering it: its target is
-    /// `CLIENT`, one row for every client.
-    pub fn on_call(&mut self, (pid, tid, fd): (u32, u32, Option<i32>), mut call: RequestCall) {
+    /// rule). With several candidates, it waits (`PendingCall`) until
+    /// one is left.
+    pub fn on_call(&mut self, (pid, tid, fd): (u32, u32, Option<i32>), call: RequestCall) {
         let Some(open) = self.open.get_mut(&pid) else {
             return;
         };
         let began = |r: &&mut OpenRequest| r.start_ns <= call.start_ns;
-        let mut on_thread = open.iter_mut().filter(|r| r.tid == tid).filter(began);
-        let owner = match (on_thread.next(), on_thread.next()) {
-            (Some(r), None) => Some(r),
-            (Some(_), Some(_)) => None,
-            (None, _) => {
-                let mut in_process = open.iter_mut().filter(began);
-                match (in_process.next(), in_process.next()) {
-                    (Some(r), None) => Some(r),
-                    (None, _) => return,
-                    _ => None,
+        let on_thread = open
+            .iter()
+            .filter(|r| r.tid == tid && r.start_ns <= call.start_ns);
+        let candidates: Vec<(i32, u64)> = if on_thread.clone().next().is_some() {
+            on_thread.map(|r| (r.fd, r.start_ns)).collect()
+        } else {
+            open.iter()
+                .filter(|r| r.start_ns <= call.start_ns)
+                .map(|r| (r.fd, r.start_ns))
+                .collect()
+        };
+        match candidates[..] {
+            [] => {}
+            [(owner_fd, start)] => {
+                if let Some(r) = open
+                    .iter_mut()
+                    .filter(began)
+                    .find(|r| r.fd == owner_fd && r.start_ns == start)
+                {
+                    r.keep(fd, call);
                 }
             }
-        };
-        if let Some(r) = &owner
-            && fd == Some(r.fd)
-        {
+            _ if self.pending.len() < PENDING_KEPT => self.pending.push(PendingCall {
+                pid,
+                fd,
+                candidates,
+                call,
+            }),
+            _ => self.calls_unowned += 1,
+        }
+    }
+
+    /// Request `ev` ended: a call waiting on it and others is not its if
+    /// it began after its response's last write; one left with a single
+    /// candidate is that one's. One that may be this request's, and
+    /// another's too, is no one's.
+    fn settle_pending(&mut self, ev: &RequestEndEvent) {
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.retain_mut(|p| {
+            let Some(k) = (p.pid == ev.tgid)
+                .then(|| p.candidates.iter().position(|&c| c == (ev.fd, ev.start_ns)))
+                .flatten()
+            else {
+                return true;
+            };
+            if ev.end_ns != 0 && p.call.start_ns < ev.end_ns {
+                self.calls_unowned += 1;
+                return false;
+            }
+            p.candidates.swap_remove(k);
+            let [(fd, start)] = p.candidates[..] else {
+                return true;
+            };
+            let owner = self
+                .open
+                .get_mut(&p.pid)
+                .and_then(|open| open.iter_mut().find(|r| r.fd == fd && r.start_ns == start));
+            match owner {
+                Some(r) => r.keep(p.fd, p.call.clone()),
+                None => self.calls_unowned += 1,
+            }
+            false
+        });
+        self.pending = pending;
+    }
+}
+
+impl OpenRequest {
+    /// Keeps a call made for this request. A call on its own connection (a
+    /// TLS server's reads and writes of it) is the server answering it: its
+    /// target is `CLIENT`, one row for every client.
+    fn keep(&mut self, fd: Option<i32>, mut call: RequestCall) {
+        if fd == Some(self.fd) {
             call.target = CLIENT.to_string();
         }
-        match owner {
-            Some(r) if r.calls.len() < CALLS_KEPT => r.calls.push(call),
-            Some(r) => {
-                r.calls_dropped += 1;
-                let e = r
-                    .overflow
-                    .entry((call.kind, call.target, call.site))
-                    .or_default();
-                (e.0, e.1) = (e.0 + 1, e.1 + call.latency_ns);
-            }
-            None => self.calls_unowned += 1,
+        if self.calls.len() < CALLS_KEPT {
+            self.calls.push(call);
+            return;
         }
+        self.calls_dropped += 1;
+        let e = self
+            .overflow
+            .entry((call.kind, call.target, call.site))
+            .or_default();
+        (e.0, e.1) = (e.0 + 1, e.1 + call.latency_ns);
     }
 }
 
@@ -474,186 +557,4 @@ fn is_id(seg: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn line(text: &str) -> ([u8; REQUEST_LINE_BYTES], usize) {
-        let mut l = [0u8; REQUEST_LINE_BYTES];
-        l[..text.len()].copy_from_slice(text.as_bytes());
-        (l, text.len())
-    }
-
-    fn begin(state: &mut HttpState, fd: i32, tid: u32, start: u64, text: &str) {
-        let (l, len) = line(text);
-        state.on_line(&RequestLineEvent {
-            kind: 15,
-            tgid: 1,
-            tid,
-            fd,
-            start_ns: start,
-            len: len as u32,
-            _pad: 0,
-            line: l,
-        });
-    }
-
-    fn end(state: &mut HttpState, fd: i32, start: u64, end_ns: u64) {
-        state.on_end(&RequestEndEvent {
-            kind: 16,
-            tgid: 1,
-            fd,
-            _pad: 0,
-            start_ns: start,
-            end_ns,
-        });
-    }
-
-    fn lookup(start: u64) -> RequestCall {
-        RequestCall {
-            kind: CallKind::Lookup,
-            target: "identity.test".into(),
-            start_ns: start,
-            latency_ns: 10,
-            site: Some(7),
-        }
-    }
-
-    #[test]
-    fn ids_uuids_and_long_hex_become_one_route() {
-        assert_eq!(normalize_path("/users/42/orders"), "/users/:id/orders");
-        assert_eq!(
-            normalize_path("/o/123e4567-e89b-12d3-a456-426614174000"),
-            "/o/:id"
-        );
-        assert_eq!(normalize_path("/blob/9f8e7d6c5b4a39281706"), "/blob/:id");
-        // Short hex is a word, not an id.
-        assert_eq!(normalize_path("/cafe/beef"), "/cafe/beef");
-        assert_eq!(normalize_path("/"), "/");
-        let (l, len) = line("GET /repos/17");
-        assert_eq!(
-            parse_line(&l, len).map(|r| r.to_string()).as_deref(),
-            Some("GET /repos/:id")
-        );
-        let (l, len) = line("FOO /x");
-        assert_eq!(parse_line(&l, len), None);
-    }
-
-    #[test]
-    fn a_thread_s_calls_are_its_request_s_and_a_worker_s_go_to_the_only_one_open() {
-        let mut s = HttpState::default();
-        begin(&mut s, 5, 10, 100, "GET /a");
-        s.on_call((1, 10, None), lookup(150));
-        // Another thread of the process, while one request is open: its.
-        s.on_call((1, 11, None), lookup(160));
-        // Before the request began: not its.
-        s.on_call((1, 10, None), lookup(50));
-        // After its last write: not its.
-        s.on_call((1, 10, None), lookup(990));
-        end(&mut s, 5, 100, 900);
-        let route = &s.routes[&Route {
-            method: "GET".into(),
-            path: "/a".into(),
-        }];
-        assert_eq!(route.latency.count, 1);
-        assert_eq!(route.latency.max_ns, 800);
-        assert_eq!(
-            route.calls[&(CallKind::Lookup, "identity.test".into())].0,
-            2
-        );
-        assert_eq!(s.slowest[0].calls.len(), 2);
-        assert_eq!(
-            route.sites[&(CallKind::Lookup, "identity.test".into(), 7)],
-            (2, 20)
-        );
-    }
-
-    #[test]
-    fn calls_past_the_timeline_s_cap_still_count_for_the_route() {
-        let mut s = HttpState::default();
-        begin(&mut s, 5, 10, 100, "GET /a");
-        for _ in 0..CALLS_KEPT + 5 {
-            s.on_call((1, 10, None), lookup(150));
-        }
-        end(&mut s, 5, 100, 900);
-        let route = s.routes.values().next().unwrap();
-        let all = (CALLS_KEPT + 5) as u64;
-        assert_eq!(
-            route.calls[&(CallKind::Lookup, "identity.test".into())],
-            (all, all * 10)
-        );
-        assert_eq!(
-            route.sites[&(CallKind::Lookup, "identity.test".into(), 7)].0,
-            all
-        );
-        assert_eq!(s.slowest[0].calls_dropped, 5);
-    }
-
-    #[test]
-    fn a_tls_server_s_calls_on_the_request_s_own_connection_are_the_client_s() {
-        let mut s = HttpState::default();
-        begin(&mut s, 5, 10, 100, "GET /a");
-        let mut write = lookup(700);
-        (write.kind, write.target) = (CallKind::TlsWrite, "127.0.0.1:50620".into());
-        s.on_call((1, 10, Some(5)), write.clone());
-        // The same on another socket (a backend's): named as it is.
-        s.on_call((1, 10, Some(6)), write.clone());
-        // Its last SSL write returns after the write syscall in it that
-        // the kernel ends the request at: the request ends with it.
-        (write.start_ns, write.latency_ns) = (880, 30);
-        s.on_call((1, 10, Some(5)), write);
-        end(&mut s, 5, 100, 900);
-        assert_eq!(s.slowest[0].latency_ns, 810);
-        let route = s.routes.values().next().unwrap();
-        assert_eq!(route.calls[&(CallKind::TlsWrite, CLIENT.into())].0, 2);
-        assert_eq!(
-            route.calls[&(CallKind::TlsWrite, "127.0.0.1:50620".into())].0,
-            1
-        );
-    }
-
-    #[test]
-    fn concurrent_requests_on_one_thread_own_no_calls() {
-        let mut s = HttpState::default();
-        begin(&mut s, 5, 10, 100, "GET /a");
-        begin(&mut s, 6, 10, 110, "GET /b");
-        s.on_call((1, 10, None), lookup(150));
-        // Two open on other threads, none on this one: no owner either.
-        s.on_call((1, 12, None), lookup(150));
-        assert_eq!(s.calls_unowned, 2);
-        end(&mut s, 5, 100, 0);
-        assert_eq!((s.unanswered, s.requests_total()), (1, 0));
-        // The process exits with /b open: unanswered, and forgotten.
-        s.forget_process(1);
-        assert_eq!((s.unanswered, s.open_count()), (2, 0));
-    }
-
-    #[test]
-    fn a_call_inside_another_is_not_counted_twice_and_calls_are_in_start_order() {
-        let mut s = HttpState::default();
-        begin(&mut s, 5, 10, 100, "GET /a");
-        let mut connect = lookup(120);
-        (connect.kind, connect.latency_ns) = (CallKind::Connect, 5);
-        let mut outer = lookup(110);
-        outer.latency_ns = 50;
-        // The connect ends first, inside the lookup.
-        s.on_call((1, 10, None), connect);
-        s.on_call((1, 10, None), outer);
-        s.on_call((1, 10, None), lookup(200));
-        end(&mut s, 5, 100, 300);
-        let r = &s.slowest[0];
-        assert_eq!(r.calls[0].kind, CallKind::Lookup);
-        assert_eq!(r.in_calls_ns(), 50 + 10);
-    }
-
-    #[test]
-    fn routes_over_the_cap_are_counted_as_other() {
-        let mut s = HttpState::new(1);
-        begin(&mut s, 5, 10, 100, "GET /a");
-        end(&mut s, 5, 100, 200);
-        begin(&mut s, 5, 10, 300, "GET /b");
-        end(&mut s, 5, 300, 400);
-        assert_eq!(s.routes.len(), 1);
-        assert_eq!(s.other.latency.count, 1);
-        assert_eq!(s.requests_total(), 2);
-    }
-}
+mod tests;

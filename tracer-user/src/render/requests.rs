@@ -50,6 +50,7 @@ pub struct EndpointCallRow {
 pub struct EndpointSiteRow {
     pub call_site: String,
     pub calls: u64,
+    pub per_request: f64,
     pub total_ns: u64,
     /// Of the route's request time.
     pub share: f64,
@@ -90,7 +91,8 @@ pub(super) fn section_of(agg: &Aggregate) -> RequestsSection {
         slowest: http.slowest.clone(),
         unanswered: http.unanswered,
         in_progress: http.open_count() as u64,
-        calls_unowned: http.calls_unowned,
+        // Undecided when the report is made: no owner yet.
+        calls_unowned: http.calls_unowned + http.calls_undecided(),
     }
 }
 
@@ -138,6 +140,7 @@ fn sites_of(
             None => out.push(EndpointSiteRow {
                 call_site: summary,
                 calls: n,
+                per_request: 0.0,
                 total_ns: ns,
                 share: 0.0,
             }),
@@ -145,6 +148,7 @@ fn sites_of(
     }
     for o in &mut out {
         o.share = share(o.total_ns, of);
+        o.per_request = o.calls as f64 / stats.latency.count.max(1) as f64;
     }
     out.sort_by_key(|o| std::cmp::Reverse(o.total_ns));
     out
@@ -205,7 +209,11 @@ impl Report {
                 ]);
                 for site in c.call_sites.iter().take(SITES_PER_ROW) {
                     t.add_row(vec![
-                        format!("      {} from {}", site.calls, site.call_site),
+                        format!(
+                            "      {} per request from {}",
+                            per_request(site.per_request),
+                            site.call_site
+                        ),
                         String::new(),
                         String::new(),
                         String::new(),
