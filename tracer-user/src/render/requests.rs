@@ -69,8 +69,9 @@ pub struct RequestsSection {
     pub unanswered: u64,
     /// Begun and not ended when the trace ended (not counted).
     pub in_progress: u64,
-    /// Calls made while requests were open that no rule gives to one
-    /// request (concurrent requests on one thread: an event loop).
+    /// Calls made while several requests were open that no rule gives to
+    /// one request (concurrent requests on an event loop), or still
+    /// undecided when the report was made.
     pub calls_unowned: u64,
 }
 
@@ -248,8 +249,8 @@ impl Report {
         if r.calls_unowned > 0 {
             let _ = writeln!(
                 out,
-                "  {} calls were made while several requests were open on their thread (an event \
-                 loop): no request is named as theirs",
+                "  {} calls were made while several requests were open (an event loop serving them \
+                 at once), and no response's end told them apart: no request is named as theirs",
                 r.calls_unowned
             );
         }
