@@ -92,6 +92,7 @@ fn tls_entry(ctx: &ProbeContext, func: TlsFn) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
     let step = func.is_handshake_step();
     let class = func.class();
+    let reads = func.is_read();
     let func = func as u32;
     // SAFETY: the probe context is the thread's user registers.
     let sp = unsafe { (*ctx.regs).rsp };
@@ -152,7 +153,7 @@ fn tls_entry(ctx: &ProbeContext, func: TlsFn) -> u32 {
     } else {
         (0, 0)
     };
-    let buf = if func == TlsFn::Read as u32 || func == TlsFn::ReadEx as u32 {
+    let buf = if reads {
         ctx.arg::<u64>(1).unwrap_or(0)
     } else {
         0
@@ -222,9 +223,10 @@ pub fn tls_return(ctx: RetProbeContext) -> u32 {
     // are sent after it), as a candidate (user space checks it; the
     // kernel uses it to see the loop's waits for that socket,
     // `tracer_tls_loop_wait`, and for a TLS server's request lines).
+    let wrote = call.func == TlsFn::Write as u32 || call.func == TlsFn::WriteEx as u32;
     let socket = if call.fd >= 0 {
         call.fd
-    } else if call.func != TlsFn::Write as u32 && call.func != TlsFn::WriteEx as u32 {
+    } else if !wrote {
         call.hint_fd
     } else {
         -1
@@ -241,7 +243,6 @@ pub fn tls_return(ctx: RetProbeContext) -> u32 {
     }
     // A TLS server's request line, and its response's end (`--http-tls`;
     // http.rs): the socket in the low half, whether it wrote in bit 32.
-    let wrote = call.func == TlsFn::Write as u32 || call.func == TlsFn::WriteEx as u32;
     crate::http::tracer_request_line_tls(
         pid_tgid,
         call.ssl,

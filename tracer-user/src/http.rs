@@ -351,35 +351,29 @@ impl HttpState {
         let Some(open) = self.open.get_mut(&pid) else {
             return;
         };
-        let began = |r: &&mut OpenRequest| r.start_ns <= call.start_ns;
-        let on_thread = open
-            .iter()
-            .filter(|r| r.tid == tid && r.start_ns <= call.start_ns);
-        let candidates: Vec<(i32, u64)> = if on_thread.clone().next().is_some() {
-            on_thread.map(|r| (r.fd, r.start_ns)).collect()
-        } else {
-            open.iter()
-                .filter(|r| r.start_ns <= call.start_ns)
-                .map(|r| (r.fd, r.start_ns))
-                .collect()
-        };
-        match candidates[..] {
-            [] => {}
-            [(owner_fd, start)] => {
-                if let Some(r) = open
-                    .iter_mut()
-                    .filter(began)
-                    .find(|r| r.fd == owner_fd && r.start_ns == start)
-                {
-                    r.keep(fd, call);
-                }
+        // The candidates: the requests open on its thread, else in its
+        // process, that began before it. One (the usual case, a call per
+        // TLS record) is found without building a list.
+        let began = call.start_ns;
+        let on_thread = open.iter().any(|r| r.tid == tid && r.start_ns <= began);
+        let candidate = |r: &OpenRequest| r.start_ns <= began && (!on_thread || r.tid == tid);
+        let mut found = open.iter_mut().filter(|r| candidate(r));
+        match (found.next(), found.next()) {
+            (None, _) => {}
+            (Some(r), None) => r.keep(fd, call),
+            _ if self.pending.len() < PENDING_KEPT => {
+                let candidates = open
+                    .iter()
+                    .filter(|r| candidate(r))
+                    .map(|r| (r.fd, r.start_ns))
+                    .collect();
+                self.pending.push(PendingCall {
+                    pid,
+                    fd,
+                    candidates,
+                    call,
+                });
             }
-            _ if self.pending.len() < PENDING_KEPT => self.pending.push(PendingCall {
-                pid,
-                fd,
-                candidates,
-                call,
-            }),
             _ => self.calls_unowned += 1,
         }
     }

@@ -46,13 +46,7 @@ pub fn server_requests() -> String {
     );
     // The same requests by endpoint (their request lines, read in the
     // kernel), each owning its wait on the backend.
-    let endpoint = &report["http_requests"]["endpoints"][0];
-    assert_eq!(
-        endpoint["endpoint"], "GET /",
-        "{:#}",
-        report["http_requests"]
-    );
-    assert_eq!(endpoint["latency"]["count"], REQUESTS, "requests of GET /");
+    let endpoint = get_root(&report, REQUESTS);
     let backend_waits: u64 = endpoint["calls"]
         .as_array()
         .unwrap()
@@ -99,17 +93,23 @@ pub fn tls_server_requests() -> String {
     assert_eq!(done.code, Some(0), "{}", done.stderr);
     note_warnings(&done.stderr);
     let report = read_report(&path);
-    let endpoint = &report["http_requests"]["endpoints"][0];
-    assert_eq!(
-        endpoint["endpoint"], "GET /",
-        "{:#}",
-        report["http_requests"]
-    );
-    assert_eq!(endpoint["latency"]["count"], REQUESTS, "requests of GET /");
+    let endpoint = get_root(&report, REQUESTS);
     let p50 = f64_of(&endpoint["latency"], "p50_ns");
     assert!(p50 >= 95e6, "20 records 5 ms apart in {p50} ns");
     format!(
         "{REQUESTS} of {REQUESTS} requests (GET /, from the SSL reads), p50 {:.0} ms",
         p50 / 1e6
     )
+}
+
+/// The report's one endpoint, `GET /`, with its `requests` requests.
+fn get_root(report: &Value, requests: u64) -> &Value {
+    let endpoint = &report["http_requests"]["endpoints"][0];
+    assert_eq!(
+        endpoint["endpoint"], "GET /",
+        "{:#}",
+        report["http_requests"]
+    );
+    assert_eq!(endpoint["latency"]["count"], requests, "requests of GET /");
+    endpoint
 }
