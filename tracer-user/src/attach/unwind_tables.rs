@@ -54,9 +54,9 @@ pub struct UnwindTables {
     /// keeps the stack copy.
     too_big: StdHashMap<FileKey, String>,
     compiler: Option<Compiler>,
-    /// The rows array's memory, mapped into ours; None: not mappable
-    /// (then rows are written one by one).
-    rows_memory: Option<Option<RowsMemory>>,
+    /// Set once the rows array could not be mapped: rows are then
+    /// written one by one.
+    rows_unmappable: bool,
 }
 
 /// The thread that compiles files, and how its results come back.
@@ -94,67 +94,55 @@ impl Compiler {
     }
 }
 
-/// The mmap of `UNWIND_ROWS`: rows are stored into it directly.
-struct RowsMemory {
-    rows: std::ptr::NonNull<UnwindRow>,
-    bytes: usize,
-}
-
-impl RowsMemory {
-    fn map(map: &Map) -> anyhow::Result<Self> {
-        let Map::Array(data) = map else {
-            anyhow::bail!("UNWIND_ROWS is not an array");
-        };
-        let bytes = UNWIND_ROWS_MAX as usize * std::mem::size_of::<UnwindRow>();
-        let fd = data.fd();
-        let fd = std::os::fd::AsFd::as_fd(fd).as_raw_fd();
-        // SAFETY: a shared mapping of the array's pages (the map was made
-        // BPF_F_MMAPABLE), of exactly its size; unmapped on drop.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            anyhow::bail!("mmap: {}", std::io::Error::last_os_error());
-        }
-        let rows = std::ptr::NonNull::new(ptr.cast())
-            .ok_or_else(|| anyhow::anyhow!("mmap returned null"))?;
-        Ok(Self { rows, bytes })
+/// Stores `rows` from row `start` on into the array's memory through a
+/// mapping of just the pages they fall on, unmapped at once: the array
+/// (`BPF_F_MMAPABLE`) stays kernel memory, and a mapping of the whole of
+/// it would count its 8 MiB in the tracer's resident set for the whole run.
+fn store_mapped(map: &Map, start: u32, rows: &[UnwindRow]) -> anyhow::Result<()> {
+    let Map::Array(data) = map else {
+        anyhow::bail!("UNWIND_ROWS is not an array");
+    };
+    let row = std::mem::size_of::<UnwindRow>();
+    let first = start as usize * row;
+    let len = std::mem::size_of_val(rows);
+    let end = first + len;
+    anyhow::ensure!(
+        end <= UNWIND_ROWS_MAX as usize * row,
+        "rows past the array's end"
+    );
+    // SAFETY: sysconf has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let offset = first - first % page;
+    let bytes = end - offset;
+    let fd = std::os::fd::AsFd::as_fd(data.fd()).as_raw_fd();
+    // SAFETY: a shared mapping of the array's pages from a page-aligned
+    // offset, within its size (checked above; the kernel checks it too).
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            offset as libc::off_t,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        anyhow::bail!("mmap: {}", std::io::Error::last_os_error());
     }
-
-    /// Stores `rows` from row `start` on (checked against the array size
-    /// by the caller).
-    fn store(&mut self, start: u32, rows: &[UnwindRow]) {
-        assert!((start as usize + rows.len()) * std::mem::size_of::<UnwindRow>() <= self.bytes);
-        // SAFETY: within the mapping (asserted); rows not yet referred to
-        // by any process's mappings, so no program reads them meanwhile.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                rows.as_ptr(),
-                self.rows.as_ptr().add(start as usize),
-                rows.len(),
-            );
-        }
+    // SAFETY: `first - offset + len == bytes`, all within the
+    // mapping; rows not yet referred to by any process's mappings, so no
+    // program reads them meanwhile. Unmapped once, here.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            rows.as_ptr().cast::<u8>(),
+            ptr.cast::<u8>().add(first - offset),
+            len,
+        );
+        libc::munmap(ptr, bytes);
     }
+    Ok(())
 }
-
-impl Drop for RowsMemory {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `map`, unmapped once.
-        unsafe {
-            libc::munmap(self.rows.as_ptr().cast(), self.bytes);
-        }
-    }
-}
-
-// SAFETY: the mapping is owned by this value alone.
-unsafe impl Send for RowsMemory {}
 
 /// Why a process's tables were not written.
 enum NotWritten {
@@ -413,31 +401,27 @@ impl Probes {
         if rows.is_empty() {
             return Ok((start, 0));
         }
-        if self.unwind.rows_memory.is_none() {
-            let mapped = self
-                .ebpf
-                .map("UNWIND_ROWS")
-                .ok_or_else(|| "map UNWIND_ROWS missing".to_string())
-                .and_then(|m| RowsMemory::map(m).map_err(|e| e.to_string()));
-            self.unwind.rows_memory = Some(
-                mapped
-                    .inspect_err(|e| debug!("rows written one by one: {e}"))
-                    .ok(),
-            );
-        }
-        if let Some(Some(memory)) = self.unwind.rows_memory.as_mut() {
-            memory.store(start, rows);
-        } else {
-            let map = self
-                .ebpf
-                .map_mut("UNWIND_ROWS")
-                .ok_or_else(|| "map UNWIND_ROWS missing".to_string())?;
-            let mut array: Array<_, UnwindRow> = Array::try_from(map).map_err(|e| e.to_string())?;
-            for (i, row) in rows.iter().enumerate() {
-                array
-                    .set(start + i as u32, row, 0)
-                    .map_err(|e| format!("writing rows of {path}: {e}"))?;
+        let map = self
+            .ebpf
+            .map_mut("UNWIND_ROWS")
+            .ok_or_else(|| "map UNWIND_ROWS missing".to_string())?;
+        if !self.unwind.rows_unmappable {
+            match store_mapped(map, start, rows) {
+                Ok(()) => {
+                    self.unwind.next_row = start + len;
+                    return Ok((start, len));
+                }
+                Err(e) => {
+                    debug!("rows written one by one: {e}");
+                    self.unwind.rows_unmappable = true;
+                }
             }
+        }
+        let mut array: Array<_, UnwindRow> = Array::try_from(map).map_err(|e| e.to_string())?;
+        for (i, row) in rows.iter().enumerate() {
+            array
+                .set(start + i as u32, row, 0)
+                .map_err(|e| format!("writing rows of {path}: {e}"))?;
         }
         self.unwind.next_row = start + len;
         Ok((start, len))
