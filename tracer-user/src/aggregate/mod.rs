@@ -270,8 +270,8 @@ impl Aggregate {
     /// objects its stacks name: those are read from the live process,
     /// which may exit any moment, while unwinding native stacks is slow
     /// the first time a library is seen.
-    pub fn apply_batch(&mut self, batch: Vec<Event>) {
-        for ev in &batch {
+    pub fn apply_batch(&mut self, batch: &mut Vec<Event>) {
+        for ev in batch.iter() {
             match ev {
                 Event::Stack(st) => {
                     let py = crate::attribute::stack_python(st);
@@ -284,7 +284,7 @@ impl Aggregate {
                 _ => {}
             }
         }
-        for ev in batch {
+        for ev in batch.drain(..) {
             self.apply(ev);
         }
     }

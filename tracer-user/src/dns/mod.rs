@@ -6,6 +6,7 @@
 //! resolver's goroutines sent.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
@@ -140,6 +141,24 @@ pub struct HostStats {
     pub last_ns: u64,
 }
 
+impl HostStats {
+    fn new(first_ns: u64) -> Self {
+        Self {
+            latency: LatencyStats::ZERO,
+            results: BTreeMap::new(),
+            queries: 0,
+            retries: 0,
+            timeouts: 0,
+            timeout_wait_ns: 0,
+            by_type: BTreeMap::new(),
+            expansions: BTreeMap::new(),
+            servers: BTreeMap::new(),
+            first_ns,
+            last_ns: first_ns,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TypeStats {
     pub asked: u64,
@@ -193,6 +212,25 @@ pub struct DnsState {
 }
 
 /// Counts a query by type, response code and server.
+/// Adds one to `key`'s count, allocating its name only the first time.
+fn count_in(counts: &mut BTreeMap<String, u64>, key: &str) {
+    match counts.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(key.to_string(), 1);
+        }
+    }
+}
+
+/// A host name in lower case, copied only when it has capitals.
+fn lowercase(name: &str) -> Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) || !name.is_ascii() {
+        Cow::Owned(name.to_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
 fn count_query(counts: &mut BTreeMap<(String, String, String), u64>, q: &QueryRecord) {
     let key = (
         q.qtype.clone(),
@@ -350,11 +388,13 @@ impl DnsState {
         // A numeric host (getaddrinfo("127.0.0.1")) names nothing new.
         if !addresses.is_empty() {
             if host.parse::<IpAddr>().is_err() {
+                let lower = lowercase(&host);
                 for a in &addresses {
-                    self.hosts_by_ip
-                        .entry(*a)
-                        .or_default()
-                        .insert(host.to_lowercase());
+                    let names = self.hosts_by_ip.entry(*a).or_default();
+                    // Most lookups name a host already known by its address.
+                    if !names.contains(lower.as_ref()) {
+                        names.insert(lower.clone().into_owned());
+                    }
                 }
             }
             let last = LastLookup {
@@ -385,28 +425,22 @@ impl DnsState {
             waits,
             call_site,
         };
-        self.add_lookup(record.clone());
+        self.add_lookup(&record);
         Some(record)
     }
 
-    fn add_lookup(&mut self, r: LookupRecord) {
+    /// Counts a lookup. Per lookup, it allocates only what is new: a new
+    /// host, result or expansion (the collector's time went to allocating).
+    fn add_lookup(&mut self, r: &LookupRecord) {
         self.lookups_total += 1;
-        let key = r.host.to_lowercase();
-        let h = self.hosts.entry(key.clone()).or_insert_with(|| HostStats {
-            latency: LatencyStats::ZERO,
-            results: BTreeMap::new(),
-            queries: 0,
-            retries: 0,
-            timeouts: 0,
-            timeout_wait_ns: 0,
-            by_type: BTreeMap::new(),
-            expansions: BTreeMap::new(),
-            servers: BTreeMap::new(),
-            first_ns: r.start_ns,
-            last_ns: r.start_ns,
-        });
+        let key = lowercase(&r.host);
+        if !self.hosts.contains_key(key.as_ref()) {
+            self.hosts
+                .insert(key.clone().into_owned(), HostStats::new(r.start_ns));
+        }
+        let h = self.hosts.get_mut(key.as_ref()).expect("inserted above");
         h.latency.record(r.duration_ns);
-        *h.results.entry(r.result.clone()).or_default() += 1;
+        count_in(&mut h.results, &r.result);
         h.first_ns = h.first_ns.min(r.start_ns);
         h.last_ns = h.last_ns.max(r.start_ns);
         let bare = key.trim_end_matches('.');
@@ -419,14 +453,14 @@ impl DnsState {
         expanded.sort_unstable();
         expanded.dedup();
         for name in expanded {
-            *h.expansions.entry(name.to_string()).or_default() += 1;
+            count_in(&mut h.expansions, name);
         }
         for q in &r.queries {
             count_query(&mut self.query_counts, q);
             h.queries += 1;
             h.retries += u64::from(q.retry);
             if let Some(s) = &q.server {
-                *h.servers.entry(s.clone()).or_default() += 1;
+                count_in(&mut h.servers, s);
             }
             let t = h
                 .by_type
@@ -443,7 +477,7 @@ impl DnsState {
                 t.latency.record(l);
             }
             if let Some(rc) = &q.rcode {
-                *t.rcodes.entry(rc.clone()).or_default() += 1;
+                count_in(&mut t.rcodes, rc);
             }
         }
         for w in r.waits.iter().filter(|w| w.timed_out) {
@@ -454,7 +488,7 @@ impl DnsState {
             .slowest
             .partition_point(|x| x.duration_ns >= r.duration_ns);
         if pos < SLOWEST_KEPT {
-            self.slowest.insert(pos, r);
+            self.slowest.insert(pos, r.clone());
             self.slowest.truncate(SLOWEST_KEPT);
         }
     }
@@ -488,7 +522,7 @@ impl DnsState {
     pub fn finish(&mut self, in_flight: Vec<LookupRecord>) {
         self.finish_go(&in_flight);
         for r in in_flight {
-            self.add_lookup(r);
+            self.add_lookup(&r);
         }
         let pending: Vec<QueryRecord> = self.pending.drain().map(|(_, q)| q).collect();
         for q in pending {
@@ -543,7 +577,7 @@ impl DnsState {
             ..Default::default()
         };
         for r in in_flight {
-            copy.add_lookup(r.clone());
+            copy.add_lookup(r);
         }
         (copy.hosts, copy.slowest)
     }
@@ -637,55 +671,4 @@ pub fn lookup_result(func: LookupFn, ret: i32) -> String {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    #[test]
-    fn error_names() {
-        assert_eq!(lookup_result(LookupFn::Getaddrinfo, -2), "EAI_NONAME");
-        assert_eq!(lookup_result(LookupFn::Getaddrinfo, -3), "EAI_AGAIN");
-        assert_eq!(lookup_result(LookupFn::GethostbynameR, 1), "HOST_NOT_FOUND");
-        assert_eq!(lookup_result(LookupFn::Getaddrinfo, 0), "ok");
-        assert_eq!(lookup_result(LookupFn::Getaddrinfo, -77), "error -77");
-    }
-
-    /// A finished lookup of `host` to 127.0.0.1, started on thread 1 and
-    /// returned on `end_tid`.
-    pub(crate) fn lookup(func: LookupFn, host: &str, end_tid: u32) -> LookupEvent {
-        // SAFETY: a #[repr(C)] record of integers and byte arrays.
-        let mut ev: LookupEvent = unsafe { std::mem::zeroed() };
-        ev.tgid = 100;
-        ev.tid = 1;
-        ev.end_tid = end_tid;
-        ev.func = func as u32;
-        ev.naddrs = 1;
-        ev.families[0] = libc::AF_INET as u16;
-        ev.addrs[0][..4].copy_from_slice(&[127, 0, 0, 1]);
-        ev.host[..host.len()].copy_from_slice(host.as_bytes());
-        ev
-    }
-
-    #[test]
-    fn a_go_lookup_names_the_next_connect_on_the_thread_it_returned_on() {
-        let local: IpAddr = "127.0.0.1".parse().unwrap();
-        let host = |name: &str| ConnectName::Host(name.into());
-        let mut dns = DnsState::default();
-        // The goroutine parked in the lookup and came back on thread 2.
-        dns.on_lookup(
-            &lookup(LookupFn::GoLookupIpAddr, "prom1.example.com", 2),
-            None,
-        );
-        assert_eq!(dns.host_for_connect(1, &local), ConnectName::Unknown);
-        assert_eq!(dns.host_for_connect(2, &local), host("prom1.example.com"));
-        // Thread 2 runs another goroutine next, dialing the same address
-        // by number: not prom1's connect.
-        assert_eq!(dns.host_for_connect(2, &local), ConnectName::Unknown);
-        dns.on_lookup(&lookup(LookupFn::GoLookupIpAddr, "127.0.0.1", 2), None);
-        assert_eq!(dns.host_for_connect(2, &local), ConnectName::Address);
-        // A thread of a C program is its own: its lookup names each of its
-        // connects (a client retrying the same host), until the next.
-        dns.on_lookup(&lookup(LookupFn::Getaddrinfo, "api.example.com", 1), None);
-        assert_eq!(dns.host_for_connect(1, &local), host("api.example.com"));
-        assert_eq!(dns.host_for_connect(1, &local), host("api.example.com"));
-    }
-}
+pub(crate) mod tests;
