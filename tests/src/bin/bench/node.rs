@@ -12,8 +12,8 @@ use tracer_tests::prometheus::{metric_sum, try_http_get};
 
 use crate::{Env, Report, Result, footprint::cpu_and_peak_rss, harness::*};
 
-/// How long each node-mode window lasts: the idle tracer uses a few clock
-/// ticks (10 ms each) in it, so a shorter window would be mostly rounding.
+/// How long each node-mode window lasts: long enough for an idle tracer's
+/// few milliseconds of CPU to be more than noise.
 pub(crate) const NODE_WINDOW: Duration = Duration::from_secs(20);
 
 /// The untraced windows before and after the busy one.
@@ -147,12 +147,12 @@ pub(crate) fn tasks_created() -> u64 {
         .unwrap_or(0)
 }
 
-/// The start or end of a node-mode window: tracer's CPU ticks and the
+/// The start or end of a node-mode window: tracer's CPU time and the
 /// machine's task count, read together.
 #[derive(Clone, Copy)]
 pub(crate) struct Mark {
     at: Instant,
-    ticks: u64,
+    cpu_ns: u64,
     tasks: u64,
 }
 
@@ -160,7 +160,7 @@ impl Mark {
     fn now(tracer: &NodeTracer) -> Self {
         Self {
             at: Instant::now(),
-            ticks: cpu_and_peak_rss(tracer.pid()).0,
+            cpu_ns: cpu_and_peak_rss(tracer.pid()).0,
             tasks: tasks_created(),
         }
     }
@@ -183,14 +183,12 @@ pub(crate) struct NodeWindow {
 impl NodeWindow {
     /// Between two marks; the rest read now.
     fn read(tracer: &NodeTracer, start: Mark, end: Mark) -> Result<Self> {
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
         let seconds = (end.at - start.at).as_secs_f64();
         let (_, peak_rss_kib) = cpu_and_peak_rss(tracer.pid());
         let (traced, lost) = tracer.scrape()?;
         Ok(Self {
             seconds,
-            cpu_percent: end.ticks.saturating_sub(start.ticks) as f64 / hz / seconds * 100.0,
+            cpu_percent: end.cpu_ns.saturating_sub(start.cpu_ns) as f64 / 1e9 / seconds * 100.0,
             peak_rss_kib,
             traced,
             processes: user_processes(),
