@@ -98,16 +98,20 @@ enum Cmd {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Setup => setup::run(),
-        Cmd::Test { filter } => setup::run().and_then(|()| test(filter.as_deref())),
-        Cmd::Bench { rounds, only } => setup::run().and_then(|()| bench(rounds, only.as_deref())),
+        Cmd::Setup => setup::run(setup::Needs::Everything),
+        Cmd::Test { filter } => {
+            setup::run(setup::Needs::Everything).and_then(|()| test(filter.as_deref()))
+        }
+        Cmd::Bench { rounds, only } => {
+            setup::run(setup::Needs::Everything).and_then(|()| bench(rounds, only.as_deref()))
+        }
         Cmd::Architecture => architecture::run(&root()),
-        Cmd::Soak { minutes } => setup::run().and_then(|()| soak(minutes)),
-        Cmd::Kernels => setup::run().and_then(|()| kernels::run()),
-        Cmd::Image => setup::run()
+        Cmd::Soak { minutes } => setup::run(setup::Needs::Everything).and_then(|()| soak(minutes)),
+        Cmd::Kernels => setup::run(setup::Needs::Everything).and_then(|()| kernels::run()),
+        Cmd::Image => setup::run(setup::Needs::Everything)
             .and_then(|()| dist::run_dist())
             .and_then(|made| dist::build_image(&made).map(drop)),
-        Cmd::Dist { check } => setup::run().and_then(|()| {
+        Cmd::Dist { check } => setup::run(setup::Needs::Everything).and_then(|()| {
             let made = dist::run_dist()?;
             if check {
                 dist::check_deb(&made)
@@ -119,7 +123,7 @@ fn main() {
             workload,
             requests,
             duration,
-        } => setup::run().and_then(|()| demo::run(workload, requests, &duration)),
+        } => setup::run(setup::Needs::Demo).and_then(|()| demo::run(workload, requests, &duration)),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");

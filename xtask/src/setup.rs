@@ -12,28 +12,41 @@ use anyhow::{Context as _, bail};
 
 use crate::{is_root, show};
 
-/// Debian packages: LLVM 22 to build bpf-linker against; for the tests,
-/// bpftool ("nothing left loaded" checks), util-linux (setpriv), iproute2
-/// (network namespaces), gcc and libc6-dev (C fixtures, static too).
-const APT_PACKAGES: &[&str] = &[
+/// What a command needs installed: the demo only what it builds and runs
+/// (a fresh machine's first report sooner: issue 21), the rest everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    Demo,
+    Everything,
+}
+
+/// Debian packages the demo needs: LLVM 22 to build bpf-linker against;
+/// gcc, libc6-dev and libssl-dev (the tests crate's C fixtures, built with
+/// the demo's programs); the seed scenario's network namespace (iproute2),
+/// certificates (openssl) and database (it starts its own MariaDB).
+const DEMO_APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
     "zlib1g-dev",
-    "bpftool",
-    "util-linux",
-    "iproute2",
     "gcc",
     "libc6-dev",
     "libssl-dev",
     "openssl",
+    "iproute2",
+    "mariadb-server",
+    "mariadb-client",
+];
+
+/// Debian packages the tests, benchmarks and packaging need besides:
+/// bpftool ("nothing left loaded" checks), util-linux (setpriv), curl.
+const TEST_APT_PACKAGES: &[&str] = &[
+    "bpftool",
+    "util-linux",
     "curl",
     // `cargo xtask dist`: checks the executable is static, packs the man page.
     "file",
     "gzip",
-    // The seed scenario's database (scenario/seed.py starts its own).
-    "mariadb-server",
-    "mariadb-client",
     // A real Prometheus (and promtool) scrapes `tracer serve` in the tests.
     "prometheus",
     // The container test runs the DaemonSet's image (crun, podman's
@@ -52,7 +65,7 @@ const APT_PACKAGES: &[&str] = &[
     "golang-1.23-go",
 ];
 
-/// Packages of `APT_PACKAGES` found only in bookworm-backports.
+/// Packages of `TEST_APT_PACKAGES` found only in bookworm-backports.
 const BACKPORTS_PACKAGES: &[&str] = &["golang-1.21-go", "golang-1.22-go", "golang-1.23-go"];
 
 /// Where setup adds Debian's backports, when a package needs them.
@@ -61,13 +74,17 @@ const BACKPORTS_DEB822: &str = "Types: deb\nURIs: http://deb.debian.org/debian\n
     Suites: bookworm-backports\nComponents: main\n\
     Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
 
-/// Python packages for the tests and the seed scenario, in a venv under
+/// Python packages of the seed scenario (the demo's), in a venv under
 /// target/ (PyPI).
-const PIP_PACKAGES: &[&str] = &[
+const DEMO_PIP_PACKAGES: &[&str] = &[
     "requests>=2.31,<3",
     "flask>=3.0,<4",
     "flask-login>=0.6.3,<0.7",
     "pymysql>=1.1,<2",
+];
+
+/// Python packages the tests need besides, and what they import.
+const TEST_PIP_PACKAGES: &[&str] = &[
     // the seed app under the servers people deploy it with
     "gunicorn>=23,<24",
     "waitress>=3,<4",
@@ -80,13 +97,15 @@ const PIP_PACKAGES: &[&str] = &[
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
-pub fn run() -> anyhow::Result<()> {
+pub fn run(needs: Needs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut todo_as_root: Vec<String> = Vec::new();
-    apt_packages(&mut todo_as_root)?;
+    apt_packages(needs, &mut todo_as_root)?;
     rust_src()?;
-    musl_target()?;
-    python_venv()?;
+    if needs == Needs::Everything {
+        musl_target()?;
+    }
+    python_venv(needs)?;
     if todo_as_root.is_empty() {
         bpf_linker()?;
     } else {
@@ -113,10 +132,17 @@ pub fn is_installed(pkg: &str) -> bool {
         .is_ok_and(|o| o.status.success() && o.stdout == b"installed")
 }
 
-fn apt_packages(todo_as_root: &mut Vec<String>) -> anyhow::Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
-        .iter()
-        .copied()
+/// The packages (Debian's, or PyPI's) a command needs.
+fn needed<'a>(needs: Needs, demo: &'a [&'a str], test: &'a [&'a str]) -> Vec<&'a str> {
+    match needs {
+        Needs::Demo => demo.to_vec(),
+        Needs::Everything => demo.iter().chain(test).copied().collect(),
+    }
+}
+
+fn apt_packages(needs: Needs, todo_as_root: &mut Vec<String>) -> anyhow::Result<()> {
+    let missing: Vec<&str> = needed(needs, DEMO_APT_PACKAGES, TEST_APT_PACKAGES)
+        .into_iter()
         .filter(|p| !is_installed(p))
         .collect();
     if missing.is_empty() {
@@ -244,9 +270,16 @@ pub fn venv_python() -> PathBuf {
     crate::root().join("target/venv/bin/python")
 }
 
-fn python_venv() -> anyhow::Result<()> {
+fn python_venv(needs: Needs) -> anyhow::Result<()> {
     let python = venv_python();
-    let imports = "import requests, flask, flask_login, pymysql, kubernetes_validate, gunicorn, waitress, uvicorn";
+    let imports = match needs {
+        Needs::Demo => "import requests, flask, flask_login, pymysql",
+        Needs::Everything => {
+            "import requests, flask, flask_login, pymysql, kubernetes_validate, gunicorn, \
+             waitress, uvicorn"
+        }
+    };
+    let packages = needed(needs, DEMO_PIP_PACKAGES, TEST_PIP_PACKAGES);
     let have = Command::new(&python)
         .args(["-c", imports])
         .stderr(Stdio::null())
@@ -270,13 +303,13 @@ fn python_venv() -> anyhow::Result<()> {
                 "--quiet",
                 "--disable-pip-version-check",
             ])
-            .args(PIP_PACKAGES),
+            .args(&packages),
     )?;
     line(
         "Python venv",
         &format!(
             "created target/venv with {} in {:.0?}",
-            PIP_PACKAGES.join(" "),
+            packages.join(" "),
             t0.elapsed()
         ),
     );
