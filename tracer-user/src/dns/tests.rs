@@ -53,7 +53,10 @@ fn a_go_lookup_names_the_next_connect_on_the_thread_it_returned_on() {
 
 #[test]
 fn host_names_are_counted_in_lower_case_and_copied_only_with_capitals() {
-    assert!(matches!(lowercase("api.example.com"), Cow::Borrowed("api.example.com")));
+    assert!(matches!(
+        lowercase("api.example.com"),
+        Cow::Borrowed("api.example.com")
+    ));
     assert_eq!(lowercase("Api.Example.COM"), "api.example.com");
     assert!(matches!(lowercase("Api.Example.COM"), Cow::Owned(_)));
     let mut dns = DnsState::default();
