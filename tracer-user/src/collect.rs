@@ -130,6 +130,9 @@ impl LostCounts {
     }
 }
 
+/// Records whose room the batch keeps between drains.
+const KEPT_BATCH: usize = 4096;
+
 pub struct Collector {
     ring: AsyncFd<RingBuf<MapData>>,
     /// The records of one drain, kept between drains for its memory.
@@ -245,6 +248,8 @@ impl Collector {
             sink(batch);
         }
         batch.clear();
+        // A burst's worth is not kept for the rest of the run.
+        batch.shrink_to(KEPT_BATCH);
     }
 
     /// The kernel's per-(process, syscall) aggregates.
