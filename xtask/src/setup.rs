@@ -83,7 +83,7 @@ const DEMO_PIP_PACKAGES: &[&str] = &[
     "pymysql>=1.1,<2",
 ];
 
-/// Python packages the tests need besides, and what they import.
+/// Python packages the tests need besides the demo's.
 const TEST_PIP_PACKAGES: &[&str] = &[
     // the seed app under the servers people deploy it with
     "gunicorn>=23,<24",
