@@ -225,10 +225,9 @@ impl Collector {
 
     /// Hands every pending ring buffer record to `sink`, in order, as one
     /// batch (so that the fast, time-critical part of a batch can be done
-    /// before the slow part: see `Aggregate::apply_batch`).
-    /// Reads every record in the ring and hands them to `sink` at once,
-    /// which takes them out of the batch (its memory is kept for the next:
-    /// growing a new one each time was a tenth of the collector's time).
+    /// before the slow part: see `Aggregate::apply_batch`). The sink takes
+    /// the records out; the batch's memory is kept for the next drain
+    /// rather than grown anew each time.
     pub fn drain(&mut self, sink: impl FnOnce(&mut Vec<Event>)) {
         let ring = self.ring.get_mut();
         let batch = &mut self.batch;

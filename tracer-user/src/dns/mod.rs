@@ -211,7 +211,6 @@ pub struct DnsState {
     go_queries: HashMap<u32, Vec<(i32, QueryRecord)>>,
 }
 
-/// Counts a query by type, response code and server.
 /// Adds one to `key`'s count, allocating its name only the first time.
 fn count_in(counts: &mut BTreeMap<String, u64>, key: &str) {
     match counts.get_mut(key) {
@@ -231,6 +230,7 @@ fn lowercase(name: &str) -> Cow<'_, str> {
     }
 }
 
+/// Counts a query by type, response code and server.
 fn count_query(counts: &mut BTreeMap<(String, String, String), u64>, q: &QueryRecord) {
     let key = (
         q.qtype.clone(),

@@ -58,7 +58,8 @@ pub(crate) fn footprint(env: &Env, report: &mut Report) -> Result<()> {
         report.md,
         "\n## Collector footprint\n\ngetaddrinfo(\"localhost\") paced at a fixed rate for 5 s, \
          tracer attached with call sites: each call is 3 ring-buffer records (start, end, \
-         stack). CPU is tracer's user + system time over the window.\n\n\
+         stack). CPU is the run time of tracer's threads over the window (the scheduler's, \
+         /proc/PID/task/*/schedstat).\n\n\
          | calls/s asked | calls/s made | tracer CPU | tracer peak RSS | of which BPF maps \
          | lost |\n|---|---|---|---|---|---|"
     );
