@@ -9,8 +9,8 @@ use tracer_common::{
 };
 
 use crate::{
-    maps::{ROW_NAMES, SYSCALL_STATS, ZERO_STATS, count_lost, stats_owner},
-    mem::user as read_user,
+    maps::{ROW_NAMES, SYSCALL_STATS, ZERO_STATS, count_lost, rows_by_name, stats_owner},
+    mem::{atomic_add, user as read_user},
 };
 
 /// Plain reads and writes: only their fd is kept (it names the socket of
@@ -47,6 +47,16 @@ pub fn is_read(nr: u64) -> bool {
 /// and cgroup).
 #[inline(always)]
 pub fn record(tgid: u32, nr: u64, duration: u64) {
+    if !rows_by_name() {
+        // Not node mode: the row is the process's, and no name is built
+        // (zeroing one is a call to a byte loop, on every syscall).
+        let key = SyscallKey {
+            tgid,
+            nr: nr as u32,
+        };
+        record_syscall(&key, duration, None);
+        return;
+    }
     let mut row_name = RowName::default();
     let owner = stats_owner(tgid, &mut row_name);
     let key = SyscallKey {
@@ -98,19 +108,6 @@ fn record_syscall(key: &SyscallKey, duration: u64, row_name: Option<&RowName>) {
     };
     // SAFETY: pointer to a live map value, which the map keeps 8-byte aligned.
     unsafe { record_shared(stats, duration) };
-}
-
-/// `*p += v` as one eBPF atomic instruction (BPF_ATOMIC | BPF_ADD).
-#[inline(always)]
-pub unsafe fn atomic_add(p: *mut u64, v: u64) {
-    unsafe {
-        core::arch::asm!(
-            "lock *(u64 *)({p} + 0) += {v}",
-            p = in(reg) p,
-            v = in(reg) v,
-            options(nostack),
-        )
-    };
 }
 
 /// Records one call into a `LatencyStats` shared by all CPUs: count, sum and

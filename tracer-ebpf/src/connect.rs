@@ -77,7 +77,7 @@ pub fn on_connect_exit(call: &Finished) {
             count_lost(LostCounter::DnsSocketMapFull);
         } else if new && let Some(n) = DNS_SOCKETS_OPEN.get_ptr_mut(0) {
             // SAFETY: the array's one slot; other CPUs add too.
-            unsafe { crate::calls::atomic_add(n, 1) };
+            unsafe { crate::mem::atomic_add(n, 1) };
         }
     }
 }

@@ -38,7 +38,7 @@ pub fn on_close(tgid: u32, fd: u32) {
         && let Some(n) = DNS_SOCKETS_OPEN.get_ptr_mut(0)
     {
         // SAFETY: the array's one slot; adding all ones takes one away.
-        unsafe { crate::calls::atomic_add(n, u64::MAX) };
+        unsafe { crate::mem::atomic_add(n, u64::MAX) };
     }
 }
 

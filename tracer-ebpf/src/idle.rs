@@ -15,7 +15,8 @@ use tracer_common::{
 };
 
 use crate::{
-    calls::{Finished, atomic_add},
+    calls::Finished,
+    mem::atomic_add,
     maps::{DNS_SOCKETS, IDLE_NS, KERNEL_LAYOUT, REQUEST_TIME, SERVER_CONNS, output},
     stacks::{self, UserRegs},
 };

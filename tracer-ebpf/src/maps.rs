@@ -20,6 +20,85 @@ use tracer_common::{
 #[map]
 pub static TRACED_PROCESSES: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TRACED_PROCESSES, 0);
 
+/// Changes to `TRACED_PROCESSES`: [0] counts the kernel's (atomic adds,
+/// after each insert and remove), [1] user space's (one writer, after each
+/// insert). A CPU's cached answer (`TRACED_CACHE`) holds while both are
+/// what they were when it was looked up.
+#[map]
+pub static TRACED_GEN: Array<u64> = Array::with_max_entries(2, 0);
+
+/// The last process looked up in `TRACED_PROCESSES` on this CPU, and the
+/// answer: a CPU runs the same process's syscalls one after another, and a
+/// hash lookup is the dearest part of a syscall's entry (about 25 ns of
+/// some 100, `kernel.bpf_stats_enabled` on this VM) after the clock.
+#[map]
+static TRACED_CACHE: PerCpuArray<TracedCache> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TracedCache {
+    kernel_gen: u64,
+    user_gen: u64,
+    tgid: u32,
+    traced: u32,
+}
+
+/// The traced set changed (an insert or a remove by a kernel program).
+#[inline(always)]
+pub fn traced_set_changed() {
+    if let Some(p) = TRACED_GEN.get_ptr_mut(0) {
+        // SAFETY: a live array value; other CPUs add too.
+        unsafe { crate::mem::atomic_add(p, 1) };
+    }
+}
+
+#[inline(always)]
+fn traced_gens() -> (u64, u64) {
+    // SAFETY: live array values, read once each.
+    let read = |i| {
+        TRACED_GEN
+            .get_ptr(i)
+            .map_or(0, |p| unsafe { p.read_volatile() })
+    };
+    (read(0), read(1))
+}
+
+/// Whether this CPU's cached answer for `tgid` is still good: Some(traced).
+#[inline(always)]
+pub fn traced_cached(tgid: u32) -> Option<bool> {
+    let c = TRACED_CACHE.get_ptr(0)?;
+    let (kernel_gen, user_gen) = traced_gens();
+    // SAFETY: this CPU's slot; programs on one CPU do not interleave.
+    let c = unsafe { &*c };
+    (c.tgid == tgid && c.kernel_gen == kernel_gen && c.user_gen == user_gen)
+        .then_some(c.traced != 0)
+}
+
+/// `is_traced`-like `ask`, answered from this CPU's cache while the traced
+/// set is unchanged. The generations are read before `ask` looks: a change
+/// after that read leaves the cache stale by one change, which the next
+/// call sees.
+#[inline(always)]
+pub fn traced_via_cache(tgid: u32, ask: impl FnOnce() -> bool) -> bool {
+    let (kernel_gen, user_gen) = traced_gens();
+    let Some(c) = TRACED_CACHE.get_ptr_mut(0) else {
+        return ask();
+    };
+    // SAFETY: this CPU's slot; programs on one CPU do not interleave.
+    let c = unsafe { &mut *c };
+    if c.tgid == tgid && c.kernel_gen == kernel_gen && c.user_gen == user_gen {
+        return c.traced != 0;
+    }
+    let traced = ask();
+    *c = TracedCache {
+        kernel_gen,
+        user_gen,
+        tgid,
+        traced: traced as u32,
+    };
+    traced
+}
+
 /// Syscall in progress per traced thread, keyed by tid. An entry exists only
 /// for threads of traced processes, so the exit path needs no tgid lookup.
 #[map]
@@ -181,6 +260,15 @@ pub fn stats_owner(tgid: u32, name: &mut RowName) -> u32 {
     name_row(&name.comm, name.cgroup_id)
 }
 
+/// Whether syscall rows are by process name and cgroup (node mode, on a
+/// kernel whose task layout user space found), not by process.
+#[inline(always)]
+pub fn rows_by_name() -> bool {
+    KERNEL_LAYOUT
+        .get(0)
+        .is_some_and(|l| l.flags & LAYOUT_ALL != 0 && l.task_group_leader != 0)
+}
+
 /// Whether tracing programs may call `bpf_get_current_ancestor_cgroup_id`
 /// on this kernel (5.10 allows it only to cgroup programs). User space
 /// probes it and sets this at load; the value is then a constant to the
@@ -254,6 +342,7 @@ pub fn adopt_current(tgid: u32) -> bool {
         count_lost(LostCounter::ProcessMapFull);
         return false;
     }
+    traced_set_changed();
     true
 }
 

@@ -1,4 +1,5 @@
-//! Reads of user and kernel memory, a leaf every program may call.
+//! Reads of user and kernel memory, and atomic adds to map values: a leaf
+//! every program may call.
 //!
 //! aya's typed read helpers leave the value of a failed read undefined,
 //! and an `Option`'s `None` carries an undefined payload: LLVM is then free
@@ -131,4 +132,17 @@ pub fn user_prefix<const N: usize>(scratch: &mut [u8; N], data: u64, len: u64) -
         generated::bpf_probe_read_user(scratch.as_mut_ptr().cast(), n, data as *const c_void)
     };
     if r == 0 { n as usize } else { 0 }
+}
+
+/// `*p += v` as one eBPF atomic instruction (BPF_ATOMIC | BPF_ADD).
+#[inline(always)]
+pub unsafe fn atomic_add(p: *mut u64, v: u64) {
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({p} + 0) += {v}",
+            p = in(reg) p,
+            v = in(reg) v,
+            options(nostack),
+        )
+    };
 }

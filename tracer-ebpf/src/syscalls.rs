@@ -13,7 +13,7 @@ use tracer_common::{LostCounter, STACK_FOR_CONNECT, ThreadEntry, sysno};
 use crate::{
     calls::{self, Finished, fd_only, is_fd_io},
     connect, dns, http, idle,
-    maps::{THREAD_ENTRIES, count_lost, dns_sockets_open},
+    maps::{THREAD_ENTRIES, count_lost, dns_sockets_open, traced_cached, traced_via_cache},
     mem,
     stacks::{self, UserRegs},
     tls,
@@ -52,7 +52,7 @@ fn decoded(nr: u64) -> bool {
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if !crate::scope::traced_or_adopted(&ctx, pid_tgid) {
+    if !traced_via_cache(tgid, || crate::scope::traced_or_adopted(&ctx, pid_tgid)) {
         return 0;
     }
     let tid = pid_tgid as u32;
@@ -121,6 +121,12 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let now = unsafe { bpf_ktime_get_ns() };
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
+    let tgid = (pid_tgid >> 32) as u32;
+    if traced_cached(tgid) == Some(false) {
+        // Not traced (this CPU's answer at its entry, and the traced set
+        // has not changed since): it has no entry to look up.
+        return 0;
+    }
     let Some(slot) = THREAD_ENTRIES.get_ptr_mut(tid) else {
         return 0;
     };
@@ -133,7 +139,6 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let duration = now.saturating_sub(entry.start_ns);
     let start_ns = entry.start_ns;
     entry.start_ns = 0;
-    let tgid = (pid_tgid >> 32) as u32;
     calls::record(tgid, entry.nr, duration);
     let ret: i64 = ctx.arg(1);
     if is_fd_io(entry.nr) && ret >= 0 {

@@ -15,7 +15,7 @@ use tracer_common::{
 use crate::{
     maps::{
         KERNEL_LAYOUT, LOOKUPS, PY_PROCS, THREAD_ENTRIES, TLS_CALLS, TRACED_PROCESSES, count_lost,
-        is_traced,
+        is_traced, traced_set_changed,
     },
     mem,
     scope::emit_task,
@@ -51,6 +51,9 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
                 &ctx,
                 "traced-process map full: child {} of {} not followed", child, tgid
             );
+        } else {
+            // Its PID may be cached as another's, untraced.
+            traced_set_changed();
         }
         emit_task(&ctx, TASK_NEW_PROCESS, tgid, pid_tgid as u32, child);
     }
@@ -71,6 +74,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let _ = TLS_CALLS.remove(tid);
     if group_dead(&ctx, tgid, tid) {
         let _ = TRACED_PROCESSES.remove(tgid);
+        traced_set_changed();
         // Its PID may come back for a process that is not Python.
         let _ = PY_PROCS.remove(tgid);
         let _ = crate::unwind::UNWIND_PROCS.remove(tgid);

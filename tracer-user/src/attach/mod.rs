@@ -21,7 +21,7 @@ use std::{
 use anyhow::{Context as _, anyhow};
 use aya::{
     Ebpf,
-    maps::HashMap,
+    maps::{Array, HashMap},
     programs::{RawTracePoint, TracePoint, UProbe, uprobe::UProbeScope},
 };
 use log::debug;
@@ -367,6 +367,17 @@ impl Probes {
         traced
             .insert(pid, 1, 0)
             .with_context(|| format!("adding PID {pid} to the traced set"))?;
+        // After the insert: each CPU's cached answer for this PID (see
+        // TRACED_CACHE in the kernel side) is looked up again.
+        let mut generations: Array<_, u64> = Array::try_from(
+            self.ebpf
+                .map_mut("TRACED_GEN")
+                .ok_or_else(|| anyhow!("map TRACED_GEN missing"))?,
+        )?;
+        let user_gen = generations.get(&1, 0)?;
+        generations
+            .set(1, user_gen.wrapping_add(1), 0)
+            .context("telling the kernel side the traced set changed")?;
         Ok(())
     }
 }
