@@ -16,8 +16,8 @@ use tracer_common::{
 
 use crate::{
     calls::Finished,
-    mem::atomic_add,
     maps::{DNS_SOCKETS, IDLE_NS, KERNEL_LAYOUT, REQUEST_TIME, SERVER_CONNS, output},
+    mem::atomic_add,
     stacks::{self, UserRegs},
 };
 
@@ -195,13 +195,16 @@ pub extern "C" fn tracer_server_io(tgid: u64, nr: u64, fd: u64, ret: u64, now: u
             }
         }
         _ => {
-            if ret > 0 && conn.state != CONN_WAITING {
+            // An HTTP request over TLS is answered by its SSL writes, and
+            // ends at the last one's return (http.rs): a write syscall of
+            // its own is TLS's (the session tickets a server flushes
+            // after it read the request, the close_notify after the
+            // response). Taken for an answer, a ticket's write ended a
+            // POST at the read of its body, at no time at all (fresh43).
+            let tls_request = conn.http == HTTP_LINE_SENT && conn.ssl != 0;
+            if ret > 0 && conn.state != CONN_WAITING && !tls_request {
                 conn.state = CONN_ANSWERED;
-                // An HTTP request over TLS ends at its last SSL write's
-                // return (http.rs): a write after it is TLS's own.
-                if conn.http != HTTP_LINE_SENT || conn.ssl == 0 {
-                    conn.last_write_ns = now;
-                }
+                conn.last_write_ns = now;
             }
         }
     }
