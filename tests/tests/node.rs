@@ -107,6 +107,75 @@ fn all_traces_processes_it_was_never_told_about() {
 }
 
 #[test]
+fn node_mode_writes_a_process_s_tables_at_its_first_call_site() {
+    require_root();
+    let open = OpenListener::start();
+    let json_path = scratch("first-site");
+    let mut tracer = Tracer::start(&[
+        "report",
+        "--all",
+        "--duration",
+        "15s",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    tracer.stderr.wait_for("tracing every process", LONG);
+    // Adopted at its first syscall, and makes no call site: no lookup,
+    // connect, SSL call or slow read (a fixture waiting on its stdin
+    // would make slow reads).
+    let mut quiet = std::process::Command::new("sleep")
+        .arg("12")
+        .spawn()
+        .expect("sleep");
+    let mut caller = Fixture::start();
+    caller.run(&format!("connect-ok {} 1", open.port), LONG);
+    // Its first call site had no tables (its stack was copied); they are
+    // written then, and the kernel's map of processes with tables says so.
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let pids = kernel_map_u32_keys("UNWIND_PROCS");
+        if pids.contains(&caller.pid) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no tables for PID {} after its first connect: {pids:?}",
+            caller.pid
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Had it been given tables when it was adopted (as before), they
+    // would be there by now: its files are the same libc and a smaller
+    // program. A second more to be sure.
+    std::thread::sleep(Duration::from_secs(1));
+    let with_tables = kernel_map_u32_keys("UNWIND_PROCS");
+    assert!(
+        with_tables.contains(&caller.pid) && !with_tables.contains(&quiet.id()),
+        "tables for a process that made no call site: {with_tables:?}"
+    );
+    caller.run(&format!("connect-ok {} 5", open.port), LONG);
+    caller.exit();
+    let _ = quiet.kill();
+    let _ = quiet.wait();
+    let done = tracer.finish(LONG);
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    let report = read_report(&json_path);
+    let peer = format!("127.0.0.1:{}", open.port);
+    let seen: u64 = rows(&report, "connect_peers", |r| r["peer"] == peer.as_str())
+        .iter()
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(seen, 6);
+    // The five connects after it were unwound in the kernel.
+    let a = &report["attribution"];
+    assert!(a["unwound_in_kernel"].as_u64().unwrap_or(0) >= 5, "{a:#}");
+    assert!(
+        a["unwound_here_no_tables_yet"].as_u64().unwrap_or(0) >= 1,
+        "{a:#}"
+    );
+}
+
+#[test]
 fn a_container_is_found_by_its_id_and_labelled() {
     require_root();
     let open = OpenListener::start();
