@@ -59,9 +59,10 @@ pub struct Aggregate {
     adopted: Vec<(u32, String)>,
     /// Call sites, and the stacks waiting for their events.
     sites: Attributor,
-    /// Latency per (kind, target, call site) for lookups, connects and
-    /// slow reads and writes.
-    by_site: BTreeMap<(CallKind, String, u32), LatencyStats>,
+    /// Latency per (kind, call site), then target, for lookups, connects
+    /// and slow reads and writes: a call finds its row by the target's
+    /// `&str`, with no key made for it.
+    by_site: BTreeMap<(CallKind, u32), BTreeMap<String, LatencyStats>>,
     /// Slow reads and writes (over the threshold) per target: the peer of a
     /// socket, or the path of a pipe or file.
     slow_io: BTreeMap<String, SlowIoStats>,
@@ -183,8 +184,13 @@ impl Aggregate {
     pub fn sites(&self) -> &Attributor {
         &self.sites
     }
-    pub fn by_site(&self) -> &BTreeMap<(CallKind, String, u32), LatencyStats> {
-        &self.by_site
+    /// ((kind, target, call site), latency) of each row.
+    pub fn by_site(&self) -> impl Iterator<Item = ((CallKind, &str, u32), &LatencyStats)> {
+        self.by_site.iter().flat_map(|(&(kind, site), targets)| {
+            targets
+                .iter()
+                .map(move |(target, stats)| ((kind, target.as_str(), site), stats))
+        })
     }
     pub fn slow_io(&self) -> &BTreeMap<String, SlowIoStats> {
         &self.slow_io
@@ -315,7 +321,10 @@ impl Aggregate {
                 self.mapped_new_code.insert(m.tgid);
             }
             Event::Stack(st) => self.sites.on_stack(&st),
-            Event::Frames(f) => self.sites.on_frames(&f),
+            Event::Frames(f) => {
+                self.sites.on_frames(&f);
+                crate::collect::recycle_frames(f);
+            }
             Event::SlowIo(io) => self.on_slow_io(&io),
             Event::FdClosed(c) => {
                 self.fd_peers.remove(&(c.tgid, c.fd));
@@ -442,10 +451,15 @@ impl Aggregate {
         if call.per_site
             && let (Some(id), Some(target)) = (call.site, &call.target)
         {
-            self.by_site
-                .entry((call.kind.row(), target.clone(), id))
-                .or_insert(LatencyStats::ZERO)
-                .record(call.latency_ns);
+            let targets = self.by_site.entry((call.kind.row(), id)).or_default();
+            match targets.get_mut(target.as_str()) {
+                Some(stats) => stats.record(call.latency_ns),
+                None => {
+                    let mut stats = LatencyStats::ZERO;
+                    stats.record(call.latency_ns);
+                    targets.insert(target.clone(), stats);
+                }
+            }
         }
     }
 
