@@ -71,33 +71,6 @@ pub fn kernel_map_entries(name: &str) -> usize {
     dump.as_array().map_or(0, Vec::len)
 }
 
-/// The keys of a kernel map of ours keyed by a u32 (a PID), from
-/// bpftool's dump: hex bytes, little-endian, or a number where the map
-/// has BTF.
-pub fn kernel_map_u32_keys(name: &str) -> Vec<u32> {
-    let out = Command::new("bpftool")
-        .args(["map", "dump", "name", name, "--json"])
-        .output()
-        .expect("bpftool");
-    assert!(out.status.success(), "bpftool map dump {name}: {out:?}");
-    let dump: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    let key_of = |e: &Value| -> Option<u32> {
-        let key = e.get("formatted").map_or(&e["key"], |f| &f["key"]);
-        if let Some(n) = key.as_u64() {
-            return u32::try_from(n).ok();
-        }
-        let bytes: Vec<u8> = key
-            .as_array()?
-            .iter()
-            .map(|b| u8::from_str_radix(b.as_str()?.trim_start_matches("0x"), 16).ok())
-            .collect::<Option<_>>()?;
-        Some(u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?))
-    };
-    dump.as_array()
-        .map(|entries| entries.iter().filter_map(key_of).collect())
-        .unwrap_or_default()
-}
-
 /// A cgroup v2 directory of a test's own, under wherever cgroup2 is mounted
 /// (/sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid machine).
 pub struct Cgroup {

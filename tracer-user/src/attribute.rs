@@ -181,10 +181,6 @@ pub struct Attributor {
     pub counts: AttributionCounts,
     /// Processes the kernel's unwind tables had no room for.
     tables_full: std::collections::HashSet<u32>,
-    /// Processes whose stacks were copied because they had no tables yet,
-    /// since the session last took them (node mode writes a process's
-    /// tables at its first call site).
-    stacked_without_tables: std::collections::BTreeSet<u32>,
     /// Each site's label, by id.
     labels: Vec<String>,
     /// Call sites by the kernel's words for them (see `on_frames`).
@@ -263,7 +259,6 @@ impl Attributor {
             self.counts.unwound_here_tables_full += 1;
         } else {
             self.counts.unwound_here_no_tables_yet += 1;
-            self.stacked_without_tables.insert(ev.tgid);
         }
         let python = self.python_frames(ev.tgid, ev.py_status, stack_python(ev));
         let stack_len = (ev.stack_len as usize).min(ev.stack.len());
@@ -324,12 +319,6 @@ impl Attributor {
         }
         self.by_raw.insert(self.raw_key.as_slice().into(), id);
         self.wait_for_call(ev.tid, ev.key_ns, id);
-    }
-
-    /// Processes whose stacks were copied for want of tables since the
-    /// last time.
-    pub fn take_stacked_without_tables(&mut self) -> std::collections::BTreeSet<u32> {
-        std::mem::take(&mut self.stacked_without_tables)
     }
 
     /// Processes whose stacks the kernel cannot unwind: its tables were
@@ -401,7 +390,6 @@ impl Attributor {
         self.code.forget(pid);
         self.interpreters.remove(&pid);
         self.tables_full.remove(&pid);
-        self.stacked_without_tables.remove(&pid);
         self.by_raw.retain(|key, _| key[0] >> 32 != u64::from(pid));
     }
 

@@ -567,13 +567,6 @@ fn drain(
     for pid in agg.take_new_code() {
         probe_libraries(probes, agg, pid, true);
     }
-    let stacked = agg.sites_mut().take_stacked_without_tables();
-    if probes.node_mode() {
-        for pid in stacked {
-            let notes = probes.write_tables_at_first_stack(pid);
-            crate::probing::apply_notes(true, agg, notes);
-        }
-    }
 }
 
 /// Writes the slow calls seen since the last time, one JSON line each.

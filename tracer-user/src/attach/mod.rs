@@ -284,12 +284,7 @@ impl Probes {
         // A command held before its exec maps tracer itself: its tables
         // would be thrown away at the exec (and tracer's are large).
         let about_to_exec = !late && self.launched_pids.contains(&pid);
-        // In node mode a process's tables wait for its first call site
-        // (`write_tables_at_first_stack`): most processes on a node make
-        // none, and each file's rows stay in the array for the run. Once
-        // written, they follow what it maps.
-        let tables_now = !self.node_mode || self.has_unwind_tables(pid);
-        if self.call_sites && !about_to_exec && tables_now {
+        if self.call_sites && !about_to_exec {
             // Compiled apart from this path (see `unwind_tables`); waited
             // for at attach only, before the process is said to be traced.
             let interpreter = self.python_modules.get(&pid).copied();

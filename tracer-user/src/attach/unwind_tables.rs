@@ -57,9 +57,6 @@ pub struct UnwindTables {
     /// Set once the rows array could not be mapped: rows are then
     /// written one by one.
     rows_unmappable: bool,
-    /// Node mode: processes whose tables were asked for at their first
-    /// call site (once each).
-    asked: HashSet<u32>,
 }
 
 /// The thread that compiles files, and how its results come back.
@@ -185,26 +182,6 @@ impl Probes {
             }
         }
         self.write_waiting()
-    }
-
-    /// Whether `pid`'s tables are written or on their way.
-    pub(super) fn has_unwind_tables(&self, pid: u32) -> bool {
-        self.unwind.written.contains_key(&pid) || self.unwind.waiting.contains_key(&pid)
-    }
-
-    /// Node mode: `pid` made a call site before it had tables (its stack
-    /// was copied, and is unwound here): writes them now, once; its later
-    /// stacks are unwound in the kernel.
-    pub fn write_tables_at_first_stack(&mut self, pid: u32) -> Vec<ProbeNote> {
-        if !self.call_sites || self.has_unwind_tables(pid) || !self.unwind.asked.insert(pid) {
-            return Vec::new();
-        }
-        let maps = crate::mapped::executable_mappings(pid);
-        if maps.is_empty() {
-            return Vec::new(); // gone
-        }
-        let interpreter = self.python_modules.get(&pid).copied();
-        self.write_unwind_tables(pid, &maps, interpreter, false)
     }
 
     /// The notify woken when a file's rows are ready: then call
@@ -454,7 +431,6 @@ impl Probes {
     /// this drops it too, for a process whose tables no longer fit).
     pub(super) fn forget_unwind_tables(&mut self, pid: u32) {
         self.unwind.waiting.remove(&pid);
-        self.unwind.asked.remove(&pid);
         if self.unwind.written.remove(&pid).is_some()
             && let Some(map) = self.ebpf.map_mut("UNWIND_PROCS")
             && let Ok(mut procs) = HashMap::<_, u32, UnwindMappings>::try_from(map)
