@@ -38,29 +38,6 @@ pub enum Event {
     RequestEnd(RequestEndEvent),
 }
 
-thread_local! {
-    /// Frames records' boxes, given back once applied: at 1,064 bytes
-    /// they are past glibc's per-thread cache of freed blocks (1,032), and
-    /// a new one per stack took malloc's and free's slow paths (a fifth of
-    /// the collector's samples under `perf record` at 10,000 lookups/s).
-    #[expect(clippy::vec_box, reason = "boxes handed to and from `Event::Frames`, not copied")]
-    static SPARE_FRAMES: std::cell::RefCell<Vec<Box<FramesEvent>>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Boxes kept for reuse at most (a batch's stacks, typically).
-const SPARE_FRAMES_KEPT: usize = 256;
-
-/// Gives a frames record's box back for the next one (on the collector's
-/// thread, where `parse_event` runs).
-pub fn recycle_frames(frames: Box<FramesEvent>) {
-    SPARE_FRAMES.with_borrow_mut(|spare| {
-        if spare.len() < SPARE_FRAMES_KEPT {
-            spare.push(frames);
-        }
-    });
-}
-
 /// Decodes a ring buffer record; `None` for a record we do not know (a
 /// newer kernel object, or a short read), which is counted by the caller.
 pub fn parse_event(bytes: &[u8]) -> Option<Event> {
@@ -87,28 +64,18 @@ pub fn parse_event(bytes: &[u8]) -> Option<Event> {
         }
     }
     /// A record sent only as long as its content: what came, the rest
-    /// zero; None when the header says more than came. In a box given
-    /// back by `recycle_frames` when there is one.
+    /// zero; None when the header says more than came.
     fn read_frames(bytes: &[u8]) -> Option<Box<FramesEvent>> {
         let len = bytes.len().min(size_of::<FramesEvent>());
         if len < FRAMES_HEADER {
             return None;
         }
-        let mut ev = SPARE_FRAMES
-            .with_borrow_mut(Vec::pop)
-            .map(|b| Box::into_raw(b).cast::<std::mem::MaybeUninit<FramesEvent>>())
-            // SAFETY: from `Box::into_raw` of a box of the same layout.
-            .map(|p| unsafe { Box::from_raw(p) })
-            .unwrap_or_else(Box::new_uninit);
-        let dst = ev.as_mut_ptr().cast::<u8>();
-        // SAFETY: at most the record's size, from a slice that long; the
-        // rest of the box zeroed; FramesEvent is repr(C) integers, valid
-        // for any bytes.
-        let ev = unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, len);
-            dst.add(len).write_bytes(0, size_of::<FramesEvent>() - len);
-            ev.assume_init()
-        };
+        // SAFETY: FramesEvent is repr(C) integers, valid as all zeroes.
+        let mut ev: Box<FramesEvent> = unsafe { Box::new_zeroed().assume_init() };
+        // SAFETY: at most the record's size, from a slice that long.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&raw mut *ev).cast::<u8>(), len);
+        }
         let words = ev.native_depth as usize + 2 * ev.py_depth as usize;
         (ev.native_depth as usize <= NATIVE_FRAMES && FRAMES_HEADER + words * 8 <= len)
             .then_some(ev)
@@ -613,47 +580,5 @@ mod tests {
         assert!(parse_event(&bytes[..10]).is_none());
         assert!(parse_event(&[9, 0, 0, 0, 1, 2]).is_none());
         assert!(parse_event(&[]).is_none());
-    }
-
-    /// A frames record as the kernel sends it: header, then `words`.
-    fn frames_record(native: &[u64], py: &[(u64, u64)]) -> Vec<u8> {
-        let mut ev: FramesEvent = unsafe { std::mem::zeroed() };
-        ev.kind = EventKind::Frames as u32;
-        ev.tgid = 7;
-        ev.native_depth = native.len() as u32;
-        ev.py_depth = py.len() as u32;
-        let words = native
-            .iter()
-            .copied()
-            .chain(py.iter().flat_map(|&(c, i)| [c, i]));
-        for (w, v) in ev.words.iter_mut().zip(words) {
-            *w = v;
-        }
-        let len = FRAMES_HEADER + 8 * (native.len() + 2 * py.len());
-        let bytes = unsafe {
-            std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<FramesEvent>())
-        };
-        bytes[..len].to_vec()
-    }
-
-    #[test]
-    fn a_reused_frames_box_holds_only_the_new_record() {
-        let long: Vec<u64> = (1..=20).collect();
-        let Some(Event::Frames(first)) = parse_event(&frames_record(&long, &[(9, 9)])) else {
-            panic!("not decoded");
-        };
-        let first_at = &raw const *first;
-        recycle_frames(first);
-        let Some(Event::Frames(second)) = parse_event(&frames_record(&[5, 6], &[])) else {
-            panic!("not decoded");
-        };
-        // The same box, and nothing of the first record past the second's.
-        assert_eq!(&raw const *second, first_at);
-        assert_eq!(&second.words[..2], &[5, 6]);
-        assert!(second.words[2..].iter().all(|&w| w == 0));
-        // A header that claims more words than came is refused.
-        let mut short = frames_record(&[5, 6], &[]);
-        short.truncate(FRAMES_HEADER + 8);
-        assert!(parse_event(&short).is_none());
     }
 }

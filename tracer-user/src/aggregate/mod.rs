@@ -59,10 +59,9 @@ pub struct Aggregate {
     adopted: Vec<(u32, String)>,
     /// Call sites, and the stacks waiting for their events.
     sites: Attributor,
-    /// Latency per (kind, call site), then target, for lookups, connects
-    /// and slow reads and writes: a call finds its row by the target's
-    /// `&str`, with no key made for it.
-    by_site: BTreeMap<(CallKind, u32), BTreeMap<String, LatencyStats>>,
+    /// Latency per (kind, target, call site) for lookups, connects and
+    /// slow reads and writes.
+    by_site: BTreeMap<(CallKind, String, u32), LatencyStats>,
     /// Slow reads and writes (over the threshold) per target: the peer of a
     /// socket, or the path of a pipe or file.
     slow_io: BTreeMap<String, SlowIoStats>,
@@ -184,13 +183,8 @@ impl Aggregate {
     pub fn sites(&self) -> &Attributor {
         &self.sites
     }
-    /// ((kind, target, call site), latency) of each row.
-    pub fn by_site(&self) -> impl Iterator<Item = ((CallKind, &str, u32), &LatencyStats)> {
-        self.by_site.iter().flat_map(|(&(kind, site), targets)| {
-            targets
-                .iter()
-                .map(move |(target, stats)| ((kind, target.as_str(), site), stats))
-        })
+    pub fn by_site(&self) -> &BTreeMap<(CallKind, String, u32), LatencyStats> {
+        &self.by_site
     }
     pub fn slow_io(&self) -> &BTreeMap<String, SlowIoStats> {
         &self.slow_io
@@ -321,10 +315,7 @@ impl Aggregate {
                 self.mapped_new_code.insert(m.tgid);
             }
             Event::Stack(st) => self.sites.on_stack(&st),
-            Event::Frames(f) => {
-                self.sites.on_frames(&f);
-                crate::collect::recycle_frames(f);
-            }
+            Event::Frames(f) => self.sites.on_frames(&f),
             Event::SlowIo(io) => self.on_slow_io(&io),
             Event::FdClosed(c) => {
                 self.fd_peers.remove(&(c.tgid, c.fd));
@@ -451,15 +442,10 @@ impl Aggregate {
         if call.per_site
             && let (Some(id), Some(target)) = (call.site, &call.target)
         {
-            let targets = self.by_site.entry((call.kind.row(), id)).or_default();
-            match targets.get_mut(target.as_str()) {
-                Some(stats) => stats.record(call.latency_ns),
-                None => {
-                    let mut stats = LatencyStats::ZERO;
-                    stats.record(call.latency_ns);
-                    targets.insert(target.clone(), stats);
-                }
-            }
+            self.by_site
+                .entry((call.kind.row(), target.clone(), id))
+                .or_insert(LatencyStats::ZERO)
+                .record(call.latency_ns);
         }
     }
 

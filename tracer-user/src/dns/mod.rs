@@ -397,19 +397,12 @@ impl DnsState {
                     }
                 }
             }
-            // Into the thread's last one's room: a loop of lookups makes
-            // no new strings here.
-            let last = self
-                .last_by_thread
-                .entry(ev.end_tid)
-                .or_insert_with(|| LastLookup {
-                    host: String::new(),
-                    addrs: Vec::new(),
-                    go: false,
-                });
-            last.host.clone_from(&host);
-            last.addrs.clone_from(&addresses);
-            last.go = func.is_go();
+            let last = LastLookup {
+                host: host.clone(),
+                addrs: addresses.clone(),
+                go: func.is_go(),
+            };
+            self.last_by_thread.insert(ev.end_tid, last);
         }
         // Traffic between LookupStart and now belongs to this lookup; a
         // LookupStart lost to a full ring buffer leaves it empty.

@@ -95,11 +95,12 @@ impl Report {
 pub(super) fn rows(agg: &Aggregate, tls_peers: &[TlsPeerRow], wall_ns: u64) -> Vec<CallSiteRow> {
     let mut call_sites: Vec<CallSiteRow> = agg
         .by_site()
+        .iter()
         .map(|((kind, target, id), s)| {
-            let site = agg.sites().site(id);
+            let site = agg.sites().site(*id);
             CallSiteRow {
-                kind,
-                target: target.to_string(),
+                kind: *kind,
+                target: target.clone(),
                 call_site: site.label(),
                 summary: site.summary(),
                 frames: site.frames.clone(),
@@ -126,14 +127,6 @@ pub(super) fn rows(agg: &Aggregate, tls_peers: &[TlsPeerRow], wall_ns: u64) -> V
             });
         }
     }
-    // Slowest first; ties in a fixed order.
-    call_sites.sort_by(|a, b| {
-        (b.total_ns, a.kind, &a.target, &a.call_site).cmp(&(
-            a.total_ns,
-            b.kind,
-            &b.target,
-            &b.call_site,
-        ))
-    });
+    call_sites.sort_by_key(|r| std::cmp::Reverse(r.total_ns));
     call_sites
 }
