@@ -122,8 +122,8 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let tid = pid_tgid as u32;
     let tgid = (pid_tgid >> 32) as u32;
     if traced_cached(tgid) == Some(false) {
-        // Not traced (this CPU's answer at its entry, and the traced set
-        // has not changed since): it has no entry to look up.
+        // Not traced (this CPU's last answer for its process, and the
+        // traced set has not changed since): no entry to look up.
         return 0;
     }
     let Some(slot) = THREAD_ENTRIES.get_ptr_mut(tid) else {
