@@ -82,6 +82,37 @@ pub fn of_process_with_id(pid: u32) -> (ContainerInfo, u64) {
     (from_cgroup_path(&path), id)
 }
 
+/// The container of the cgroup v2 directory whose id (inode number) is
+/// `cgroup_id`, found by walking the hierarchy under `cgroup2_root`: for
+/// a cgroup that no process known here was seen in (node mode's row of a
+/// process that moved on, or exited, before it was looked at). None when
+/// no directory has that id (the cgroup is gone).
+pub fn of_cgroup_id(cgroup2_root: &Path, cgroup_id: u64) -> Option<ContainerInfo> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut dirs = vec![cgroup2_root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            // Not followed: cgroupfs has no links, and a test's tree could.
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if !meta.is_dir() {
+                continue;
+            }
+            let path = entry.path();
+            if meta.ino() == cgroup_id {
+                let relative = path.strip_prefix(cgroup2_root).ok()?;
+                return Some(from_cgroup_path(&format!("/{}", relative.display())));
+            }
+            dirs.push(path);
+        }
+    }
+    None
+}
+
 /// `--container ID`: the cgroup v2 directory of the container whose id
 /// starts with `id` (at least 12 hex digits), found from a process in it.
 pub fn cgroup_dir_of_container(id: &str, cgroup2_root: &Path) -> Result<PathBuf, String> {
@@ -123,6 +154,24 @@ pub fn cgroup_dir_of_container(id: &str, cgroup2_root: &Path) -> Result<PathBuf,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cgroup_is_found_by_its_directory_s_inode_number() {
+        use std::os::unix::fs::MetadataExt as _;
+        let root = std::env::temp_dir().join(format!("tracer-cgroup-walk-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let inner = root.join(format!("system.slice/docker-{ID}.scope"));
+        std::fs::create_dir_all(&inner).unwrap();
+        std::fs::create_dir_all(root.join("user.slice/user-0.slice")).unwrap();
+        let ino = std::fs::metadata(&inner).unwrap().ino();
+        let found = of_cgroup_id(&root, ino);
+        let outer = std::fs::metadata(root.join("user.slice")).unwrap().ino();
+        let plain = of_cgroup_id(&root, outer);
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(found.and_then(|c| c.id).as_deref(), Some(ID));
+        assert_eq!(plain, Some(ContainerInfo::default()));
+        assert_eq!(of_cgroup_id(&root, ino), None, "gone with its tree");
+    }
 
     const ID: &str = "3f4e1b2c9d8a7f6e5d4c3b2a19081726354a5b6c7d8e9f0a1b2c3d4e5f607182";
     const UID: &str = "8d2f1c3e-4b5a-6789-0abc-def012345678";

@@ -368,15 +368,23 @@ impl Aggregate {
             let Some(name) = name_of(key.tgid) else {
                 continue;
             };
+            // A cgroup no process was seen in here (its process moved on or
+            // exited first): found by its id, once.
+            let container = self
+                .containers_by_cgroup
+                .entry(name.cgroup_id)
+                .or_insert_with(|| {
+                    crate::target::cgroup2_root()
+                        .filter(|_| name.cgroup_id != 0)
+                        .and_then(|root| crate::container::of_cgroup_id(&root, name.cgroup_id))
+                        .unwrap_or_default()
+                })
+                .clone();
             self.processes.insert(
                 key.tgid,
                 ProcessState {
                     comm: comm_string(&name.comm),
-                    container: self
-                        .containers_by_cgroup
-                        .get(&name.cgroup_id)
-                        .cloned()
-                        .unwrap_or_default(),
+                    container,
                     cgroup_id: name.cgroup_id,
                     ..Default::default()
                 },
