@@ -232,6 +232,61 @@ fn node_mode_keeps_syscall_stats_per_program_not_per_process() {
 }
 
 #[test]
+fn a_process_renamed_or_moved_while_traced_counts_under_its_new_row_from_its_next_call() {
+    require_root();
+    // Two cgroups named as Docker's systemd driver names a container's, so
+    // that each series says which one.
+    let ids = [0xc_u64, 0xd].map(|n| format!("{n:012x}{:052x}", std::process::id()));
+    let cgroups = ids
+        .clone()
+        .map(|id| Cgroup::named(&format!("docker-{id}.scope")));
+    let mut fixture = Fixture::start();
+    cgroups[0].add(fixture.pid);
+    // Every program on the machine makes syscalls: room for all their
+    // names and syscalls, so that the fixture's are not folded into
+    // `other`.
+    let (tracer, port) = serve(&[
+        "--all",
+        "--labels",
+        "container",
+        "--max-processes",
+        "10000",
+        "--max-targets",
+        "10000",
+    ]);
+    // Node mode keeps each thread's row (name and cgroup) between its
+    // syscalls: a rename and a cgroup move must each start a new one.
+    fixture.run("getppid 1000", LONG);
+    let renamed = fixture.run("rename renamedfixture", LONG);
+    assert_eq!(renamed["rc"], 0, "{renamed}");
+    fixture.run("getppid 2000", LONG);
+    cgroups[1].add(fixture.pid);
+    fixture.run("getppid 3000", LONG);
+    for (name, id, n) in [
+        ("netfixture", &ids[0], 1000.0),
+        ("renamedfixture", &ids[0], 2000.0),
+        ("renamedfixture", &ids[1], 3000.0),
+    ] {
+        let process = format!("process=\"{name}\"");
+        let container = format!("container=\"{}\"", &id[..12]);
+        wait_for_metric(
+            port,
+            "tracer_call_duration_seconds_count",
+            &[
+                "kind=\"syscall\"",
+                "target=\"getppid\"",
+                &process,
+                &container,
+            ],
+            n,
+        );
+    }
+    tracer.interrupt();
+    assert_eq!(tracer.finish(LONG).code, Some(0));
+    fixture.exit();
+}
+
+#[test]
 fn a_process_that_execs_a_static_program_is_probed_in_it() {
     require_root();
     let cgroup = Cgroup::new("exec");

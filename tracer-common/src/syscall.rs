@@ -154,6 +154,13 @@ pub struct ThreadEntry {
     /// write: if its next is a read of a TLS socket, they were that
     /// connection's wait for data.
     pub loop_wait_ns: u64,
+    /// Node mode: the row this thread's syscalls count in (its process's
+    /// name and cgroup, `name_row`), kept so that a syscall needs no
+    /// reading and hashing of them. 0 until the first syscall's exit.
+    pub row: u32,
+    /// The names generation (`NAMES_GEN`) `row` was found in: a rename or
+    /// a cgroup move since makes it stale.
+    pub row_gen: u32,
 }
 
 /// Key of the in-kernel per-syscall aggregate.

@@ -9,7 +9,10 @@ use tracer_common::{
 };
 
 use crate::{
-    maps::{ROW_NAMES, SYSCALL_STATS, ZERO_STATS, count_lost, rows_by_name, stats_owner},
+    maps::{
+        ROW_NAMES, SYSCALL_STATS, ZERO_STATS, count_lost, name_row_of_current, names_gen,
+        rows_by_name,
+    },
     mem::{atomic_add, user as read_user},
 };
 
@@ -42,28 +45,41 @@ pub fn is_read(nr: u64) -> bool {
     )
 }
 
-/// Counts one call of syscall `nr` of process `tgid` that took
-/// `duration` ns, in the row of its process (or, in node mode, of its name
-/// and cgroup).
+/// Counts the call `entry` holds, of process `tgid`, that took `duration`
+/// ns, in the row of its process (or, in node mode, of its name and
+/// cgroup, found once per thread and kept in `entry` until a rename).
 #[inline(always)]
-pub fn record(tgid: u32, nr: u64, duration: u64) {
-    if !rows_by_name() {
+pub fn record(tgid: u32, entry: &mut ThreadEntry, duration: u64) {
+    let nr = entry.nr as u32;
+    let Some(layout) = rows_by_name() else {
         // Not node mode: the row is the process's, and no name is built
         // (zeroing one is a call to a byte loop, on every syscall).
-        let key = SyscallKey {
-            tgid,
-            nr: nr as u32,
-        };
-        record_syscall(&key, duration, None);
+        record_syscall(&SyscallKey { tgid, nr }, duration, None);
         return;
-    }
-    let mut row_name = RowName::default();
-    let owner = stats_owner(tgid, &mut row_name);
-    let key = SyscallKey {
-        tgid: owner,
-        nr: nr as u32,
     };
-    record_syscall(&key, duration, (owner != tgid).then_some(&row_name));
+    let names_gen = names_gen();
+    if entry.row != 0 && entry.row_gen == names_gen {
+        let key = SyscallKey {
+            tgid: entry.row,
+            nr,
+        };
+        if let Some(stats) = SYSCALL_STATS.get_ptr_mut(key) {
+            // SAFETY: pointer to a live map value, 8-byte aligned.
+            unsafe { record_shared(stats, duration) };
+            return;
+        }
+    }
+    // The thread's first syscall since a rename, or the row's first call
+    // of this syscall: its name is wanted for the row table.
+    let mut row_name = RowName::default();
+    let owner = name_row_of_current(tgid, layout, &mut row_name);
+    entry.row = owner;
+    entry.row_gen = names_gen;
+    record_syscall(
+        &SyscallKey { tgid: owner, nr },
+        duration,
+        (owner != tgid).then_some(&row_name),
+    );
 }
 
 /// A syscall that just returned, for the decoders.

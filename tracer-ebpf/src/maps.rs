@@ -63,15 +63,21 @@ fn traced_gens() -> (u64, u64) {
     (read(0), read(1))
 }
 
+impl TracedCache {
+    /// Whether this answer is for `tgid` and the traced set is as it was.
+    #[inline(always)]
+    fn holds_for(&self, tgid: u32, (kernel_gen, user_gen): (u64, u64)) -> bool {
+        self.tgid == tgid && self.kernel_gen == kernel_gen && self.user_gen == user_gen
+    }
+}
+
 /// Whether this CPU's cached answer for `tgid` is still good: Some(traced).
 #[inline(always)]
 pub fn traced_cached(tgid: u32) -> Option<bool> {
     let c = TRACED_CACHE.get_ptr(0)?;
-    let (kernel_gen, user_gen) = traced_gens();
     // SAFETY: this CPU's slot; programs on one CPU do not interleave.
     let c = unsafe { &*c };
-    (c.tgid == tgid && c.kernel_gen == kernel_gen && c.user_gen == user_gen)
-        .then_some(c.traced != 0)
+    c.holds_for(tgid, traced_gens()).then_some(c.traced != 0)
 }
 
 /// `is_traced`-like `ask`, answered from this CPU's cache while the traced
@@ -80,19 +86,19 @@ pub fn traced_cached(tgid: u32) -> Option<bool> {
 /// call sees.
 #[inline(always)]
 pub fn traced_via_cache(tgid: u32, ask: impl FnOnce() -> bool) -> bool {
-    let (kernel_gen, user_gen) = traced_gens();
+    let gens = traced_gens();
     let Some(c) = TRACED_CACHE.get_ptr_mut(0) else {
         return ask();
     };
     // SAFETY: this CPU's slot; programs on one CPU do not interleave.
     let c = unsafe { &mut *c };
-    if c.tgid == tgid && c.kernel_gen == kernel_gen && c.user_gen == user_gen {
+    if c.holds_for(tgid, gens) {
         return c.traced != 0;
     }
     let traced = ask();
     *c = TracedCache {
-        kernel_gen,
-        user_gen,
+        kernel_gen: gens.0,
+        user_gen: gens.1,
         tgid,
         traced: traced as u32,
     };
@@ -232,18 +238,22 @@ fn current_netns(layout: &KernelLayout) -> u32 {
     mem::kernel_at_or::<u32>(net, layout.net_inum, 0)
 }
 
-/// Whose syscall stats a call of the current process counts in: in node
-/// mode the row of its name and cgroup (the number of rows follows the
-/// programs a node runs, not its processes), whose name it writes into
-/// `name` for the row table; else the process itself.
+/// The kernel layout, when syscall rows are by process name and cgroup
+/// (node mode, on a kernel whose task layout user space found) rather than
+/// by process.
 #[inline(always)]
-pub fn stats_owner(tgid: u32, name: &mut RowName) -> u32 {
-    let Some(layout) = KERNEL_LAYOUT.get(0) else {
-        return tgid;
-    };
-    if layout.flags & LAYOUT_ALL == 0 || layout.task_group_leader == 0 {
-        return tgid;
-    }
+pub fn rows_by_name() -> Option<&'static KernelLayout> {
+    KERNEL_LAYOUT
+        .get(0)
+        .filter(|l| l.flags & LAYOUT_ALL != 0 && l.task_group_leader != 0)
+}
+
+/// Node mode's row of the current process: that of its name and cgroup
+/// (the number of rows follows the programs a node runs, not its
+/// processes), whose name it writes into `name` for the row table; the
+/// process itself when its name cannot be read.
+#[inline(always)]
+pub fn name_row_of_current(tgid: u32, layout: &KernelLayout, name: &mut RowName) -> u32 {
     // SAFETY: a helper without arguments; every read of what it returns
     // goes through the checked helper.
     let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() };
@@ -260,13 +270,20 @@ pub fn stats_owner(tgid: u32, name: &mut RowName) -> u32 {
     name_row(&name.comm, name.cgroup_id)
 }
 
-/// Whether syscall rows are by process name and cgroup (node mode, on a
-/// kernel whose task layout user space found), not by process.
+/// Renames (exec included) and cgroup moves so far: a thread's cached
+/// name row (`ThreadEntry::row`) holds while this is what it was. Bumped
+/// by `names_changed`, in node mode only.
+#[map]
+pub static NAMES_GEN: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The current names generation (truncated: a row found 2^32 renames ago
+/// and not looked at since is the only one it could mistake).
 #[inline(always)]
-pub fn rows_by_name() -> bool {
-    KERNEL_LAYOUT
-        .get(0)
-        .is_some_and(|l| l.flags & LAYOUT_ALL != 0 && l.task_group_leader != 0)
+pub fn names_gen() -> u32 {
+    // SAFETY: a live array value.
+    NAMES_GEN
+        .get_ptr(0)
+        .map_or(0, |p| unsafe { p.read_volatile() } as u32)
 }
 
 /// Whether tracing programs may call `bpf_get_current_ancestor_cgroup_id`

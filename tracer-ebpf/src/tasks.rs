@@ -4,8 +4,8 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
 };
 use aya_log_ebpf::warn;
 use tracer_common::{
@@ -14,8 +14,8 @@ use tracer_common::{
 
 use crate::{
     maps::{
-        KERNEL_LAYOUT, LOOKUPS, PY_PROCS, THREAD_ENTRIES, TLS_CALLS, TRACED_PROCESSES, count_lost,
-        is_traced, traced_set_changed,
+        KERNEL_LAYOUT, LOOKUPS, NAMES_GEN, PY_PROCS, THREAD_ENTRIES, TLS_CALLS, TRACED_PROCESSES,
+        count_lost, is_traced, traced_set_changed,
     },
     mem,
     scope::emit_task,
@@ -125,4 +125,30 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     }
     emit_task(&ctx, TASK_EXEC, tgid, pid_tgid as u32, 0);
     0
+}
+
+/// task:task_rename(struct task_struct *task, const char *comm): a task
+/// took a new name (its exec, prctl, a write to /proc/PID/comm). Node mode
+/// keeps each thread's row of its process's name (`ThreadEntry::row`);
+/// the next syscall of each thread finds its row again.
+#[raw_tracepoint(tracepoint = "task_rename")]
+pub fn task_rename(_ctx: RawTracePointContext) -> i32 {
+    names_changed();
+    0
+}
+
+/// cgroup:cgroup_attach_task: a task moved to another cgroup, which is
+/// half of a row's name in node mode.
+#[raw_tracepoint(tracepoint = "cgroup_attach_task")]
+pub fn cgroup_attach_task(_ctx: RawTracePointContext) -> i32 {
+    names_changed();
+    0
+}
+
+#[inline(always)]
+fn names_changed() {
+    if let Some(p) = NAMES_GEN.get_ptr_mut(0) {
+        // SAFETY: a live array value; other CPUs add too.
+        unsafe { mem::atomic_add(p, 1) };
+    }
 }

@@ -11,6 +11,7 @@
 //!   connect-unix PATH        one connect to a unix socket path
 //!   sleep MS N               N sleeps of MS milliseconds (clock_nanosleep)
 //!   getppid N                N getppid() calls (a syscall nothing else makes)
+//!   rename NAME              prctl(PR_SET_NAME): the process's new name
 //!   threads N PORT [M]       N threads, started together, each making M
 //!                            (default 1) blocking connects to PORT
 //!   fork-connect PORT N      fork a child that makes N connects and exits
@@ -176,6 +177,13 @@ fn main() {
                     unsafe { libc::getppid() };
                 }
                 say(format!("{{\"cmd\":\"getppid\",\"calls\":{n}}}"));
+            }
+            Some("rename") => {
+                let name = std::ffi::CString::new(words[1]).expect("a name without NUL");
+                // SAFETY: PR_SET_NAME reads a NUL-terminated string (at most
+                // 16 bytes are kept) that outlives the call.
+                let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+                say(format!("{{\"cmd\":\"rename\",\"rc\":{rc}}}"));
             }
             Some("threads") => {
                 let each = if words.len() > 3 { num(3) } else { 1 };

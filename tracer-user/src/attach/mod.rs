@@ -199,7 +199,21 @@ impl Probes {
             .load(object())
             .context("loading the eBPF programs into the kernel")?;
 
-        for (name, tracepoint) in [("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")] {
+        // Node mode keeps each thread's row (its process's name and cgroup)
+        // until a rename or a cgroup move, which these tell: attached before
+        // the syscall programs, so that no row is kept past one unseen.
+        let name_programs: &[(&str, &str)] = if options.node.is_some() {
+            &[
+                ("task_rename", "task_rename"),
+                ("cgroup_attach_task", "cgroup_attach_task"),
+            ]
+        } else {
+            &[]
+        };
+        for &(name, tracepoint) in name_programs
+            .iter()
+            .chain(&[("sys_enter", "sys_enter"), ("sys_exit", "sys_exit")])
+        {
             let prog: &mut RawTracePoint = ebpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
