@@ -91,13 +91,13 @@ pub(crate) fn per_call(env: &Env, report: &mut Report) -> Result<()> {
         let get = |t: Tool| added.get(t.name()).copied().unwrap_or(f64::NAN);
         let ratio = match w.point {
             Point::Syscall => format!(
-                "{}: tracer adds {:.2}x the floor's cost (target: at most 1.3x)",
+                "{}: tracer adds {:.2}x the floor's cost (target: at most 1.5x)",
                 w.name,
                 get(Tool::Tracer) / get(Tool::Floor)
             ),
             Point::Function(..) => format!(
                 "{}: tracer --no-call-sites adds {:.2}x bpftrace's histogram (target: at most 1x); \
-                 tracer with call sites {:.2}x bpftrace with ustack (target: at most 1x)",
+                 tracer with call sites {:.2}x bpftrace with ustack (target: at most 1.5x)",
                 w.name,
                 get(Tool::TracerNoSites) / get(Tool::Bpftrace),
                 get(Tool::Tracer) / get(Tool::BpftraceUstack)

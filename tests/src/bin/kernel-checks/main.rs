@@ -479,6 +479,11 @@ fn node_mode() -> String {
     tracer.stderr.wait_for("tracing every process", LONG);
     let mut fixture = Fixture::start();
     fixture.run(&format!("connect-ok {} 6", open.port), LONG);
+    // Each thread keeps its syscall row (name and cgroup) until a rename.
+    fixture.run("getppid 300", LONG);
+    let renamed = fixture.run("rename k-renamed", LONG);
+    assert_eq!(renamed["rc"], 0, "{renamed}");
+    fixture.run("getppid 700", LONG);
     let pid = fixture.pid;
     fixture.exit();
     let done = tracer.finish(LONG);
@@ -492,7 +497,22 @@ fn node_mode() -> String {
         .sum();
     assert_eq!(seen, 6, "connects of PID {pid}");
     assert_eq!(rows(&report, "processes", |p| p["pid"] == pid).len(), 1);
-    "6 of 6 connects of a process started later".to_string()
+    let getppid_of = |comm: &str| -> u64 {
+        rows(&report, "syscalls", |r| {
+            r["comm"] == comm && r["syscall"] == "getppid"
+        })
+        .iter()
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum()
+    };
+    let (before, after) = (getppid_of("netfixture"), getppid_of("k-renamed"));
+    assert_eq!(
+        (before, after),
+        (300, 700),
+        "getppid before and after a rename"
+    );
+    "6 of 6 connects of a process started later; 300 and 700 getppid before and after its rename"
+        .to_string()
 }
 
 /// `--cgroup`: a process in a cgroup below the scope is traced, one outside
