@@ -11,7 +11,7 @@ use tracer_common::{
 use crate::{
     maps::{
         ROW_NAMES, SYSCALL_STATS, ZERO_STATS, count_lost, name_row_of_current, names_gen,
-        rows_by_name,
+        names_settled, rows_by_name,
     },
     mem::{atomic_add, user as read_user},
 };
@@ -46,10 +46,11 @@ pub fn is_read(nr: u64) -> bool {
 }
 
 /// Counts the call `entry` holds, of process `tgid`, that took `duration`
-/// ns, in the row of its process (or, in node mode, of its name and
-/// cgroup, found once per thread and kept in `entry` until a rename).
+/// ns and ended at `now`, in the row of its process (or, in node mode, of
+/// its name and cgroup, found once per thread and kept in `entry` until a
+/// rename).
 #[inline(always)]
-pub fn record(tgid: u32, entry: &mut ThreadEntry, duration: u64) {
+pub fn record(tgid: u32, entry: &mut ThreadEntry, now: u64, duration: u64) {
     let nr = entry.nr as u32;
     let Some(layout) = rows_by_name() else {
         // Not node mode: the row is the process's, and no name is built
@@ -74,7 +75,13 @@ pub fn record(tgid: u32, entry: &mut ThreadEntry, duration: u64) {
     let mut row_name = RowName::default();
     let owner = name_row_of_current(tgid, layout, &mut row_name);
     entry.row = owner;
-    entry.row_gen = names_gen;
+    // Right after a rename the name read may be the old one (another
+    // thread renamed the process): kept for this call only.
+    entry.row_gen = if names_settled(now) {
+        names_gen
+    } else {
+        names_gen.wrapping_sub(1)
+    };
     record_syscall(
         &SyscallKey { tgid: owner, nr },
         duration,

@@ -270,11 +270,17 @@ pub fn name_row_of_current(tgid: u32, layout: &KernelLayout, name: &mut RowName)
     name_row(&name.comm, name.cgroup_id)
 }
 
-/// Renames (exec included) and cgroup moves so far: a thread's cached
-/// name row (`ThreadEntry::row`) holds while this is what it was. Bumped
-/// by `names_changed`, in node mode only.
+/// Renames (exec included) and cgroup moves: [0] how many so far, [1]
+/// when the last one was seen (`bpf_ktime_get_ns`). A thread's cached name
+/// row (`ThreadEntry::row`) holds while [0] is what it was. Bumped by
+/// `tasks::names_changed`, in node mode only.
 #[map]
-pub static NAMES_GEN: Array<u64> = Array::with_max_entries(1, 0);
+pub static NAMES_GEN: Array<u64> = Array::with_max_entries(2, 0);
+
+/// How long after a rename a name just read may still be the old one: the
+/// kernel fires `task_rename` before it writes the name (both under the
+/// task's spinlock, so nanoseconds apart; this is a wide margin).
+pub const RENAME_SETTLES_NS: u64 = 1_000_000;
 
 /// The current names generation (truncated: a row found 2^32 renames ago
 /// and not looked at since is the only one it could mistake).
@@ -284,6 +290,17 @@ pub fn names_gen() -> u32 {
     NAMES_GEN
         .get_ptr(0)
         .map_or(0, |p| unsafe { p.read_volatile() } as u32)
+}
+
+/// Whether the last rename or move was long enough before `now` that a
+/// name read now is the new one.
+#[inline(always)]
+pub fn names_settled(now: u64) -> bool {
+    // SAFETY: a live array value.
+    let last = NAMES_GEN
+        .get_ptr(1)
+        .map_or(0, |p| unsafe { p.read_volatile() });
+    now.saturating_sub(last) > RENAME_SETTLES_NS
 }
 
 /// Whether tracing programs may call `bpf_get_current_ancestor_cgroup_id`

@@ -142,7 +142,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
     let duration = now.saturating_sub(entry.start_ns);
     let start_ns = entry.start_ns;
     entry.start_ns = 0;
-    calls::record(tgid, entry, duration);
+    calls::record(tgid, entry, now, duration);
     let ret: i64 = ctx.arg(1);
     if is_fd_io(entry.nr) && ret >= 0 {
         entry.last_io_fd = entry.args[0] as i32;

@@ -3,7 +3,7 @@
 //! share of wall time).
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
@@ -145,8 +145,16 @@ pub fn cgroup_attach_task(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// The time first, then the count: a syscall that sees the new count sees
+/// this time or a later one (`calls::record` trusts no name read within
+/// `RENAME_SETTLES_NS` of it).
 #[inline(always)]
 fn names_changed() {
+    if let Some(p) = NAMES_GEN.get_ptr_mut(1) {
+        // SAFETY: a live array value; a plain store (the last writer's
+        // time is as good as any other's).
+        unsafe { p.write_volatile(bpf_ktime_get_ns()) };
+    }
     if let Some(p) = NAMES_GEN.get_ptr_mut(0) {
         // SAFETY: a live array value; other CPUs add too.
         unsafe { mem::atomic_add(p, 1) };
