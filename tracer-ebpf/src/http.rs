@@ -74,9 +74,9 @@ struct SslKey {
 /// `len` bytes of plaintext at `buf`. With `--http-tls`: if a request
 /// began on that accepted connection and its first read was no request
 /// line (a TLS record is not), these bytes are looked at instead, once.
-/// A write that returns ends the response so far: the write syscalls after
-/// it (the close_notify alert a server sends as it closes) are not the
-/// response. Returns 1 when a line was sent.
+/// A write that returns ends the response so far (at the return of the
+/// write syscall it made, if it made one): the write syscalls after it (the
+/// close_notify alert a server sends as it closes) are not the response. Returns 1 when a line was sent.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn tracer_request_line_tls(
@@ -119,11 +119,21 @@ pub extern "C" fn tracer_request_line_tls(
     }
     let http = unsafe { (*conn).http };
     if wrote {
+        // SAFETY: as above.
+        let sent = unsafe { core::mem::replace(&mut (*conn).last_sent_ns, 0) };
         if len > 0 && http == HTTP_LINE_SENT {
+            // On a socket BIO (`socket` known: the write made its syscall)
+            // the bytes left at that syscall's return; on a memory BIO
+            // they are sent after this return, by the event loop.
+            let end = if socket >= 0 && sent != 0 {
+                sent
+            } else {
+                unsafe { bpf_ktime_get_ns() }
+            };
             // SAFETY: as above.
             unsafe {
                 (*conn).state = CONN_ANSWERED;
-                (*conn).last_write_ns = bpf_ktime_get_ns();
+                (*conn).last_write_ns = end;
             }
         }
         return 0;

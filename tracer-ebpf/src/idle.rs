@@ -189,6 +189,7 @@ pub extern "C" fn tracer_server_io(tgid: u64, nr: u64, fd: u64, ret: u64, now: u
                 end_request(key, conn);
                 conn.state = CONN_IN_REQUEST;
                 conn.start_ns = now;
+                conn.last_sent_ns = 0;
                 // Until http.rs finds a request line in the read.
                 conn.http = HTTP_LINE_IN_TLS;
                 return 1;
@@ -202,7 +203,10 @@ pub extern "C" fn tracer_server_io(tgid: u64, nr: u64, fd: u64, ret: u64, now: u
             // response). Taken for an answer, a ticket's write ended a
             // POST at the read of its body, at no time at all (fresh43).
             let tls_request = conn.http == HTTP_LINE_SENT && conn.ssl != 0;
-            if ret > 0 && conn.state != CONN_WAITING && !tls_request {
+            if ret > 0 && tls_request {
+                // The SSL write it is inside ends the response here.
+                conn.last_sent_ns = now;
+            } else if ret > 0 && conn.state != CONN_WAITING {
                 conn.state = CONN_ANSWERED;
                 conn.last_write_ns = now;
             }
