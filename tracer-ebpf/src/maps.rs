@@ -54,13 +54,15 @@ pub fn traced_set_changed() {
 
 #[inline(always)]
 fn traced_gens() -> (u64, u64) {
-    // SAFETY: live array values, read once each.
-    let read = |i| {
-        TRACED_GEN
-            .get_ptr(i)
-            .map_or(0, |p| unsafe { p.read_volatile() })
-    };
-    (read(0), read(1))
+    (slot(&TRACED_GEN, 0), slot(&TRACED_GEN, 1))
+}
+
+/// Slot `i` of a counter array that other CPUs write, read once (0 if
+/// out of range).
+#[inline(always)]
+fn slot(array: &Array<u64>, i: u32) -> u64 {
+    // SAFETY: a live array value.
+    array.get_ptr(i).map_or(0, |p| unsafe { p.read_volatile() })
 }
 
 impl TracedCache {
@@ -273,7 +275,7 @@ pub fn name_row_of_current(tgid: u32, layout: &KernelLayout, name: &mut RowName)
 /// Renames (exec included) and cgroup moves: [0] how many so far, [1]
 /// when the last one was seen (`bpf_ktime_get_ns`). A thread's cached name
 /// row (`ThreadEntry::row`) holds while [0] is what it was. Bumped by
-/// `tasks::names_changed`, in node mode only.
+/// `names_changed`, in node mode only.
 #[map]
 pub static NAMES_GEN: Array<u64> = Array::with_max_entries(2, 0);
 
@@ -286,21 +288,31 @@ pub const RENAME_SETTLES_NS: u64 = 1_000_000;
 /// and not looked at since is the only one it could mistake).
 #[inline(always)]
 pub fn names_gen() -> u32 {
-    // SAFETY: a live array value.
-    NAMES_GEN
-        .get_ptr(0)
-        .map_or(0, |p| unsafe { p.read_volatile() } as u32)
+    slot(&NAMES_GEN, 0) as u32
+}
+
+/// A task was renamed or moved to another cgroup (tasks.rs). The time
+/// first, then the count: a syscall that sees the new count sees this time
+/// or a later one (`calls::record` trusts no name read within
+/// `RENAME_SETTLES_NS` of it).
+#[inline(always)]
+pub fn names_changed() {
+    if let Some(p) = NAMES_GEN.get_ptr_mut(1) {
+        // SAFETY: a live array value; a plain store (the last writer's
+        // time is as good as any other's).
+        unsafe { p.write_volatile(aya_ebpf::helpers::bpf_ktime_get_ns()) };
+    }
+    if let Some(p) = NAMES_GEN.get_ptr_mut(0) {
+        // SAFETY: a live array value; other CPUs add too.
+        unsafe { crate::mem::atomic_add(p, 1) };
+    }
 }
 
 /// Whether the last rename or move was long enough before `now` that a
 /// name read now is the new one.
 #[inline(always)]
 pub fn names_settled(now: u64) -> bool {
-    // SAFETY: a live array value.
-    let last = NAMES_GEN
-        .get_ptr(1)
-        .map_or(0, |p| unsafe { p.read_volatile() });
-    now.saturating_sub(last) > RENAME_SETTLES_NS
+    now.saturating_sub(slot(&NAMES_GEN, 1)) > RENAME_SETTLES_NS
 }
 
 /// Whether tracing programs may call `bpf_get_current_ancestor_cgroup_id`

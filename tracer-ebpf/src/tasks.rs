@@ -3,7 +3,7 @@
 //! share of wall time).
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task},
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
@@ -14,8 +14,8 @@ use tracer_common::{
 
 use crate::{
     maps::{
-        KERNEL_LAYOUT, LOOKUPS, NAMES_GEN, PY_PROCS, THREAD_ENTRIES, TLS_CALLS, TRACED_PROCESSES,
-        count_lost, is_traced, traced_set_changed,
+        KERNEL_LAYOUT, LOOKUPS, PY_PROCS, THREAD_ENTRIES, TLS_CALLS, TRACED_PROCESSES, count_lost,
+        is_traced, names_changed, traced_set_changed,
     },
     mem,
     scope::emit_task,
@@ -143,20 +143,4 @@ pub fn task_rename(_ctx: RawTracePointContext) -> i32 {
 pub fn cgroup_attach_task(_ctx: RawTracePointContext) -> i32 {
     names_changed();
     0
-}
-
-/// The time first, then the count: a syscall that sees the new count sees
-/// this time or a later one (`calls::record` trusts no name read within
-/// `RENAME_SETTLES_NS` of it).
-#[inline(always)]
-fn names_changed() {
-    if let Some(p) = NAMES_GEN.get_ptr_mut(1) {
-        // SAFETY: a live array value; a plain store (the last writer's
-        // time is as good as any other's).
-        unsafe { p.write_volatile(bpf_ktime_get_ns()) };
-    }
-    if let Some(p) = NAMES_GEN.get_ptr_mut(0) {
-        // SAFETY: a live array value; other CPUs add too.
-        unsafe { mem::atomic_add(p, 1) };
-    }
 }
