@@ -242,11 +242,13 @@ impl Tracer {
     }
 
     /// Starts `tracer` and waits for its "tracing PID" line: the probes are
-    /// attached when it returns.
+    /// attached when it returns. The wait is long for the kernel matrix's
+    /// guests, which run without KVM: on one host an attach there took
+    /// over 30 s (the kernel's verifier is most of an attach's CPU time).
     pub fn attached(args: &[&str]) -> Self {
         let mut t = Self::start(args);
         t.stderr
-            .wait_for("tracer: tracing PID", Duration::from_secs(30));
+            .wait_for("tracer: tracing PID", Duration::from_secs(120));
         t
     }
 

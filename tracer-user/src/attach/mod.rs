@@ -240,26 +240,10 @@ impl Probes {
                 .with_context(|| format!("attaching to tracepoint {category}:{event}"))?;
             debug!("attached tracepoint {category}:{event}");
         }
-        let library_programs = library::TABLES.iter().flat_map(|t| {
-            t.functions
-                .iter()
-                .map(|(_, entry)| *entry)
-                .chain([t.return_program])
-        });
-        let mut go_programs: Vec<&str> = go::GO_TABLES
-            .iter()
-            .flat_map(|t| t.functions.iter().flat_map(|(_, e, r)| [*e, *r]))
-            .collect();
-        go_programs.sort_unstable();
-        go_programs.dedup();
-        for name in library_programs.chain(go_programs) {
-            let prog: &mut UProbe = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
-                .try_into()?;
-            prog.load()
-                .with_context(|| format!("the kernel refused program {name}"))?;
-        }
+        // The uprobe programs are loaded when first attached
+        // (`Probes::uprobe`): each costs the verifier some 50 ms here (ten
+        // times that under emulation), and a process without libssl or Go
+        // needs none of theirs.
         layout::set_kernel_layout(&mut ebpf, options, tracefs, has_ancestor_helper)?;
         give_back_freed_heap();
         Ok(Self {
