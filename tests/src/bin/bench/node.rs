@@ -70,16 +70,29 @@ impl NodeTracer {
         self.tracer.0.id()
     }
 
-    /// (processes traced now, events lost so far), from its /metrics.
-    fn scrape(&self) -> Result<(f64, f64)> {
+    /// (processes traced now, events lost so far, the reasons of those
+    /// lost), from its /metrics.
+    fn scrape(&self) -> Result<(f64, f64, String)> {
         let (code, body) = try_http_get(self.port, "/metrics")
             .map_err(|e| format!("tracer serve --all /metrics: {e}"))?;
         if code != 200 {
             return Err(format!("tracer serve --all /metrics: HTTP {code}"));
         }
+        // `tracer_events_lost_total{reason="ring_buffer_full"} 12`: which
+        // reason says where to look (the ring, or one of the maps).
+        let reasons: Vec<String> = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("tracer_events_lost_total{reason=\""))
+            .filter_map(|l| {
+                let (reason, rest) = l.split_once('"')?;
+                let n = rest.rsplit(' ').next()?.parse::<f64>().ok()?;
+                (n > 0.0).then(|| format!("{reason} {n:.0}"))
+            })
+            .collect();
         Ok((
             metric_sum(&body, "tracer_traced_processes", &[]),
             metric_sum(&body, "tracer_events_lost_total", &[]),
+            reasons.join(", "),
         ))
     }
 
@@ -178,6 +191,8 @@ pub(crate) struct NodeWindow {
     /// unwound): this tells a quiet window from a busy one.
     tasks_started: u64,
     lost: f64,
+    /// By reason, those not zero.
+    lost_reasons: String,
 }
 
 impl NodeWindow {
@@ -185,7 +200,7 @@ impl NodeWindow {
     fn read(tracer: &NodeTracer, start: Mark, end: Mark) -> Result<Self> {
         let seconds = (end.at - start.at).as_secs_f64();
         let (_, peak_rss_kib) = cpu_and_peak_rss(tracer.pid());
-        let (traced, lost) = tracer.scrape()?;
+        let (traced, lost, lost_reasons) = tracer.scrape()?;
         Ok(Self {
             seconds,
             cpu_percent: end.cpu_ns.saturating_sub(start.cpu_ns) as f64 / 1e9 / seconds * 100.0,
@@ -194,18 +209,24 @@ impl NodeWindow {
             processes: user_processes(),
             tasks_started: end.tasks.saturating_sub(start.tasks),
             lost,
+            lost_reasons,
         })
     }
 
     fn row(&self, node: &str) -> String {
         format!(
-            "| {node} | {:.2}% of a core | {:.1} MiB | {:.0} of {} | {} | {:.0} |",
+            "| {node} | {:.2}% of a core | {:.1} MiB | {:.0} of {} | {} | {:.0}{} |",
             self.cpu_percent,
             self.peak_rss_kib as f64 / 1024.0,
             self.traced,
             self.processes,
             self.tasks_started,
-            self.lost
+            self.lost,
+            if self.lost_reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", self.lost_reasons)
+            }
         )
     }
 
@@ -213,7 +234,7 @@ impl NodeWindow {
         json!({"seconds": self.seconds, "cpu_percent": self.cpu_percent,
                "peak_rss_kib": self.peak_rss_kib, "traced_processes": self.traced,
                "user_processes": self.processes, "tasks_started": self.tasks_started,
-               "events_lost": self.lost})
+               "events_lost": self.lost, "events_lost_reasons": self.lost_reasons})
     }
 }
 
