@@ -54,6 +54,9 @@ pub(super) const OPENSSL: LibraryProbes = LibraryProbes {
     return_program: "tls_return",
 };
 
+/// Every table, for loading their programs.
+pub(super) const TABLES: [&LibraryProbes; 2] = [&LOOKUPS, &OPENSSL];
+
 const OPENSSL_FUNCTIONS: [(&str, &str); TlsFn::ALL.len()] = {
     let mut out = [("", ""); TlsFn::ALL.len()];
     let mut i = 0;
@@ -365,20 +368,11 @@ impl Probes {
         }
     }
 
-    /// The uprobe program `name`, loaded into the kernel the first time
-    /// it is asked for.
     pub(super) fn uprobe(&mut self, name: &str) -> anyhow::Result<&mut UProbe> {
-        let prog: &mut UProbe = self
+        Ok(self
             .ebpf
             .program_mut(name)
             .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
-            .try_into()?;
-        if prog.fd().is_err() {
-            let t0 = std::time::Instant::now();
-            prog.load()
-                .with_context(|| format!("the kernel refused program {name}"))?;
-            debug!("loaded program {name} in {:?}", t0.elapsed());
-        }
-        Ok(prog)
+            .try_into()?)
     }
 }
