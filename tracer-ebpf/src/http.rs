@@ -75,8 +75,9 @@ struct SslKey {
 /// began on that accepted connection and its first read was no request
 /// line (a TLS record is not), these bytes are looked at instead, once.
 /// A write that returns ends the response so far (at the return of the
-/// write syscall it made, if it made one): the write syscalls after it (the
-/// close_notify alert a server sends as it closes) are not the response. Returns 1 when a line was sent.
+/// write syscall it made, if it made one): the write syscalls after it
+/// (the close_notify alert a server sends as it closes) are not the
+/// response. Returns 1 when a line was sent.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn tracer_request_line_tls(

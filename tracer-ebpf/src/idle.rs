@@ -204,7 +204,9 @@ pub extern "C" fn tracer_server_io(tgid: u64, nr: u64, fd: u64, ret: u64, now: u
             // POST at the read of its body, at no time at all (fresh43).
             let tls_request = conn.http == HTTP_LINE_SENT && conn.ssl != 0;
             if ret > 0 && tls_request {
-                // The SSL write it is inside ends the response here.
+                // On a socket BIO, the SSL write this is inside ends the
+                // response here (http.rs); on a memory BIO this is the
+                // event loop's send after the SSL write, and goes unused.
                 conn.last_sent_ns = now;
             } else if ret > 0 && conn.state != CONN_WAITING {
                 conn.state = CONN_ANSWERED;
