@@ -19,6 +19,7 @@ use crate::{
     },
     mem,
     scope::emit_task,
+    unwind::UNWIND_PROCS,
 };
 
 // task:task_newtask field offsets (checked against the format file by
@@ -55,9 +56,26 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
             // Its PID may be cached as another's, untraced.
             traced_set_changed();
         }
+        inherit_unwind_tables(tgid, child);
         emit_task(&ctx, TASK_NEW_PROCESS, tgid, pid_tgid as u32, child);
     }
     0
+}
+
+/// A forked child maps what its parent maps, where the parent maps it:
+/// it is unwound with the parent's tables from its first call (until its
+/// exec), not by a 16 KiB stack copy per call until user space has probed
+/// it. A thousand children forked at once each sent one and overran the
+/// ring. Runs before the child can run (the tracepoint is in
+/// `copy_process`). Without room in the map, the child takes the copy.
+#[inline(always)]
+fn inherit_unwind_tables(parent: u32, child: u32) {
+    if let Some(tables) = UNWIND_PROCS.get_ptr(parent) {
+        // SAFETY: a map value, passed back to the map by pointer.
+        // Borrowed, not copied: the value (5 KiB) is ten times the stack.
+        #[allow(clippy::needless_borrows_for_generic_args)]
+        let _ = UNWIND_PROCS.insert(child, unsafe { &*tables }, 0);
+    }
 }
 
 /// A traced thread exited: drop its state; say when the whole process is gone.
@@ -77,7 +95,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         traced_set_changed();
         // Its PID may come back for a process that is not Python.
         let _ = PY_PROCS.remove(tgid);
-        let _ = crate::unwind::UNWIND_PROCS.remove(tgid);
+        let _ = UNWIND_PROCS.remove(tgid);
         emit_task(&ctx, TASK_EXIT_PROCESS, tgid, tid, 0);
     } else {
         emit_task(&ctx, TASK_EXIT_THREAD, tgid, tid, 0);
@@ -123,6 +141,10 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     if !is_traced(tgid) {
         return 0;
     }
+    // Its tables are of the program it ran before: user space writes the
+    // new program's when it probes it (see `TASK_EXEC` there); until then
+    // its calls take the stack copy.
+    let _ = UNWIND_PROCS.remove(tgid);
     emit_task(&ctx, TASK_EXEC, tgid, pid_tgid as u32, 0);
     0
 }

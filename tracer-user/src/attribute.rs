@@ -385,6 +385,23 @@ impl Attributor {
         self.last_tls.retain(|&(t, _, _), _| t != tid);
     }
 
+    /// A traced process forked `child`: until it execs, its code is its
+    /// parent's, and so is whether the kernel can unwind it (the kernel
+    /// gave it the parent's tables).
+    pub fn on_fork(&mut self, parent: u32, child: u32) {
+        self.native.inherit(parent, child);
+        if self.tables_full.contains(&parent) {
+            self.tables_full.insert(child);
+        }
+    }
+
+    /// A process ran execve: what was known of its code is not its code.
+    pub fn on_exec(&mut self, pid: u32) {
+        self.native.forget(pid);
+        self.tables_full.remove(&pid);
+        self.by_raw.retain(|key, _| key[0] >> 32 != u64::from(pid));
+    }
+
     pub fn forget_process(&mut self, pid: u32) {
         self.native.forget(pid);
         self.code.forget(pid);

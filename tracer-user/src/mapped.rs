@@ -27,6 +27,11 @@ pub struct Mapping {
 }
 
 impl Mapping {
+    /// Whether `addr` is in one of its executable ranges.
+    pub fn contains(&self, addr: u64) -> bool {
+        self.exec.iter().any(|&(s, e, _)| addr >= s && addr < e)
+    }
+
     /// A path that opens this very file in process `pid` (see the module's
     /// note): the mapping itself, else the path through the process's root
     /// or as we see it, whichever is the same file; else, for a file system

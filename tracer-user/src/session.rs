@@ -564,6 +564,9 @@ fn drain(
         agg.add_target(pid, comm, &target::threads_of(pid));
         agg.note_new_code(pid);
     }
+    for pid in agg.take_execed() {
+        probes.unwind_tables_dropped(pid);
+    }
     for pid in agg.take_new_code() {
         probe_libraries(probes, agg, pid, true);
     }

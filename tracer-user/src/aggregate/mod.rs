@@ -54,6 +54,9 @@ pub struct Aggregate {
     /// Processes that mapped a file executable since the last look: they
     /// may have loaded a library to probe.
     mapped_new_code: BTreeSet<u32>,
+    /// Processes that ran execve since the last look: the kernel dropped
+    /// their unwind tables, and the probes must write the new program's.
+    execed: Vec<u32>,
     /// Node mode: processes the kernel started tracing since the last look
     /// (PID, name); the session lists their threads and probes their code.
     adopted: Vec<(u32, String)>,
@@ -232,6 +235,11 @@ impl Aggregate {
     /// Marks a process as having code to probe (a library mapped, an exec).
     pub fn note_new_code(&mut self, pid: u32) {
         self.mapped_new_code.insert(pid);
+    }
+
+    /// The processes that ran execve since the last time.
+    pub fn take_execed(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.execed)
     }
 
     /// The processes with new code since the last time.

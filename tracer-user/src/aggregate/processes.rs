@@ -132,6 +132,7 @@ impl Aggregate {
             }
             TASK_NEW_PROCESS => {
                 self.make_room_for(t.child);
+                self.sites.on_fork(t.tgid, t.child);
                 let mut threads = HashMap::new();
                 threads.insert(
                     t.child,
@@ -173,6 +174,8 @@ impl Aggregate {
                         p.cgroup_id = cgroup_id;
                     }
                 }
+                self.sites.on_exec(t.tgid);
+                self.execed.push(t.tgid);
                 self.mapped_new_code.insert(t.tgid);
             }
             TASK_ADOPTED => {

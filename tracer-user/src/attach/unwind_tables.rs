@@ -427,6 +427,13 @@ impl Probes {
         Ok((start, len))
     }
 
+    /// A process ran execve, and the kernel dropped its tables: the new
+    /// program's are written when it is probed, even if they are the same
+    /// as the last ones written.
+    pub fn unwind_tables_dropped(&mut self, pid: u32) {
+        self.unwind.written.remove(&pid);
+    }
+
     /// Forgets a process's mappings (the kernel drops its entry at exit;
     /// this drops it too, for a process whose tables no longer fit).
     pub(super) fn forget_unwind_tables(&mut self, pid: u32) {
