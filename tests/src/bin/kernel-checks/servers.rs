@@ -40,8 +40,16 @@ pub fn server_requests() -> String {
     let report = read_report(&path);
     assert_eq!(report["requests"], REQUESTS, "requests served");
     let busy = f64_of(&report, "busy_ns");
+    // A request starts at its first read, before the handler's clock
+    // starts, and ends at the return of its last write, before the
+    // handler's clock stops. On a busy machine the handler can wait for a
+    // CPU between those two last points (the kernel reschedules on the
+    // way back from the write), and its own time then holds a wait the
+    // request does not: 2.3 ms over 5 requests (0.7%) beside qemu's
+    // guests. So the handlers' time bounds busy from below within 5%;
+    // a listener's idle waits counted as busy would break the upper bound.
     assert!(
-        busy >= handled_ns && busy < handled_ns + 0.35e9,
+        busy >= handled_ns * 0.95 && busy < handled_ns + 0.35e9,
         "busy {busy} ns vs the handlers' own {handled_ns} ns"
     );
     // The same requests by endpoint (their request lines, read in the
