@@ -403,11 +403,9 @@ impl Attributor {
     }
 
     pub fn forget_process(&mut self, pid: u32) {
-        self.native.forget(pid);
+        self.on_exec(pid);
         self.code.forget(pid);
         self.interpreters.remove(&pid);
-        self.tables_full.remove(&pid);
-        self.by_raw.retain(|key, _| key[0] >> 32 != u64::from(pid));
     }
 
     /// The Python frames of a stack, outermost first. Read first: their
