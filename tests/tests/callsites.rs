@@ -263,3 +263,56 @@ fn an_unsupported_python_gets_native_stacks_and_one_warning() {
             .any(|f| f.contains("getaddrinfo"))
     );
 }
+
+#[test]
+fn a_python_program_that_execs_itself_is_named_from_its_new_frames() {
+    // The same interpreter and script, run again by execv in the same
+    // process: the same executable, its libpython mapped at a new address.
+    // What the tracer read of the old program's interpreter must not be
+    // used for the new one's frames.
+    let lines = markers();
+    let client = Fixture::start_command({
+        let mut cmd = Command::new(python());
+        cmd.arg(fixture_file("callsites.py"));
+        cmd
+    });
+    let pid = client.pid;
+    let traced = trace_until_exit("callsites-exec", client, |c| {
+        c.run("lookup localhost", LONG);
+        // Its code objects are read from the live process: before it
+        // replaces them.
+        settle();
+        c.send("exec");
+        let ready = json(&c.out.wait_for("ready", LONG));
+        assert_eq!(ready["ready"], pid, "exec keeps the PID");
+        // The tracer probes the new program when it maps its libraries;
+        // nothing tells this test when that is done. Lookups of another
+        // host for 5 s give it the time, then five of a third are checked.
+        for _ in 0..50 {
+            c.run("lookup 127.0.0.1", LONG);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for _ in 0..5 {
+            c.run("lookup 127.0.0.2", LONG);
+        }
+        settle();
+    });
+    let report = &traced.report;
+    let ctx = format!("{:#}", report["call_sites"]);
+    let before = sites(report, "dns", "localhost");
+    assert_eq!(before.len(), 1, "{ctx}");
+    assert_eq!(
+        frame_line(before[0], "lookup_host"),
+        Some(lines["lookup"]),
+        "before the exec: {ctx}"
+    );
+    let after = sites(report, "dns", "127.0.0.2");
+    assert_eq!(after.len(), 1, "one call site after the exec: {ctx}");
+    assert_eq!(after[0]["count"], 5, "{ctx}");
+    assert_eq!(
+        frame_line(after[0], "lookup_host"),
+        Some(lines["lookup"]),
+        "after the exec, named from the new program's frames: {ctx}"
+    );
+    assert!(frame_line(after[0], "main").is_some(), "{ctx}");
+}

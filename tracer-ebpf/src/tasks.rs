@@ -141,10 +141,13 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     if !is_traced(tgid) {
         return 0;
     }
-    // Its tables are of the program it ran before: user space writes the
-    // new program's when it probes it (see `TASK_EXEC` there); until then
-    // its calls take the stack copy.
+    // Its tables, and where its interpreter was, are of the program it ran
+    // before: user space writes the new program's when it probes it (see
+    // `TASK_EXEC` there); until then its calls take the stack copy, with
+    // no Python frames. Even the same Python run again has its libpython
+    // at another address.
     let _ = UNWIND_PROCS.remove(tgid);
+    let _ = PY_PROCS.remove(tgid);
     emit_task(&ctx, TASK_EXEC, tgid, pid_tgid as u32, 0);
     0
 }

@@ -395,17 +395,21 @@ impl Attributor {
         }
     }
 
-    /// A process ran execve: what was known of its code is not its code.
+    /// A process ran execve: what was known of its code is not its code,
+    /// nor its interpreter (a code object's address in the old program
+    /// names nothing in the new one). The new program's is set when it is
+    /// probed.
     pub fn on_exec(&mut self, pid: u32) {
         self.native.forget(pid);
         self.tables_full.remove(&pid);
         self.by_raw.retain(|key, _| key[0] >> 32 != u64::from(pid));
-    }
-
-    pub fn forget_process(&mut self, pid: u32) {
-        self.on_exec(pid);
         self.code.forget(pid);
         self.interpreters.remove(&pid);
+    }
+
+    /// A process exited: the same as an exec, with nothing to come.
+    pub fn forget_process(&mut self, pid: u32) {
+        self.on_exec(pid);
     }
 
     /// The Python frames of a stack, outermost first. Read first: their

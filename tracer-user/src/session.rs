@@ -565,7 +565,7 @@ fn drain(
         agg.note_new_code(pid);
     }
     for pid in agg.take_execed() {
-        probes.unwind_tables_dropped(pid);
+        probes.process_execed(pid);
     }
     for pid in agg.take_new_code() {
         probe_libraries(probes, agg, pid, true);

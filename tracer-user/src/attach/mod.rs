@@ -353,6 +353,17 @@ impl Probes {
         }
     }
 
+    /// A process ran execve, and the kernel dropped its unwind tables and
+    /// its interpreter (`sched_process_exec`): what was found of the
+    /// program it ran before is looked for again in the new one when it
+    /// is probed, even if it is the same executable.
+    pub fn process_execed(&mut self, pid: u32) {
+        self.unwind_tables_dropped(pid);
+        self.python_checked.remove(&pid);
+        self.python_pids.remove(&pid);
+        self.python_modules.remove(&pid);
+    }
+
     /// Forgets a process that exited and was folded into its name's row:
     /// what is kept per PID here would otherwise grow with every process a
     /// node starts (the kernel drops its interpreter entry at exit).

@@ -430,7 +430,7 @@ impl Probes {
     /// A process ran execve, and the kernel dropped its tables: the new
     /// program's are written when it is probed, even if they are the same
     /// as the last ones written.
-    pub fn unwind_tables_dropped(&mut self, pid: u32) {
+    pub(super) fn unwind_tables_dropped(&mut self, pid: u32) {
         self.unwind.written.remove(&pid);
     }
 
