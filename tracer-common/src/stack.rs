@@ -88,6 +88,27 @@ pub const UNWOUND_UNKNOWN_CODE: u32 = 4;
 /// A read of the stack failed, CFI it cannot follow, or a frame-pointer
 /// chain that goes nowhere.
 pub const UNWOUND_STOPPED: u32 = 5;
+/// Not unwound: the process's tables are not written yet, and it has sent
+/// its share of stack copies (`STACK_COPIES_WITHOUT_TABLES`). The leaf
+/// alone, with the Python frames.
+pub const UNWOUND_NO_TABLES_YET: u32 = 6;
+
+/// Stack copies (16 KiB each) a process sends for user space to unwind
+/// before its tables are written; after them, until they are, its call
+/// sites are the leaf and the Python frames (`UNWOUND_NO_TABLES_YET`). A
+/// busy process has made thousands of calls by the time user space has
+/// probed it (one adopted in node mode, a program just exec'd): their
+/// copies overran the ring and lost the calls' own events. 64 copies are
+/// 1 MiB of its 16.
+pub const STACK_COPIES_WITHOUT_TABLES: u32 = 64;
+
+/// A process's count of stack copies when it is to send them all: user
+/// space found that its tables do not fit, or could not make them.
+pub const STACK_COPIES_ALWAYS: u32 = u32::MAX;
+
+/// Processes whose stack copies are counted at once (traced and without
+/// tables, or whose tables do not fit).
+pub const STACK_COPIES_MAX: u32 = 16384;
 
 /// A call site unwound in the kernel: the native frames (the leaf's
 /// instruction, then return addresses as found), then each Python frame

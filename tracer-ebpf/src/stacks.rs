@@ -105,10 +105,13 @@ pub fn capture(tgid: u32, tid: u32, reason: u32, key_ns: u64, regs: &UserRegs) {
 /// Sends the call site unwound in the kernel, when the process's tables
 /// are loaded: the Python frames first (the native unwind stops at the
 /// interpreter when there are some), then the native frames, as one
-/// record as long as its frames. False: no tables, take the copy.
+/// record as long as its frames. Without tables, once the process has
+/// sent its stack copies: the leaf and the Python frames. False: take
+/// the copy.
 #[inline(always)]
 fn send_frames(tgid: u32, tid: u32, reason: u32, key_ns: u64, regs: &UserRegs) -> bool {
-    if UNWIND_PROCS.get_ptr(tgid).is_none() {
+    let tables = UNWIND_PROCS.get_ptr(tgid).is_some();
+    if !tables && unwind::may_copy_stack(tgid) {
         return false;
     }
     let found = tracer_py_thread_frame(tgid);
@@ -117,9 +120,12 @@ fn send_frames(tgid: u32, tid: u32, reason: u32, key_ns: u64, regs: &UserRegs) -
     } else {
         (PY_OK, tracer_py_walk_frames(tgid, found))
     };
-    let Some((depth, end)) =
+    let unwound = if tables {
         unwind::unwind(tgid, regs.ip, regs.sp, regs.bp, regs.at_entry, py_depth > 0)
-    else {
+    } else {
+        unwind::leaf_only(regs.ip)
+    };
+    let Some((depth, end)) = unwound else {
         return false;
     };
     if depth == 1 && end == UNWOUND_UNKNOWN_CODE {

@@ -9,7 +9,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use tracer_common::{
-    LostCounter, TASK_EXEC, TASK_EXIT_PROCESS, TASK_EXIT_THREAD, TASK_NEW_PROCESS, TASK_NEW_THREAD,
+    LostCounter, STACK_COPIES_ALWAYS, TASK_EXEC, TASK_EXIT_PROCESS, TASK_EXIT_THREAD,
+    TASK_NEW_PROCESS, TASK_NEW_THREAD,
 };
 
 use crate::{
@@ -19,7 +20,7 @@ use crate::{
     },
     mem,
     scope::emit_task,
-    unwind::UNWIND_PROCS,
+    unwind::{STACK_COPIES, UNWIND_PROCS},
 };
 
 // task:task_newtask field offsets (checked against the format file by
@@ -76,6 +77,13 @@ fn inherit_unwind_tables(parent: u32, child: u32) {
         #[allow(clippy::needless_borrows_for_generic_args)]
         let _ = UNWIND_PROCS.insert(child, unsafe { &*tables }, 0);
     }
+    // SAFETY: a map value, read once.
+    if let Some(sent) = unsafe { STACK_COPIES.get(parent) }
+        && *sent == STACK_COPIES_ALWAYS
+    {
+        // A parent whose tables do not fit has a child whose do not.
+        let _ = STACK_COPIES.insert(child, STACK_COPIES_ALWAYS, 0);
+    }
 }
 
 /// A traced thread exited: drop its state; say when the whole process is gone.
@@ -96,6 +104,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         // Its PID may come back for a process that is not Python.
         let _ = PY_PROCS.remove(tgid);
         let _ = UNWIND_PROCS.remove(tgid);
+        let _ = STACK_COPIES.remove(tgid);
         emit_task(&ctx, TASK_EXIT_PROCESS, tgid, tid, 0);
     } else {
         emit_task(&ctx, TASK_EXIT_THREAD, tgid, tid, 0);
@@ -143,11 +152,12 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     }
     // Its tables, and where its interpreter was, are of the program it ran
     // before: user space writes the new program's when it probes it (see
-    // `TASK_EXEC` there); until then its calls take the stack copy, with
-    // no Python frames. Even the same Python run again has its libpython
-    // at another address.
+    // `TASK_EXEC` there); until then its calls take the stack copy (a new
+    // share of them), with no Python frames. Even the same Python run
+    // again has its libpython at another address.
     let _ = UNWIND_PROCS.remove(tgid);
     let _ = PY_PROCS.remove(tgid);
+    let _ = STACK_COPIES.remove(tgid);
     emit_task(&ctx, TASK_EXEC, tgid, pid_tgid as u32, 0);
     0
 }

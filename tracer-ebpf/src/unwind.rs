@@ -13,10 +13,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use tracer_common::{
-    FramesEvent, NATIVE_FRAMES, Step, UNWIND_MAP_INTERPRETER, UNWIND_MAPPINGS_MAX,
-    UNWIND_PROCS_MAX, UNWIND_ROWS_MAX, UNWOUND_END, UNWOUND_INTERPRETER, UNWOUND_LIMIT,
-    UNWOUND_STOPPED, UNWOUND_UNKNOWN_CODE, UnwindMapping, UnwindMappings, UnwindRegs, UnwindRow,
-    find_row, unwind_step,
+    FramesEvent, NATIVE_FRAMES, STACK_COPIES_ALWAYS, STACK_COPIES_MAX, STACK_COPIES_WITHOUT_TABLES,
+    Step, UNWIND_MAP_INTERPRETER, UNWIND_MAPPINGS_MAX, UNWIND_PROCS_MAX, UNWIND_ROWS_MAX,
+    UNWOUND_END, UNWOUND_INTERPRETER, UNWOUND_LIMIT, UNWOUND_NO_TABLES_YET, UNWOUND_STOPPED,
+    UNWOUND_UNKNOWN_CODE, UnwindMapping, UnwindMappings, UnwindRegs, UnwindRow, find_row,
+    unwind_step,
 };
 
 use crate::mem;
@@ -32,6 +33,47 @@ pub static UNWIND_ROWS: Array<UnwindRow> =
 #[map]
 pub static UNWIND_PROCS: HashMap<u32, UnwindMappings> =
     HashMap::with_max_entries(UNWIND_PROCS_MAX, 0);
+
+/// Stack copies sent by each traced process that has no tables (see
+/// `STACK_COPIES_WITHOUT_TABLES`), or `STACK_COPIES_ALWAYS` from user
+/// space; dropped at its exec and exit. When full, every process may
+/// copy, as before there was a share.
+#[map]
+pub static STACK_COPIES: HashMap<u32, u32> = HashMap::with_max_entries(STACK_COPIES_MAX, 0);
+
+/// Whether a process without tables may send one more stack copy: it has
+/// sent fewer than `STACK_COPIES_WITHOUT_TABLES`, or its tables will never
+/// be written.
+#[inline(always)]
+pub fn may_copy_stack(tgid: u32) -> bool {
+    match STACK_COPIES.get_ptr_mut(tgid) {
+        Some(sent) => {
+            // SAFETY: a live map value. Not atomic (5.10 has no fetching
+            // atomics): two threads of a process at once may each send the
+            // last copy, one over the share.
+            let sent = unsafe { &mut *sent };
+            if *sent >= STACK_COPIES_WITHOUT_TABLES {
+                return *sent == STACK_COPIES_ALWAYS;
+            }
+            *sent += 1;
+            true
+        }
+        None => {
+            let _ = STACK_COPIES.insert(tgid, 1, 0);
+            true
+        }
+    }
+}
+
+/// The leaf alone into this CPU's record, for a process without tables
+/// that has sent its copies. Returns (depth, reason) as `unwind` does.
+#[inline(always)]
+pub fn leaf_only(pc: u64) -> Option<(u32, u32)> {
+    let ev = FRAMES_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot; the program is not re-entered on this CPU.
+    unsafe { (*ev).ev.words[0] = pc };
+    Some((1, UNWOUND_NO_TABLES_YET))
+}
 
 /// The record being built on this CPU (too large for the eBPF stack),
 /// with room after it for any length `FRAMES_SEND_MASK` lets through: the

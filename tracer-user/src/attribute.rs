@@ -8,7 +8,8 @@ use crate::unwind::HashMap;
 
 use serde::Serialize;
 use tracer_common::{
-    FramesEvent, NATIVE_FRAMES, PY_OK, PyFrameRef, StackEvent, UNWOUND_UNKNOWN_CODE,
+    FramesEvent, NATIVE_FRAMES, PY_OK, PyFrameRef, StackEvent, UNWOUND_NO_TABLES_YET,
+    UNWOUND_UNKNOWN_CODE,
 };
 
 use crate::{
@@ -49,11 +50,36 @@ impl Frame {
             .as_deref()
             .map(base)
             .unwrap_or_else(|| "?".into());
+        if self.is_callers_unknown() {
+            return CALLERS_UNKNOWN.into();
+        }
         match (&self.function, &self.file, self.line) {
             (Some(f), Some(file), Some(line)) => format!("{f} ({file}:{line})"),
             (Some(f), _, _) => format!("{f} ({module})"),
             _ => format!("{module}+{:#x}", self.offset.unwrap_or(0)),
         }
+    }
+}
+
+/// Stands for the native callers of a call the kernel sent only the leaf
+/// of (`UNWOUND_NO_TABLES_YET`): a busy process's calls while its tables
+/// are made, once it has sent its share of stack copies.
+const CALLERS_UNKNOWN: &str = "[callers not unwound: unwind tables loading]";
+
+impl Frame {
+    fn callers_unknown() -> Self {
+        Self {
+            python: false,
+            function: Some(CALLERS_UNKNOWN.into()),
+            file: None,
+            line: None,
+            module: None,
+            offset: None,
+        }
+    }
+
+    fn is_callers_unknown(&self) -> bool {
+        !self.python && self.module.is_none() && self.function.as_deref() == Some(CALLERS_UNKNOWN)
     }
 }
 
@@ -139,6 +165,9 @@ impl CallSite {
                 format!("{} → {}", self.frames[i].label(), leaf.label())
             }
             Some(i) => format!("{} → … → {}", self.frames[i].label(), leaf.label()),
+            None if self.frames.iter().any(Frame::is_callers_unknown) => {
+                format!("{CALLERS_UNKNOWN} → {}", leaf.label())
+            }
             None => leaf.label(),
         }
     }
@@ -163,6 +192,10 @@ pub struct AttributionCounts {
     /// its tables were full, or the process's were not written yet.
     pub unwound_here_tables_full: u64,
     pub unwound_here_no_tables_yet: u64,
+    /// Stacks the kernel sent the leaf of (and the Python frames): the
+    /// process's tables were not written yet, and it had sent its share
+    /// of copies.
+    pub leaf_only_no_tables_yet: u64,
 }
 
 #[derive(Default)]
@@ -265,13 +298,18 @@ impl Attributor {
         let addrs = self
             .native
             .unwind(ev.tgid, ev.ip, ev.sp, ev.bp, &ev.stack[..stack_len]);
-        let id = self.intern(ev.tgid, python, &addrs);
+        let id = self.intern(ev.tgid, python, &addrs, false);
         self.wait_for_call(ev.tid, ev.key_ns, id);
     }
 
     /// A stack the kernel unwound.
     pub fn on_frames(&mut self, ev: &FramesEvent) {
-        self.counts.unwound_in_kernel += 1;
+        let leaf_only = ev.native_end == UNWOUND_NO_TABLES_YET;
+        if leaf_only {
+            self.counts.leaf_only_no_tables_yet += 1;
+        } else {
+            self.counts.unwound_in_kernel += 1;
+        }
         if ev.native_end == UNWOUND_UNKNOWN_CODE {
             self.counts.stopped_at_unknown_code += 1;
             log::debug!(
@@ -288,7 +326,7 @@ impl Attributor {
         self.raw_key.clear();
         self.raw_key.extend([
             u64::from(ev.tgid) << 32 | u64::from(ev.py_status),
-            u64::from(ev.native_depth),
+            u64::from(leaf_only) << 32 | u64::from(ev.native_depth),
         ]);
         self.raw_key.extend_from_slice(&ev.words[..words]);
         if let Some(&id) = self.by_raw.get(self.raw_key.as_slice()) {
@@ -313,7 +351,7 @@ impl Attributor {
             .map(|(i, &a)| if i == 0 { a } else { a.wrapping_sub(1) })
             .collect();
         self.native.learn_addresses(ev.tgid, &addrs);
-        let id = self.intern(ev.tgid, python, &addrs);
+        let id = self.intern(ev.tgid, python, &addrs, leaf_only);
         if self.by_raw.len() >= MAX_RAW_STACKS {
             self.by_raw.clear();
         }
@@ -327,11 +365,15 @@ impl Attributor {
         self.tables_full.insert(pid);
     }
 
-    /// The call site of Python and native frames, interned.
-    fn intern(&mut self, pid: u32, python: Vec<Frame>, addrs: &[u64]) -> u32 {
+    /// The call site of Python and native frames, interned. `leaf_only`:
+    /// `addrs` is the leaf alone, its callers not unwound.
+    fn intern(&mut self, pid: u32, python: Vec<Frame>, addrs: &[u64], leaf_only: bool) -> u32 {
         self.counts.stacks += 1;
         let mut frames = python;
         let native = self.native_frames(pid, !frames.is_empty(), addrs);
+        if leaf_only {
+            frames.push(Frame::callers_unknown());
+        }
         frames.extend(native);
         match self.by_frames.get(&frames) {
             Some(&id) => id,
@@ -539,6 +581,67 @@ mod tests {
         assert_eq!(
             site.summary(),
             "app::fetch_user (app) → … → __libc_connect (libc.so.6)"
+        );
+    }
+
+    #[inline(never)]
+    fn a_leaf_function() -> u64 {
+        std::hint::black_box(a_leaf_function as *const () as u64)
+    }
+
+    /// The kernel's record of one frame, `leaf`, in this process.
+    fn frames_event(leaf: u64, native_end: u32, key_ns: u64) -> FramesEvent {
+        // SAFETY: a plain-data record; all zeros is a valid one.
+        let mut ev: FramesEvent = unsafe { std::mem::zeroed() };
+        ev.tgid = std::process::id();
+        ev.tid = 1;
+        ev.key_ns = key_ns;
+        ev.native_depth = 1;
+        ev.native_end = native_end;
+        ev.py_status = tracer_common::PY_NOT_PYTHON;
+        ev.words[0] = leaf;
+        ev
+    }
+
+    #[test]
+    fn a_leaf_sent_without_its_callers_is_a_site_that_says_so() {
+        let leaf = a_leaf_function();
+        let mut a = Attributor::default();
+        a.on_frames(&frames_event(leaf, UNWOUND_NO_TABLES_YET, 1));
+        // The same word, unwound to the end: another site (the memo of
+        // raw stacks must not return the first for it).
+        a.on_frames(&frames_event(leaf, tracer_common::UNWOUND_END, 2));
+        assert_eq!(a.counts.leaf_only_no_tables_yet, 1);
+        assert_eq!(a.counts.unwound_in_kernel, 1);
+        let (first, second) = (a.take(1, 1).unwrap(), a.take(1, 2).unwrap());
+        let (leaf_only, unwound) = (a.site(first).clone(), a.site(second).clone());
+        assert_eq!(leaf_only.frames.len(), 2, "{leaf_only:?}");
+        assert!(leaf_only.frames[0].is_callers_unknown());
+        assert_eq!(leaf_only.frames[1], unwound.frames[0]);
+        assert!(
+            unwound.frames[0]
+                .function
+                .as_deref()
+                .is_some_and(|f| f.contains("a_leaf_function")),
+            "{unwound:?}"
+        );
+        let label = leaf_only.label();
+        assert!(
+            label.starts_with("[callers not unwound: unwind tables loading] → ")
+                && label.contains("a_leaf_function"),
+            "{label}"
+        );
+        // Its summary keeps the marker when the leaf is a library's.
+        let in_libc = CallSite {
+            id: 0,
+            frames: vec![
+                Frame::callers_unknown(),
+                native("__libc_connect", "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            ],
+        };
+        assert_eq!(
+            in_libc.summary(),
+            "[callers not unwound: unwind tables loading] → __libc_connect (libc.so.6)"
         );
     }
 }

@@ -23,7 +23,9 @@
 //!   release                  lets the held children exit; reaps them
 //!   exec PROGRAM ARGS...     execvp PROGRAM (stdin and stdout stay)
 //!   exit                     exit 0
-//! At start it prints {"ready": PID}.
+//! At start it prints {"ready": PID}. Arguments, if any, are a first command
+//! run right after that (`netfixture connect-ok 8080 100`): one a program
+//! makes the moment it is exec'd.
 
 use std::{
     io::{BufRead as _, Write as _},
@@ -116,7 +118,9 @@ fn main() {
     // `fork-hold`'s children, and the pipe end whose closing releases them.
     let mut held_children: Vec<libc::pid_t> = Vec::new();
     let mut release_fd = -1;
-    for line in stdin.lock().lines() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let first = (!args.is_empty()).then(|| Ok(args.join(" ")));
+    for line in first.into_iter().chain(stdin.lock().lines()) {
         let Ok(line) = line else { break };
         let words: Vec<&str> = line.split_whitespace().collect();
         let num = |i: usize| -> u64 {

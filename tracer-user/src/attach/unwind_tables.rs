@@ -23,8 +23,8 @@ use aya::maps::{Array, HashMap, Map};
 use log::debug;
 use tokio::sync::Notify;
 use tracer_common::{
-    UNWIND_MAP_INTERPRETER, UNWIND_MAPPINGS_MAX, UNWIND_ROWS_MAX, UnwindMapping, UnwindMappings,
-    UnwindRow,
+    STACK_COPIES_ALWAYS, STACK_COPIES_WITHOUT_TABLES, UNWIND_MAP_INTERPRETER, UNWIND_MAPPINGS_MAX,
+    UNWIND_ROWS_MAX, UnwindMapping, UnwindMappings, UnwindRow,
 };
 
 use super::{ProbeNote, Probes};
@@ -230,11 +230,15 @@ impl Probes {
                     // All of its stacks copied, rather than some unwound short.
                     debug!("PID {pid}: stacks unwound in user space: {why}");
                     self.forget_unwind_tables(pid);
+                    self.copy_stacks_always(pid);
                     notes.push(ProbeNote::UnwindTablesFull(pid));
                 }
-                Err(NotWritten::Failed(why)) => notes.push(ProbeNote::Warning(format!(
-                    "PID {pid}: unwind tables: {why}"
-                ))),
+                Err(NotWritten::Failed(why)) => {
+                    self.copy_stacks_always(pid);
+                    notes.push(ProbeNote::Warning(format!(
+                        "PID {pid}: unwind tables: {why}"
+                    )));
+                }
             }
         }
         notes
@@ -432,6 +436,20 @@ impl Probes {
     /// as the last ones written.
     pub(super) fn unwind_tables_dropped(&mut self, pid: u32) {
         self.unwind.written.remove(&pid);
+    }
+
+    /// Tells the kernel to copy every stack of a process whose tables will
+    /// not be written, past the share of copies a process sends while its
+    /// tables are being made (`STACK_COPIES_WITHOUT_TABLES`).
+    fn copy_stacks_always(&mut self, pid: u32) {
+        let Some(map) = self.ebpf.map_mut("STACK_COPIES") else {
+            return;
+        };
+        if let Ok(mut copies) = HashMap::<_, u32, u32>::try_from(map)
+            && let Err(e) = copies.insert(pid, STACK_COPIES_ALWAYS, 0)
+        {
+            debug!("PID {pid}: its stacks copied only {STACK_COPIES_WITHOUT_TABLES} times: {e}");
+        }
     }
 
     /// Forgets a process's mappings (the kernel drops its entry at exit;

@@ -194,9 +194,16 @@ impl NativeUnwinder {
             .is_some_and(|p| p.find(ip).is_some());
         if !known {
             // A child's own maps once it runs code its parent did not map.
+            // Else what the process mapped when it was last probed, if
+            // that has the address: a stack is read here a moment after
+            // its call, and by then the process may have exec'd (its exec
+            // is taken in order, after this stack, and forgets them).
             let mut maps = match self.forked.remove(&pid) {
                 Some(parents) if parents.iter().any(|m| m.contains(ip)) => parents,
-                _ => executable_mappings(pid),
+                _ => match self.known_maps.get(&pid) {
+                    Some(known) if known.iter().any(|m| m.contains(ip)) => known.clone(),
+                    _ => executable_mappings(pid),
+                },
             };
             if maps.is_empty() {
                 maps = self.known_maps.get(&pid)?.clone();
