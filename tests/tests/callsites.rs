@@ -316,3 +316,48 @@ fn a_python_program_that_execs_itself_is_named_from_its_new_frames() {
     );
     assert!(frame_line(after[0], "main").is_some(), "{ctx}");
 }
+
+#[test]
+fn a_process_whose_tables_do_not_fit_has_every_stack_copied() {
+    // More executable mappings than the kernel's table holds for one
+    // process (128): 140 copies of a small library, each its own file.
+    // Its tables are never written, so every stack is copied and unwound
+    // here, past the share of copies a process sends while its tables
+    // are being made.
+    let dir = scratch("callsites-libs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lib = std::path::Path::new(env!("DEEP_PIE_BIN")).with_file_name("libdeep.so");
+    for i in 0..140 {
+        std::fs::copy(&lib, dir.join(format!("libdeep{i:03}.so"))).unwrap();
+    }
+    let lines = markers();
+    let client = Fixture::start_command({
+        let mut cmd = Command::new(python());
+        cmd.arg(fixture_file("callsites.py"));
+        cmd
+    });
+    let calls = 100;
+    let traced = trace_until_exit("callsites-many-libs", client, |c| {
+        let loaded = c.run(&format!("load {}", dir.display()), LONG);
+        assert_eq!(loaded["loaded"], 140, "{loaded}");
+        // Probed when it maps them; nothing tells this test when.
+        settle();
+        for _ in 0..calls {
+            c.run("connect 1", LONG);
+        }
+        settle();
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let a = &traced.report["attribution"];
+    assert!(
+        a["unwound_here_tables_full"].as_u64().unwrap() >= calls,
+        "every connect's stack copied: {a:#}"
+    );
+    assert_eq!(a["leaf_only_no_tables_yet"], 0, "{a:#}");
+    let connects: Vec<_> = sites(&traced.report, "connect", "127.0.0.1:1")
+        .into_iter()
+        .filter(|s| frame_line(s, "open_connection") == Some(lines["connect"]))
+        .collect();
+    assert_eq!(connects.len(), 1, "{:#}", traced.report["call_sites"]);
+    assert_eq!(connects[0]["count"], calls, "{:#}", connects[0]);
+}
