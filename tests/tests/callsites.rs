@@ -58,6 +58,13 @@ fn native_functions(site: &Value) -> Vec<String> {
         .collect()
 }
 
+/// callsites.py under the Python `python`.
+fn callsites_py(python: impl AsRef<std::ffi::OsStr>) -> Fixture {
+    let mut cmd = Command::new(python);
+    cmd.arg(fixture_file("callsites.py"));
+    Fixture::start_command(cmd)
+}
+
 /// Gives the tracer a moment to read the frames of the last calls before
 /// the process exits (a live service never exits under it).
 fn settle() {
@@ -69,9 +76,7 @@ fn python_call_sites_name_the_functions_and_lines_in_every_cpython() {
     let lines = markers();
     for python in PYTHONS {
         let mut server = TlsServer::start(20, 100, 1);
-        let mut cmd = Command::new(python);
-        cmd.arg(fixture_file("callsites.py"));
-        let client = Fixture::start_command(cmd);
+        let client = callsites_py(python);
         let traced = trace_until_exit("callsites-py", client, |c| {
             c.run("lookup localhost", LONG);
             c.run("thread-lookup 127.0.0.1", LONG);
@@ -238,9 +243,7 @@ fn a_stripped_binary_gives_module_and_offset_frames() {
 #[test]
 fn an_unsupported_python_gets_native_stacks_and_one_warning() {
     // Python 3.9: a CPython without a frame layout in the tracer.
-    let mut cmd = Command::new("/root/.pyenv/versions/3.9.18/bin/python3.9");
-    cmd.arg(fixture_file("callsites.py"));
-    let client = Fixture::start_command(cmd);
+    let client = callsites_py("/root/.pyenv/versions/3.9.18/bin/python3.9");
     let traced = trace_until_exit("callsites-py39", client, |c| {
         c.run("lookup localhost", LONG);
         settle();
@@ -271,11 +274,7 @@ fn a_python_program_that_execs_itself_is_named_from_its_new_frames() {
     // What the tracer read of the old program's interpreter must not be
     // used for the new one's frames.
     let lines = markers();
-    let client = Fixture::start_command({
-        let mut cmd = Command::new(python());
-        cmd.arg(fixture_file("callsites.py"));
-        cmd
-    });
+    let client = callsites_py(python());
     let pid = client.pid;
     let traced = trace_until_exit("callsites-exec", client, |c| {
         c.run("lookup localhost", LONG);
@@ -331,11 +330,7 @@ fn a_process_whose_tables_do_not_fit_has_every_stack_copied() {
         std::fs::copy(&lib, dir.join(format!("libdeep{i:03}.so"))).unwrap();
     }
     let lines = markers();
-    let client = Fixture::start_command({
-        let mut cmd = Command::new(python());
-        cmd.arg(fixture_file("callsites.py"));
-        cmd
-    });
+    let client = callsites_py(python());
     let calls = 100;
     let traced = trace_until_exit("callsites-many-libs", client, |c| {
         let loaded = c.run(&format!("load {}", dir.display()), LONG);

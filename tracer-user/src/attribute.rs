@@ -45,14 +45,14 @@ impl Frame {
             let line = self.line.map(|l| format!(":{l}")).unwrap_or_default();
             return format!("{file}{line} {function}");
         }
+        if self.is_callers_unknown() {
+            return CALLERS_UNKNOWN.into();
+        }
         let module = self
             .module
             .as_deref()
             .map(base)
             .unwrap_or_else(|| "?".into());
-        if self.is_callers_unknown() {
-            return CALLERS_UNKNOWN.into();
-        }
         match (&self.function, &self.file, self.line) {
             (Some(f), Some(file), Some(line)) => format!("{f} ({file}:{line})"),
             (Some(f), _, _) => format!("{f} ({module})"),
