@@ -60,12 +60,14 @@ impl Aggregate {
             // An SSL call's site is kept with its connection (`tls`).
             per_site: false,
         };
-        let result = if t.ret > 0 {
-            format!("{} bytes", t.bytes)
-        } else {
-            format!("returned {}", t.ret)
-        };
-        let shown = call.target.clone().unwrap_or_default();
-        self.account(&call, |_| (shown, result));
+        let (ret, bytes) = (t.ret, t.bytes);
+        self.account(call, |_, call| {
+            let result = if ret > 0 {
+                format!("{bytes} bytes")
+            } else {
+                format!("returned {ret}")
+            };
+            (call.target.clone().unwrap_or_default(), result)
+        });
     }
 }

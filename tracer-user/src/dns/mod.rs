@@ -7,7 +7,7 @@
 
 use std::{
     borrow::Cow,
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
@@ -17,7 +17,10 @@ use tracer_common::{
 };
 
 pub use self::wire::{DnsMessage, parse_message};
-use crate::peer::{Peer, parse_sockaddr};
+use crate::{
+    peer::{Peer, parse_sockaddr},
+    unwind::HashMap,
+};
 
 mod go;
 mod wire;
@@ -112,7 +115,7 @@ pub struct LookupRecord {
     pub start_ns: u64,
     pub duration_ns: u64,
     /// "ok", or the error by name (EAI_NONAME, HOST_NOT_FOUND, ...).
-    pub result: String,
+    pub result: Cow<'static, str>,
     /// Distinct addresses returned (as far as copied).
     pub addresses: Vec<IpAddr>,
     pub queries: Vec<QueryRecord>,
@@ -222,7 +225,7 @@ fn count_in(counts: &mut BTreeMap<String, u64>, key: &str) {
 }
 
 /// A host name in lower case, copied only when it has capitals.
-fn lowercase(name: &str) -> Cow<'_, str> {
+pub(crate) fn lowercase(name: &str) -> Cow<'_, str> {
     if name.bytes().any(|b| b.is_ascii_uppercase()) || !name.is_ascii() {
         Cow::Owned(name.to_lowercase())
     } else {
@@ -335,10 +338,13 @@ impl DnsState {
     /// built with cgo resolves through getaddrinfo (`GODEBUG=netdns=cgo`),
     /// inside `lookupIPAddr`, and the lookup counts once, as Go's, with
     /// the queries getaddrinfo sent.
+    /// A lookup returned. `call_site` names its site, asked only for a
+    /// lookup kept among the slowest (a site's label is a few hundred
+    /// bytes, copied per lookup otherwise).
     pub fn on_lookup(
         &mut self,
         ev: &LookupEvent,
-        call_site: Option<String>,
+        call_site: impl FnOnce() -> Option<String>,
     ) -> Option<LookupRecord> {
         let func = LookupFn::from_u32(ev.func).unwrap_or(LookupFn::Getaddrinfo);
         if !func.is_go() && self.open_go.get(&ev.tgid).is_some_and(|&n| n > 0) {
@@ -397,12 +403,19 @@ impl DnsState {
                     }
                 }
             }
-            let last = LastLookup {
-                host: host.clone(),
-                addrs: addresses.clone(),
-                go: func.is_go(),
-            };
-            self.last_by_thread.insert(ev.end_tid, last);
+            // A loop's lookups are the same each time: kept as they are.
+            let same = self
+                .last_by_thread
+                .get(&ev.end_tid)
+                .is_some_and(|l| l.host == host && l.addrs == addresses && l.go == func.is_go());
+            if !same {
+                let last = LastLookup {
+                    host: host.clone(),
+                    addrs: addresses.clone(),
+                    go: func.is_go(),
+                };
+                self.last_by_thread.insert(ev.end_tid, last);
+            }
         }
         // Traffic between LookupStart and now belongs to this lookup; a
         // LookupStart lost to a full ring buffer leaves it empty.
@@ -423,15 +436,16 @@ impl DnsState {
             addresses,
             queries,
             waits,
-            call_site,
+            call_site: None,
         };
-        self.add_lookup(&record);
+        self.add_lookup(&record, call_site);
         Some(record)
     }
 
     /// Counts a lookup. Per lookup, it allocates only what is new: a new
     /// host, result or expansion (the collector's time went to allocating).
-    fn add_lookup(&mut self, r: &LookupRecord) {
+    /// `call_site` names the lookup's site when the record does not.
+    fn add_lookup(&mut self, r: &LookupRecord, call_site: impl FnOnce() -> Option<String>) {
         self.lookups_total += 1;
         let key = lowercase(&r.host);
         if !self.hosts.contains_key(key.as_ref()) {
@@ -488,7 +502,11 @@ impl DnsState {
             .slowest
             .partition_point(|x| x.duration_ns >= r.duration_ns);
         if pos < SLOWEST_KEPT {
-            self.slowest.insert(pos, r.clone());
+            let mut kept = r.clone();
+            if kept.call_site.is_none() {
+                kept.call_site = call_site();
+            }
+            self.slowest.insert(pos, kept);
             self.slowest.truncate(SLOWEST_KEPT);
         }
     }
@@ -522,7 +540,7 @@ impl DnsState {
     pub fn finish(&mut self, in_flight: Vec<LookupRecord>) {
         self.finish_go(&in_flight);
         for r in in_flight {
-            self.add_lookup(&r);
+            self.add_lookup(&r, || None);
         }
         let pending: Vec<QueryRecord> = self.pending.drain().map(|(_, q)| q).collect();
         for q in pending {
@@ -577,7 +595,7 @@ impl DnsState {
             ..Default::default()
         };
         for r in in_flight {
-            copy.add_lookup(r);
+            copy.add_lookup(r, || None);
         }
         (copy.hosts, copy.slowest)
     }
@@ -630,9 +648,9 @@ fn c_string(bytes: &[u8]) -> String {
 
 /// "ok", or the error by name: getaddrinfo's EAI_* codes (glibc values),
 /// gethostbyname's h_errno values.
-pub fn lookup_result(func: LookupFn, ret: i32) -> String {
+pub fn lookup_result(func: LookupFn, ret: i32) -> Cow<'static, str> {
     if ret == 0 {
-        return "ok".into();
+        return Cow::Borrowed("ok");
     }
     let name = if func.is_go() {
         // A Go error value; the tracer does not read which.
@@ -664,9 +682,9 @@ pub fn lookup_result(func: LookupFn, ret: i32) -> String {
         }
     };
     if name.is_empty() {
-        format!("error {ret}")
+        Cow::Owned(format!("error {ret}"))
     } else {
-        name.to_string()
+        Cow::Borrowed(name)
     }
 }
 

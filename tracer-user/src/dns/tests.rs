@@ -35,18 +35,20 @@ fn a_go_lookup_names_the_next_connect_on_the_thread_it_returned_on() {
     // The goroutine parked in the lookup and came back on thread 2.
     dns.on_lookup(
         &lookup(LookupFn::GoLookupIpAddr, "prom1.example.com", 2),
-        None,
+        || None,
     );
     assert_eq!(dns.host_for_connect(1, &local), ConnectName::Unknown);
     assert_eq!(dns.host_for_connect(2, &local), host("prom1.example.com"));
     // Thread 2 runs another goroutine next, dialing the same address
     // by number: not prom1's connect.
     assert_eq!(dns.host_for_connect(2, &local), ConnectName::Unknown);
-    dns.on_lookup(&lookup(LookupFn::GoLookupIpAddr, "127.0.0.1", 2), None);
+    dns.on_lookup(&lookup(LookupFn::GoLookupIpAddr, "127.0.0.1", 2), || None);
     assert_eq!(dns.host_for_connect(2, &local), ConnectName::Address);
     // A thread of a C program is its own: its lookup names each of its
     // connects (a client retrying the same host), until the next.
-    dns.on_lookup(&lookup(LookupFn::Getaddrinfo, "api.example.com", 1), None);
+    dns.on_lookup(&lookup(LookupFn::Getaddrinfo, "api.example.com", 1), || {
+        None
+    });
     assert_eq!(dns.host_for_connect(1, &local), host("api.example.com"));
     assert_eq!(dns.host_for_connect(1, &local), host("api.example.com"));
 }
@@ -61,7 +63,7 @@ fn host_names_are_counted_in_lower_case_and_copied_only_with_capitals() {
     assert!(matches!(lowercase("Api.Example.COM"), Cow::Owned(_)));
     let mut dns = DnsState::default();
     for host in ["API.example.com", "api.example.com", "Api.Example.Com"] {
-        dns.on_lookup(&lookup(LookupFn::Getaddrinfo, host, 1), None);
+        dns.on_lookup(&lookup(LookupFn::Getaddrinfo, host, 1), || None);
     }
     assert_eq!(dns.hosts.len(), 1, "{:?}", dns.hosts.keys());
     let h = &dns.hosts["api.example.com"];
