@@ -338,9 +338,10 @@ impl DnsState {
     /// built with cgo resolves through getaddrinfo (`GODEBUG=netdns=cgo`),
     /// inside `lookupIPAddr`, and the lookup counts once, as Go's, with
     /// the queries getaddrinfo sent.
-    /// A lookup returned. `call_site` names its site, asked only for a
-    /// lookup kept among the slowest (a site's label is a few hundred
-    /// bytes, copied per lookup otherwise).
+    ///
+    /// `call_site` names the lookup's site, asked only for a lookup kept
+    /// among the slowest (a site's label is a few hundred bytes, copied
+    /// per lookup otherwise).
     pub fn on_lookup(
         &mut self,
         ev: &LookupEvent,
