@@ -24,10 +24,7 @@ pub(crate) fn traced_run(env: &Env, mode: &str, calls: u64) -> Result<(f64, Valu
     let mut lp = Loop::start(env, mode)?;
     let json_path = env.out.join(format!("capacity-{mode}.json"));
     let mut tracer = attach_report(env, lp.pid, &json_path)?;
-    let answer = lp.ask(&format!("run {calls}"))?;
-    let ns = answer["ns_per_call"]
-        .as_f64()
-        .ok_or("bench-loop: no ns_per_call")?;
+    let (ns, answer) = lp.run_answer(calls)?;
     lp.quit();
     let _ = tracer.wait();
     let text = std::fs::read_to_string(&json_path).map_err(|e| e.to_string())?;

@@ -109,9 +109,16 @@ impl Loop {
     }
 
     pub(crate) fn run(&mut self, calls: u64) -> Result<f64> {
-        self.ask(&format!("run {calls}"))?["ns_per_call"]
+        Ok(self.run_answer(calls)?.0)
+    }
+
+    /// `run`, with the loop's whole answer (its `ssl_calls`, say).
+    pub(crate) fn run_answer(&mut self, calls: u64) -> Result<(f64, Value)> {
+        let answer = self.ask(&format!("run {calls}"))?;
+        let ns = answer["ns_per_call"]
             .as_f64()
-            .ok_or_else(|| "no ns_per_call".into())
+            .ok_or_else(|| "no ns_per_call".to_string())?;
+        Ok((ns, answer))
     }
 
     /// The library file the workload's calls land in (for uprobes).
