@@ -29,6 +29,7 @@ mod mapped;
 mod peer;
 mod probing;
 mod python;
+mod records;
 mod render;
 mod session;
 mod slow_io;
