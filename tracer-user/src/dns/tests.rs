@@ -70,3 +70,38 @@ fn host_names_are_counted_in_lower_case_and_copied_only_with_capitals() {
     assert_eq!(h.latency.count, 3);
     assert_eq!(h.results.get("ok"), Some(&3));
 }
+
+#[test]
+fn a_record_keeps_each_address_once_in_order_and_its_service_as_sent() {
+    let mut ev = lookup(LookupFn::Getaddrinfo, "api.example.com", 1);
+    // getaddrinfo returns an address once per socket type: 3 entries of
+    // ::1 and 127.0.0.1 each, as a loop over its results copies them.
+    let v6 = Ipv6Addr::LOCALHOST.octets();
+    for (i, fam) in [libc::AF_INET6, libc::AF_INET, libc::AF_INET6, libc::AF_INET]
+        .into_iter()
+        .enumerate()
+    {
+        ev.families[i] = fam as u16;
+        ev.addrs[i] = if fam == libc::AF_INET {
+            [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        } else {
+            v6
+        };
+    }
+    ev.naddrs = 4;
+    ev.service[..2].copy_from_slice(b"80");
+    let mut dns = DnsState::default();
+    let r = dns.on_lookup(&ev, || None).expect("a libc lookup's record");
+    let want: Vec<IpAddr> = vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()];
+    assert_eq!(r.addresses.as_slice(), want.as_slice());
+    assert_eq!(r.service.as_deref(), Some("80"));
+    // A service of bytes that are not UTF-8, as long as the kernel copies:
+    // each shown as U+FFFD, none lost.
+    ev.service = [0xff; tracer_common::SERVICE_MAX];
+    let r = dns.on_lookup(&ev, || None).expect("a record");
+    let service = r.service.expect("a service");
+    assert_eq!(service.chars().count(), tracer_common::SERVICE_MAX);
+    assert!(service.chars().all(|c| c == char::REPLACEMENT_CHARACTER));
+    ev.service = [0; tracer_common::SERVICE_MAX];
+    assert_eq!(dns.on_lookup(&ev, || None).expect("a record").service, None);
+}
