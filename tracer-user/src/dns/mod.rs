@@ -11,19 +11,22 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use arrayvec::{ArrayString, ArrayVec};
 use serde::Serialize;
 use tracer_common::{
-    DNS_SEND, DnsPacketEvent, DnsWaitEvent, LOOKUP_ADDRS, LatencyStats, LookupEvent, LookupFn,
-    LookupStartEvent, SERVICE_MAX,
+    DNS_SEND, DnsPacketEvent, DnsWaitEvent, LatencyStats, LookupEvent, LookupFn, LookupStartEvent,
 };
 
-pub use self::wire::{DnsMessage, parse_message};
+use self::fields::{c_string, service_of};
+pub use self::{
+    fields::{Addresses, Service, lookup_result},
+    wire::{DnsMessage, parse_message},
+};
 use crate::{
     peer::{Peer, parse_sockaddr},
     unwind::HashMap,
 };
 
+mod fields;
 mod go;
 mod wire;
 
@@ -104,16 +107,6 @@ struct LastLookup {
 
 /// The result of a lookup still open when the report was made.
 pub const IN_PROGRESS: &str = "in progress";
-
-/// A lookup's addresses, as many as the kernel copies: kept in place, as
-/// is the service name, so that a lookup's record costs no heap block
-/// but its host's (at 10,000 lookups a second, each block and its free
-/// is a measurable share of the collector).
-pub type Addresses = ArrayVec<IpAddr, LOOKUP_ADDRS>;
-
-/// A service as the kernel copied it (`SERVICE_MAX` bytes at most, but
-/// each byte that is not UTF-8 is shown as 3).
-pub type Service = ArrayString<{ 3 * SERVICE_MAX }>;
 
 /// One finished libc lookup.
 #[derive(Debug, Clone, Serialize)]
@@ -652,65 +645,6 @@ impl DnsState {
     pub fn forget_thread(&mut self, tid: u32) {
         self.open.remove(&tid);
         self.last_by_thread.remove(&tid);
-    }
-}
-
-/// The service name of a lookup's record, None when it had none.
-fn service_of(bytes: &[u8]) -> Option<Service> {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    let mut service = Service::new();
-    for c in String::from_utf8_lossy(&bytes[..end]).chars() {
-        if service.try_push(c).is_err() {
-            break;
-        }
-    }
-    Some(service).filter(|s| !s.is_empty())
-}
-
-fn c_string(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
-/// "ok", or the error by name: getaddrinfo's EAI_* codes (glibc values),
-/// gethostbyname's h_errno values.
-pub fn lookup_result(func: LookupFn, ret: i32) -> Cow<'static, str> {
-    if ret == 0 {
-        return Cow::Borrowed("ok");
-    }
-    let name = if func.is_go() {
-        // A Go error value; the tracer does not read which.
-        "error"
-    } else if func == LookupFn::Getaddrinfo {
-        match ret {
-            -1 => "EAI_BADFLAGS",
-            -2 => "EAI_NONAME",
-            -3 => "EAI_AGAIN",
-            -4 => "EAI_FAIL",
-            -5 => "EAI_NODATA",
-            -6 => "EAI_FAMILY",
-            -7 => "EAI_SOCKTYPE",
-            -8 => "EAI_SERVICE",
-            -9 => "EAI_ADDRFAMILY",
-            -10 => "EAI_MEMORY",
-            -11 => "EAI_SYSTEM",
-            -12 => "EAI_OVERFLOW",
-            _ => "",
-        }
-    } else {
-        match ret {
-            1 => "HOST_NOT_FOUND",
-            2 => "TRY_AGAIN",
-            3 => "NO_RECOVERY",
-            4 => "NO_DATA",
-            -1 => "failed",
-            _ => "",
-        }
-    };
-    if name.is_empty() {
-        Cow::Owned(format!("error {ret}"))
-    } else {
-        Cow::Borrowed(name)
     }
 }
 
