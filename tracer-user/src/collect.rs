@@ -2,17 +2,104 @@
 //! the ring buffer (drained whenever its fd is readable); aggregates are read
 //! from the maps on demand; loss counters are read with them.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, mem::size_of};
 
 use anyhow::{Context as _, anyhow};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use tokio::io::unix::AsyncFd;
 use tracer_common::{
-    CONN_ANSWERED, CONN_IN_REQUEST, DnsServer, FdKey, GoLookupState, GoroutineKey, LatencyStats,
-    LookupState, LostCounter, RequestTime, ServerConn, SyscallKey, ThreadEntry,
+    CONN_ANSWERED, CONN_IN_REQUEST, ConnectEvent, DnsPacketEvent, DnsServer, DnsWaitEvent,
+    EventKind, ExecMapEvent, FRAMES_HEADER, FdClosedEvent, FdKey, FramesEvent, GoLookupState,
+    GoroutineKey, HandshakeEvent, LatencyStats, LookupEvent, LookupStartEvent, LookupState,
+    LostCounter, NATIVE_FRAMES, RequestEndEvent, RequestLineEvent, RequestTime, ServerConn,
+    SlowIoEvent, StackEvent, SyscallKey, TaskEvent, ThreadEntry, TlsEvent, TlsWaitEvent,
 };
 
-use crate::{attach::Probes, records::Records};
+use crate::attach::Probes;
+
+/// One record from the ring buffer.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Connect(ConnectEvent),
+    Handshake(HandshakeEvent),
+    Task(TaskEvent),
+    LookupStart(LookupStartEvent),
+    Lookup(Box<LookupEvent>),
+    DnsPacket(Box<DnsPacketEvent>),
+    DnsWait(DnsWaitEvent),
+    Tls(TlsEvent),
+    TlsWait(TlsWaitEvent),
+    ExecMap(ExecMapEvent),
+    Stack(Box<StackEvent>),
+    Frames(Box<FramesEvent>),
+    SlowIo(SlowIoEvent),
+    FdClosed(FdClosedEvent),
+    RequestLine(Box<RequestLineEvent>),
+    RequestEnd(RequestEndEvent),
+}
+
+/// Decodes a ring buffer record; `None` for a record we do not know (a
+/// newer kernel object, or a short read), which is counted by the caller.
+pub fn parse_event(bytes: &[u8]) -> Option<Event> {
+    fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+        (bytes.len() >= size_of::<T>())
+            // SAFETY: length checked; T is a repr(C) plain-data event type.
+            .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+    }
+    /// Straight into the heap: a stack record is 16 KiB, copied once.
+    fn read_boxed<T: Copy>(bytes: &[u8]) -> Option<Box<T>> {
+        if bytes.len() < size_of::<T>() {
+            return None;
+        }
+        let mut boxed = Box::<T>::new_uninit();
+        // SAFETY: length checked; T is a repr(C) plain-data event type,
+        // valid for any bytes, and the copy fills all of it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                boxed.as_mut_ptr().cast::<u8>(),
+                size_of::<T>(),
+            );
+            Some(boxed.assume_init())
+        }
+    }
+    /// A record sent only as long as its content: what came, the rest
+    /// zero; None when the header says more than came.
+    fn read_frames(bytes: &[u8]) -> Option<Box<FramesEvent>> {
+        let len = bytes.len().min(size_of::<FramesEvent>());
+        if len < FRAMES_HEADER {
+            return None;
+        }
+        // SAFETY: FramesEvent is repr(C) integers, valid as all zeroes.
+        let mut ev: Box<FramesEvent> = unsafe { Box::new_zeroed().assume_init() };
+        // SAFETY: at most the record's size, from a slice that long.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&raw mut *ev).cast::<u8>(), len);
+        }
+        let words = ev.native_depth as usize + 2 * ev.py_depth as usize;
+        (ev.native_depth as usize <= NATIVE_FRAMES && FRAMES_HEADER + words * 8 <= len)
+            .then_some(ev)
+    }
+    let kind = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
+    match EventKind::from_u32(kind)? {
+        EventKind::Connect => read(bytes).map(Event::Connect),
+        EventKind::Handshake => read(bytes).map(Event::Handshake),
+        EventKind::Task => read(bytes).map(Event::Task),
+        EventKind::LookupStart => read(bytes).map(Event::LookupStart),
+        EventKind::Lookup => read_boxed(bytes).map(Event::Lookup),
+        EventKind::DnsPacket => read_boxed(bytes).map(Event::DnsPacket),
+        EventKind::DnsWait => read(bytes).map(Event::DnsWait),
+        EventKind::Tls => read(bytes).map(Event::Tls),
+        EventKind::TlsWait => read(bytes).map(Event::TlsWait),
+        EventKind::ExecMap => read(bytes).map(Event::ExecMap),
+        EventKind::Stack => read_boxed(bytes).map(Event::Stack),
+        EventKind::Frames => read_frames(bytes).map(Event::Frames),
+        EventKind::SlowIo => read(bytes).map(Event::SlowIo),
+        EventKind::FdClosed => read(bytes).map(Event::FdClosed),
+        EventKind::RequestLine => read_boxed(bytes).map(Event::RequestLine),
+        EventKind::RequestEnd => read(bytes).map(Event::RequestEnd),
+    }
+}
 
 /// Counters of things the kernel side could not record (see
 /// `tracer_common::LostCounter`), plus records user space could not decode.
@@ -43,13 +130,13 @@ impl LostCounts {
     }
 }
 
-/// Words of records' room kept from drain to drain (256 KiB).
-const KEPT_RECORD_WORDS: usize = 32 * 1024;
+/// Records whose room the batch keeps between drains.
+const KEPT_BATCH: usize = 4096;
 
 pub struct Collector {
     ring: AsyncFd<RingBuf<MapData>>,
     /// The records of one drain, kept between drains for its memory.
-    records: Records,
+    batch: Vec<Event>,
     syscall_stats: HashMap<MapData, SyscallKey, LatencyStats>,
     thread_entries: HashMap<MapData, u32, ThreadEntry>,
     lookups: HashMap<MapData, u32, LookupState>,
@@ -101,7 +188,7 @@ impl Collector {
             .map_err(|e| anyhow!("watching the event ring buffer: {e}"))?;
         Ok(Self {
             ring,
-            records: Records::default(),
+            batch: Vec::new(),
             syscall_stats: take(probes, "SYSCALL_STATS")?,
             thread_entries: take(probes, "THREAD_ENTRIES")?,
             lookups: take(probes, "LOOKUPS")?,
@@ -138,26 +225,30 @@ impl Collector {
 
     /// Hands every pending ring buffer record to `sink`, in order, as one
     /// batch (so that the fast, time-critical part of a batch can be done
-    /// before the slow part: see `Aggregate::apply_batch`). The batch's
-    /// memory is kept for the next drain rather than grown anew each time.
-    pub fn drain(&mut self, sink: impl FnOnce(&Records)) {
+    /// before the slow part: see `Aggregate::apply_batch`). The sink takes
+    /// the records out; the batch's memory is kept for the next drain
+    /// rather than grown anew each time.
+    pub fn drain(&mut self, sink: impl FnOnce(&mut Vec<Event>)) {
         let ring = self.ring.get_mut();
-        let records = &mut self.records;
+        let batch = &mut self.batch;
+        batch.clear();
         while let Some(item) = ring.next() {
             self.events_seen += 1;
             if let Some(dump) = self.record_dump.as_mut() {
                 use std::io::Write as _;
                 let _ = dump.write_all(&item);
             }
-            if !records.push(&item) {
-                self.undecodable += 1;
+            match parse_event(&item) {
+                Some(ev) => batch.push(ev),
+                None => self.undecodable += 1,
             }
         }
-        if !records.is_empty() {
-            sink(records);
+        if !batch.is_empty() {
+            sink(batch);
         }
+        batch.clear();
         // A burst's worth is not kept for the rest of the run.
-        records.clear(KEPT_RECORD_WORDS);
+        batch.shrink_to(KEPT_BATCH);
     }
 
     /// The kernel's per-(process, syscall) aggregates.
@@ -462,4 +553,32 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes into the local timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_known_records_and_refuses_short_ones() {
+        let ev = HandshakeEvent {
+            kind: EventKind::Handshake as u32,
+            tgid: 1,
+            tid: 2,
+            new_state: 1,
+            skaddr: 0xdead,
+            start_ns: 5,
+            duration_ns: 7,
+        };
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<HandshakeEvent>())
+        };
+        match parse_event(bytes) {
+            Some(Event::Handshake(h)) => assert_eq!((h.skaddr, h.duration_ns), (0xdead, 7)),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_event(&bytes[..10]).is_none());
+        assert!(parse_event(&[9, 0, 0, 0, 1, 2]).is_none());
+        assert!(parse_event(&[]).is_none());
+    }
 }

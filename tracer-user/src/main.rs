@@ -29,7 +29,6 @@ mod mapped;
 mod peer;
 mod probing;
 mod python;
-mod records;
 mod render;
 mod session;
 mod slow_io;

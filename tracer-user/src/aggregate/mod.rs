@@ -21,12 +21,12 @@ use tracer_common::{LatencyStats, LookupEvent, SlowIoEvent, SyscallKey, ThreadEn
 pub use self::processes::{ProcessState, is_process};
 use crate::{
     attribute::Attributor,
+    collect::Event,
     connect::{ConnectOutcome, ConnectRecord, ConnectState},
     dns::{DnsState, LookupRecord},
     http::{HttpState, RequestCall},
     kind::CallKind,
     peer::{Peer, parse_sockaddr},
-    records::{Event, Records},
     slow_io::SlowIoStats,
     tls::TlsState,
 };
@@ -278,8 +278,8 @@ impl Aggregate {
     /// objects its stacks name: those are read from the live process,
     /// which may exit any moment, while unwinding native stacks is slow
     /// the first time a library is seen.
-    pub fn apply_batch(&mut self, records: &Records) {
-        for ev in records.iter() {
+    pub fn apply_batch(&mut self, batch: &mut Vec<Event>) {
+        for ev in batch.iter() {
             match ev {
                 Event::Stack(st) => {
                     let py = crate::attribute::stack_python(st);
@@ -292,12 +292,12 @@ impl Aggregate {
                 _ => {}
             }
         }
-        for ev in records.iter() {
+        for ev in batch.drain(..) {
             self.apply(ev);
         }
     }
 
-    pub fn apply(&mut self, ev: Event<'_>) {
+    pub fn apply(&mut self, ev: Event) {
         match ev {
             Event::Connect(c) => {
                 let site = self.sites.take(c.tid, c.start_ns);
@@ -314,22 +314,22 @@ impl Aggregate {
             }
             Event::Task(t) => self.on_task(t),
             Event::LookupStart(l) => self.dns.on_lookup_start(&l),
-            Event::Lookup(l) => self.on_lookup(l),
-            Event::DnsPacket(p) => self.dns.on_packet(p),
+            Event::Lookup(l) => self.on_lookup(&l),
+            Event::DnsPacket(p) => self.dns.on_packet(&p),
             Event::DnsWait(w) => self.dns.on_wait(&w),
             Event::Tls(t) => self.on_tls(&t),
             Event::TlsWait(w) => self.tls.on_wait(&w),
             Event::ExecMap(m) => {
                 self.mapped_new_code.insert(m.tgid);
             }
-            Event::Stack(st) => self.sites.on_stack(st),
-            Event::Frames(f) => self.sites.on_frames(f),
+            Event::Stack(st) => self.sites.on_stack(&st),
+            Event::Frames(f) => self.sites.on_frames(&f),
             Event::SlowIo(io) => self.on_slow_io(&io),
             Event::FdClosed(c) => {
                 self.fd_peers.remove(&(c.tgid, c.fd));
                 self.tls.on_close(c.tgid, c.fd);
             }
-            Event::RequestLine(l) => self.http.on_line(l),
+            Event::RequestLine(l) => self.http.on_line(&l),
             Event::RequestEnd(e) => self.http.on_end(&e),
         }
     }
