@@ -19,9 +19,8 @@ pub type Service = ArrayString<{ 3 * SERVICE_MAX }>;
 
 /// The service name of a lookup's record, None when it had none.
 pub(super) fn service_of(bytes: &[u8]) -> Option<Service> {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     let mut service = Service::new();
-    for c in String::from_utf8_lossy(&bytes[..end]).chars() {
+    for c in String::from_utf8_lossy(before_nul(bytes)).chars() {
         if service.try_push(c).is_err() {
             break;
         }
@@ -30,8 +29,13 @@ pub(super) fn service_of(bytes: &[u8]) -> Option<Service> {
 }
 
 pub(super) fn c_string(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(before_nul(bytes)).into_owned()
+}
+
+/// A C string's bytes: up to its NUL, or all of them without one.
+fn before_nul(bytes: &[u8]) -> &[u8] {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+    &bytes[..end]
 }
 
 /// "ok", or the error by name: getaddrinfo's EAI_* codes (glibc values),

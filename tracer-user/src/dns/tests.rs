@@ -74,8 +74,8 @@ fn host_names_are_counted_in_lower_case_and_copied_only_with_capitals() {
 #[test]
 fn a_record_keeps_each_address_once_in_order_and_its_service_as_sent() {
     let mut ev = lookup(LookupFn::Getaddrinfo, "api.example.com", 1);
-    // getaddrinfo returns an address once per socket type: 3 entries of
-    // ::1 and 127.0.0.1 each, as a loop over its results copies them.
+    // getaddrinfo returns an address once per socket type: here 2 entries
+    // of ::1 and 2 of 127.0.0.1, interleaved, as the kernel copies them.
     let v6 = Ipv6Addr::LOCALHOST.octets();
     for (i, fam) in [libc::AF_INET6, libc::AF_INET, libc::AF_INET6, libc::AF_INET]
         .into_iter()
