@@ -262,6 +262,12 @@ impl Attributor {
         self.native.remember_maps(pid, maps);
     }
 
+    /// Reads what naming the first stack of `pid` needs, before its calls
+    /// are traced (see `NativeUnwinder::warm_up`).
+    pub fn warm_up(&mut self, pid: u32) {
+        self.native.warm_up(pid);
+    }
+
     /// A call site's whole chain (`CallSite::label`), made once per site:
     /// every lookup record carries it.
     pub fn site_label(&self, id: u32) -> String {

@@ -234,7 +234,7 @@ pub async fn run(
     }
     if let Some(cmd) = &launched {
         match cmd.try_wait() {
-            Some(status) => info!("command exited: {}", describe_wait_status(status)),
+            Some(status) => info!("command exited: {}", target::describe_wait_status(status)),
             None if ended != EndReason::TargetExited => {
                 warn!("the command (PID {}) is still running, untraced", cmd.pid)
             }
@@ -391,12 +391,23 @@ impl Tracing {
             self.add_target(info.pid, &info.comm)?;
         }
         if node_mode {
-            probe_libraries(&mut self.probes, &mut self.agg, std::process::id(), false);
+            let own = std::process::id();
+            // The system's libc, named once for every process mapping it.
+            if self.probes.call_sites() {
+                self.agg.sites_mut().warm_up(own);
+                self.agg.sites_mut().forget_process(own);
+            }
+            probe_libraries(&mut self.probes, &mut self.agg, own, false);
         }
         Ok(())
     }
 
     fn add_target(&mut self, pid: u32, comm: &str) -> anyhow::Result<()> {
+        // Before its calls come: the first naming held the collector as
+        // long as a flat-out loop takes to fill 4 MiB of ring.
+        if self.probes.call_sites() {
+            self.agg.sites_mut().warm_up(pid);
+        }
         self.probes.trace_process(pid)?;
         self.collector
             .seed_blocked_threads(pid, self.agg.start_ns());
@@ -682,14 +693,4 @@ fn snapshot(
         agg.finish(now);
     }
     Report::build(agg, now, ended, collector.lost(), tls_files, share_of)
-}
-
-fn describe_wait_status(status: i32) -> String {
-    if libc::WIFEXITED(status) {
-        format!("status {}", libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        format!("killed by signal {}", libc::WTERMSIG(status))
-    } else {
-        format!("wait status {status}")
-    }
 }

@@ -437,6 +437,17 @@ fn cgroup2_mounts(mountinfo: &str) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// A wait status as a person reads it: `status 1`, `killed by signal 9`.
+pub fn describe_wait_status(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        format!("wait status {status}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
 

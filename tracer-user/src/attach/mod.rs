@@ -378,6 +378,11 @@ impl Probes {
         self.preprobed_roots.retain(|&(_, _, owner)| owner != pid);
     }
 
+    /// Whether stacks are taken (not `--no-call-sites`).
+    pub fn call_sites(&self) -> bool {
+        self.call_sites
+    }
+
     /// Node mode: files are probed for every process.
     pub fn node_mode(&self) -> bool {
         self.node_mode

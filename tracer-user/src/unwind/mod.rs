@@ -355,6 +355,36 @@ impl NativeUnwinder {
         Some((m.path.clone(), off, (m.dev, m.inode)))
     }
 
+    /// Names `getaddrinfo` in the C library of `pid`, ahead of its first
+    /// stack: the first name asked of a file makes blazesym read its
+    /// symbols and, for libc, the DWARF of its debug file (some 40 to 100
+    /// ms, 10 MB decompressed), which the collector would otherwise spend
+    /// while the ring buffer fills. Names are kept by file, so this serves
+    /// every process that maps the same libc.
+    pub fn warm_up(&mut self, pid: u32) {
+        let maps = executable_mappings(pid);
+        let Some(libc) = maps.iter().find(|m| crate::mapped::is_libc(&m.path)) else {
+            return;
+        };
+        let offset = libc.file_path(pid).ok().and_then(|path| {
+            crate::elf::function_offsets(&path, &["getaddrinfo"])
+                .ok()?
+                .get("getaddrinfo")
+                .copied()
+        });
+        let addr = offset.and_then(|off| {
+            libc.exec
+                .iter()
+                .find(|&&(start, end, file_off)| off >= file_off && off - file_off < end - start)
+                .map(|&(start, _, file_off)| start + (off - file_off))
+        });
+        if let Some(addr) = addr
+            && self.process(pid, addr).is_some()
+        {
+            let _ = self.symbolize(pid, addr);
+        }
+    }
+
     /// Remembers what a process maps (seen while it was alive).
     pub fn remember_maps(&mut self, pid: u32, maps: Vec<Mapping>) {
         self.known_maps.insert(pid, maps);

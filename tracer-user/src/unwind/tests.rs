@@ -206,3 +206,14 @@ mod libc_tests {
         );
     }
 }
+
+/// Warming up names our libc's `getaddrinfo` and keeps the name: the first
+/// stack of a lookup then costs a look in the cache, not blazesym's first
+/// read of libc.
+#[test]
+fn warming_up_names_getaddrinfo_of_the_process_libc_ahead() {
+    let mut u = NativeUnwinder::default();
+    u.warm_up(std::process::id());
+    let names: Vec<String> = u.symbols.values().filter_map(|(f, _)| f.clone()).collect();
+    assert!(names.iter().any(|n| n.contains("getaddrinfo")), "{names:?}");
+}
