@@ -1,12 +1,12 @@
 //! Collect: everything the kernel side hands us. Single events come through
-//! the ring buffer (drained whenever its fd is readable); aggregates are read
-//! from the maps on demand; loss counters are read with them.
+//! the ring buffer (taken out by `intake`'s thread when the kernel wakes it,
+//! and drained here on its word and on a timer); aggregates are read from
+//! the maps on demand; loss counters are read with them.
 
 use std::{collections::BTreeMap, mem::size_of};
 
 use anyhow::{Context as _, anyhow};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
-use tokio::io::unix::AsyncFd;
 use tracer_common::{
     CONN_ANSWERED, CONN_IN_REQUEST, ConnectEvent, DnsPacketEvent, DnsServer, DnsWaitEvent,
     EventKind, ExecMapEvent, FRAMES_HEADER, FdClosedEvent, FdKey, FramesEvent, GoLookupState,
@@ -15,7 +15,7 @@ use tracer_common::{
     SlowIoEvent, StackEvent, SyscallKey, TaskEvent, ThreadEntry, TlsEvent, TlsWaitEvent,
 };
 
-use crate::attach::Probes;
+use crate::{attach::Probes, intake::Intake};
 
 /// One record from the ring buffer.
 #[derive(Debug, Clone)]
@@ -134,7 +134,8 @@ impl LostCounts {
 const KEPT_BATCH: usize = 4096;
 
 pub struct Collector {
-    ring: AsyncFd<RingBuf<MapData>>,
+    /// The ring buffer, read by a thread of its own.
+    intake: Intake<Event>,
     /// The records of one drain, kept between drains for its memory.
     batch: Vec<Event>,
     syscall_stats: HashMap<MapData, SyscallKey, LatencyStats>,
@@ -158,14 +159,6 @@ pub struct Collector {
     retired_idle: std::collections::HashMap<u32, u64>,
     /// Requests served by processes that exited, likewise.
     retired_requests: std::collections::HashMap<u32, RequestTime>,
-    undecodable: u64,
-    /// Ring buffer records taken so far.
-    pub events_seen: u64,
-    /// Every record as the kernel wrote it, appended to the file named by
-    /// `TRACER_DUMP_RECORDS`: what crossed from the kernel, for the tests
-    /// that check that no more than the method and path of a request, or
-    /// the question of a DNS message, ever does.
-    record_dump: Option<std::fs::File>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -182,12 +175,8 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
 impl Collector {
     pub fn new(probes: &mut Probes) -> anyhow::Result<Self> {
         let ring: RingBuf<MapData> = take(probes, "EVENTS")?;
-        // SAFETY: the ring buffer owns its fd and keeps it open, unchanged,
-        // for as long as it lives inside the AsyncFd.
-        let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-            .map_err(|e| anyhow!("watching the event ring buffer: {e}"))?;
         Ok(Self {
-            ring,
+            intake: Intake::start(ring, parse_event)?,
             batch: Vec::new(),
             syscall_stats: take(probes, "SYSCALL_STATS")?,
             thread_entries: take(probes, "THREAD_ENTRIES")?,
@@ -204,44 +193,33 @@ impl Collector {
             retired: BTreeMap::new(),
             retired_idle: Default::default(),
             retired_requests: Default::default(),
-            undecodable: 0,
-            events_seen: 0,
-            record_dump: match std::env::var_os("TRACER_DUMP_RECORDS") {
-                Some(path) => Some(
-                    std::fs::File::create(&path)
-                        .with_context(|| format!("creating {}", path.to_string_lossy()))?,
-                ),
-                None => None,
-            },
         })
     }
 
-    /// Waits until the ring buffer has records.
-    pub async fn readable(&mut self) -> anyhow::Result<()> {
-        let mut guard = self.ring.readable_mut().await?;
-        guard.clear_ready();
-        Ok(())
+    /// Waits until the ring buffer's reader took records.
+    pub async fn readable(&self) {
+        self.intake.woken().await;
     }
 
-    /// Hands every pending ring buffer record to `sink`, in order, as one
-    /// batch (so that the fast, time-critical part of a batch can be done
-    /// before the slow part: see `Aggregate::apply_batch`). The sink takes
-    /// the records out; the batch's memory is kept for the next drain
-    /// rather than grown anew each time.
+    /// Ring buffer records taken so far.
+    pub fn events_seen(&self) -> u64 {
+        self.intake.lock().seen
+    }
+
+    /// Hands every ring buffer record written so far to `sink`, in order,
+    /// as one batch (so that the fast, time-critical part of a batch can be
+    /// done before the slow part: see `Aggregate::apply_batch`): what the
+    /// reader thread took, then the ring's rest. The sink takes the records
+    /// out; the batch's memory is kept for the next drain rather than grown
+    /// anew each time.
     pub fn drain(&mut self, sink: impl FnOnce(&mut Vec<Event>)) {
-        let ring = self.ring.get_mut();
         let batch = &mut self.batch;
         batch.clear();
-        while let Some(item) = ring.next() {
-            self.events_seen += 1;
-            if let Some(dump) = self.record_dump.as_mut() {
-                use std::io::Write as _;
-                let _ = dump.write_all(&item);
-            }
-            match parse_event(&item) {
-                Some(ev) => batch.push(ev),
-                None => self.undecodable += 1,
-            }
+        {
+            let mut taken = self.intake.lock();
+            taken.take_pending();
+            // The reader goes on into the last drain's (emptied) memory.
+            std::mem::swap(batch, &mut taken.events);
         }
         if !batch.is_empty() {
             sink(batch);
@@ -392,7 +370,7 @@ impl Collector {
             lookup_map_full: sum(LostCounter::LookupMapFull),
             dns_socket_map_full: sum(LostCounter::DnsSocketMapFull),
             tls_call_map_full: sum(LostCounter::TlsCallMapFull),
-            undecodable: self.undecodable,
+            undecodable: self.intake.lock().undecodable,
         }
     }
 

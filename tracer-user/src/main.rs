@@ -23,6 +23,7 @@ mod export;
 mod fuzz;
 mod golang;
 mod http;
+mod intake;
 mod kernel;
 mod kind;
 mod mapped;
@@ -59,6 +60,16 @@ use crate::{
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 fn main() {
+    // One heap for every thread: records decoded by the ring buffer's
+    // reader thread and freed by the collector's gave glibc's reader arena
+    // 12 MiB more at its peak (`bench --only node`, busy: 86.4 against
+    // 74.5 MiB; 75.2 with one arena), at no cost in CPU that the bench
+    // could tell.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     let cli = Cli::try_parse().unwrap_or_else(|err| exit_with_usage(err));
     status::set_quiet(cli.quiet);
     let level = match cli.verbose {

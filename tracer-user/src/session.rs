@@ -170,8 +170,7 @@ pub async fn run(
     let ended = loop {
         tokio::select! {
             _ = notified(tables_ready.as_deref()) => t.write_compiled_tables(),
-            r = t.collector.readable() => {
-                r?;
+            _ = t.collector.readable() => {
                 t.drain();
                 if t.targets_gone() {
                     break EndReason::TargetExited;
@@ -181,7 +180,7 @@ pub async fn run(
                 // The kernel wakes us only for urgent records or a filling
                 // ring: the rest is collected here.
                 t.drain();
-                progress.update(started.elapsed(), t.collector.events_seen, t.collector.lost().total());
+                progress.update(started.elapsed(), t.collector.events_seen(), t.collector.lost().total());
                 t.look_around();
                 if t.targets_gone() {
                     break EndReason::TargetExited;

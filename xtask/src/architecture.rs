@@ -55,7 +55,7 @@ const LAYERS: &[(&str, Layers)] = &[
             (&["render", "export"], true),
             (&["aggregate"], false),
             (&["dns", "tls", "connect", "slow_io", "http"], false),
-            (&["collect", "attribute", "unwind"], true),
+            (&["collect", "intake", "attribute", "unwind"], true),
             (&["attach"], false),
             (
                 &[
