@@ -159,10 +159,26 @@ pub struct TargetArgs {
     pub max_routes: usize,
 
     /// Size of the kernel-to-tracer event ring buffer (a power of two from
-    /// 4KiB to 1GiB). Events that find it full are counted as lost and
-    /// reported; in-kernel syscall counts stay exact either way
-    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_ring_size)]
-    pub ring_size: u32,
+    /// 4KiB to 1GiB; default 4MiB for named processes, 16MiB in node mode).
+    /// Events that find it full are counted as lost and reported;
+    /// in-kernel syscall counts stay exact either way
+    #[arg(long, value_name = "SIZE", value_parser = parse_ring_size)]
+    pub ring_size: Option<u32>,
+}
+
+impl TargetArgs {
+    /// The ring buffer's size: as asked, else 4 MiB for named processes
+    /// (the kernel maps it twice, so it is twice that in RSS; it need hold
+    /// only what comes while the reader thread waits for a core, see
+    /// `intake`) and 16 MiB in node mode, where every process on the node
+    /// without unwind tables yet may send 1 MiB of stack copies at once.
+    pub fn ring_bytes(&self, node_mode: bool) -> u32 {
+        self.ring_size.unwrap_or(if node_mode {
+            tracer_common::EVENT_RING_BYTES
+        } else {
+            4 << 20
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -377,6 +393,21 @@ mod tests {
         ] {
             assert!(parse_ring_size(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_ring_is_4mib_for_named_processes_16mib_in_node_mode_unless_asked() {
+        use clap::Parser as _;
+        let target = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Report(r) => r.target,
+            other => panic!("{other:?}"),
+        };
+        let named = target(&["tracer", "report", "--pid", "1"]);
+        assert_eq!(named.ring_bytes(false), 4 << 20);
+        assert_eq!(named.ring_bytes(true), 16 << 20);
+        let asked = target(&["tracer", "report", "--all", "--ring-size", "8MiB"]);
+        assert_eq!(asked.ring_bytes(true), 8 << 20);
+        assert_eq!(asked.ring_bytes(false), 8 << 20);
     }
 
     #[test]

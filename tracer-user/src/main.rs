@@ -308,7 +308,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         http: !target.no_http,
         http_tls: target.http_tls,
         max_routes: target.max_routes,
-        ring_bytes: target.ring_size,
+        ring_bytes: target.ring_bytes(node.is_some()),
         node: node.as_ref().map(|(scope, _)| *scope),
     };
     let targets = Targets::resolve(&target.pids, &target.command, node.map(|(_, what)| what))?;
