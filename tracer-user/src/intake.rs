@@ -98,7 +98,7 @@ impl<E: Send + 'static> Intake<E> {
             let (taken, woken) = (Arc::clone(&taken), Arc::clone(&woken));
             std::thread::Builder::new()
                 .name("ring-reader".into())
-                .spawn(move || read_when_woken(&epoll, &taken, &woken))
+                .spawn(move || read_when_woken(&epoll, ring_fd, &taken, &woken))
                 .context("starting the ring buffer's reader thread")?
         };
         Ok(Self {
@@ -171,25 +171,17 @@ fn wait_set(ring_fd: RawFd, stop_fd: RawFd) -> anyhow::Result<OwnedFd> {
 
 /// The reader thread: takes the ring's records each time the kernel wakes
 /// it, until the stop descriptor is written.
-fn read_when_woken<E>(epoll: &OwnedFd, taken: &Mutex<Taken<E>>, woken: &Notify) {
-    let ring_fd = taken
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .ring
-        .as_fd()
-        .as_raw_fd();
+fn read_when_woken<E>(epoll: &OwnedFd, ring_fd: RawFd, taken: &Mutex<Taken<E>>, woken: &Notify) {
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
     loop {
         // SAFETY: `events` has room for the 2 entries asked for.
         let n = unsafe { libc::epoll_wait(epoll.as_raw_fd(), events.as_mut_ptr(), 2, -1) };
         if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            log::warn!(
-                "the ring buffer's reader stopped: {}; records are taken every 200 ms",
-                std::io::Error::last_os_error()
-            );
+            log::warn!("the ring buffer's reader stopped: {error}; records are taken every 200 ms");
             return;
         }
         let ready = &events[..n as usize];
