@@ -269,16 +269,24 @@ fn check_spans(name: &str, events: &Path, driven: &Value, requests: u64) {
         .filter(|v| v["kind"] == "http_request")
         .collect();
     assert_eq!(spans.len() as u64, requests, "{name}: a span per request");
-    // Request by request, in the order sent (one at a time): the span's
-    // time within 5% of, and not over, the client's own.
+    // Request by request, in the order sent (one at a time): the span lies
+    // within the client's own time (from before its connect to the
+    // response's last byte), and holds at least 95% of its time on the
+    // connection (from the end of its connect and TLS handshake on). Held
+    // to 95% of the whole, it had the handshake's 3 to 11 ms in the 5%
+    // (fresh65 failed at 26 ms apart of 0.43 s over TLS). Not held under
+    // the time on the connection: gunicorn's TLS socket ends the handshake
+    // in its first read, up to 3 ms after the client's handshake returned.
     let client = driven["timings"].as_array().unwrap();
     for (s, c) in spans.iter().zip(client) {
         assert_eq!(s["name"], c["route"], "{name}: requests in order");
         let traced = (s["end_ns"].as_u64().unwrap() - s["start_ns"].as_u64().unwrap()) as f64 / 1e9;
-        let own = c["seconds"].as_f64().unwrap();
+        let whole = c["seconds"].as_f64().unwrap();
+        let on_connection = c["on_connection"].as_f64().unwrap();
         assert!(
-            traced <= own && traced >= own * 0.95,
-            "{name}: {} {traced:.4}s traced vs the client's {own:.4}s",
+            traced <= whole && traced >= on_connection * 0.95,
+            "{name}: {} {traced:.4}s traced vs the client's {whole:.4}s, \
+             {on_connection:.4}s after its connect",
             c["route"]
         );
     }
