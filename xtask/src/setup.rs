@@ -99,6 +99,7 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 pub fn run(needs: Needs) -> anyhow::Result<()> {
     let t0 = Instant::now();
+    disk_space(needs);
     let mut todo_as_root: Vec<String> = Vec::new();
     apt_packages(needs, &mut todo_as_root)?;
     rust_src()?;
@@ -119,6 +120,52 @@ pub fn run(needs: Needs) -> anyhow::Result<()> {
     }
     eprintln!("setup: done in {:.1?}", t0.elapsed());
     Ok(())
+}
+
+/// What `target/` grows to from a fresh clone, in GiB, measured: by the
+/// end-to-end stage of `cargo xtask test` (fresh65, with full debug
+/// info; line tables only since), and after `cargo xtask demo`.
+const TARGET_GIB_TEST: f64 = 5.5;
+const TARGET_GIB_DEMO: f64 = 1.1;
+
+/// Says how much room the disk has for `target/`, and warns when a fresh
+/// build would not fit: a machine whose disk filled mid-build failed with
+/// rustc's "No space left on device" and nothing else (stop 41's CI).
+/// Only a warning: a `target/` built before needs much less.
+fn disk_space(needs: Needs) {
+    let dir = crate::root();
+    let Some(free) = free_gib(&dir) else {
+        line("disk", "free space unknown");
+        return;
+    };
+    let need = match needs {
+        Needs::Demo => TARGET_GIB_DEMO,
+        Needs::Everything => TARGET_GIB_TEST,
+    };
+    line(
+        "disk",
+        &format!("{free:.1} GiB free under {}", dir.display()),
+    );
+    if free < need {
+        eprintln!(
+            "setup: warning: a build from scratch fills target/ with about {need:.1} GiB; \
+             with {free:.1} GiB free it may stop with \"No space left on device\": free some space first"
+        );
+    }
+}
+
+/// The space `df` calls available (`f_bavail`; root may also use the
+/// blocks kept for it, so this errs low).
+fn free_gib(dir: &std::path::Path) -> Option<f64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain data, valid as all zeroes.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a live out-parameter.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as f64 * st.f_frsize as f64 / (1u64 << 30) as f64)
 }
 
 fn line(step: &str, what: &str) {
