@@ -21,17 +21,17 @@ use aya::maps::{MapData, RingBuf};
 use tokio::sync::Notify;
 
 /// The ring and what has been taken out of it but not handed on yet.
-pub struct Taken<E> {
+pub struct Taken {
     ring: RingBuf<MapData>,
-    /// Reads a record; `None` for one of a kind we do not know.
-    decode: fn(&[u8]) -> Option<E>,
-    /// Decoded records, in the kernel's order, until the collector's next
-    /// drain takes them.
-    pub events: Vec<E>,
+    /// The records taken, in the kernel's order, each after its length (4
+    /// bytes), until the collector's next drain takes them (`records`).
+    /// Copied as they are, not decoded: the collector decodes them, so the
+    /// memory of a decoded record is allocated and freed by one thread
+    /// (glibc's per-thread cache; allocated here and freed there, each
+    /// malloc and free took the arena's slow path).
+    pub bytes: Vec<u8>,
     /// Records taken so far.
     pub seen: u64,
-    /// Records of a kind we do not know.
-    pub undecodable: u64,
     /// Every record as the kernel wrote it, appended to the file named by
     /// `TRACER_DUMP_RECORDS`: what crossed from the kernel, for the tests
     /// that check that no more than the method and path of a request, or
@@ -39,7 +39,7 @@ pub struct Taken<E> {
     dump: Option<File>,
 }
 
-impl<E> Taken<E> {
+impl Taken {
     /// Takes every record the ring holds now; returns how many.
     pub fn take_pending(&mut self) -> u64 {
         let before = self.seen;
@@ -48,18 +48,30 @@ impl<E> Taken<E> {
             if let Some(dump) = self.dump.as_mut() {
                 let _ = dump.write_all(&item);
             }
-            match (self.decode)(&item) {
-                Some(ev) => self.events.push(ev),
-                None => self.undecodable += 1,
-            }
+            // A record is at most the ring's size, which is a u32.
+            self.bytes
+                .extend_from_slice(&(item.len() as u32).to_ne_bytes());
+            self.bytes.extend_from_slice(&item);
         }
         self.seen - before
     }
 }
 
+/// The records of `Taken::bytes`, in order.
+pub fn records(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        let (len, after) = rest.split_first_chunk::<4>()?;
+        let len = (u32::from_ne_bytes(*len) as usize).min(after.len());
+        let (record, after) = after.split_at(len);
+        rest = after;
+        Some(record)
+    })
+}
+
 /// The reader thread and what it shares with the collector.
-pub struct Intake<E> {
-    taken: Arc<Mutex<Taken<E>>>,
+pub struct Intake {
+    taken: Arc<Mutex<Taken>>,
     /// Told when the reader took records: the collector drains then.
     woken: Arc<Notify>,
     /// Written to stop the reader.
@@ -67,8 +79,8 @@ pub struct Intake<E> {
     reader: Option<JoinHandle<()>>,
 }
 
-impl<E: Send + 'static> Intake<E> {
-    pub fn start(ring: RingBuf<MapData>, decode: fn(&[u8]) -> Option<E>) -> anyhow::Result<Self> {
+impl Intake {
+    pub fn start(ring: RingBuf<MapData>) -> anyhow::Result<Self> {
         let dump = match std::env::var_os("TRACER_DUMP_RECORDS") {
             Some(path) => Some(
                 File::create(&path)
@@ -79,10 +91,8 @@ impl<E: Send + 'static> Intake<E> {
         let ring_fd = ring.as_fd().as_raw_fd();
         let taken = Arc::new(Mutex::new(Taken {
             ring,
-            decode,
-            events: Vec::new(),
+            bytes: Vec::new(),
             seen: 0,
-            undecodable: 0,
             dump,
         }));
         // SAFETY: eventfd returns a new descriptor or -1, checked below.
@@ -117,12 +127,12 @@ impl<E: Send + 'static> Intake<E> {
     /// The ring and what the reader took, locked: the collector takes the
     /// ring's rest itself, after what the reader took, so a drain hands on
     /// every record written before it, in order.
-    pub fn lock(&self) -> MutexGuard<'_, Taken<E>> {
+    pub fn lock(&self) -> MutexGuard<'_, Taken> {
         self.taken.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-impl<E> Drop for Intake<E> {
+impl Drop for Intake {
     fn drop(&mut self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to a descriptor we own.
@@ -171,7 +181,7 @@ fn wait_set(ring_fd: RawFd, stop_fd: RawFd) -> anyhow::Result<OwnedFd> {
 
 /// The reader thread: takes the ring's records each time the kernel wakes
 /// it, until the stop descriptor is written.
-fn read_when_woken<E>(epoll: &OwnedFd, ring_fd: RawFd, taken: &Mutex<Taken<E>>, woken: &Notify) {
+fn read_when_woken(epoll: &OwnedFd, ring_fd: RawFd, taken: &Mutex<Taken>, woken: &Notify) {
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
     loop {
         // SAFETY: `events` has room for the 2 entries asked for.

@@ -278,21 +278,11 @@ impl Aggregate {
     /// objects its stacks name: those are read from the live process,
     /// which may exit any moment, while unwinding native stacks is slow
     /// the first time a library is seen.
-    pub fn apply_batch(&mut self, batch: &mut Vec<Event>) {
-        for ev in batch.iter() {
-            match ev {
-                Event::Stack(st) => {
-                    let py = crate::attribute::stack_python(st);
-                    self.sites.prefetch_python(st.tgid, st.py_status, py);
-                }
-                Event::Frames(f) => {
-                    let (_, py) = crate::attribute::frames_words(f);
-                    self.sites.prefetch_python(f.tgid, f.py_status, &py);
-                }
-                _ => {}
-            }
+    pub fn apply_batch(&mut self, batch: &crate::collect::Batch) {
+        for (tgid, py_status, py) in batch.python_frames() {
+            self.sites.prefetch_python(tgid, py_status, &py);
         }
-        for ev in batch.drain(..) {
+        for ev in batch.events() {
             self.apply(ev);
         }
     }
