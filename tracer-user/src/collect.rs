@@ -46,9 +46,7 @@ pub enum Event {
 /// newer kernel object, or a short read), which is counted by the caller.
 pub fn parse_event(bytes: &[u8]) -> Option<Event> {
     fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
-        (bytes.len() >= size_of::<T>())
-            // SAFETY: length checked; T is a repr(C) plain-data event type.
-            .then(|| unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+        read_at(bytes, 0)
     }
     /// Straight into the heap: a stack record is 16 KiB, copied once.
     fn read_boxed<T: Copy>(bytes: &[u8]) -> Option<Box<T>> {
@@ -135,30 +133,35 @@ impl Batch<'_> {
     }
 }
 
+/// A `T` read from `bytes` at `offset`, if they hold one there.
+fn read_at<T: Copy>(bytes: &[u8], offset: usize) -> Option<T> {
+    let bytes = bytes.get(offset..offset.checked_add(size_of::<T>())?)?;
+    // SAFETY: length checked; T is a repr(C) plain-data event type or an
+    // integer, valid for any bytes.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
 /// A stack record's process, Python status and Python frames, when it has
-/// any: the `u32` at `offset` of the record, and the frames from `frames`.
+/// any, read from the record's bytes (the frames' layout as
+/// `attribute::frames_words` and `attribute::stack_python` read a decoded
+/// one): no 1 KiB record decoded for a prefetch.
 fn python_frames_of(record: &[u8]) -> Option<(u32, u32, Vec<PyFrameRef>)> {
-    fn word<T: Copy>(record: &[u8], offset: usize) -> Option<T> {
-        let bytes = record.get(offset..offset + size_of::<T>())?;
-        // SAFETY: length checked; T is a plain integer type.
-        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
-    }
     use std::mem::offset_of;
-    let (tgid, status, depth, frames, stride) = match EventKind::from_u32(word(record, 0)?)? {
+    let (tgid, status, depth, frames, stride) = match EventKind::from_u32(read_at(record, 0)?)? {
         EventKind::Frames => {
-            let native: u32 = word(record, offset_of!(FramesEvent, native_depth))?;
+            let native: u32 = read_at(record, offset_of!(FramesEvent, native_depth))?;
             (
-                word(record, offset_of!(FramesEvent, tgid))?,
-                word(record, offset_of!(FramesEvent, py_status))?,
-                word::<u32>(record, offset_of!(FramesEvent, py_depth))?,
+                read_at(record, offset_of!(FramesEvent, tgid))?,
+                read_at(record, offset_of!(FramesEvent, py_status))?,
+                read_at::<u32>(record, offset_of!(FramesEvent, py_depth))?,
                 FRAMES_HEADER + 8 * (native as usize).min(NATIVE_FRAMES),
                 16,
             )
         }
         EventKind::Stack => (
-            word(record, offset_of!(StackEvent, tgid))?,
-            word(record, offset_of!(StackEvent, py_status))?,
-            word::<u32>(record, offset_of!(StackEvent, py_depth))?.min(PY_FRAMES as u32),
+            read_at(record, offset_of!(StackEvent, tgid))?,
+            read_at(record, offset_of!(StackEvent, py_status))?,
+            read_at::<u32>(record, offset_of!(StackEvent, py_depth))?.min(PY_FRAMES as u32),
             offset_of!(StackEvent, py),
             size_of::<PyFrameRef>(),
         ),
@@ -171,8 +174,8 @@ fn python_frames_of(record: &[u8]) -> Option<(u32, u32, Vec<PyFrameRef>)> {
         .map_while(|i| {
             let at = frames + i * stride;
             Some(PyFrameRef {
-                code: word(record, at)?,
-                instr: word(record, at + 8)?,
+                code: read_at(record, at)?,
+                instr: read_at(record, at + 8)?,
             })
         })
         .collect();
@@ -293,12 +296,11 @@ impl Collector {
     /// Hands every ring buffer record written so far to `sink`, in order,
     /// as one batch (so that the fast, time-critical part of a batch can be
     /// done before the slow part: see `Aggregate::apply_batch`): what the
-    /// reader thread took, then the ring's rest. The sink takes the records
-    /// out; the batch's memory is kept for the next drain rather than grown
-    /// anew each time.
+    /// reader thread took, then the ring's rest. The batch's memory is
+    /// kept for the next drain rather than grown anew each time.
     pub fn drain(&mut self, sink: impl FnOnce(&Batch)) {
+        // Empty (cleared at the end of each drain): the reader goes on in it.
         let raw = &mut self.raw;
-        raw.clear();
         {
             let mut taken = self.intake.lock();
             taken.take_pending();
