@@ -3,184 +3,20 @@
 //! and drained here on its word and on a timer); aggregates are read from
 //! the maps on demand; loss counters are read with them.
 
-use std::{cell::Cell, collections::BTreeMap, mem::size_of};
+use std::collections::BTreeMap;
 
 use anyhow::{Context as _, anyhow};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use tracer_common::{
-    CONN_ANSWERED, CONN_IN_REQUEST, ConnectEvent, DnsPacketEvent, DnsServer, DnsWaitEvent,
-    EventKind, ExecMapEvent, FRAMES_HEADER, FdClosedEvent, FdKey, FramesEvent, GoLookupState,
-    GoroutineKey, HandshakeEvent, LatencyStats, LookupEvent, LookupStartEvent, LookupState,
-    LostCounter, NATIVE_FRAMES, PY_FRAMES, PyFrameRef, RequestEndEvent, RequestLineEvent,
-    RequestTime, ServerConn, SlowIoEvent, StackEvent, SyscallKey, TaskEvent, ThreadEntry, TlsEvent,
-    TlsWaitEvent,
+    CONN_ANSWERED, CONN_IN_REQUEST, DnsServer, FdKey, GoLookupState, GoroutineKey, LatencyStats,
+    LookupState, LostCounter, RequestTime, ServerConn, SyscallKey, ThreadEntry,
 };
 
 use crate::{
     attach::Probes,
-    intake::{self, Intake},
+    decode::{Batch, Decoder},
+    intake::Intake,
 };
-
-/// One record from the ring buffer.
-#[derive(Debug, Clone)]
-pub enum Event {
-    Connect(ConnectEvent),
-    Handshake(HandshakeEvent),
-    Task(TaskEvent),
-    LookupStart(LookupStartEvent),
-    Lookup(Box<LookupEvent>),
-    DnsPacket(Box<DnsPacketEvent>),
-    DnsWait(DnsWaitEvent),
-    Tls(TlsEvent),
-    TlsWait(TlsWaitEvent),
-    ExecMap(ExecMapEvent),
-    Stack(Box<StackEvent>),
-    Frames(Box<FramesEvent>),
-    SlowIo(SlowIoEvent),
-    FdClosed(FdClosedEvent),
-    RequestLine(Box<RequestLineEvent>),
-    RequestEnd(RequestEndEvent),
-}
-
-/// Decodes a ring buffer record; `None` for a record we do not know (a
-/// newer kernel object, or a short read), which is counted by the caller.
-pub fn parse_event(bytes: &[u8]) -> Option<Event> {
-    fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
-        read_at(bytes, 0)
-    }
-    /// Straight into the heap: a stack record is 16 KiB, copied once.
-    fn read_boxed<T: Copy>(bytes: &[u8]) -> Option<Box<T>> {
-        if bytes.len() < size_of::<T>() {
-            return None;
-        }
-        let mut boxed = Box::<T>::new_uninit();
-        // SAFETY: length checked; T is a repr(C) plain-data event type,
-        // valid for any bytes, and the copy fills all of it.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                boxed.as_mut_ptr().cast::<u8>(),
-                size_of::<T>(),
-            );
-            Some(boxed.assume_init())
-        }
-    }
-    /// A record sent only as long as its content: what came, the rest
-    /// zero; None when the header says more than came.
-    fn read_frames(bytes: &[u8]) -> Option<Box<FramesEvent>> {
-        let len = bytes.len().min(size_of::<FramesEvent>());
-        if len < FRAMES_HEADER {
-            return None;
-        }
-        // SAFETY: FramesEvent is repr(C) integers, valid as all zeroes.
-        let mut ev: Box<FramesEvent> = unsafe { Box::new_zeroed().assume_init() };
-        // SAFETY: at most the record's size, from a slice that long.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), (&raw mut *ev).cast::<u8>(), len);
-        }
-        let words = ev.native_depth as usize + 2 * ev.py_depth as usize;
-        (ev.native_depth as usize <= NATIVE_FRAMES && FRAMES_HEADER + words * 8 <= len)
-            .then_some(ev)
-    }
-    let kind = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
-    match EventKind::from_u32(kind)? {
-        EventKind::Connect => read(bytes).map(Event::Connect),
-        EventKind::Handshake => read(bytes).map(Event::Handshake),
-        EventKind::Task => read(bytes).map(Event::Task),
-        EventKind::LookupStart => read(bytes).map(Event::LookupStart),
-        EventKind::Lookup => read_boxed(bytes).map(Event::Lookup),
-        EventKind::DnsPacket => read_boxed(bytes).map(Event::DnsPacket),
-        EventKind::DnsWait => read(bytes).map(Event::DnsWait),
-        EventKind::Tls => read(bytes).map(Event::Tls),
-        EventKind::TlsWait => read(bytes).map(Event::TlsWait),
-        EventKind::ExecMap => read(bytes).map(Event::ExecMap),
-        EventKind::Stack => read_boxed(bytes).map(Event::Stack),
-        EventKind::Frames => read_frames(bytes).map(Event::Frames),
-        EventKind::SlowIo => read(bytes).map(Event::SlowIo),
-        EventKind::FdClosed => read(bytes).map(Event::FdClosed),
-        EventKind::RequestLine => read_boxed(bytes).map(Event::RequestLine),
-        EventKind::RequestEnd => read(bytes).map(Event::RequestEnd),
-    }
-}
-
-/// The records of one drain, as the reader took them. Each is decoded as
-/// it is applied, so that its memory is freed before the next one's is
-/// allocated: glibc's per-thread cache serves them all, where records
-/// decoded all at once, then applied, took the arena's slow path for most
-/// of their mallocs and frees.
-pub struct Batch<'a> {
-    bytes: &'a [u8],
-    undecodable: Cell<u64>,
-}
-
-impl Batch<'_> {
-    /// Each record, decoded, in the kernel's order; a record we do not
-    /// know is counted and skipped. Once per batch.
-    pub fn events(&self) -> impl Iterator<Item = Event> + '_ {
-        intake::records(self.bytes).filter_map(|record| {
-            let ev = parse_event(record);
-            if ev.is_none() {
-                self.undecodable.set(self.undecodable.get() + 1);
-            }
-            ev
-        })
-    }
-
-    /// The Python frames of each stack in the batch, with its process and
-    /// the kernel's status of them, read where they lie in the record.
-    pub fn python_frames(&self) -> impl Iterator<Item = (u32, u32, Vec<PyFrameRef>)> + '_ {
-        intake::records(self.bytes).filter_map(python_frames_of)
-    }
-}
-
-/// A `T` read from `bytes` at `offset`, if they hold one there.
-fn read_at<T: Copy>(bytes: &[u8], offset: usize) -> Option<T> {
-    let bytes = bytes.get(offset..offset.checked_add(size_of::<T>())?)?;
-    // SAFETY: length checked; T is a repr(C) plain-data event type or an
-    // integer, valid for any bytes.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
-}
-
-/// A stack record's process, Python status and Python frames, when it has
-/// any, read from the record's bytes (the frames' layout as
-/// `attribute::frames_words` and `attribute::stack_python` read a decoded
-/// one): no 1 KiB record decoded for a prefetch.
-fn python_frames_of(record: &[u8]) -> Option<(u32, u32, Vec<PyFrameRef>)> {
-    use std::mem::offset_of;
-    let (tgid, status, depth, frames, stride) = match EventKind::from_u32(read_at(record, 0)?)? {
-        EventKind::Frames => {
-            let native: u32 = read_at(record, offset_of!(FramesEvent, native_depth))?;
-            (
-                read_at(record, offset_of!(FramesEvent, tgid))?,
-                read_at(record, offset_of!(FramesEvent, py_status))?,
-                read_at::<u32>(record, offset_of!(FramesEvent, py_depth))?,
-                FRAMES_HEADER + 8 * (native as usize).min(NATIVE_FRAMES),
-                16,
-            )
-        }
-        EventKind::Stack => (
-            read_at(record, offset_of!(StackEvent, tgid))?,
-            read_at(record, offset_of!(StackEvent, py_status))?,
-            read_at::<u32>(record, offset_of!(StackEvent, py_depth))?.min(PY_FRAMES as u32),
-            offset_of!(StackEvent, py),
-            size_of::<PyFrameRef>(),
-        ),
-        _ => return None,
-    };
-    if depth == 0 {
-        return None;
-    }
-    let python = (0..depth as usize)
-        .map_while(|i| {
-            let at = frames + i * stride;
-            Some(PyFrameRef {
-                code: read_at(record, at)?,
-                instr: read_at(record, at + 8)?,
-            })
-        })
-        .collect();
-    Some((tgid, status, python))
-}
 
 /// Counters of things the kernel side could not record (see
 /// `tracer_common::LostCounter`), plus records user space could not decode.
@@ -222,6 +58,8 @@ pub struct Collector {
     /// The records of one drain as the reader took them, kept between
     /// drains for its memory (it goes back to the reader at the next).
     raw: Vec<u8>,
+    /// Decodes the records of each drain, lending the large ones.
+    decoder: Decoder,
     /// Records of a kind we do not know.
     undecodable: u64,
     syscall_stats: HashMap<MapData, SyscallKey, LatencyStats>,
@@ -264,6 +102,7 @@ impl Collector {
         Ok(Self {
             intake: Intake::start(ring)?,
             raw: Vec::new(),
+            decoder: Decoder::default(),
             undecodable: 0,
             syscall_stats: take(probes, "SYSCALL_STATS")?,
             thread_entries: take(probes, "THREAD_ENTRIES")?,
@@ -308,12 +147,9 @@ impl Collector {
             std::mem::swap(raw, &mut taken.bytes);
         }
         if !raw.is_empty() {
-            let batch = Batch {
-                bytes: raw,
-                undecodable: Cell::new(0),
-            };
+            let batch = Batch::new(raw, &mut self.decoder);
             sink(&batch);
-            self.undecodable += batch.undecodable.get();
+            self.undecodable += batch.undecodable();
         }
         raw.clear();
         // A burst's worth is not kept for the rest of the run.
@@ -622,65 +458,4 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes into the local timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decodes_known_records_and_refuses_short_ones() {
-        let ev = HandshakeEvent {
-            kind: EventKind::Handshake as u32,
-            tgid: 1,
-            tid: 2,
-            new_state: 1,
-            skaddr: 0xdead,
-            start_ns: 5,
-            duration_ns: 7,
-        };
-        let bytes = unsafe {
-            std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<HandshakeEvent>())
-        };
-        match parse_event(bytes) {
-            Some(Event::Handshake(h)) => assert_eq!((h.skaddr, h.duration_ns), (0xdead, 7)),
-            other => panic!("{other:?}"),
-        }
-        assert!(parse_event(&bytes[..10]).is_none());
-        assert!(parse_event(&[9, 0, 0, 0, 1, 2]).is_none());
-        assert!(parse_event(&[]).is_none());
-    }
-
-    /// A batch as the reader leaves it: a stack of 2 native and 1 Python
-    /// frames sent only as long as its content, then a record of no kind.
-    #[test]
-    fn a_batch_reads_python_frames_in_place_and_counts_what_it_cannot_decode() {
-        let mut ev: FramesEvent = unsafe { std::mem::zeroed() };
-        (ev.kind, ev.tgid, ev.py_status) = (EventKind::Frames as u32, 7, 0);
-        (ev.native_depth, ev.py_depth) = (2, 1);
-        ev.words[..4].copy_from_slice(&[0x10, 0x20, 0xc0de, 3]);
-        let len = FRAMES_HEADER + 4 * 8;
-        let mut bytes = Vec::new();
-        for record in [
-            unsafe { std::slice::from_raw_parts((&raw const ev).cast::<u8>(), len) },
-            &[9, 0, 0, 0],
-        ] {
-            bytes.extend_from_slice(&(record.len() as u32).to_ne_bytes());
-            bytes.extend_from_slice(record);
-        }
-        let batch = Batch {
-            bytes: &bytes,
-            undecodable: Cell::new(0),
-        };
-        let python: Vec<_> = batch.python_frames().collect();
-        assert_eq!(python.len(), 1);
-        let (tgid, status, frames) = &python[0];
-        assert_eq!((*tgid, *status, frames.len()), (7, 0, 1));
-        assert_eq!((frames[0].code, frames[0].instr), (0xc0de, 3));
-        let events: Vec<_> = batch.events().collect();
-        assert!(
-            matches!(&events[..], [Event::Frames(f)] if f.words[2] == 0xc0de && f.words[4] == 0)
-        );
-        assert_eq!(batch.undecodable.get(), 1);
-    }
 }

@@ -4,7 +4,7 @@
 
 use proptest::{collection::vec, prelude::*, sample::Index};
 
-use crate::{btf::Btf, collect::parse_event, dns::parse_message, elf, peer::parse_sockaddr};
+use crate::{btf::Btf, decode::Decoder, dns::parse_message, elf, peer::parse_sockaddr};
 
 fn cases(n: u32) -> ProptestConfig {
     ProptestConfig {
@@ -65,7 +65,7 @@ proptest! {
     fn ring_buffer_records(kind in 0u32..24, rest in vec(any::<u8>(), 0..2048)) {
         let mut bytes = kind.to_ne_bytes().to_vec();
         bytes.extend(rest);
-        let _ = parse_event(&bytes);
+        let _ = Decoder::default().decode(&bytes);
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod cli;
 mod collect;
 mod connect;
 mod container;
+mod decode;
 mod dns;
 mod elf;
 mod error;
@@ -64,7 +65,8 @@ fn main() {
     // reader thread and freed by the collector's gave glibc's reader arena
     // 12 MiB more at its peak (`bench --only node`, busy: 86.4 against
     // 74.5 MiB; 75.2 with one arena), at no cost in CPU that the bench
-    // could tell.
+    // could tell. (The reader decodes nothing now, but the buffers it
+    // fills still pass to the collector's thread, which shrinks them.)
     #[cfg(target_env = "gnu")]
     // SAFETY: called before any other thread exists.
     unsafe {

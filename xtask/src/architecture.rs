@@ -55,7 +55,10 @@ const LAYERS: &[(&str, Layers)] = &[
             (&["render", "export"], true),
             (&["aggregate"], false),
             (&["dns", "tls", "connect", "slow_io", "http"], false),
-            (&["collect", "intake", "attribute", "unwind"], true),
+            (
+                &["collect", "decode", "intake", "attribute", "unwind"],
+                true,
+            ),
             (&["attach"], false),
             (
                 &[

@@ -21,8 +21,8 @@ use tracer_common::{LatencyStats, LookupEvent, SlowIoEvent, SyscallKey, ThreadEn
 pub use self::processes::{ProcessState, is_process};
 use crate::{
     attribute::Attributor,
-    collect::Event,
     connect::{ConnectOutcome, ConnectRecord, ConnectState},
+    decode::Event,
     dns::{DnsState, LookupRecord},
     http::{HttpState, RequestCall},
     kind::CallKind,
@@ -278,16 +278,14 @@ impl Aggregate {
     /// objects its stacks name: those are read from the live process,
     /// which may exit any moment, while unwinding native stacks is slow
     /// the first time a library is seen.
-    pub fn apply_batch(&mut self, batch: &crate::collect::Batch) {
+    pub fn apply_batch(&mut self, batch: &crate::decode::Batch) {
         for (tgid, py_status, py) in batch.python_frames() {
             self.sites.prefetch_python(tgid, py_status, &py);
         }
-        for ev in batch.events() {
-            self.apply(ev);
-        }
+        batch.for_each_event(|ev| self.apply(ev));
     }
 
-    pub fn apply(&mut self, ev: Event) {
+    pub fn apply(&mut self, ev: Event<'_>) {
         match ev {
             Event::Connect(c) => {
                 let site = self.sites.take(c.tid, c.start_ns);
@@ -304,22 +302,22 @@ impl Aggregate {
             }
             Event::Task(t) => self.on_task(t),
             Event::LookupStart(l) => self.dns.on_lookup_start(&l),
-            Event::Lookup(l) => self.on_lookup(&l),
-            Event::DnsPacket(p) => self.dns.on_packet(&p),
+            Event::Lookup(l) => self.on_lookup(l),
+            Event::DnsPacket(p) => self.dns.on_packet(p),
             Event::DnsWait(w) => self.dns.on_wait(&w),
             Event::Tls(t) => self.on_tls(&t),
             Event::TlsWait(w) => self.tls.on_wait(&w),
             Event::ExecMap(m) => {
                 self.mapped_new_code.insert(m.tgid);
             }
-            Event::Stack(st) => self.sites.on_stack(&st),
-            Event::Frames(f) => self.sites.on_frames(&f),
+            Event::Stack(st) => self.sites.on_stack(st),
+            Event::Frames(f) => self.sites.on_frames(f),
             Event::SlowIo(io) => self.on_slow_io(&io),
             Event::FdClosed(c) => {
                 self.fd_peers.remove(&(c.tgid, c.fd));
                 self.tls.on_close(c.tgid, c.fd);
             }
-            Event::RequestLine(l) => self.http.on_line(&l),
+            Event::RequestLine(l) => self.http.on_line(l),
             Event::RequestEnd(e) => self.http.on_end(&e),
         }
     }

@@ -439,7 +439,7 @@ impl Aggregate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::Event;
+    use crate::decode::Event;
 
     #[test]
     fn wall_time_counts_each_thread_while_traced() {

@@ -84,10 +84,10 @@ fn a_lookup_counts_under_its_host_in_lower_case_and_keeps_its_site_and_spelling(
     frames.native_end = tracer_common::UNWOUND_END;
     frames.py_status = tracer_common::PY_NOT_PYTHON;
     frames.words[0] = a_function_that_looks_up();
-    agg.apply(Event::Frames(Box::new(frames)));
+    agg.apply(Event::Frames(&frames));
     let mut ev = lookup(LookupFn::Getaddrinfo, "API.Example.com", 1);
     (ev.start_ns, ev.duration_ns) = (5, 7_000);
-    agg.apply(Event::Lookup(Box::new(ev)));
+    agg.apply(Event::Lookup(&ev));
 
     let ((kind, target, id), stats) = agg.by_site().iter().next().expect("one site");
     assert_eq!(
@@ -119,7 +119,7 @@ fn a_lookup_counts_under_its_host_in_lower_case_and_keeps_its_site_and_spelling(
     // A second lookup of the same name, in lower case: the same row.
     let mut again = lookup(LookupFn::Getaddrinfo, "api.example.com", 1);
     (again.start_ns, again.duration_ns) = (20, 9_000);
-    agg.apply(Event::Lookup(Box::new(again)));
+    agg.apply(Event::Lookup(&again));
     assert_eq!(agg.dns().hosts.len(), 1);
     let slowest = &agg.dns().slowest;
     assert_eq!(slowest[0].duration_ns, 9_000);

@@ -398,8 +398,8 @@ mod tests {
             let mut line = [0u8; REQUEST_LINE_BYTES];
             line[..text.len()].copy_from_slice(text.as_bytes());
             let start_ns = 1_000_000_000 * (i as u64 + 1);
-            agg.apply(crate::collect::Event::RequestLine(Box::new(
-                RequestLineEvent {
+            agg.apply(crate::decode::Event::RequestLine(
+                &(RequestLineEvent {
                     kind: 15,
                     tgid: 7,
                     tid: 7,
@@ -408,9 +408,9 @@ mod tests {
                     len: text.len() as u32,
                     _pad: 0,
                     line,
-                },
-            )));
-            agg.apply(crate::collect::Event::RequestEnd(RequestEndEvent {
+                }),
+            ));
+            agg.apply(crate::decode::Event::RequestEnd(RequestEndEvent {
                 kind: 16,
                 tgid: 7,
                 fd: 4,

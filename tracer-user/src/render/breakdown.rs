@@ -374,12 +374,13 @@ mod tests {
     use super::*;
     use crate::{
         aggregate::Aggregate,
-        collect::{Event, LostCounts},
+        collect::LostCounts,
+        decode::Event,
         render::{EndReason, ShareOf, TextOptions},
     };
 
     /// A blocking connect to 127.0.0.1:9000 that took `ms` and returned `ret`.
-    fn connect(start_ms: u64, ms: u64, ret: i64) -> Event {
+    fn connect(start_ms: u64, ms: u64, ret: i64) -> Event<'static> {
         let mut addr = [0u8; 112];
         addr[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
         addr[2..4].copy_from_slice(&9000u16.to_be_bytes());
