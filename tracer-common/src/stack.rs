@@ -28,6 +28,13 @@ pub const PY_THREADS: u32 = 64;
 pub const MAX_PY_PROCS: u32 = 4096;
 
 /// Why a stack was taken: which event it belongs to.
+///
+/// A lookup's stack record (`STACK_FOR_LOOKUP`, `STACK_FOR_GO_LOOKUP`) is
+/// also its start for user space: no `LookupStartEvent` follows one, a
+/// record fewer per lookup through the ring (the kernel's reserve and
+/// submit in the traced thread, the collector's read and decode). The
+/// start is sent alone when no stack record went (call sites off, or the
+/// ring full).
 pub const STACK_FOR_LOOKUP: u32 = 1;
 
 pub const STACK_FOR_CONNECT: u32 = 2;
@@ -35,6 +42,20 @@ pub const STACK_FOR_CONNECT: u32 = 2;
 pub const STACK_FOR_TLS: u32 = 3;
 
 pub const STACK_FOR_IO: u32 = 4;
+
+/// A Go resolver's lookup (`LookupFn::is_go`): user space counts those by
+/// process, not by thread (the goroutine may move).
+pub const STACK_FOR_GO_LOOKUP: u32 = 5;
+
+/// Whether a stack record taken for `reason` starts a lookup, and if so
+/// whether Go's.
+pub fn lookup_started_by(reason: u32) -> Option<bool> {
+    match reason {
+        STACK_FOR_LOOKUP => Some(false),
+        STACK_FOR_GO_LOOKUP => Some(true),
+        _ => None,
+    }
+}
 
 /// How the interpreter's current frame is found from a thread state.
 pub const PY_FRAME_DIRECT: u32 = 0; // tstate->frame (3.10) or ->current_frame (3.13)

@@ -11,7 +11,8 @@ use aya_ebpf::{
     maps::PerCpuArray,
 };
 use tracer_common::{
-    EventKind, LOOKUP_ADDRS, LookupEvent, LookupFn, LookupStartEvent, LostCounter, STACK_FOR_LOOKUP,
+    EventKind, LOOKUP_ADDRS, LookupEvent, LookupFn, LookupStartEvent, LostCounter,
+    STACK_FOR_GO_LOOKUP, STACK_FOR_LOOKUP,
 };
 
 use crate::{
@@ -69,17 +70,19 @@ pub fn scratch() -> Option<&'static mut LookupAddrs> {
     Some(out)
 }
 
-/// A lookup began: its call site (the stack at the probe, `regs`), then
-/// its start for user space, which joins the DNS messages that follow.
+/// A lookup began: its call site (the stack at the probe, `regs`), which
+/// is also its start for user space (joining the DNS messages that
+/// follow); the start alone when no stack went.
 #[inline(always)]
 pub fn started(tgid: u32, tid: u32, func: LookupFn, now: u64, regs: *const pt_regs) {
-    stacks::capture(
-        tgid,
-        tid,
-        STACK_FOR_LOOKUP,
-        now,
-        &UserRegs::from_probe_ctx(regs),
-    );
+    let reason = if func.is_go() {
+        STACK_FOR_GO_LOOKUP
+    } else {
+        STACK_FOR_LOOKUP
+    };
+    if stacks::capture(tgid, tid, reason, now, &UserRegs::from_probe_ctx(regs)) {
+        return;
+    }
     output(&LookupStartEvent {
         kind: EventKind::LookupStart as u32,
         tgid,

@@ -62,21 +62,21 @@ impl UserRegs {
 }
 
 /// Takes the stack of the current thread and sends it, tagged with the
-/// start time of the call it belongs to.
+/// start time of the call it belongs to; whether a record went.
 #[inline(always)]
-pub fn capture(tgid: u32, tid: u32, reason: u32, key_ns: u64, regs: &UserRegs) {
+pub fn capture(tgid: u32, tid: u32, reason: u32, key_ns: u64, regs: &UserRegs) -> bool {
     if KERNEL_LAYOUT
         .get(0)
         .is_some_and(|l| l.flags & LAYOUT_NO_STACKS != 0)
     {
-        return;
+        return false;
     }
-    if send_frames(tgid, tid, reason, key_ns, regs) {
-        return;
+    if let Some(sent) = send_frames(tgid, tid, reason, key_ns, regs) {
+        return sent;
     }
     let Some(mut slot) = EVENTS.reserve::<StackEvent>(0) else {
         count_lost(LostCounter::RingFull);
-        return;
+        return false;
     };
     let ev = slot.as_mut_ptr();
     // SAFETY: `ev` points to a reserved ring buffer record of our size.
@@ -100,19 +100,20 @@ pub fn capture(tgid: u32, tid: u32, reason: u32, key_ns: u64, regs: &UserRegs) {
     // SAFETY: written just above.
     let urgent = unsafe { (*ev).py_depth } > 0;
     slot.submit(submit_flags(urgent));
+    true
 }
 
 /// Sends the call site unwound in the kernel, when the process's tables
 /// are loaded: the Python frames first (the native unwind stops at the
 /// interpreter when there are some), then the native frames, as one
 /// record as long as its frames. Without tables, once the process has
-/// sent its stack copies: the leaf and the Python frames. False: take
-/// the copy.
+/// sent its stack copies: the leaf and the Python frames. None: take the
+/// copy; else whether the record went.
 #[inline(always)]
-fn send_frames(tgid: u32, tid: u32, reason: u32, key_ns: u64, regs: &UserRegs) -> bool {
+fn send_frames(tgid: u32, tid: u32, reason: u32, key_ns: u64, regs: &UserRegs) -> Option<bool> {
     let tables = UNWIND_PROCS.get_ptr(tgid).is_some();
     if !tables && unwind::may_copy_stack(tgid) {
-        return false;
+        return None;
     }
     let found = tracer_py_thread_frame(tgid);
     let (py_status, py_depth) = if found < PY_FOUND_MIN {
@@ -125,22 +126,20 @@ fn send_frames(tgid: u32, tid: u32, reason: u32, key_ns: u64, regs: &UserRegs) -
     } else {
         unwind::leaf_only(regs.ip)
     };
-    let Some((depth, end)) = unwound else {
-        return false;
-    };
+    let (depth, end) = unwound?;
     if depth == 1 && end == UNWOUND_UNKNOWN_CODE {
         // The call is in code its tables do not have yet (a library it
         // loaded just now, still compiling): the copy, unwound in user
         // space, which knows the library.
-        return false;
+        return None;
     }
     let (Some(scratch), Some(py)) = (FRAMES_SCRATCH.get_ptr_mut(0), PY_SCRATCH.get_ptr(0)) else {
-        return true;
+        return Some(false);
     };
     // SAFETY: this CPU's slot.
     let ev = unsafe { &raw mut (*scratch).ev };
     if depth == 0 || depth as usize > NATIVE_FRAMES || py_depth as usize > PY_FRAMES {
-        return true;
+        return Some(false);
     }
     // SAFETY: this CPU's slot, written by the unwind just above; the copy
     // of the Python frames ends within `words` (depth and py_depth are
@@ -171,7 +170,7 @@ fn send_frames(tgid: u32, tid: u32, reason: u32, key_ns: u64, regs: &UserRegs) -
     // SAFETY: as above.
     let words = unsafe { (*ev).native_depth + 2 * (*ev).py_depth } as usize;
     if words > FRAME_WORDS {
-        return true;
+        return Some(false);
     }
     // Hidden from LLVM, which knows the mask changes nothing and drops
     // it; the verifier does not know that.
@@ -184,8 +183,9 @@ fn send_frames(tgid: u32, tid: u32, reason: u32, key_ns: u64, regs: &UserRegs) -
         .is_err()
     {
         count_lost(LostCounter::RingFull);
+        return Some(false);
     }
-    true
+    Some(true)
 }
 
 /// Copies the top of the user stack: as much of `STACK_COPY` bytes as is

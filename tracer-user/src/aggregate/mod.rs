@@ -16,7 +16,9 @@ use std::{
 };
 
 use serde::Serialize;
-use tracer_common::{LatencyStats, LookupEvent, SlowIoEvent, SyscallKey, ThreadEntry};
+use tracer_common::{
+    LatencyStats, LookupEvent, LookupFn, SlowIoEvent, SyscallKey, ThreadEntry, lookup_started_by,
+};
 
 pub use self::processes::{ProcessState, is_process};
 use crate::{
@@ -301,7 +303,10 @@ impl Aggregate {
                 }
             }
             Event::Task(t) => self.on_task(t),
-            Event::LookupStart(l) => self.dns.on_lookup_start(&l),
+            Event::LookupStart(l) => {
+                let go = LookupFn::from_u32(l.func).is_some_and(LookupFn::is_go);
+                self.dns.on_lookup_start(l.tgid, l.tid, go, l.start_ns);
+            }
             Event::Lookup(l) => self.on_lookup(l),
             Event::DnsPacket(p) => self.dns.on_packet(p),
             Event::DnsWait(w) => self.dns.on_wait(&w),
@@ -310,8 +315,18 @@ impl Aggregate {
             Event::ExecMap(m) => {
                 self.mapped_new_code.insert(m.tgid);
             }
-            Event::Stack(st) => self.sites.on_stack(st),
-            Event::Frames(f) => self.sites.on_frames(f),
+            Event::Stack(st) => {
+                if let Some(go) = lookup_started_by(st.reason) {
+                    self.dns.on_lookup_start(st.tgid, st.tid, go, st.key_ns);
+                }
+                self.sites.on_stack(st);
+            }
+            Event::Frames(f) => {
+                if let Some(go) = lookup_started_by(f.reason) {
+                    self.dns.on_lookup_start(f.tgid, f.tid, go, f.key_ns);
+                }
+                self.sites.on_frames(f);
+            }
             Event::SlowIo(io) => self.on_slow_io(&io),
             Event::FdClosed(c) => {
                 self.fd_peers.remove(&(c.tgid, c.fd));

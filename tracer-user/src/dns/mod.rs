@@ -12,9 +12,7 @@ use std::{
 };
 
 use serde::Serialize;
-use tracer_common::{
-    DNS_SEND, DnsPacketEvent, DnsWaitEvent, LatencyStats, LookupEvent, LookupFn, LookupStartEvent,
-};
+use tracer_common::{DNS_SEND, DnsPacketEvent, DnsWaitEvent, LatencyStats, LookupEvent, LookupFn};
 
 use self::fields::{c_string, service_of};
 pub use self::{
@@ -256,15 +254,17 @@ fn server_of(peer: &[u8; 28]) -> Option<String> {
 }
 
 impl DnsState {
-    pub fn on_lookup_start(&mut self, ev: &LookupStartEvent) {
-        if LookupFn::from_u32(ev.func).is_some_and(LookupFn::is_go) {
-            *self.open_go.entry(ev.tgid).or_default() += 1;
+    /// A lookup began: from its `LookupStartEvent`, or from its stack
+    /// record, which stands for one (`tracer_common::STACK_FOR_LOOKUP`).
+    pub fn on_lookup_start(&mut self, tgid: u32, tid: u32, go: bool, start_ns: u64) {
+        if go {
+            *self.open_go.entry(tgid).or_default() += 1;
             return;
         }
         self.open.insert(
-            ev.tid,
+            tid,
             OpenLookup {
-                start_ns: ev.start_ns,
+                start_ns,
                 queries: Vec::new(),
                 waits: Vec::new(),
             },

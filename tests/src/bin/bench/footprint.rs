@@ -57,7 +57,8 @@ pub(crate) fn footprint(env: &Env, report: &mut Report) -> Result<()> {
     let _ = writeln!(
         report.md,
         "\n## Collector footprint\n\ngetaddrinfo(\"localhost\") paced at a fixed rate, tracer \
-         attached with call sites: each call is 3 ring-buffer records (start, end, stack). \
+         attached with call sites: each call is 2 ring-buffer records (its stack, which also \
+         marks its start, and its end). \
          CPU is the run time of tracer's threads (the scheduler's, \
          /proc/PID/task/*/schedstat): to attach (loading the probes, the unwind tables, and \
          libc's names and DWARF, read before the process is traced), over the first second \
