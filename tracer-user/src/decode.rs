@@ -5,7 +5,10 @@
 //! each took a malloc and a free, and a call site a 1 KiB calloc for a
 //! record of a hundred bytes or so.
 
-use std::{cell::Cell, cell::RefCell, mem::size_of};
+use std::{
+    cell::{Cell, RefCell},
+    mem::size_of,
+};
 
 use tracer_common::{
     ConnectEvent, DnsPacketEvent, DnsWaitEvent, EventKind, ExecMapEvent, FRAMES_HEADER,
