@@ -137,7 +137,7 @@ impl Decoder {
             return None;
         }
         let n = bytes.len().min(size);
-        let scratch = bytemuck_bytes(&mut self.scratch);
+        let scratch = as_bytes_mut(&mut self.scratch);
         scratch[..n].copy_from_slice(&bytes[..n]);
         // Zero what an earlier, longer record left within this one.
         let stale = self.dirty.min(size);
@@ -156,7 +156,7 @@ impl Decoder {
 }
 
 /// The scratch as bytes.
-fn bytemuck_bytes(words: &mut [u64]) -> &mut [u8] {
+fn as_bytes_mut(words: &mut [u64]) -> &mut [u8] {
     // SAFETY: u8 has no alignment and every bit pattern is valid either
     // way; the length covers the same memory.
     unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8) }
