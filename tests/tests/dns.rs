@@ -26,7 +26,17 @@ fn python_client(ns: &NetNs) -> Fixture {
 
 /// Traces `client` while `drive` runs, until it exits.
 fn trace(name: &str, client: Fixture, drive: impl FnOnce(&mut Fixture)) -> (Value, String) {
-    let traced = trace_until_exit(name, client, drive);
+    trace_with(name, client, &[], drive)
+}
+
+/// The same, with more arguments for tracer.
+fn trace_with(
+    name: &str,
+    client: Fixture,
+    extra: &[&str],
+    drive: impl FnOnce(&mut Fixture),
+) -> (Value, String) {
+    let traced = trace_until_exit_with(name, client, extra, drive);
     (traced.report, traced.stderr)
 }
 
@@ -62,13 +72,25 @@ fn findings(h: &Value) -> String {
 
 #[test]
 fn a_dropped_aaaa_answer_is_reported_as_timeout_and_retry() {
+    dropped_aaaa("dns-aaaa", &[]);
+}
+
+/// Without call sites no stack record marks the lookup's start (with
+/// them, the stack does): the kernel sends the start alone, and the
+/// queries still belong to the lookup.
+#[test]
+fn without_call_sites_a_lookups_queries_are_still_its_own() {
+    dropped_aaaa("dns-aaaa-no-sites", &["--no-call-sites"]);
+}
+
+fn dropped_aaaa(name: &str, extra: &[&str]) {
     let ns = NetNs::new(
         "aaaa",
         "nameserver 127.0.0.1\noptions timeout:1 attempts:2\n",
     );
     let mut server = DnsServer::start(&ns, &["--drop-type", "AAAA"]);
     let mut truth = Value::Null;
-    let (report, _) = trace("dns-aaaa", c_client(&ns, false), |c| {
+    let (report, _) = trace_with(name, c_client(&ns, false), extra, |c| {
         truth = c.run("getaddrinfo api.example.com", LONG);
     });
     assert_eq!(truth["ret"], 0, "A still answers: {truth}");
