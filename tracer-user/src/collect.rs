@@ -137,7 +137,7 @@ impl Collector {
     /// done before the slow part: see `Aggregate::apply_batch`): what the
     /// reader thread took, then the ring's rest. The batch's memory is
     /// kept for the next drain rather than grown anew each time.
-    pub fn drain(&mut self, sink: impl FnOnce(&Batch)) {
+    pub fn drain(&mut self, sink: impl FnOnce(&mut Batch)) {
         // Empty (cleared at the end of each drain): the reader goes on in it.
         let raw = &mut self.raw;
         {
@@ -147,8 +147,8 @@ impl Collector {
             std::mem::swap(raw, &mut taken.bytes);
         }
         if !raw.is_empty() {
-            let batch = Batch::new(raw, &mut self.decoder);
-            sink(&batch);
+            let mut batch = Batch::new(raw, &mut self.decoder);
+            sink(&mut batch);
             self.undecodable += batch.undecodable();
         }
         raw.clear();

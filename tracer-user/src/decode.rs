@@ -5,10 +5,7 @@
 //! each took a malloc and a free, and a call site a 1 KiB calloc for a
 //! record of a hundred bytes or so.
 
-use std::{
-    cell::{Cell, RefCell},
-    mem::size_of,
-};
+use std::mem::size_of;
 
 use tracer_common::{
     ConnectEvent, DnsPacketEvent, DnsWaitEvent, EventKind, ExecMapEvent, FRAMES_HEADER,
@@ -166,8 +163,8 @@ fn as_bytes_mut(words: &mut [u64]) -> &mut [u8] {
 /// it is applied, into the one scratch, which nothing allocates or frees.
 pub struct Batch<'a> {
     bytes: &'a [u8],
-    decoder: RefCell<&'a mut Decoder>,
-    undecodable: Cell<u64>,
+    decoder: &'a mut Decoder,
+    undecodable: u64,
 }
 
 impl<'a> Batch<'a> {
@@ -176,24 +173,23 @@ impl<'a> Batch<'a> {
     pub fn new(bytes: &'a [u8], decoder: &'a mut Decoder) -> Self {
         Self {
             bytes,
-            decoder: RefCell::new(decoder),
-            undecodable: Cell::new(0),
+            decoder,
+            undecodable: 0,
         }
     }
 
     /// Records of this batch that could not be decoded, so far.
     pub fn undecodable(&self) -> u64 {
-        self.undecodable.get()
+        self.undecodable
     }
 
     /// Hands each record, decoded, to `apply` in the kernel's order; a
     /// record we do not know is counted and skipped. Once per batch.
-    pub fn for_each_event(&self, mut apply: impl FnMut(Event<'_>)) {
-        let mut decoder = self.decoder.borrow_mut();
+    pub fn for_each_event(&mut self, mut apply: impl FnMut(Event<'_>)) {
         for record in intake::records(self.bytes) {
-            match decoder.decode(record) {
+            match self.decoder.decode(record) {
                 Some(ev) => apply(ev),
-                None => self.undecodable.set(self.undecodable.get() + 1),
+                None => self.undecodable += 1,
             }
         }
     }
@@ -300,7 +296,7 @@ mod tests {
             bytes.extend_from_slice(record);
         }
         let mut decoder = Decoder::default();
-        let batch = Batch::new(&bytes, &mut decoder);
+        let mut batch = Batch::new(&bytes, &mut decoder);
         let python: Vec<_> = batch.python_frames().collect();
         assert_eq!(python.len(), 1);
         let (tgid, status, frames) = &python[0];

@@ -280,7 +280,7 @@ impl Aggregate {
     /// objects its stacks name: those are read from the live process,
     /// which may exit any moment, while unwinding native stacks is slow
     /// the first time a library is seen.
-    pub fn apply_batch(&mut self, batch: &crate::decode::Batch) {
+    pub fn apply_batch(&mut self, batch: &mut crate::decode::Batch) {
         for (tgid, py_status, py) in batch.python_frames() {
             self.sites.prefetch_python(tgid, py_status, &py);
         }
