@@ -316,15 +316,11 @@ impl Aggregate {
                 self.mapped_new_code.insert(m.tgid);
             }
             Event::Stack(st) => {
-                if let Some(go) = lookup_started_by(st.reason) {
-                    self.dns.on_lookup_start(st.tgid, st.tid, go, st.key_ns);
-                }
+                self.start_lookup_of_stack(st.reason, st.tgid, st.tid, st.key_ns);
                 self.sites.on_stack(st);
             }
             Event::Frames(f) => {
-                if let Some(go) = lookup_started_by(f.reason) {
-                    self.dns.on_lookup_start(f.tgid, f.tid, go, f.key_ns);
-                }
+                self.start_lookup_of_stack(f.reason, f.tgid, f.tid, f.key_ns);
                 self.sites.on_frames(f);
             }
             Event::SlowIo(io) => self.on_slow_io(&io),
@@ -334,6 +330,14 @@ impl Aggregate {
             }
             Event::RequestLine(l) => self.http.on_line(l),
             Event::RequestEnd(e) => self.http.on_end(&e),
+        }
+    }
+
+    /// A stack record taken for a lookup is also the lookup's start (no
+    /// `LookupStartEvent` follows it).
+    fn start_lookup_of_stack(&mut self, reason: u32, tgid: u32, tid: u32, start_ns: u64) {
+        if let Some(go) = lookup_started_by(reason) {
+            self.dns.on_lookup_start(tgid, tid, go, start_ns);
         }
     }
 
