@@ -32,10 +32,12 @@ pub struct Taken {
     pub bytes: Vec<u8>,
     /// Records taken so far.
     pub seen: u64,
-    /// Every record as the kernel wrote it, appended to the file named by
+    /// Every record as the kernel wrote it, each after its length (4
+    /// bytes, as in `bytes`), appended to the file named by
     /// `TRACER_DUMP_RECORDS`: what crossed from the kernel, for the tests
     /// that check that no more than the method and path of a request, or
-    /// the question of a DNS message, ever does.
+    /// the question of a DNS message, ever does (record by record: a stack
+    /// copy is raw stack memory, which may hold anything).
     dump: Option<File>,
 }
 
@@ -45,12 +47,12 @@ impl Taken {
         let before = self.seen;
         while let Some(item) = self.ring.next() {
             self.seen += 1;
-            if let Some(dump) = self.dump.as_mut() {
-                let _ = dump.write_all(&item);
-            }
             // A record is at most the ring's size, which is a u32.
-            self.bytes
-                .extend_from_slice(&(item.len() as u32).to_ne_bytes());
+            let len = (item.len() as u32).to_ne_bytes();
+            if let Some(dump) = self.dump.as_mut() {
+                let _ = dump.write_all(&len).and_then(|()| dump.write_all(&item));
+            }
+            self.bytes.extend_from_slice(&len);
             self.bytes.extend_from_slice(&item);
         }
         self.seen - before
