@@ -112,6 +112,15 @@ impl Loop {
         Ok(self.run_answer(calls)?.0)
     }
 
+    /// The median ns of `calls` calls paced at `rate` a second, each timed
+    /// alone, the loop asleep between them.
+    pub(crate) fn paced(&mut self, rate: u64, calls: u64) -> Result<f64> {
+        let answer = self.ask(&format!("paced {rate} {calls}"))?;
+        answer["median_ns"]
+            .as_f64()
+            .ok_or_else(|| format!("no median_ns: {answer}"))
+    }
+
     /// `run`, with the loop's whole answer (its `ssl_calls`, say).
     pub(crate) fn run_answer(&mut self, calls: u64) -> Result<(f64, Value)> {
         let answer = self.ask(&format!("run {calls}"))?;
@@ -260,26 +269,50 @@ pub(crate) fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// ns per call of `w`, one figure per round: untraced, then under `tool`,
-/// then untraced again, all in one process, so that the difference is the
-/// tool's and not the machine's drift between measurements.
-pub(crate) fn measure(env: &Env, w: &Workload, tool: Tool) -> Result<(Vec<f64>, Vec<f64>)> {
+/// Calls a second of the paced rounds, and calls per round.
+pub(crate) const PACED_RATE: u64 = 2_000;
+pub(crate) const PACED_CALLS: u64 = 1_000;
+
+/// One figure per round, untraced and traced.
+#[derive(Default)]
+pub(crate) struct Rounds {
+    pub(crate) base: Vec<f64>,
+    pub(crate) traced: Vec<f64>,
+}
+
+/// The rounds of one workload under one tool: flat out (ns per call over
+/// a round) and paced (the median of a round's calls, each timed alone).
+#[derive(Default)]
+pub(crate) struct Measured {
+    pub(crate) flat: Rounds,
+    pub(crate) paced: Rounds,
+}
+
+/// The rounds of `w`: untraced, then under `tool`, then untraced again,
+/// all in one process, so that the difference is the tool's and not the
+/// machine's drift between measurements. Flat-out and paced rounds take
+/// turns, under one attach.
+pub(crate) fn measure(env: &Env, w: &Workload, tool: Tool) -> Result<Measured> {
     let mut lp = Loop::start(env, w.mode)?;
-    let mut base = Vec::new();
+    let mut m = Measured::default();
+    let round = |lp: &mut Loop, flat: &mut Vec<f64>, paced: &mut Vec<f64>| -> Result<()> {
+        flat.push(lp.run(w.calls)?);
+        paced.push(lp.paced(PACED_RATE, PACED_CALLS)?);
+        Ok(())
+    };
     for _ in 0..env.rounds.div_ceil(2) {
-        base.push(lp.run(w.calls)?);
+        round(&mut lp, &mut m.flat.base, &mut m.paced.base)?;
     }
     let attached = Attached::start(env, tool, &w.point, &lp)?;
-    let mut traced = Vec::new();
     for _ in 0..env.rounds {
-        traced.push(lp.run(w.calls)?);
+        round(&mut lp, &mut m.flat.traced, &mut m.paced.traced)?;
     }
     attached.stop();
     for _ in 0..env.rounds.div_ceil(2) {
-        base.push(lp.run(w.calls)?);
+        round(&mut lp, &mut m.flat.base, &mut m.paced.base)?;
     }
     lp.quit();
-    Ok((base, traced))
+    Ok(m)
 }
 
 /// Starts `tracer report --json JSON` on `pid` and waits until it traces;

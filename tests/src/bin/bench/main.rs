@@ -6,7 +6,9 @@
 //!    nothing attached, with empty programs on the same attach points (the
 //!    floor: `tracer floor`), with bpftrace 0.17 keeping a latency
 //!    histogram (and a variant taking `ustack`), with tracer without call
-//!    sites, and with tracer as shipped.
+//!    sites, and with tracer as shipped; flat out (rounds of calls back
+//!    to back) and paced (2,000 calls a second, the loop asleep between
+//!    them, each call timed alone).
 //! 2. Application cost: requests per second of the seed's Flask app.
 //! 3. Capacity: the call rates tracer took with nothing lost, checked by
 //!    its counts against the calls made.

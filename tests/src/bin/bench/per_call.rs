@@ -1,10 +1,18 @@
-//! 1. Per-call cost of each tool on the same probes.
+//! 1. Per-call cost of each tool on the same probes, flat out and paced.
 
-use std::fmt::Write as _;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde_json::json;
 
 use crate::{Env, Report, Result, harness::*};
+
+const TOOLS: [Tool; 5] = [
+    Tool::Floor,
+    Tool::Bpftrace,
+    Tool::BpftraceUstack,
+    Tool::TracerNoSites,
+    Tool::Tracer,
+];
 
 pub(crate) fn per_call(env: &Env, report: &mut Report) -> Result<()> {
     let workloads = [
@@ -40,74 +48,109 @@ pub(crate) fn per_call(env: &Env, report: &mut Report) -> Result<()> {
             point: Point::Function("libssl.so", "SSL_read_ex"),
         },
     ];
+    // Every workload under every tool first, then the two tables: the
+    // paced rounds ran in turn with the flat-out ones, under one attach.
+    let mut measured: Vec<Vec<(Tool, Measured)>> = Vec::new();
+    for w in &workloads {
+        eprintln!("bench: {}", w.name);
+        let mut by_tool = Vec::new();
+        for tool in TOOLS {
+            if tool == Tool::BpftraceUstack && matches!(w.point, Point::Syscall) {
+                continue;
+            }
+            by_tool.push((tool, measure(env, w, tool)?));
+        }
+        measured.push(by_tool);
+    }
+    let flat: Vec<_> = measured
+        .iter()
+        .map(|t| t.iter().map(|(tool, m)| (*tool, &m.flat)).collect())
+        .collect();
+    let paced: Vec<_> = measured
+        .iter()
+        .map(|t| t.iter().map(|(tool, m)| (*tool, &m.paced)).collect())
+        .collect();
     let _ = writeln!(
         report.md,
         "## Per-call cost\n\nFor each tool, one process runs the calls untraced, traced, and \
          untraced again; the added cost is the median of {} traced rounds minus the median of \
-         the untraced ones around them (range: the traced rounds' spread).\n",
+         the untraced ones around them (range: the traced rounds' spread).\n\n### Flat out\n\n\
+         Each round: the calls back to back, ns per call over the round.\n",
         env.rounds
     );
+    table(report, &workloads, &flat, "flat out", "per_call");
+    let _ = writeln!(
+        report.md,
+        "\n### Paced\n\nEach round: {PACED_CALLS} calls at {PACED_RATE} a second, the loop \
+         asleep between them (caches cold, as in a program that makes such a call now and \
+         then), each call timed alone: the round's median. Taken in turn with the flat-out \
+         rounds, under the same attach.\n"
+    );
+    table(report, &workloads, &paced, "paced", "per_call_paced");
+    Ok(())
+}
+
+/// One table of added cost per workload and tool, its notes against the
+/// targets, and its JSON under `key`.
+fn table(
+    report: &mut Report,
+    workloads: &[Workload],
+    rows: &[Vec<(Tool, &Rounds)>],
+    pace: &str,
+    key: &str,
+) {
     let _ = writeln!(
         report.md,
         "| call | untraced | floor | bpftrace hist | bpftrace + ustack | tracer --no-call-sites | tracer |\n|---|---|---|---|---|---|---|"
     );
-    for w in &workloads {
-        eprintln!("bench: {}", w.name);
+    let mut json_rows = Vec::new();
+    for (w, by_tool) in workloads.iter().zip(rows) {
         let mut figures = Vec::new();
         let mut bases = Vec::new();
         let mut cells = String::new();
-        let mut added = std::collections::BTreeMap::new();
-        for tool in [
-            Tool::Floor,
-            Tool::Bpftrace,
-            Tool::BpftraceUstack,
-            Tool::TracerNoSites,
-            Tool::Tracer,
-        ] {
-            if tool == Tool::BpftraceUstack && matches!(w.point, Point::Syscall) {
+        let mut added = BTreeMap::new();
+        for tool in TOOLS {
+            let Some((_, r)) = by_tool.iter().find(|(t, _)| *t == tool) else {
                 cells.push_str(" - |");
                 continue;
-            }
-            let (base, traced) = measure(env, w, tool)?;
-            let base_med = median(&base);
-            let med = median(&traced);
-            let lo = traced.iter().copied().fold(f64::MAX, f64::min) - base_med;
-            let hi = traced.iter().copied().fold(f64::MIN, f64::max) - base_med;
+            };
+            let base_med = median(&r.base);
+            let med = median(&r.traced);
+            let lo = r.traced.iter().copied().fold(f64::MAX, f64::min) - base_med;
+            let hi = r.traced.iter().copied().fold(f64::MIN, f64::max) - base_med;
             let _ = write!(cells, " +{:.0} ns ({lo:+.0}..{hi:+.0}) |", med - base_med);
             added.insert(tool.name(), med - base_med);
             bases.push(base_med);
-            figures.push(json!({"tool": tool.name(), "untraced_rounds": base,
-                                "traced_rounds": traced, "added_ns": med - base_med}));
+            figures.push(json!({"tool": tool.name(), "untraced_rounds": r.base,
+                                "traced_rounds": r.traced, "added_ns": med - base_med}));
         }
         let untraced = median(&bases);
         let _ = writeln!(report.md, "| {} | {untraced:.0} ns |{cells}", w.name);
         let spread = bases.iter().copied().fold(f64::MIN, f64::max)
             - bases.iter().copied().fold(f64::MAX, f64::min);
         report.notes.push(format!(
-            "{}: untraced {untraced:.0} ns per call (its medians across the runs spread over \
-             {spread:.0} ns)",
+            "{}, {pace}: untraced {untraced:.0} ns per call (its medians across the runs \
+             spread over {spread:.0} ns)",
             w.name
         ));
         let get = |t: Tool| added.get(t.name()).copied().unwrap_or(f64::NAN);
         let ratio = match w.point {
             Point::Syscall => format!(
-                "{}: tracer adds {:.2}x the floor's cost (target: at most 1.5x)",
+                "{}, {pace}: tracer adds {:.2}x the floor's cost (target: at most 1.5x)",
                 w.name,
                 get(Tool::Tracer) / get(Tool::Floor)
             ),
             Point::Function(..) => format!(
-                "{}: tracer --no-call-sites adds {:.2}x bpftrace's histogram (target: at most 1x); \
-                 tracer with call sites {:.2}x bpftrace with ustack (target: at most 1.5x)",
+                "{}, {pace}: tracer --no-call-sites adds {:.2}x bpftrace's histogram (target: \
+                 at most 1x); tracer with call sites {:.2}x bpftrace with ustack (target: at \
+                 most 1.5x)",
                 w.name,
                 get(Tool::TracerNoSites) / get(Tool::Bpftrace),
                 get(Tool::Tracer) / get(Tool::BpftraceUstack)
             ),
         };
         report.notes.push(ratio);
-        report.json["per_call"]
-            .as_array_mut()
-            .expect("array")
-            .push(json!({"call": w.name, "untraced_ns": untraced, "figures": figures}));
+        json_rows.push(json!({"call": w.name, "untraced_ns": untraced, "figures": figures}));
     }
-    Ok(())
+    report.json[key] = json!(json_rows);
 }
