@@ -11,7 +11,7 @@
 use std::path::Path;
 
 use serde_json::Value;
-use tracer_common::EventKind;
+use tracer_common::{EventKind, framed_records};
 use tracer_tests::{
     seed::{self, Paths, Seed, Server},
     *,
@@ -71,8 +71,8 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
         .any(|w| w == needle.as_bytes())
 }
 
-/// The records `TRACER_DUMP_RECORDS` wrote, each after its length (4
-/// bytes, native order), in the kernel's order.
+/// The records `TRACER_DUMP_RECORDS` wrote (`framed_records`), in the
+/// kernel's order.
 struct Dump(Vec<u8>);
 
 impl Dump {
@@ -81,18 +81,11 @@ impl Dump {
     }
 
     fn records(&self) -> impl Iterator<Item = (Option<EventKind>, &[u8])> {
-        let mut rest = self.0.as_slice();
-        std::iter::from_fn(move || {
-            let (len, after) = rest.split_first_chunk::<4>()?;
-            // A record cut short (the tracer stopped between its length
-            // and its bytes) is searched as far as it went.
-            let len = (u32::from_ne_bytes(*len) as usize).min(after.len());
-            let (record, after) = after.split_at(len);
-            rest = after;
+        framed_records(&self.0).map(|record| {
             let kind = record
                 .first_chunk::<4>()
                 .and_then(|k| EventKind::from_u32(u32::from_ne_bytes(*k)));
-            Some((kind, record))
+            (kind, record)
         })
     }
 

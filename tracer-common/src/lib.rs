@@ -9,6 +9,7 @@
 
 mod connect;
 mod dns;
+mod framing;
 pub mod histogram;
 mod layout;
 mod lookup;
@@ -22,6 +23,7 @@ mod unwind;
 
 pub use connect::*;
 pub use dns::*;
+pub use framing::framed_records;
 pub use layout::*;
 pub use lookup::*;
 pub use server::*;

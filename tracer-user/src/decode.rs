@@ -11,10 +11,8 @@ use tracer_common::{
     ConnectEvent, DnsPacketEvent, DnsWaitEvent, EventKind, ExecMapEvent, FRAMES_HEADER,
     FdClosedEvent, FramesEvent, HandshakeEvent, LookupEvent, LookupStartEvent, NATIVE_FRAMES,
     PY_FRAMES, PyFrameRef, RequestEndEvent, RequestLineEvent, SlowIoEvent, StackEvent, TaskEvent,
-    TlsEvent, TlsWaitEvent,
+    TlsEvent, TlsWaitEvent, framed_records,
 };
-
-use crate::intake;
 
 /// One record from the ring buffer; a large one lent by the `Decoder`.
 #[derive(Debug, Clone, Copy)]
@@ -168,7 +166,7 @@ pub struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    /// The records in `bytes` (each after its length, as `intake` leaves
+    /// The records in `bytes` (`framed_records`, as `intake` leaves
     /// them), decoded with `decoder`.
     pub fn new(bytes: &'a [u8], decoder: &'a mut Decoder) -> Self {
         Self {
@@ -186,7 +184,7 @@ impl<'a> Batch<'a> {
     /// Hands each record, decoded, to `apply` in the kernel's order; a
     /// record we do not know is counted and skipped. Once per batch.
     pub fn for_each_event(&mut self, mut apply: impl FnMut(Event<'_>)) {
-        for record in intake::records(self.bytes) {
+        for record in framed_records(self.bytes) {
             match self.decoder.decode(record) {
                 Some(ev) => apply(ev),
                 None => self.undecodable += 1,
@@ -197,7 +195,7 @@ impl<'a> Batch<'a> {
     /// The Python frames of each stack in the batch, with its process and
     /// the kernel's status of them, read where they lie in the record.
     pub fn python_frames(&self) -> impl Iterator<Item = (u32, u32, Vec<PyFrameRef>)> + '_ {
-        intake::records(self.bytes).filter_map(python_frames_of)
+        framed_records(self.bytes).filter_map(python_frames_of)
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::sync::Notify;
 pub struct Taken {
     ring: RingBuf<MapData>,
     /// The records taken, in the kernel's order, each after its length (4
-    /// bytes), until the collector's next drain takes them (`records`).
+    /// bytes: `framed_records`), until the collector's next drain takes them.
     /// Copied as they are, not decoded: the collector decodes them, so the
     /// memory of a decoded record is allocated and freed by one thread
     /// (glibc's per-thread cache; allocated here and freed there, each
@@ -57,18 +57,6 @@ impl Taken {
         }
         self.seen - before
     }
-}
-
-/// The records of `Taken::bytes`, in order.
-pub fn records(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = bytes;
-    std::iter::from_fn(move || {
-        let (len, after) = rest.split_first_chunk::<4>()?;
-        let len = (u32::from_ne_bytes(*len) as usize).min(after.len());
-        let (record, after) = after.split_at(len);
-        rest = after;
-        Some(record)
-    })
 }
 
 /// The reader thread and what it shares with the collector.
