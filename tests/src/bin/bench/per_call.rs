@@ -62,14 +62,13 @@ pub(crate) fn per_call(env: &Env, report: &mut Report) -> Result<()> {
         }
         measured.push(by_tool);
     }
-    let flat: Vec<_> = measured
-        .iter()
-        .map(|t| t.iter().map(|(tool, m)| (*tool, &m.flat)).collect())
-        .collect();
-    let paced: Vec<_> = measured
-        .iter()
-        .map(|t| t.iter().map(|(tool, m)| (*tool, &m.paced)).collect())
-        .collect();
+    let rows = |pick: fn(&Measured) -> &Rounds| -> Vec<Vec<(Tool, &Rounds)>> {
+        measured
+            .iter()
+            .map(|t| t.iter().map(|(tool, m)| (*tool, pick(m))).collect())
+            .collect()
+    };
+    let (flat, paced) = (rows(|m| &m.flat), rows(|m| &m.paced));
     let _ = writeln!(
         report.md,
         "## Per-call cost\n\nFor each tool, one process runs the calls untraced, traced, and \
