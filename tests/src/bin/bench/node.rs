@@ -348,7 +348,7 @@ pub(crate) fn node_mode(env: &Env, report: &mut Report) -> Result<()> {
         let _ = writeln!(
             report.md,
             "| {name} | {} / {} / {} | {base_med:.0} ns | {floor_added:+.0} ns | {med:.0} ns \
-             | +{tracer_added:.0} ns ({lo:+.0}..{hi:+.0}) | {:.2}x | {:.2}x |",
+             | {tracer_added:+.0} ns ({lo:+.0}..{hi:+.0}) | {:.2}x | {:.2}x |",
             base.len(),
             floor.len(),
             traced.len(),
@@ -357,7 +357,7 @@ pub(crate) fn node_mode(env: &Env, report: &mut Report) -> Result<()> {
         );
         let short = name.split_whitespace().next().unwrap_or(name);
         added.push(format!(
-            "{short} +{tracer_added:.0} ns ({:.2}x)",
+            "{short} {tracer_added:+.0} ns ({:.2}x)",
             med / base_med
         ));
         against_floor.push((name, tracer_added / floor_added));

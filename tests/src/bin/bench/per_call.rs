@@ -117,7 +117,7 @@ fn table(
             let med = median(&r.traced);
             let lo = r.traced.iter().copied().fold(f64::MAX, f64::min) - base_med;
             let hi = r.traced.iter().copied().fold(f64::MIN, f64::max) - base_med;
-            let _ = write!(cells, " +{:.0} ns ({lo:+.0}..{hi:+.0}) |", med - base_med);
+            let _ = write!(cells, " {:+.0} ns ({lo:+.0}..{hi:+.0}) |", med - base_med);
             added.insert(tool.name(), med - base_med);
             bases.push(base_med);
             figures.push(json!({"tool": tool.name(), "untraced_rounds": r.base,
