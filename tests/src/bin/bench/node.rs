@@ -152,6 +152,17 @@ pub(crate) fn side_by_side<T>(
     })
 }
 
+/// The two loops side by side for `window` from now, nothing else done
+/// meanwhile: their rounds' ns per call.
+fn both_for(
+    getppid: &mut Loop,
+    connect: &mut Loop,
+    window: Duration,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let (g, c, ()) = side_by_side(getppid, connect, Instant::now() + window, || {})?;
+    Ok((g, c))
+}
+
 /// Tasks (processes and threads) created on the machine since boot, from
 /// /proc/stat.
 pub(crate) fn tasks_created() -> u64 {
@@ -252,15 +263,13 @@ pub(crate) fn node_mode(env: &Env, report: &mut Report) -> Result<()> {
     let idle = NodeWindow::read(&tracer, start, Mark::now(&tracer))?;
     tracer.stop();
 
-    eprintln!("bench: node mode, busy ({window} s, and untraced rounds around it)");
+    eprintln!(
+        "bench: node mode, busy ({window} s, the floor {} s, untraced rounds around them)",
+        NODE_FLOOR_WINDOW.as_secs()
+    );
     let mut getppid = Loop::start(env, "getppid")?;
     let mut connect = Loop::start(env, "connect")?;
-    let (mut g_base, mut c_base, ()) = side_by_side(
-        &mut getppid,
-        &mut connect,
-        Instant::now() + NODE_BASELINE,
-        || {},
-    )?;
+    let (mut g_base, mut c_base) = both_for(&mut getppid, &mut connect, NODE_BASELINE)?;
     let tracer = NodeTracer::start(env)?;
     let start = Mark::now(&tracer);
     let (g_traced, c_traced, end) =
@@ -269,29 +278,14 @@ pub(crate) fn node_mode(env: &Env, report: &mut Report) -> Result<()> {
         })?;
     let busy = NodeWindow::read(&tracer, start, end)?;
     tracer.stop();
-    let (g_after, c_after, ()) = side_by_side(
-        &mut getppid,
-        &mut connect,
-        Instant::now() + NODE_BASELINE,
-        || {},
-    )?;
+    let (g_after, c_after) = both_for(&mut getppid, &mut connect, NODE_BASELINE)?;
     // The floor under the same load: the empty programs on the same
     // tracepoints, which run for every process as serve --all's do (issue
     // 20's target for a syscall holds for serve --all too).
     let floor = Attached::start(env, Tool::Floor, &Point::Syscall, &getppid)?;
-    let (g_floor, c_floor, ()) = side_by_side(
-        &mut getppid,
-        &mut connect,
-        Instant::now() + NODE_FLOOR_WINDOW,
-        || {},
-    )?;
+    let (g_floor, c_floor) = both_for(&mut getppid, &mut connect, NODE_FLOOR_WINDOW)?;
     drop(floor);
-    let (g_last, c_last, ()) = side_by_side(
-        &mut getppid,
-        &mut connect,
-        Instant::now() + NODE_BASELINE,
-        || {},
-    )?;
+    let (g_last, c_last) = both_for(&mut getppid, &mut connect, NODE_BASELINE)?;
     getppid.quit();
     connect.quit();
     g_base.extend(g_after);
@@ -345,22 +339,29 @@ pub(crate) fn node_mode(env: &Env, report: &mut Report) -> Result<()> {
         let lo = traced.iter().copied().fold(f64::MAX, f64::min) - base_med;
         let hi = traced.iter().copied().fold(f64::MIN, f64::max) - base_med;
         let (floor_added, tracer_added) = (floor_med - base_med, med - base_med);
+        // A floor at or below zero (the VM's noise on a dear call) makes
+        // no ratio.
+        let against = if floor_added > 0.0 {
+            format!("{:.2}x", tracer_added / floor_added)
+        } else {
+            "-".to_string()
+        };
         let _ = writeln!(
             report.md,
             "| {name} | {} / {} / {} | {base_med:.0} ns | {floor_added:+.0} ns | {med:.0} ns \
-             | {tracer_added:+.0} ns ({lo:+.0}..{hi:+.0}) | {:.2}x | {:.2}x |",
+             | {tracer_added:+.0} ns ({lo:+.0}..{hi:+.0}) | {:.2}x | {} |",
             base.len(),
             floor.len(),
             traced.len(),
             med / base_med,
-            tracer_added / floor_added
+            against
         );
         let short = name.split_whitespace().next().unwrap_or(name);
         added.push(format!(
             "{short} {tracer_added:+.0} ns ({:.2}x)",
             med / base_med
         ));
-        against_floor.push((name, tracer_added / floor_added));
+        against_floor.push((name, against));
         calls.push(json!({
             "call": name, "untraced_rounds": base, "floor_rounds": floor,
             "traced_rounds": traced, "untraced_ns": base_med, "floor_added_ns": floor_added,
@@ -381,7 +382,7 @@ pub(crate) fn node_mode(env: &Env, report: &mut Report) -> Result<()> {
     // node mode has no counterpart of).
     if let Some((name, ratio)) = against_floor.first() {
         report.notes.push(format!(
-            "{name}, under serve --all on the busy node: tracer adds {ratio:.2}x the floor's \
+            "{name}, under serve --all on the busy node: tracer adds {ratio} the floor's \
              cost (target: at most 1.5x)"
         ));
     }
