@@ -15,7 +15,8 @@
 //! 4. Collector footprint: tracer's CPU share and peak RSS at fixed rates.
 //! 5. Node mode: `tracer serve --all` idle, then busy with a getppid loop
 //!    and a connect loop: its CPU share, peak RSS and processes traced, and
-//!    the loops' cost per call against their untraced rounds.
+//!    the loops' cost per call against their untraced rounds and against
+//!    the floor's empty programs under the same load.
 //! 6. Attach: the time to "tracing PID" with call sites (unwind tables
 //!    written first) against `--no-call-sites`.
 //!

@@ -16,7 +16,8 @@ use crate::{Env, Report, Result, footprint::cpu_and_peak_rss, harness::*};
 /// few milliseconds of CPU to be more than noise.
 pub(crate) const NODE_WINDOW: Duration = Duration::from_secs(20);
 
-/// The untraced windows before and after the busy one.
+/// The untraced windows: before the busy one, between it and the floor's,
+/// and after that.
 pub(crate) const NODE_BASELINE: Duration = Duration::from_secs(5);
 
 /// The window with the floor's empty programs attached, on the same load.
