@@ -269,6 +269,13 @@ pub(crate) fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// The least and the greatest of `v` (a traced figure's range across its
+/// rounds, the spread of the untraced medians).
+pub(crate) fn extremes(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)))
+}
+
 /// Calls a second of the paced rounds, and calls per round.
 pub(crate) const PACED_RATE: u64 = 2_000;
 pub(crate) const PACED_CALLS: u64 = 1_000;

@@ -337,8 +337,8 @@ pub(crate) fn node_mode(env: &Env, report: &mut Report) -> Result<()> {
             ));
         }
         let (base_med, floor_med, med) = (median(base), median(floor), median(traced));
-        let lo = traced.iter().copied().fold(f64::MAX, f64::min) - base_med;
-        let hi = traced.iter().copied().fold(f64::MIN, f64::max) - base_med;
+        let (lo, hi) = extremes(traced);
+        let (lo, hi) = (lo - base_med, hi - base_med);
         let (floor_added, tracer_added) = (floor_med - base_med, med - base_med);
         // A floor at or below zero (the VM's noise on a dear call) makes
         // no ratio.

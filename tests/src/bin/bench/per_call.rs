@@ -115,8 +115,8 @@ fn table(
             };
             let base_med = median(&r.base);
             let med = median(&r.traced);
-            let lo = r.traced.iter().copied().fold(f64::MAX, f64::min) - base_med;
-            let hi = r.traced.iter().copied().fold(f64::MIN, f64::max) - base_med;
+            let (lo, hi) = extremes(&r.traced);
+            let (lo, hi) = (lo - base_med, hi - base_med);
             let _ = write!(cells, " {:+.0} ns ({lo:+.0}..{hi:+.0}) |", med - base_med);
             added.insert(tool.name(), med - base_med);
             bases.push(base_med);
@@ -125,8 +125,10 @@ fn table(
         }
         let untraced = median(&bases);
         let _ = writeln!(report.md, "| {} | {untraced:.0} ns |{cells}", w.name);
-        let spread = bases.iter().copied().fold(f64::MIN, f64::max)
-            - bases.iter().copied().fold(f64::MAX, f64::min);
+        let spread = {
+            let (lo, hi) = extremes(&bases);
+            hi - lo
+        };
         report.notes.push(format!(
             "{}, {pace}: untraced {untraced:.0} ns per call (its medians across the runs \
              spread over {spread:.0} ns)",
