@@ -269,6 +269,22 @@ pub(crate) fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// `added` as a multiple of an anchor's added cost, when the anchor's is
+/// above zero: at or below it (the VM's noise on a dear call) there is no
+/// ratio, and a negative one would read as tracer costing less than nothing.
+pub(crate) fn times(added: f64, anchor: f64) -> Option<f64> {
+    (anchor > 0.0).then(|| added / anchor)
+}
+
+/// "tracer adds 2.38x the floor's cost", or both figures when there is no
+/// ratio (`times`).
+pub(crate) fn versus(added: f64, anchor: f64, what: &str) -> String {
+    match times(added, anchor) {
+        Some(r) => format!("{r:.2}x {what}"),
+        None => format!("{added:+.0} ns against {what} at {anchor:+.0} ns, no ratio"),
+    }
+}
+
 /// The least and the greatest of `v` (a traced figure's range across its
 /// rounds, the spread of the untraced medians).
 pub(crate) fn extremes(v: &[f64]) -> (f64, f64) {

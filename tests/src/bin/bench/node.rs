@@ -340,13 +340,8 @@ pub(crate) fn node_mode(env: &Env, report: &mut Report) -> Result<()> {
         let (lo, hi) = extremes(traced);
         let (lo, hi) = (lo - base_med, hi - base_med);
         let (floor_added, tracer_added) = (floor_med - base_med, med - base_med);
-        // A floor at or below zero (the VM's noise on a dear call) makes
-        // no ratio.
-        let against = if floor_added > 0.0 {
-            format!("{:.2}x", tracer_added / floor_added)
-        } else {
-            "-".to_string()
-        };
+        let against =
+            times(tracer_added, floor_added).map_or("-".to_string(), |r| format!("{r:.2}x"));
         let _ = writeln!(
             report.md,
             "| {name} | {} / {} / {} | {base_med:.0} ns | {floor_added:+.0} ns | {med:.0} ns \
@@ -362,7 +357,7 @@ pub(crate) fn node_mode(env: &Env, report: &mut Report) -> Result<()> {
             "{short} {tracer_added:+.0} ns ({:.2}x)",
             med / base_med
         ));
-        against_floor.push((name, against));
+        against_floor.push((name, versus(tracer_added, floor_added, "the floor's cost")));
         calls.push(json!({
             "call": name, "untraced_rounds": base, "floor_rounds": floor,
             "traced_rounds": traced, "untraced_ns": base_med, "floor_added_ns": floor_added,
@@ -383,8 +378,8 @@ pub(crate) fn node_mode(env: &Env, report: &mut Report) -> Result<()> {
     // node mode has no counterpart of).
     if let Some((name, ratio)) = against_floor.first() {
         report.notes.push(format!(
-            "{name}, under serve --all on the busy node: tracer adds {ratio} the floor's \
-             cost (target: at most 1.5x)"
+            "{name}, under serve --all on the busy node: tracer adds {ratio} (target: at \
+             most 1.5x)"
         ));
     }
     report.json["node_mode"] = json!({

@@ -139,22 +139,33 @@ fn table(
             // Issue 20's target for a connect is bpftrace's cost on the same
             // tracepoints, not the floor's.
             Point::Syscall if w.mode == "connect" => format!(
-                "{}, {pace}: tracer adds {:.2}x bpftrace's histogram (target: at most 1.5x)",
+                "{}, {pace}: tracer adds {} (target: at most 1.5x)",
                 w.name,
-                get(Tool::Tracer) / get(Tool::Bpftrace)
+                versus(
+                    get(Tool::Tracer),
+                    get(Tool::Bpftrace),
+                    "bpftrace's histogram"
+                )
             ),
             Point::Syscall => format!(
-                "{}, {pace}: tracer adds {:.2}x the floor's cost (target: at most 1.5x)",
+                "{}, {pace}: tracer adds {} (target: at most 1.5x)",
                 w.name,
-                get(Tool::Tracer) / get(Tool::Floor)
+                versus(get(Tool::Tracer), get(Tool::Floor), "the floor's cost")
             ),
             Point::Function(..) => format!(
-                "{}, {pace}: tracer --no-call-sites adds {:.2}x bpftrace's histogram (target: \
-                 at most 1x); tracer with call sites {:.2}x bpftrace with ustack (target: at \
-                 most 1.5x)",
+                "{}, {pace}: tracer --no-call-sites adds {} (target: at most 1x); tracer with \
+                 call sites {} (target: at most 1.5x)",
                 w.name,
-                get(Tool::TracerNoSites) / get(Tool::Bpftrace),
-                get(Tool::Tracer) / get(Tool::BpftraceUstack)
+                versus(
+                    get(Tool::TracerNoSites),
+                    get(Tool::Bpftrace),
+                    "bpftrace's histogram"
+                ),
+                versus(
+                    get(Tool::Tracer),
+                    get(Tool::BpftraceUstack),
+                    "bpftrace with ustack"
+                )
             ),
         };
         report.notes.push(ratio);
