@@ -288,8 +288,9 @@ impl HttpState {
         // Calls after the response's last write (the thread waiting for
         // the connection's next request) are not the request's.
         req.calls.retain(|c| c.start_ns < ev.end_ns);
-        // A TLS server's last SSL write returns after the last write
-        // syscall in it: the response is written when it returns.
+        // The kernel ends a TLS request at its last write syscall's return
+        // (the busy time); its last SSL write returns after that, and the
+        // span ends there so that it holds the calls it lists.
         let end_ns = req
             .calls
             .iter()
