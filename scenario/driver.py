@@ -68,9 +68,10 @@ def closed_by_server(raw):
     would (a FIN, no TLS close_notify), and reads what is left until the
     server's FIN; returns when, in ns. Each server here closes after its
     last write has returned (gunicorn gthread's pool when the handler's
-    task is done), so this comes after the end of its span of the request, which the last byte's arrival need
-    not: a server thread preempted between the write that sent it and its
-    return ends the span later. (Waiting for the server's own close, an
+    task is done), so this comes after the end of its span of the
+    request, which the last byte's arrival need not: a server thread
+    preempted between the write that sent it and its return ends the span
+    later. (Waiting for the server's own close, an
     asyncio TLS server waited 30 s for a close_notify.) A connection found
     reset or no longer connected (under gunicorn over TLS, once) was ended
     by the server too."""
