@@ -71,10 +71,9 @@ def closed_by_server(raw):
     task is done), so this comes after the end of its span of the
     request, which the last byte's arrival need not: a server thread
     preempted between the write that sent it and its return ends the span
-    later. (Waiting for the server's own close, an
-    asyncio TLS server waited 30 s for a close_notify.) A connection found
-    reset or no longer connected (under gunicorn over TLS, once) was ended
-    by the server too."""
+    later. (Waiting for the server's own close, an asyncio TLS server
+    waited 30 s for a close_notify.) A connection found reset or no longer
+    connected (under gunicorn over TLS, once) was ended by the server too."""
     raw.settimeout(60)
     try:
         raw.shutdown(socket.SHUT_WR)
